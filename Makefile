@@ -1,0 +1,67 @@
+# The front door: every target here is one line of `make help` and one step of the README.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: help up down status kafka-fetch kafka-up kafka-down topics groups lint format \
+        test unit-tests integration-tests clean
+
+help: ## Show the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(INSTALLED): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: Python 3.11 or newer is needed, and $(PYTHON) is " + sys.version.split()[0] + ". Install it (Debian/Ubuntu: sudo apt-get install python3; macOS: brew install python@3.12) or run make PYTHON=/path/to/python3.11 ...")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "Installing the project into $(VENV) ..."
+	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+up: $(INSTALLED) ## Start the whole stack in the background and say what runs where
+	@$(PY) -m deploy.local up
+
+down: $(INSTALLED) ## Stop everything `make up` started
+	@$(PY) -m deploy.local down
+
+status: $(INSTALLED) ## Say what is running
+	@$(PY) -m deploy.local status
+
+kafka-fetch: $(INSTALLED) ## Fetch the Apache Kafka jars from Maven Central once (no network after)
+	@$(PY) -m deploy.local fetch-kafka
+
+kafka-up: $(INSTALLED) ## Start only the Kafka broker
+	@$(PY) -m deploy.local kafka-up
+
+kafka-down: $(INSTALLED) ## Stop only the Kafka broker
+	@$(PY) -m deploy.local kafka-down
+
+topics: $(INSTALLED) ## Create email.send and email.send.dlq if they are missing
+	@$(PY) -m deploy.local topics
+
+groups: $(INSTALLED) ## Describe email-send-group with Kafka's own kafka-consumer-groups.sh
+	@$(PY) -m deploy.local groups
+
+lint: $(INSTALLED) ## Check types (mypy) and style (ruff)
+	@$(PY) -m mypy
+	@$(PY) -m ruff check .
+	@$(PY) -m ruff format --check .
+
+format: $(INSTALLED) ## Format the code and fix what ruff can fix
+	@$(PY) -m ruff check --fix .
+	@$(PY) -m ruff format .
+
+test: $(INSTALLED) kafka-fetch ## Run every test (starts a private Kafka broker, never the `make up` one)
+	@$(PY) -m pytest
+
+unit-tests: $(INSTALLED) ## Run the unit tests only (no broker)
+	@$(PY) -m pytest tests/unit
+
+integration-tests: $(INSTALLED) kafka-fetch ## Run the integration tests (real Kafka)
+	@$(PY) -m pytest tests/integration
+
+## Stop everything and delete the run directory (Kafka's data and the logs)
+	@$(PY) -m deploy.local clean

@@ -1,0 +1,125 @@
+"""Start a program in the background with a pid file and a log file, and stop it by that pid.
+
+A pid file alone can lie (the process died and the pid was reused), so a pid counts as ours
+only while the process's command line still contains the marker we started it with.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class BackgroundProcess:
+    name: str
+    run_dir: Path
+    marker: str  # a piece of the command line that only this program has
+
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / "pids" / f"{self.name}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.run_dir / "logs" / f"{self.name}.log"
+
+    def running_pid(self) -> int | None:
+        """The pid of our running process, or None (a stale pid file is removed)."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        if _is_alive(pid) and self.marker in _command_line(pid):
+            return pid
+        self.pid_file.unlink(missing_ok=True)
+        return None
+
+    def start(
+        self, argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: Path | None = None
+    ) -> int:
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as log:
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+                # Its own session: Ctrl-C in the terminal that ran `make up` leaves it running.
+                start_new_session=True,
+            )
+        self.pid_file.write_text(f"{process.pid}\n")
+        return process.pid
+
+    def stop(self, grace_seconds: float) -> bool:
+        """SIGTERM, wait up to grace_seconds, then SIGKILL. False if it was not running."""
+        pid = self.running_pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGTERM)
+        if not wait_for_exit(pid, grace_seconds):
+            os.kill(pid, signal.SIGKILL)
+            wait_for_exit(pid, 10)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+
+def wait_for_exit(pid: int, timeout_seconds: float) -> bool:
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        if not _is_alive(pid):
+            return True
+        time.sleep(0.05)
+    return not _is_alive(pid)
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        # Reap it if it is our own child, or it would linger as a zombie that looks alive.
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return _process_state(pid) != "Z"
+
+
+def _command_line(pid: int) -> str:
+    proc = Path(f"/proc/{pid}/cmdline")
+    if proc.parent.exists():
+        try:
+            return proc.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return ""
+    return _ps(pid, "args")
+
+
+def _process_state(pid: int) -> str:
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.parent.exists():
+        try:
+            # The state follows the command name in parentheses, which may itself hold spaces.
+            return stat.read_text().rpartition(")")[2].split()[0]
+        except (OSError, IndexError):
+            return ""
+    return _ps(pid, "stat")[:1]
+
+
+def _ps(pid: int, field: str) -> str:
+    result = subprocess.run(
+        ["ps", "-o", f"{field}=", "-p", str(pid)], capture_output=True, text=True, check=False
+    )
+    return result.stdout.strip()

@@ -1,0 +1,69 @@
+"""Fixtures every kind of test can ask for: free ports and a private, real Kafka broker.
+
+The broker belongs to the test run (free ports, a temporary run directory): it is never
+the developer's `make up` broker, and it is stopped at the end even when tests fail.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.settings import PROJECT_ROOT, Settings
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def stack_env(run_dir: Path, **overrides: str) -> dict[str, str]:
+    """The environment of a private local stack: its own run directory and free ports."""
+    return {
+        **os.environ,
+        "RUN_DIR": str(run_dir),
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "KAFKA_CONTROLLER_PORT": str(free_port()),
+        **overrides,
+    }
+
+
+def run_stack_command(
+    command: str, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`python -m deploy.local COMMAND`, exactly as the Makefile runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "deploy.local", command],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """A real single-node Kafka broker with email.send and email.send.dlq provisioned."""
+    env = stack_env(tmp_path_factory.mktemp("kafka"))
+    started = run_stack_command("kafka-up", env)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        provisioned = run_stack_command("topics", env)
+        assert provisioned.returncode == 0, provisioned.stdout + provisioned.stderr
+        yield Settings(
+            run_dir=Path(env["RUN_DIR"]),
+            kafka_bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"],
+            kafka_controller_port=int(env["KAFKA_CONTROLLER_PORT"]),
+        )
+    finally:
+        run_stack_command("kafka-down", env)
