@@ -63,5 +63,5 @@ unit-tests: $(INSTALLED) ## Run the unit tests only (no broker)
 integration-tests: $(INSTALLED) kafka-fetch ## Run the integration tests (real Kafka)
 	@$(PY) -m pytest tests/integration
 
-## Stop everything and delete the run directory (Kafka's data and the logs)
+clean: $(INSTALLED) ## Stop everything and delete the run directory (Kafka's data and the logs)
 	@$(PY) -m deploy.local clean

@@ -138,6 +138,9 @@ def main() -> None:
         sys.exit(f"error: {error}")
     except KeyboardInterrupt:
         sys.exit(130)
+    except BrokenPipeError:  # `... | head` closed our output early: not an error
+        sys.stdout = None
+        sys.exit(0)
 
 
 if __name__ == "__main__":
