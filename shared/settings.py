@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 Port = Annotated[int, Field(ge=1, le=65535)]
+Seconds = Annotated[float, Field(gt=0)]
+Probability = Annotated[float, Field(ge=0, le=1)]
+# A comma-separated list in the environment: SINK_FAIL_5XX_RECIPIENTS=a@example.com,b@example.com
+CommaSeparated = Annotated[list[str], NoDecode]
 
 
 class Settings(BaseSettings):
@@ -34,12 +38,50 @@ class Settings(BaseSettings):
     topic_partitions: Annotated[int, Field(ge=1, le=1000)] = 3
 
     # The local stack (`make up`): the broker listens on the host and port of the first
-    # bootstrap server, its controller on kafka_controller_port.
+    # bootstrap server, its controller on kafka_controller_port. Relative paths below are
+    # relative to the project directory, and the data files' to run_dir.
     run_dir: Path = Path("run")
     kafka_libs_dir: Path = Path(".cache/kafka/libs")
     kafka_controller_port: Port = 9093
     kafka_heap_opts: str = "-Xms256m -Xmx512m"
-    kafka_start_timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
+    kafka_start_timeout_seconds: Seconds = 60.0
+
+    # services/api: accepts emails over HTTP and produces them to email_topic.
+    api_host: str = "127.0.0.1"
+    api_port: Port = 8000
+    api_max_body_bytes: Annotated[int, Field(ge=1024)] = 512 * 1024
+    api_max_recipients: Annotated[int, Field(ge=1)] = 50
+    api_produce_timeout_seconds: Seconds = 5.0
+    api_retry_after_seconds: Annotated[int, Field(ge=1)] = 5
+
+    # services/worker: consumes email_topic as consumer_group and delivers over SMTP.
+    worker_host: str = "127.0.0.1"
+    worker_port: Port = 8001
+    worker_max_batch_records: Annotated[int, Field(ge=1)] = 500
+    worker_shutdown_timeout_seconds: Seconds = 15.0
+    worker_max_attempts: Annotated[int, Field(ge=0)] = 0  # 0: retry transient failures forever
+    worker_retry_initial_seconds: Seconds = 0.5
+    worker_retry_max_seconds: Seconds = 30.0
+    dedupe_db_path: Path = Path("worker/delivered.sqlite3")
+    message_id_domain: str = "email-pipeline.local"
+
+    # Where the worker delivers: the local sink by default, any SMTP server in production.
+    smtp_host: str = "localhost"
+    smtp_port: Port = 1025
+    smtp_timeout_seconds: Seconds = 10.0
+
+    # services/smtp_sink: the local SMTP server that stores and prints what it receives.
+    sink_host: str = "127.0.0.1"
+    sink_smtp_port: Port = 1025
+    sink_http_port: Port = 8025
+    sink_db_path: Path = Path("sink/messages.sqlite3")
+    sink_max_message_bytes: Annotated[int, Field(ge=1024)] = 10 * 1024 * 1024
+    sink_fail_4xx_recipients: CommaSeparated = []
+    sink_fail_5xx_recipients: CommaSeparated = []
+    sink_fail_4xx_rate: Probability = 0.0
+    sink_fail_5xx_rate: Probability = 0.0
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod
@@ -58,6 +100,19 @@ class Settings(BaseSettings):
     def _relative_to_project(cls, value: Path) -> Path:
         """Relative paths mean the same directory whatever the working directory is."""
         return value if value.is_absolute() else PROJECT_ROOT / value
+
+    @field_validator("dedupe_db_path", "sink_db_path")
+    @classmethod
+    def _relative_to_run_dir(cls, value: Path, info: ValidationInfo) -> Path:
+        run_dir: Path = info.data.get("run_dir", PROJECT_ROOT / "run")
+        return value if value.is_absolute() else run_dir / value
+
+    @field_validator("sink_fail_4xx_recipients", "sink_fail_5xx_recipients", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip().lower() for item in value.split(",") if item.strip()]
+        return value
 
     @property
     def kafka_listener(self) -> tuple[str, int]:
