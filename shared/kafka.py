@@ -1,7 +1,7 @@
-"""Kafka helpers the services, the local stack and the tests share.
+"""Kafka clients configured once for every service, and topic provisioning.
 
-Topic provisioning lives here so that `make topics`, the test fixtures and the services'
-readiness checks agree on what `email.send` and `email.send.dlq` look like.
+Producers wait for every in-sync replica (acks=all) and are idempotent, so a retried send
+never writes a record twice; consumers commit by hand, only what was finished.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
@@ -23,6 +24,36 @@ class TopicState:
     name: str
     partitions: int
     created: bool
+
+
+def create_producer(
+    settings: Settings, client_id: str, request_timeout_ms: int
+) -> AIOKafkaProducer:
+    """A producer whose send is acknowledged only once the record is durably in the log."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        request_timeout_ms=request_timeout_ms,
+        linger_ms=1,
+    )
+
+
+def create_consumer(settings: Settings, client_id: str) -> AIOKafkaConsumer:
+    """A member of the consumer group that commits offsets itself, after the work is done.
+
+    With nothing committed yet, the group starts at the beginning of the log, as
+    `kafka-console-consumer.sh --from-beginning --group` does.
+    """
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=settings.consumer_group,
+        client_id=client_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=settings.worker_max_batch_records,
+    )
 
 
 @asynccontextmanager

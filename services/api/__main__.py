@@ -1,0 +1,29 @@
+"""`python -m services.api`: the API's composition root: settings, Kafka producer, HTTP server."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from services.api.app import create_app
+from services.api.email_queue import EmailQueue
+from shared.logs import configure_logging
+from shared.settings import load_settings
+
+
+def main() -> None:
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    app = create_app(settings, EmailQueue(settings))
+    uvicorn.run(
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,  # keep shared.logs' format
+        access_log=False,
+        loop="auto",
+        http="auto",
+    )
+
+
+if __name__ == "__main__":
+    main()

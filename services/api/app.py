@@ -1,0 +1,100 @@
+"""The API's FastAPI application: its routes, a body-size limit, and error answers that name
+the field at fault. `create_app` is handed its dependencies; `__main__` builds them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.api.email_queue import EmailQueue
+from services.api.routes import router
+from shared.settings import Settings
+
+
+def create_app(settings: Settings, email_queue: EmailQueue) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await email_queue.start()
+        yield
+        await email_queue.stop()
+
+    app = FastAPI(
+        title="Email API",
+        summary=f"Accepts emails and produces them to the Kafka topic {settings.email_topic}; "
+        "a worker delivers them over SMTP.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.email_queue = email_queue
+    app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
+    app.add_exception_handler(RequestValidationError, invalid_request)  # type: ignore[arg-type]
+    app.include_router(router)
+    return app
+
+
+async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+    problems = list(error.errors())
+    if any(problem["type"] == "json_invalid" for problem in problems):
+        reason = problems[0].get("ctx", {}).get("error", "")
+        return JSONResponse(
+            status_code=400,
+            content={"detail": f"the body is not valid JSON ({reason}): send a JSON object"},
+        )
+    errors = [
+        {
+            "field": field_name(problem["loc"]),
+            "message": problem["msg"].removeprefix("Value error, "),
+        }
+        for problem in problems
+    ]
+    summary = "; ".join(f"{error['field']}: {error['message']}" for error in errors)
+    return JSONResponse(status_code=422, content={"detail": summary, "errors": errors})
+
+
+def field_name(location: tuple[int | str, ...]) -> str:
+    """('body', 'to', 0) -> 'to[0]'; ('header', 'Idempotency-Key') -> 'Idempotency-Key'."""
+    name = ""
+    for part in location[1:]:
+        name += f"[{part}]" if isinstance(part, int) else f".{part}" if name else str(part)
+    return name or "body"
+
+
+class BodySizeLimit:
+    """413 for bodies over max_bytes, counted as they arrive (Content-Length may be absent)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            response = JSONResponse(status_code=413, content={"detail": self.too_large()})
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def receive_within_limit() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                # FastAPI passes an HTTPException raised while it reads the body straight on.
+                raise HTTPException(status_code=413, detail=self.too_large())
+            return message
+
+        await self.app(scope, receive_within_limit, send)
+
+    def too_large(self) -> str:
+        return (
+            f"the body is larger than {self.max_bytes} bytes (API_MAX_BODY_BYTES): "
+            "send a smaller email"
+        )

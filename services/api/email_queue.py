@@ -1,0 +1,110 @@
+"""The API's edge toward Kafka: produce one email record and wait for Kafka's acknowledgement.
+
+Kafka may be down when the API starts or go away later; the API stays up, answers 503 while
+Kafka cannot acknowledge, and connects by itself when Kafka is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from shared.kafka import create_producer
+from shared.schema import SCHEMA_VERSION, EmailRecord
+from shared.settings import Settings
+
+log = logging.getLogger("api.kafka")
+
+CONNECT_RETRY_SECONDS = 1.0
+
+
+class KafkaUnavailable(Exception):
+    """Kafka did not acknowledge the record: it may or may not be in the log."""
+
+
+@dataclass(frozen=True)
+class Queued:
+    topic: str
+    partition: int
+    offset: int
+
+
+class EmailQueue:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._topic = settings.email_topic
+        self._timeout_seconds = settings.api_produce_timeout_seconds
+        self._producer: AIOKafkaProducer | None = None
+        self._connecting: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._connecting = asyncio.create_task(self._connect())
+
+    async def stop(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
+        if self._producer is not None:
+            await self._producer.stop()  # sends what is still buffered first
+
+    async def _connect(self) -> None:
+        warned = False
+        while True:
+            producer = create_producer(
+                self._settings,
+                client_id="email-api",
+                request_timeout_ms=int(self._timeout_seconds * 1000),
+            )
+            try:
+                await producer.start()
+            except KafkaError as error:
+                await producer.stop()
+                if not warned:
+                    log.warning("Kafka is unreachable (%s); retrying every second", error)
+                    warned = True
+                await asyncio.sleep(CONNECT_RETRY_SECONDS)
+                continue
+            log.info("connected to Kafka at %s", self._settings.kafka_bootstrap_servers)
+            self._producer = producer
+            return
+
+    async def enqueue(self, record: EmailRecord) -> Queued:
+        if self._producer is None:
+            raise KafkaUnavailable(
+                f"not connected to Kafka at {self._settings.kafka_bootstrap_servers} yet"
+            )
+        key, value = record.to_kafka()
+        headers = [("schema_version", str(SCHEMA_VERSION).encode())]
+        try:
+            async with asyncio.timeout(self._timeout_seconds):
+                metadata = await self._producer.send_and_wait(
+                    self._topic, value, key=key, headers=headers
+                )
+        except TimeoutError:
+            raise KafkaUnavailable(
+                f"Kafka did not acknowledge within {self._timeout_seconds:g} s"
+            ) from None
+        except KafkaError as error:
+            raise KafkaUnavailable(f"Kafka refused the record: {error}") from None
+        log.info(
+            "queued %s as %s-%d offset %d (to %s)",
+            record.message_id, metadata.topic, metadata.partition, metadata.offset,
+            ", ".join(record.recipients),
+        )  # fmt: skip
+        return Queued(metadata.topic, metadata.partition, metadata.offset)
+
+    async def not_ready_reason(self) -> str | None:
+        """None when Kafka answers and the topic exists; otherwise what is wrong."""
+        if self._producer is None:
+            return f"not connected to Kafka at {self._settings.kafka_bootstrap_servers}"
+        try:
+            async with asyncio.timeout(2):
+                cluster = await self._producer.client.fetch_all_metadata()
+        except (TimeoutError, KafkaError) as error:
+            return f"Kafka does not answer: {error or type(error).__name__}"
+        if self._topic not in cluster.topics():
+            return f"topic {self._topic} does not exist (run make topics)"
+        return None

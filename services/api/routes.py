@@ -1,0 +1,124 @@
+"""The API's routes: `POST /emails`, `GET /healthz` and `GET /readyz`."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
+
+from services.api.email_queue import EmailQueue, KafkaUnavailable
+from shared.schema import SCHEMA_VERSION, EmailContent, EmailRecord
+from shared.settings import Settings
+
+# Message ids derived from an Idempotency-Key live in their own UUID namespace.
+IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1d7c1e-8a51-4d0c-9d43-0b8f5e0e6a10")
+
+
+def get_email_queue(request: Request) -> EmailQueue:
+    email_queue: EmailQueue = request.app.state.email_queue
+    return email_queue
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+Queue = Annotated[EmailQueue, Depends(get_email_queue)]
+Config = Annotated[Settings, Depends(get_settings)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Any unique string per email (a UUID is best). A retry with the same key "
+        "gets the same message id, and the worker never delivers one message id twice.",
+    ),
+]
+
+
+class QueuedEmail(BaseModel):
+    id: str
+    status: Literal["queued"] = "queued"
+    topic: str
+    partition: int
+    offset: int
+
+
+class Problem(BaseModel):
+    detail: str
+    errors: list[dict[str, str]] = []
+
+
+def message_id_for(idempotency_key: str | None) -> str:
+    if idempotency_key is None:
+        return str(uuid.uuid4())
+    return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, idempotency_key))
+
+
+def field_error(field: str, message: str) -> RequestValidationError:
+    return RequestValidationError([{"loc": ("body", field), "msg": message, "type": "value_error"}])
+
+
+router = APIRouter()
+
+
+@router.post(
+    "/emails",
+    status_code=202,
+    responses={
+        400: {"model": Problem, "description": "The body is not JSON"},
+        413: {"model": Problem, "description": "The body is too large"},
+        422: {"model": Problem, "description": "A field is invalid; `errors` names it"},
+        503: {"model": Problem, "description": "Kafka did not acknowledge; retry later"},
+    },
+)
+async def send_email(
+    email: EmailContent, queue: Queue, settings: Config, idempotency_key: IdempotencyKey = None
+) -> QueuedEmail:
+    """Queue one email: 202 once Kafka has the record, with its partition and offset."""
+    if len(email.recipients) > settings.api_max_recipients:
+        raise field_error(
+            "to",
+            f"at most {settings.api_max_recipients} recipients in to, cc and bcc together, "
+            f"got {len(email.recipients)}",
+        )
+    record = EmailRecord.model_construct(
+        **dict(email),
+        schema_version=SCHEMA_VERSION,
+        message_id=message_id_for(idempotency_key),
+        created_at=datetime.now(UTC),
+    )
+    try:
+        queued = await queue.enqueue(record)
+    except KafkaUnavailable as error:
+        raise HTTPException(
+            status_code=503,
+            detail=f"{error}; the email was not queued. Retry with the same "
+            "Idempotency-Key, so that it is delivered at most once.",
+            headers={"Retry-After": str(settings.api_retry_after_seconds)},
+        ) from None
+    return QueuedEmail(
+        id=record.message_id, topic=queued.topic, partition=queued.partition, offset=queued.offset
+    )
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is alive."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"model": Problem}})
+async def readyz(queue: Queue) -> dict[str, str]:
+    """Kafka answers and the topic exists."""
+    reason = await queue.not_ready_reason()
+    if reason is not None:
+        raise HTTPException(status_code=503, detail=reason)
+    return {"status": "ready"}
