@@ -1,0 +1,119 @@
+"""`python -m services.worker`: the worker's composition root.
+
+It builds the dedupe store, the dead-letter producer, the consumer and the per-partition SMTP
+connections, then runs the consume loop until SIGTERM or SIGINT, and exits 0 after a clean stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
+
+from services.worker.dead_letters import DeadLetters
+from services.worker.dedupe import SqliteDedupeStore
+from services.worker.health import create_health_app
+from services.worker.partition import PartitionWorker
+from services.worker.processor import EmailProcessor, RetryPolicy
+from services.worker.smtp import SmtpConnection
+from services.worker.worker import EmailWorker
+from shared.http_server import embedded_server
+from shared.kafka import create_consumer, create_producer
+from shared.logs import configure_logging
+from shared.settings import Settings, load_settings
+
+log = logging.getLogger("worker")
+
+
+async def serve(settings: Settings) -> None:
+    client_id = f"email-worker-{socket.gethostname()}-{os.getpid()}"
+    store = SqliteDedupeStore(settings.dedupe_db_path)
+    dead_letter_producer = create_producer(settings, client_id=client_id, request_timeout_ms=30_000)
+    consumer = create_consumer(settings, client_id=client_id)
+    processor = EmailProcessor(
+        store=store,
+        dead_letters=DeadLetters(dead_letter_producer, settings.dlq_topic),
+        retry=RetryPolicy(
+            max_attempts=settings.worker_max_attempts,
+            initial_seconds=settings.worker_retry_initial_seconds,
+            max_seconds=settings.worker_retry_max_seconds,
+        ),
+        message_id_domain=settings.message_id_domain,
+    )
+
+    def start_partition(partition: TopicPartition) -> PartitionWorker:
+        smtp = SmtpConnection(settings.smtp_host, settings.smtp_port, settings.smtp_timeout_seconds)
+        return PartitionWorker(partition, processor, smtp)
+
+    worker = EmailWorker(
+        consumer,
+        settings.email_topic,
+        start_partition,
+        max_backlog=settings.worker_max_batch_records,
+    )
+    health = embedded_server(
+        create_health_app(worker, settings.consumer_group),
+        settings.worker_host,
+        settings.worker_port,
+    )
+    health_task = asyncio.create_task(health.serve())
+
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signal_number, stopping.set)
+
+    try:
+        await start_when_kafka_answers(dead_letter_producer, settings, stopping)
+        await start_when_kafka_answers(consumer, settings, stopping)
+        if not stopping.is_set():
+            log.info(
+                "consuming %s as %s (client id %s), delivering to %s:%d",
+                settings.email_topic, settings.consumer_group, client_id,
+                settings.smtp_host, settings.smtp_port,
+            )  # fmt: skip
+            await worker.run(stopping)
+    finally:
+        # consumer.stop() leaves the group, so its partitions move to another worker at once.
+        await consumer.stop()
+        await dead_letter_producer.stop()
+        store.close()
+        health.should_exit = True
+        await health_task
+        log.info("stopped")
+
+
+async def start_when_kafka_answers(
+    client: AIOKafkaConsumer | AIOKafkaProducer, settings: Settings, stopping: asyncio.Event
+) -> None:
+    warned = False
+    while not stopping.is_set():
+        try:
+            await client.start()
+            return
+        except KafkaError as error:
+            if not warned:
+                log.warning(
+                    "Kafka at %s does not answer (%s); retrying every second",
+                    settings.kafka_bootstrap_servers, error,
+                )  # fmt: skip
+                warned = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=1)
+
+
+def main() -> None:
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

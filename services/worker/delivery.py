@@ -1,0 +1,96 @@
+"""Pure decisions of delivery: the MIME message for a record, whether an SMTP failure is worth
+retrying, and how long to wait before the next attempt. No I/O here."""
+
+from __future__ import annotations
+
+import email.policy
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import format_datetime, getaddresses
+
+from aiosmtplib import (
+    SMTPAuthenticationError,
+    SMTPNotSupported,
+    SMTPRecipientsRefused,
+    SMTPResponseException,
+)
+
+from shared.schema import EmailRecord
+
+
+def message_id_header(message_id: str, domain: str) -> str:
+    """The Message-ID header: the same for every attempt, so receivers can spot a repeat."""
+    return f"<{message_id}@{domain}>"
+
+
+def addresses(values: list[str]) -> list[str]:
+    """The bare addresses of `Ana <ana@example.com>`-style values, for the SMTP envelope."""
+    return [address for _, address in getaddresses(values)]
+
+
+def build_message(record: EmailRecord, message_id_domain: str) -> EmailMessage:
+    """The MIME message for a record. Bcc recipients are in the envelope only, never a header."""
+    non_ascii_address = not all(
+        value.isascii() for value in [record.sender, *record.recipients, *record.reply_to]
+    )
+    message = EmailMessage(policy=email.policy.SMTPUTF8 if non_ascii_address else email.policy.SMTP)
+    message["Message-ID"] = message_id_header(record.message_id, message_id_domain)
+    message["Date"] = format_datetime(record.created_at)
+    message["From"] = record.sender
+    if record.to:
+        message["To"] = ", ".join(record.to)
+    if record.cc:
+        message["Cc"] = ", ".join(record.cc)
+    if record.reply_to:
+        message["Reply-To"] = ", ".join(record.reply_to)
+    message["Subject"] = record.subject
+    if record.tags:
+        message["X-Tags"] = ", ".join(record.tags)  # the header Mailpit reads tags from
+    for name, value in record.headers.items():
+        message[name] = value
+    if record.text is not None:
+        message.set_content(record.text)
+        if record.html is not None:
+            message.add_alternative(record.html, subtype="html")
+    elif record.html is not None:
+        message.set_content(record.html, subtype="html")
+    return message
+
+
+@dataclass(frozen=True)
+class Failure:
+    permanent: bool  # True: retrying cannot help (5xx, a malformed message); dead-letter it
+    reason: str
+
+
+def classify(error: BaseException) -> Failure:
+    """Transient (retry with back-off, hold the partition) or permanent (dead-letter, move on)."""
+    if isinstance(error, SMTPRecipientsRefused):
+        refusals = [
+            f"{refused.recipient}: {refused.code} {refused.message}" for refused in error.recipients
+        ]
+        every_refusal_permanent = all(refused.code >= 500 for refused in error.recipients)
+        return Failure(
+            every_refusal_permanent, "every recipient was refused: " + "; ".join(refusals)
+        )
+    if isinstance(error, SMTPAuthenticationError):
+        # Wrong credentials are the configuration's fault, not the email's: wait for a fix.
+        return Failure(False, f"authentication refused: {error.code} {error.message}")
+    if isinstance(error, SMTPResponseException):
+        return Failure(error.code >= 500, f"the server answered {error.code} {error.message}")
+    if isinstance(error, SMTPNotSupported | ValueError):
+        return Failure(True, f"the server cannot take this email: {error}")
+    # Connection refused or lost, timeouts, and anything unforeseen: the email may be fine.
+    return Failure(False, f"{type(error).__name__}: {error}")
+
+
+def backoff_seconds(
+    attempt: int, initial: float, maximum: float, random: Callable[[], float]
+) -> float:
+    """Exponential back-off with jitter: about initial * 2**(attempt - 1), capped at maximum.
+
+    Half of the delay is random, so that workers retrying the same server spread out.
+    """
+    delay = min(maximum, initial * 2.0 ** (attempt - 1))
+    return delay / 2 + random() * delay / 2

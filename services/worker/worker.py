@@ -1,0 +1,122 @@
+"""The consume loop, the commit rule and the rebalance listener, readable top to bottom.
+
+Fetch with `getmany`, hand each partition's records to its PartitionWorker, commit what is
+finished. On revocation and on shutdown: let each email in flight finish, then commit exactly
+the processed position, so the next owner of a partition starts where this one stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
+
+from services.worker.partition import PartitionWorker
+
+log = logging.getLogger("worker")
+
+FETCH_TIMEOUT_MS = 200
+
+
+class EmailWorker(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        topic: str,
+        start_partition: Callable[[TopicPartition], PartitionWorker],
+        max_backlog: int,
+    ) -> None:
+        self._consumer = consumer
+        self._topic = topic
+        self._start_partition = start_partition
+        self._max_backlog = max_backlog
+        self.partitions: dict[TopicPartition, PartitionWorker] = {}
+        self.committed: dict[TopicPartition, int | None] = {}
+        self.joined_group = False
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        self._consumer.subscribe([self._topic], listener=self)
+        while not stopping.is_set():
+            batches = await self._consumer.getmany(timeout_ms=FETCH_TIMEOUT_MS)
+            for partition, records in batches.items():
+                if partition in self.partitions:  # records of a revoked partition are re-read
+                    self.partitions[partition].enqueue(records)
+            for worker in self.partitions.values():
+                worker.check()
+            self._pause_partitions_with_a_backlog()
+            await self._commit_finished(list(self.partitions.values()))
+        await self._stop_partitions(list(self.partitions))
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.joined_group = False
+        await self._stop_partitions(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        ordered = sorted(assigned)
+        log_start = await self._consumer.beginning_offsets(ordered) if ordered else {}
+        log_end = await self._consumer.end_offsets(ordered) if ordered else {}
+        for partition in ordered:
+            committed = await self._consumer.committed(partition)
+            resume_at = log_start[partition] if committed is None else committed
+            log.info(
+                "%s-%d: %s at offset %d (log end %d, lag %d)",
+                partition.topic, partition.partition,
+                "nothing committed yet, starting" if committed is None else "resuming",
+                resume_at, log_end[partition], log_end[partition] - resume_at,
+            )  # fmt: skip
+            self.committed[partition] = committed
+            self.partitions[partition] = self._start_partition(partition)
+        if not ordered:
+            log.info(
+                "joined %s with no partition to own (more workers than partitions)", self._topic
+            )
+        self.joined_group = True
+
+    async def _stop_partitions(
+        self, partitions: set[TopicPartition] | list[TopicPartition]
+    ) -> None:
+        stopping = [
+            self.partitions.pop(partition)
+            for partition in partitions
+            if partition in self.partitions
+        ]
+        await asyncio.gather(*(worker.stop() for worker in stopping))
+        await self._commit_finished(stopping)
+
+    async def _commit_finished(self, workers: list[PartitionWorker]) -> None:
+        """Commit, per partition, the offset after its last finished record, if it moved."""
+        offsets = {
+            worker.partition: worker.next_offset_to_commit
+            for worker in workers
+            if worker.next_offset_to_commit is not None
+            and worker.next_offset_to_commit != self.committed.get(worker.partition)
+        }
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except KafkaError as error:
+            # The next owner re-reads from the last commit; the dedupe store skips what we sent.
+            log.warning("could not commit %s: %s", _offsets_text(offsets), error)
+            return
+        self.committed.update(offsets)
+        log.debug("committed %s", _offsets_text(offsets))
+
+    def _pause_partitions_with_a_backlog(self) -> None:
+        """Stop fetching for a partition that is held (retrying) until its backlog shrinks."""
+        paused = self._consumer.paused()
+        for partition, worker in self.partitions.items():
+            if worker.backlog > self._max_backlog and partition not in paused:
+                self._consumer.pause(partition)
+            elif worker.backlog <= self._max_backlog // 2 and partition in paused:
+                self._consumer.resume(partition)
+
+
+def _offsets_text(offsets: dict[TopicPartition, int]) -> str:
+    return ", ".join(
+        f"{tp.topic}-{tp.partition}={offset}" for tp, offset in sorted(offsets.items())
+    )

@@ -1,0 +1,25 @@
+"""A uvicorn server run as one task inside a service's own event loop, beside its other work.
+
+The service owns SIGTERM and SIGINT: uvicorn's own handlers would end the process without the
+service's clean stop (finish the email in flight, commit, leave the group).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import uvicorn
+from starlette.types import ASGIApp
+
+
+class EmbeddedServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def embedded_server(app: ASGIApp, host: str, port: int) -> EmbeddedServer:
+    """Run with `await server.serve()`; stop with `server.should_exit = True`."""
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
+    return EmbeddedServer(config)
