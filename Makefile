@@ -7,8 +7,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help up down status kafka-fetch kafka-up kafka-down topics groups lint format \
-        test unit-tests integration-tests clean
+.PHONY: help up down status logs sink-logs send demo restart-worker stop-worker start-worker \
+        add-worker kafka-fetch kafka-up kafka-down topics groups lint format test unit-tests \
+        integration-tests e2e-tests clean
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -29,6 +30,30 @@ down: $(INSTALLED) ## Stop everything `make up` started
 
 status: $(INSTALLED) ## Say what is running
 	@$(PY) -m deploy.local status
+
+logs: $(INSTALLED) ## Follow every service's log (Ctrl+C to stop)
+	@$(PY) -m deploy.local logs
+
+sink-logs: $(INSTALLED) ## Watch the mail arrive: follow the SMTP sink's output
+	@$(PY) -m deploy.local logs smtp_sink
+
+send: $(INSTALLED) ## Send an email through the API (TO=addr SUBJECT=text COUNT=n)
+	@$(PY) -m deploy.local send $(if $(TO),--to "$(TO)") $(if $(SUBJECT),--subject "$(SUBJECT)") $(if $(COUNT),--count "$(COUNT)")
+
+demo: $(INSTALLED) ## The seed's story, scripted and narrated against the running stack
+	@$(PY) -m deploy.local demo
+
+restart-worker: $(INSTALLED) ## Stop and start the worker: it resumes at the committed offset
+	@$(PY) -m deploy.local restart worker
+
+stop-worker: $(INSTALLED) ## Stop the worker (cleanly: finish, commit, leave the group)
+	@$(PY) -m deploy.local stop worker
+
+start-worker: $(INSTALLED) ## Start the worker
+	@$(PY) -m deploy.local start worker
+
+add-worker: $(INSTALLED) ## Start one more worker in email-send-group: the partitions are split
+	@$(PY) -m deploy.local add-worker
 
 kafka-fetch: $(INSTALLED) ## Fetch the Apache Kafka jars from Maven Central once (no network after)
 	@$(PY) -m deploy.local fetch-kafka
@@ -60,8 +85,11 @@ test: $(INSTALLED) kafka-fetch ## Run every test (starts a private Kafka broker,
 unit-tests: $(INSTALLED) ## Run the unit tests only (no broker)
 	@$(PY) -m pytest tests/unit
 
-integration-tests: $(INSTALLED) kafka-fetch ## Run the integration tests (real Kafka)
+integration-tests: $(INSTALLED) kafka-fetch ## Run the integration tests (real Kafka, real sink)
 	@$(PY) -m pytest tests/integration
+
+e2e-tests: $(INSTALLED) kafka-fetch ## Run the end-to-end tests (the stack as processes)
+	@$(PY) -m pytest tests/e2e
 
 clean: $(INSTALLED) ## Stop everything and delete the run directory (Kafka's data and the logs)
 	@$(PY) -m deploy.local clean

@@ -1,7 +1,7 @@
 """`python -m deploy.local COMMAND`: the local stack's front door, called by the Makefile.
 
-Each command is safe to run twice: starting what runs, or stopping what is stopped, says so
-and exits 0.
+Every command is safe to run twice: starting what runs, or stopping what is stopped, says so
+and exits 0. Problems come out as one paragraph saying what to do, never as a traceback.
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
 
+from deploy.local import demo, sender
 from deploy.local.errors import StackError
 from deploy.local.kafka import KAFKA_TOOLS_DIR, KafkaBroker, fetch_kafka, kafka_version
+from deploy.local.stack import LocalStack, Service
 from shared.kafka import ensure_topics
 from shared.settings import PROJECT_ROOT, Settings, load_settings
 
@@ -26,12 +27,10 @@ def fetch_kafka_command(settings: Settings) -> None:
         print(
             f"Fetched Apache Kafka {kafka_version(result.libs_dir)} from Maven Central in "
             f"{result.seconds:.1f} s: {result.jar_count} jars, {result.megabytes:.0f} MB "
-            f"in {_shown(result.libs_dir)}"
+            f"in {shown(result.libs_dir)}"
         )
     else:
-        print(
-            f"Apache Kafka {kafka_version(result.libs_dir)} jars are in {_shown(result.libs_dir)}"
-        )
+        print(f"Apache Kafka {kafka_version(result.libs_dir)} jars are in {shown(result.libs_dir)}")
 
 
 def kafka_up(settings: Settings) -> None:
@@ -44,7 +43,7 @@ def kafka_up(settings: Settings) -> None:
     else:
         print(
             f"Kafka {kafka_version(settings.kafka_libs_dir)} is ready on {address} after "
-            f"{start.seconds:.1f} s (pid {start.pid}, log {_shown(broker.server_log)})."
+            f"{start.seconds:.1f} s (pid {start.pid}, log {shown(broker.server_log)})."
         )
 
 
@@ -61,26 +60,70 @@ def topics(settings: Settings) -> None:
         print(f"Topic {topic.name}: {verb}, {topic.partitions} partitions.")
 
 
+def start_service(settings: Settings, service: Service) -> None:
+    start = LocalStack(settings).start(service)
+    if start.already_running:
+        print(f"{service.name} is already running (pid {start.pid}).")
+    else:
+        print(f"{service.name} is ready after {start.seconds:.1f} s (pid {start.pid}).")
+
+
+def stop_service(settings: Settings, service: Service) -> None:
+    if LocalStack(settings).stop(service):
+        print(f"{service.name} stopped.")
+    else:
+        print(f"{service.name} is not running.")
+
+
+def services_up(settings: Settings) -> None:
+    for service in LocalStack(settings).services():
+        start_service(settings, service)
+
+
+def services_down(settings: Settings) -> None:
+    stack = LocalStack(settings)
+    extra_workers = [worker for worker in stack.running_workers() if worker.name != "worker"]
+    for service in [stack.api(), *extra_workers, stack.worker(), stack.sink()]:
+        stop_service(settings, service)
+
+
 def up(settings: Settings) -> None:
     kafka_up(settings)
     topics(settings)
+    services_up(settings)
+    s = settings
     print(
-        "\nRunning:\n"
-        f"  Kafka     {settings.kafka_bootstrap_servers}   "
-        f"topics {settings.email_topic}, {settings.dlq_topic}\n"
-        f"  Logs      {_shown(settings.run_dir / 'logs')}/\n"
-        "\nTry the seed's walkthrough:\n"
-        f"  deploy/kafka/bin/kafka-console-producer.sh --bootstrap-server "
-        f"{settings.kafka_bootstrap_servers} --topic {settings.email_topic}\n"
-        f"  deploy/kafka/bin/kafka-console-consumer.sh --bootstrap-server "
-        f"{settings.kafka_bootstrap_servers} --topic {settings.email_topic} --from-beginning\n"
-        "  make groups\n"
-        "\nStop everything with: make down"
+        f"""
+Running (logs in {shown(s.run_dir / "logs")}/):
+  Kafka       {s.kafka_bootstrap_servers:<28} topics {s.email_topic}, {s.dlq_topic}
+  SMTP sink   smtp://{s.sink_host}:{s.sink_smtp_port:<15} messages http://{s.sink_host}:{s.sink_http_port}/api/v1/messages
+  Worker      group {s.consumer_group:<22} health http://{s.worker_host}:{s.worker_port}/readyz
+  API         http://{s.api_host}:{s.api_port:<16} docs http://{s.api_host}:{s.api_port}/docs
+
+Try:
+  make send              send an email through the API (TO=, SUBJECT=, COUNT=)
+  make sink-logs         watch the mail arrive at the SMTP sink
+  make groups            {s.consumer_group}'s CURRENT-OFFSET, LOG-END-OFFSET and LAG
+  make restart-worker    stop and start the worker: it resumes at the committed offset
+  make add-worker        a second worker in {s.consumer_group}: the partitions are split
+  make demo              the seed's story, scripted against this stack
+  make down              stop everything"""
     )
 
 
 def down(settings: Settings) -> None:
+    services_down(settings)
     kafka_down(settings)
+
+
+def status(settings: Settings) -> None:
+    stack = LocalStack(settings)
+    kafka_pid = KafkaBroker(settings).process.running_pid()
+    print(f"{'kafka':<12}{'running, pid ' + str(kafka_pid) if kafka_pid else 'not running'}")
+    workers = stack.running_workers() or [stack.worker()]
+    for service in [stack.sink(), *workers, stack.api()]:
+        pid = stack.process(service).running_pid()
+        print(f"{service.name:<12}{'running, pid ' + str(pid) if pid else 'not running'}")
 
 
 def groups(settings: Settings) -> None:
@@ -91,49 +134,105 @@ def groups(settings: Settings) -> None:
         "--group", settings.consumer_group,
         "--describe",
     ]  # fmt: skip
-    print("$ " + " ".join([_shown(command[0]), *command[1:]]), flush=True)
+    print("$ " + " ".join([shown(command[0]), *command[1:]]), flush=True)
     env = {**os.environ, "KAFKA_LIBS_DIR": str(settings.kafka_libs_dir)}
     sys.exit(subprocess.run(command, env=env, check=False).returncode)
+
+
+def logs(settings: Settings, name: str | None) -> None:
+    """Follow the logs (`tail -F`) until Ctrl+C."""
+    logs_dir = settings.run_dir / "logs"
+    files = [logs_dir / f"{name}.log"] if name else sorted(logs_dir.glob("*.log"))
+    if not files:
+        raise StackError(f"No logs in {shown(logs_dir)} yet: start the stack with `make up`.")
+    os.execvp("tail", ["tail", "-n", "20", "-F", *map(str, files)])
 
 
 def clean(settings: Settings) -> None:
     down(settings)
     shutil.rmtree(settings.run_dir, ignore_errors=True)
-    print(f"Deleted {_shown(settings.run_dir)} (Kafka's data and the logs).")
+    print(f"Deleted {shown(settings.run_dir)} (Kafka's data, the stores and the logs).")
 
 
-def status(settings: Settings) -> None:
-    pid = KafkaBroker(settings).process.running_pid()
-    print(f"Kafka: {'running, pid ' + str(pid) if pid else 'not running'}")
-
-
-COMMANDS: dict[str, Callable[[Settings], None]] = {
-    "up": up,
-    "down": down,
-    "status": status,
-    "fetch-kafka": fetch_kafka_command,
-    "kafka-up": kafka_up,
-    "kafka-down": kafka_down,
-    "topics": topics,
-    "groups": groups,
-    "clean": clean,
-}
-
-
-def _shown(path: object) -> str:
+def shown(path: object) -> str:
     """A path as short as it can be said from the project directory."""
-    text = str(path)
-    prefix = f"{PROJECT_ROOT}/"
-    return text.removeprefix(prefix)
+    return str(path).removeprefix(f"{PROJECT_ROOT}/")
+
+
+def parse_arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m deploy.local", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_text in [
+        ("up", "start Kafka, the topics and every service"),
+        ("down", "stop everything `up` started"),
+        ("status", "say what is running"),
+        ("clean", "stop everything and delete the run directory"),
+        ("fetch-kafka", "fetch Kafka's jars from Maven Central once"),
+        ("kafka-up", "start the Kafka broker"),
+        ("kafka-down", "stop the Kafka broker"),
+        ("topics", "create the topics if they are missing"),
+        ("groups", "describe the consumer group with kafka-consumer-groups.sh"),
+        ("services-up", "start the sink, the worker and the API"),
+        ("services-down", "stop the API, the workers and the sink"),
+        ("add-worker", "start one more worker in the consumer group"),
+        ("demo", "the seed's story, scripted against the running stack"),
+    ]:
+        commands.add_parser(name, help=help_text)
+    for name in ("start", "stop", "restart"):
+        command = commands.add_parser(name, help=f"{name} one service")
+        command.add_argument("service", help="smtp_sink, worker, worker-2..., api")
+    log_command = commands.add_parser("logs", help="follow the logs")
+    log_command.add_argument("service", nargs="?", help="only this service's log")
+    send_command = commands.add_parser("send", help="send emails through the API")
+    send_command.add_argument("--to", default="you@example.com")
+    send_command.add_argument("--subject", default="Hello from Kafka")
+    send_command.add_argument("--count", type=int, default=1)
+    return parser.parse_args()
+
+
+def service_named(stack: LocalStack, name: str) -> Service:
+    if name == "smtp_sink":
+        return stack.sink()
+    if name == "api":
+        return stack.api()
+    if name == "worker":
+        return stack.worker()
+    if name.startswith("worker-") and name.removeprefix("worker-").isdigit():
+        return stack.worker(int(name.removeprefix("worker-")))
+    raise StackError(f"There is no service {name!r}: name smtp_sink, worker, worker-2... or api.")
+
+
+def run(arguments: argparse.Namespace, settings: Settings) -> None:
+    stack = LocalStack(settings)
+    simple = {
+        "up": up, "down": down, "status": status, "clean": clean,
+        "fetch-kafka": fetch_kafka_command, "kafka-up": kafka_up, "kafka-down": kafka_down,
+        "topics": topics, "groups": groups, "services-up": services_up,
+        "services-down": services_down, "demo": demo.run,
+    }  # fmt: skip
+    command = arguments.command
+    if command in simple:
+        simple[command](settings)
+    elif command in ("start", "stop", "restart"):
+        service = service_named(stack, arguments.service)
+        if command in ("stop", "restart"):
+            stop_service(settings, service)
+        if command in ("start", "restart"):
+            start_service(settings, service)
+    elif command == "add-worker":
+        number = max([1, *(int(w.name.partition("-")[2] or 1) for w in stack.running_workers())])
+        start_service(settings, stack.worker(number + 1))
+    elif command == "logs":
+        logs(settings, arguments.service)
+    elif command == "send":
+        sender.send(settings, arguments.to, arguments.subject, arguments.count)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m deploy.local", description=__doc__)
-    parser.add_argument("command", choices=COMMANDS)
-    command = COMMANDS[parser.parse_args().command]
+    arguments = parse_arguments()
     settings = load_settings()
     try:
-        command(settings)
+        run(arguments, settings)
     except StackError as error:
         sys.exit(f"error: {error}")
     except KeyboardInterrupt:

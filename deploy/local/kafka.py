@@ -14,7 +14,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -26,7 +25,7 @@ from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
 from deploy.local.errors import StackError
-from deploy.local.processes import BackgroundProcess
+from deploy.local.processes import BackgroundProcess, ensure_port_free
 from shared.settings import Settings
 
 KAFKA_DEPLOY_DIR = Path(__file__).resolve().parent.parent / "kafka"
@@ -178,8 +177,8 @@ class KafkaBroker:
 
         java = find_java()
         fetch_kafka(self.settings.kafka_libs_dir)
-        self._check_port_free(self.port, "KAFKA_BOOTSTRAP_SERVERS", f"{self.host}:19092")
-        self._check_port_free(self.controller_port, "KAFKA_CONTROLLER_PORT", "19093")
+        ensure_port_free(self.host, self.port, "KAFKA_BOOTSTRAP_SERVERS", f"{self.host}:19092")
+        ensure_port_free(self.host, self.controller_port, "KAFKA_CONTROLLER_PORT", "19093")
         self._write_config()
         if not (self.data_dir / "meta.properties").is_file():
             self._format_storage(java)
@@ -204,19 +203,6 @@ class KafkaBroker:
             main_class,
             *args,
         ]
-
-    def _check_port_free(self, port: int, setting: str, example: str) -> None:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((self.host, port))
-            except OSError as error:
-                raise StackError(
-                    f"Port {port} on {self.host} is already in use by another program, so Kafka "
-                    f"cannot listen there ({error.strerror}). Stop that program, or give Kafka "
-                    f"another port with the setting {setting} (for example {setting}={example}, "
-                    "in the environment or in .env)."
-                ) from None
 
     def _write_config(self) -> None:
         template = Template(SERVER_PROPERTIES_TEMPLATE.read_text())

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from deploy.local.errors import StackError
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,20 @@ class BackgroundProcess:
             wait_for_exit(pid, 10)
         self.pid_file.unlink(missing_ok=True)
         return True
+
+
+def ensure_port_free(host: str, port: int, setting: str, example: str) -> None:
+    """Fail with a clear message, naming the setting to change, if another program has port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise StackError(
+                f"Port {port} on {host} is already in use by another program ({error.strerror}). "
+                f"Stop that program, or choose another port with the setting {setting} "
+                f"(for example {setting}={example}, in the environment or in .env)."
+            ) from None
 
 
 def wait_for_exit(pid: int, timeout_seconds: float) -> bool:

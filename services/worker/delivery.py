@@ -31,10 +31,11 @@ def addresses(values: list[str]) -> list[str]:
 
 def build_message(record: EmailRecord, message_id_domain: str) -> EmailMessage:
     """The MIME message for a record. Bcc recipients are in the envelope only, never a header."""
-    non_ascii_address = not all(
-        value.isascii() for value in [record.sender, *record.recipients, *record.reply_to]
-    )
-    message = EmailMessage(policy=email.policy.SMTPUTF8 if non_ascii_address else email.policy.SMTP)
+    # Non-ASCII display names and subjects are encoded (RFC 2047) and travel anywhere; only a
+    # non-ASCII mailbox needs raw UTF-8 headers, which the SMTPUTF8 extension carries.
+    mailboxes = addresses([record.sender, *record.recipients, *record.reply_to])
+    utf8_mailbox = not all(mailbox.isascii() for mailbox in mailboxes)
+    message = EmailMessage(policy=email.policy.SMTPUTF8 if utf8_mailbox else email.policy.SMTP)
     message["Message-ID"] = message_id_header(record.message_id, message_id_domain)
     message["Date"] = format_datetime(record.created_at)
     message["From"] = record.sender

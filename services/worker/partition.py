@@ -8,14 +8,11 @@ import contextlib
 
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from services.worker.processor import EmailProcessor, Stopped
-from services.worker.smtp import SmtpConnection
+from services.worker.processor import EmailProcessor, Mailer, Stopped
 
 
 class PartitionWorker:
-    def __init__(
-        self, partition: TopicPartition, processor: EmailProcessor, smtp: SmtpConnection
-    ) -> None:
+    def __init__(self, partition: TopicPartition, processor: EmailProcessor, smtp: Mailer) -> None:
         self.partition = partition
         # The offset after the last finished record: the group's CURRENT-OFFSET once committed.
         self.next_offset_to_commit: int | None = None

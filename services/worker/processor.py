@@ -7,19 +7,37 @@ import asyncio
 import logging
 import random
 from dataclasses import dataclass
-from typing import Literal
+from email.message import EmailMessage
+from typing import Literal, Protocol
 
 from aiokafka.structs import ConsumerRecord
+from aiosmtplib import SMTPResponse
 
-from services.worker.dead_letters import DeadLetters
 from services.worker.dedupe import DedupeStore
 from services.worker.delivery import Failure, addresses, backoff_seconds, build_message, classify
-from services.worker.smtp import SmtpConnection
 from shared.schema import EmailRecord, PoisonRecord, parse_record
 
 log = logging.getLogger("worker")
 
 Finished = Literal["delivered", "duplicate", "dead-lettered"]
+
+
+class Mailer(Protocol):
+    """One SMTP connection (services.worker.smtp.SmtpConnection)."""
+
+    async def send(
+        self, message: EmailMessage, sender: str, recipients: list[str]
+    ) -> dict[str, SMTPResponse]: ...
+
+    async def close(self) -> None: ...
+
+
+class DeadLetterSink(Protocol):
+    """The dead-letter topic (services.worker.dead_letters.DeadLetters)."""
+
+    async def publish(
+        self, record: ConsumerRecord[bytes, bytes], error: str, attempts: int
+    ) -> None: ...
 
 
 class Stopped(Exception):
@@ -50,7 +68,7 @@ class EmailProcessor:
     def __init__(
         self,
         store: DedupeStore,
-        dead_letters: DeadLetters,
+        dead_letters: DeadLetterSink,
         retry: RetryPolicy,
         message_id_domain: str,
     ) -> None:
@@ -62,7 +80,7 @@ class EmailProcessor:
     async def process(
         self,
         record: ConsumerRecord[bytes, bytes],
-        smtp: SmtpConnection,
+        smtp: Mailer,
         stopping: asyncio.Event,
     ) -> Finished:
         where = f"{record.topic}-{record.partition} offset {record.offset}"
@@ -101,7 +119,7 @@ class EmailProcessor:
         return "dead-lettered"
 
     async def _deliver(
-        self, email: EmailRecord, smtp: SmtpConnection, where: str, stopping: asyncio.Event
+        self, email: EmailRecord, smtp: Mailer, where: str, stopping: asyncio.Event
     ) -> Delivery:
         message = build_message(email, self._message_id_domain)
         sender, recipients = addresses([email.sender])[0], addresses(email.recipients)

@@ -1,0 +1,143 @@
+"""The pipeline's services as local background processes: the SMTP sink, the worker(s), the API.
+
+Each is `python -m services.NAME` with a pid file and a log under the run directory, started
+only once its ports are free, and counted as up only once its `/readyz` answers 200.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from deploy.local.errors import StackError
+from deploy.local.processes import BackgroundProcess, ensure_port_free
+from shared.settings import Settings
+
+READY_TIMEOUT_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str  # also the name of its pid and log files
+    module: str
+    ready_url: str
+    ports: Mapping[str, tuple[str, int]]  # setting name -> (host, port) it listens on
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServiceStart:
+    service: Service
+    pid: int
+    already_running: bool
+    seconds: float
+
+
+class LocalStack:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def sink(self) -> Service:
+        s = self.settings
+        return Service(
+            name="smtp_sink",
+            module="services.smtp_sink",
+            ready_url=f"http://{s.sink_host}:{s.sink_http_port}/readyz",
+            ports={
+                "SINK_SMTP_PORT": (s.sink_host, s.sink_smtp_port),
+                "SINK_HTTP_PORT": (s.sink_host, s.sink_http_port),
+            },
+        )
+
+    def api(self) -> Service:
+        s = self.settings
+        return Service(
+            name="api",
+            module="services.api",
+            ready_url=f"http://{s.api_host}:{s.api_port}/readyz",
+            ports={"API_PORT": (s.api_host, s.api_port)},
+        )
+
+    def worker(self, number: int = 1) -> Service:
+        """Worker 1 is `worker`; `make add-worker` adds worker-2, worker-3... on the next ports."""
+        s = self.settings
+        port = s.worker_port + number - 1
+        return Service(
+            name="worker" if number == 1 else f"worker-{number}",
+            module="services.worker",
+            ready_url=f"http://{s.worker_host}:{port}/readyz",
+            ports={"WORKER_PORT": (s.worker_host, port)},
+            env={"WORKER_PORT": str(port)},
+        )
+
+    def services(self) -> list[Service]:
+        """In start order: the sink before the worker that delivers to it, the API last."""
+        return [self.sink(), self.worker(), self.api()]
+
+    def running_workers(self) -> list[Service]:
+        numbers = sorted(
+            1 if path.stem == "worker" else int(path.stem.removeprefix("worker-"))
+            for path in (self.settings.run_dir / "pids").glob("worker*.pid")
+        )
+        return [
+            self.worker(number)
+            for number in numbers
+            if self.process(self.worker(number)).running_pid()
+        ]
+
+    def process(self, service: Service) -> BackgroundProcess:
+        return BackgroundProcess(service.name, self.settings.run_dir, marker=f"-m {service.module}")
+
+    def log_file(self, service: Service) -> Path:
+        return self.process(service).log_file
+
+    def start(self, service: Service) -> ServiceStart:
+        started = time.monotonic()
+        process = self.process(service)
+        running_pid = process.running_pid()
+        if running_pid is not None:
+            return ServiceStart(service, running_pid, already_running=True, seconds=0.0)
+        for setting, (host, port) in service.ports.items():
+            ensure_port_free(host, port, setting, str(port + 10000))
+        pid = process.start(
+            [sys.executable, "-m", service.module],
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **service.env},
+        )
+        self._wait_until_ready(service, process)
+        return ServiceStart(service, pid, already_running=False, seconds=time.monotonic() - started)
+
+    def stop(self, service: Service) -> bool:
+        return self.process(service).stop(self.settings.worker_shutdown_timeout_seconds + 5)
+
+    def _wait_until_ready(self, service: Service, process: BackgroundProcess) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if process.running_pid() is None:
+                raise StackError(
+                    f"{service.name} stopped during start-up. The end of its log "
+                    f"({process.log_file}):\n{tail(process.log_file)}"
+                )
+            try:
+                if httpx.get(service.ready_url, timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise StackError(
+            f"{service.name} did not become ready ({service.ready_url}) within "
+            f"{READY_TIMEOUT_SECONDS:.0f} s; it is left running so you can look. The end of its "
+            f"log ({process.log_file}):\n{tail(process.log_file)}"
+        )
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log yet)"

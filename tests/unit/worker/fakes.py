@@ -1,0 +1,93 @@
+"""Fakes for the worker's edges (SMTP, dead-letter topic, dedupe store), for unit tests only."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from email.message import EmailMessage
+
+from aiokafka.structs import ConsumerRecord
+from aiosmtplib import SMTPResponse
+
+from services.worker.dedupe import Outcome
+from shared.schema import EmailRecord
+
+
+class FakeMailer:
+    """Answers each send with the next scripted result: an exception to raise, or refusals."""
+
+    def __init__(self, script: Iterable[BaseException | dict[str, SMTPResponse]] = ()) -> None:
+        self.script = list(script)
+        self.sent: list[tuple[EmailMessage, str, list[str]]] = []
+        self.attempts = 0
+
+    async def send(
+        self, message: EmailMessage, sender: str, recipients: list[str]
+    ) -> dict[str, SMTPResponse]:
+        self.attempts += 1
+        result = self.script.pop(0) if self.script else {}
+        if isinstance(result, BaseException):
+            raise result
+        self.sent.append((message, sender, recipients))
+        return result
+
+    async def close(self) -> None:
+        pass
+
+
+class FakeDeadLetters:
+    def __init__(self, failures: Iterable[BaseException] = ()) -> None:
+        self.failures = list(failures)
+        self.published: list[tuple[ConsumerRecord[bytes, bytes], str, int]] = []
+
+    async def publish(
+        self, record: ConsumerRecord[bytes, bytes], error: str, attempts: int
+    ) -> None:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.published.append((record, error, attempts))
+
+
+class InMemoryDedupeStore:
+    def __init__(self) -> None:
+        self.outcomes: dict[str, Outcome] = {}
+
+    async def outcome_of(self, message_id: str) -> Outcome | None:
+        return self.outcomes.get(message_id)
+
+    async def record(self, message_id: str, outcome: Outcome, source: str) -> None:
+        self.outcomes.setdefault(message_id, outcome)
+
+
+def email_record(message_id: str, **fields: object) -> EmailRecord:
+    values: dict[str, object] = {
+        "message_id": message_id,
+        "created_at": datetime(2026, 11, 25, 9, 30, tzinfo=UTC),
+        "from": "demo@example.com",
+        "to": ["ana@example.com"],
+        "subject": message_id,
+        "text": "hello",
+    }
+    return EmailRecord.model_validate({**values, **fields})
+
+
+def consumer_record(
+    offset: int, value: bytes | None, partition: int = 0
+) -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord(
+        topic="email.send",
+        partition=partition,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=None,
+        value=value,
+        checksum=None,
+        serialized_key_size=0,
+        serialized_value_size=len(value or b""),
+        headers=[],
+    )
+
+
+def kafka_record(offset: int, message_id: str, partition: int = 0) -> ConsumerRecord[bytes, bytes]:
+    return consumer_record(offset, email_record(message_id).to_kafka()[1], partition)

@@ -1,0 +1,78 @@
+"""A partition's records: in offset order, and next_offset_to_commit only past finished ones."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from aiokafka.structs import TopicPartition
+from aiosmtplib import SMTPRecipientRefused, SMTPRecipientsRefused
+
+from services.worker.partition import PartitionWorker
+from services.worker.processor import EmailProcessor, RetryPolicy
+from tests.unit.worker.fakes import FakeDeadLetters, FakeMailer, InMemoryDedupeStore, kafka_record
+
+PARTITION = TopicPartition("email.send", 1)
+
+
+def partition_worker(mailer: FakeMailer, retry_seconds: float = 0.001) -> PartitionWorker:
+    processor = EmailProcessor(
+        store=InMemoryDedupeStore(),
+        dead_letters=FakeDeadLetters(),
+        retry=RetryPolicy(max_attempts=0, initial_seconds=retry_seconds, max_seconds=retry_seconds),
+        message_id_domain="pipeline.test",
+    )
+    return PartitionWorker(PARTITION, processor, mailer)
+
+
+async def wait_for(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(2):
+        while not condition():  # noqa: ASYNC110 - polling the worker's state is the point
+            await asyncio.sleep(0.005)
+
+
+async def test_records_are_delivered_in_offset_order() -> None:
+    mailer = FakeMailer()
+    worker = partition_worker(mailer)
+
+    worker.enqueue([kafka_record(offset, f"m-{offset}", 1) for offset in range(4, 9)])
+    await wait_for(lambda: worker.next_offset_to_commit == 9)
+    await worker.stop()
+
+    assert [message["Subject"] for message, _, _ in mailer.sent] == [f"m-{n}" for n in range(4, 9)]
+
+
+async def test_the_commit_position_waits_for_a_record_being_retried() -> None:
+    held = SMTPRecipientsRefused([SMTPRecipientRefused(451, "later", "ana@example.com")])
+    mailer = FakeMailer([{}, held, held, held])
+    worker = partition_worker(mailer, retry_seconds=60)
+
+    worker.enqueue(
+        [kafka_record(0, "m-0", 1), kafka_record(1, "m-1", 1), kafka_record(2, "m-2", 1)]
+    )
+    await wait_for(lambda: mailer.attempts == 2)
+
+    assert worker.next_offset_to_commit == 1, "offset 1 is not finished: never commit past it"
+    await asyncio.wait_for(worker.stop(), timeout=1)
+    assert worker.next_offset_to_commit == 1
+    assert len(mailer.sent) == 1
+
+
+async def test_an_offset_is_queued_once_even_if_fetched_again() -> None:
+    mailer = FakeMailer()
+    worker = partition_worker(mailer)
+
+    worker.enqueue([kafka_record(0, "m-0", 1), kafka_record(1, "m-1", 1)])
+    worker.enqueue([kafka_record(1, "m-1", 1), kafka_record(2, "m-2", 1)])
+    await wait_for(lambda: worker.next_offset_to_commit == 3)
+    await worker.stop()
+
+    assert mailer.attempts == 3
+
+
+async def test_stop_when_idle_returns_at_once() -> None:
+    worker = partition_worker(FakeMailer())
+
+    await asyncio.wait_for(worker.stop(), timeout=1)
+
+    assert worker.next_offset_to_commit is None

@@ -1,0 +1,152 @@
+"""What happens to one record, with fake edges: deliver, skip, retry, dead-letter."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiosmtplib import SMTPRecipientRefused, SMTPRecipientsRefused, SMTPResponse
+
+from services.worker.processor import EmailProcessor, RetryPolicy, Stopped
+from tests.unit.worker.fakes import (
+    FakeDeadLetters,
+    FakeMailer,
+    InMemoryDedupeStore,
+    consumer_record,
+    kafka_record,
+)
+
+NO_WAIT = RetryPolicy(max_attempts=0, initial_seconds=0.001, max_seconds=0.001)
+
+
+def processor(
+    store: InMemoryDedupeStore | None = None,
+    dead_letters: FakeDeadLetters | None = None,
+    retry: RetryPolicy = NO_WAIT,
+) -> EmailProcessor:
+    return EmailProcessor(
+        store=store or InMemoryDedupeStore(),
+        dead_letters=dead_letters or FakeDeadLetters(),
+        retry=retry,
+        message_id_domain="pipeline.test",
+    )
+
+
+def refused(code: int, address: str = "ana@example.com") -> SMTPRecipientsRefused:
+    return SMTPRecipientsRefused([SMTPRecipientRefused(code, "scripted", address)])
+
+
+async def test_a_delivered_email_is_recorded_as_finished() -> None:
+    store, mailer = InMemoryDedupeStore(), FakeMailer()
+
+    outcome = await processor(store).process(kafka_record(0, "m-1"), mailer, asyncio.Event())
+
+    assert outcome == "delivered"
+    assert store.outcomes == {"m-1": "delivered"}
+    [(message, sender, recipients)] = mailer.sent
+    assert message["Message-ID"] == "<m-1@pipeline.test>"
+    assert (sender, recipients) == ("demo@example.com", ["ana@example.com"])
+
+
+async def test_a_finished_message_id_is_skipped_not_sent_again() -> None:
+    store, mailer = InMemoryDedupeStore(), FakeMailer()
+    store.outcomes["m-1"] = "delivered"
+
+    outcome = await processor(store).process(kafka_record(7, "m-1"), mailer, asyncio.Event())
+
+    assert outcome == "duplicate"
+    assert mailer.attempts == 0
+
+
+async def test_transient_failures_are_retried_until_delivered() -> None:
+    store, mailer = InMemoryDedupeStore(), FakeMailer([refused(451), ConnectionRefusedError(), {}])
+
+    outcome = await processor(store).process(kafka_record(0, "m-1"), mailer, asyncio.Event())
+
+    assert outcome == "delivered"
+    assert mailer.attempts == 3
+    assert len(mailer.sent) == 1
+
+
+async def test_a_permanent_failure_is_dead_lettered_once_with_its_reason() -> None:
+    store, dead_letters = InMemoryDedupeStore(), FakeDeadLetters()
+    record = kafka_record(3, "m-1")
+
+    outcome = await processor(store, dead_letters).process(
+        record, FakeMailer([refused(550)]), asyncio.Event()
+    )
+
+    assert outcome == "dead-lettered"
+    assert store.outcomes == {"m-1": "dead-lettered"}
+    [(published, error, attempts)] = dead_letters.published
+    assert published is record
+    assert "550" in error
+    assert attempts == 1
+
+
+async def test_giving_up_after_max_attempts_dead_letters() -> None:
+    dead_letters = FakeDeadLetters()
+    retry = RetryPolicy(max_attempts=3, initial_seconds=0.001, max_seconds=0.001)
+    mailer = FakeMailer([refused(451)] * 5)
+
+    outcome = await processor(dead_letters=dead_letters, retry=retry).process(
+        kafka_record(0, "m-1"), mailer, asyncio.Event()
+    )
+
+    assert outcome == "dead-lettered"
+    assert mailer.attempts == 3
+    assert dead_letters.published[0][2] == 3
+
+
+@pytest.mark.parametrize("value", [b"hello1", b'{"schema_version": 9}', None])
+async def test_a_poison_record_is_dead_lettered_without_sending(value: bytes | None) -> None:
+    dead_letters, mailer = FakeDeadLetters(), FakeMailer()
+
+    outcome = await processor(dead_letters=dead_letters).process(
+        consumer_record(0, value), mailer, asyncio.Event()
+    )
+
+    assert outcome == "dead-lettered"
+    assert mailer.attempts == 0
+    assert dead_letters.published[0][1].startswith("poison record")
+
+
+async def test_refused_recipients_of_a_delivered_email_are_dead_lettered() -> None:
+    dead_letters, store = FakeDeadLetters(), InMemoryDedupeStore()
+    mailer = FakeMailer([{"bob@example.com": SMTPResponse(550, "no such user")}])
+
+    outcome = await processor(store, dead_letters).process(
+        kafka_record(0, "m-1"), mailer, asyncio.Event()
+    )
+
+    assert outcome == "delivered"
+    assert store.outcomes == {"m-1": "delivered"}
+    assert "bob@example.com (550 no such user)" in dead_letters.published[0][1]
+
+
+async def test_dead_letters_are_retried_while_kafka_refuses() -> None:
+    dead_letters = FakeDeadLetters([ConnectionError("broker down")] * 2)
+
+    await processor(dead_letters=dead_letters).process(
+        consumer_record(0, b"junk"), FakeMailer(), asyncio.Event()
+    )
+
+    assert len(dead_letters.published) == 1
+
+
+async def test_stopping_interrupts_the_wait_before_a_retry() -> None:
+    slow_retry = RetryPolicy(max_attempts=0, initial_seconds=60, max_seconds=60)
+    stopping = asyncio.Event()
+    store = InMemoryDedupeStore()
+    task = asyncio.create_task(
+        processor(store, retry=slow_retry).process(
+            kafka_record(0, "m-1"), FakeMailer([refused(451)]), stopping
+        )
+    )
+    await asyncio.sleep(0.05)
+
+    stopping.set()
+
+    with pytest.raises(Stopped):
+        await asyncio.wait_for(task, timeout=1)
+    assert store.outcomes == {}, "an unfinished record is not recorded, so it is retried later"
