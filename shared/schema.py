@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from datetime import datetime
 from email.utils import getaddresses
 from typing import Annotated, Final, Literal
@@ -27,6 +28,9 @@ SCHEMA_VERSION: Final = 1
 MAX_SUBJECT_LENGTH = 998  # RFC 5322's limit on the length of one header line
 MAX_HEADER_COUNT = 50
 MAX_TAGS = 20
+
+# Message ids derived from an Idempotency-Key live in their own UUID namespace.
+IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1d7c1e-8a51-4d0c-9d43-0b8f5e0e6a10")
 
 # Header names are printable ASCII without a colon (RFC 5322, 2.2).
 HEADER_NAME = re.compile(r"[!-9;-~]+")
@@ -122,6 +126,13 @@ class EmailRecord(EmailContent):
         }
         value = json.dumps({**envelope, **fields}, ensure_ascii=False, separators=(",", ":"))
         return self.message_id.encode(), value.encode()
+
+
+def message_id_for(idempotency_key: str | None) -> str:
+    """The same Idempotency-Key always gives the same message id; no key, a fresh one."""
+    if idempotency_key is None:
+        return str(uuid.uuid4())
+    return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, idempotency_key))
 
 
 class PoisonRecord(Exception):

@@ -27,11 +27,17 @@ def free_port() -> int:
 
 def stack_env(run_dir: Path, **overrides: str) -> dict[str, str]:
     """The environment of a private local stack: its own run directory and free ports."""
+    sink_smtp_port = str(free_port())
     return {
         **os.environ,
         "RUN_DIR": str(run_dir),
         "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
         "KAFKA_CONTROLLER_PORT": str(free_port()),
+        "API_PORT": str(free_port()),
+        "WORKER_PORT": str(free_port()),
+        "SINK_SMTP_PORT": sink_smtp_port,
+        "SMTP_PORT": sink_smtp_port,
+        "SINK_HTTP_PORT": str(free_port()),
         **overrides,
     }
 

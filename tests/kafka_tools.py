@@ -3,31 +3,16 @@
 from __future__ import annotations
 
 import subprocess
-from dataclasses import dataclass
 
-from deploy.local.kafka import KAFKA_TOOLS_DIR
+from deploy.local.kafka import GroupOffsetRow, parse_group_description
+from deploy.local.kafka import run_kafka_tool as run_with_settings
+from shared.settings import Settings
 
 
 def run_kafka_tool(
     script: str, *args: str, stdin: str | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(KAFKA_TOOLS_DIR / script), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-@dataclass(frozen=True)
-class GroupOffsetRow:
-    topic: str
-    partition: int
-    current_offset: int | None  # None: the group has committed nothing for this partition
-    log_end_offset: int
-    lag: int | None
+    return run_with_settings(Settings(), script, *args, stdin=stdin, timeout=timeout)
 
 
 def describe_group(bootstrap_servers: str, group: str) -> list[GroupOffsetRow]:
@@ -39,24 +24,6 @@ def describe_group(bootstrap_servers: str, group: str) -> list[GroupOffsetRow]:
         "--describe",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    lines = [line.split() for line in result.stdout.splitlines() if line.strip()]
-    header = next(line for line in lines if "CURRENT-OFFSET" in line)
     for column in ("CURRENT-OFFSET", "LOG-END-OFFSET", "LAG"):
-        assert column in header
-    rows = []
-    for line in lines[lines.index(header) + 1 :]:
-        fields = dict(zip(header, line, strict=False))
-        rows.append(
-            GroupOffsetRow(
-                topic=fields["TOPIC"],
-                partition=int(fields["PARTITION"]),
-                current_offset=_number(fields["CURRENT-OFFSET"]),
-                log_end_offset=int(fields["LOG-END-OFFSET"]),
-                lag=_number(fields["LAG"]),
-            )
-        )
-    return rows
-
-
-def _number(text: str) -> int | None:
-    return None if text == "-" else int(text)
+        assert column in result.stdout
+    return parse_group_description(result.stdout)

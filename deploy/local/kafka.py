@@ -282,3 +282,54 @@ def _tail(path: Path, lines: int = 15) -> str:
     except FileNotFoundError:
         return ""
     return f"--- {path}\n" + "\n".join(text) + "\n"
+
+
+def run_kafka_tool(
+    settings: Settings, script: str, *args: str, stdin: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run one of Kafka's own tools (deploy/kafka/bin) with the jars from the settings."""
+    return subprocess.run(
+        [str(KAFKA_TOOLS_DIR / script), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, "KAFKA_LIBS_DIR": str(settings.kafka_libs_dir)},
+    )
+
+
+@dataclass(frozen=True)
+class GroupOffsetRow:
+    """One line of `kafka-consumer-groups.sh --describe`."""
+
+    topic: str
+    partition: int
+    current_offset: int | None  # None: the group has committed nothing for this partition
+    log_end_offset: int
+    lag: int | None
+
+
+def parse_group_description(output: str) -> list[GroupOffsetRow]:
+    """The rows of `--describe`'s table, read by its header line."""
+    lines = [line.split() for line in output.splitlines() if line.strip()]
+    header = next((line for line in lines if "CURRENT-OFFSET" in line), None)
+    if header is None:
+        return []
+    rows = []
+    for line in lines[lines.index(header) + 1 :]:
+        fields = dict(zip(header, line, strict=False))
+        rows.append(
+            GroupOffsetRow(
+                topic=fields["TOPIC"],
+                partition=int(fields["PARTITION"]),
+                current_offset=_number(fields["CURRENT-OFFSET"]),
+                log_end_offset=int(fields["LOG-END-OFFSET"]),
+                lag=_number(fields["LAG"]),
+            )
+        )
+    return rows
+
+
+def _number(text: str) -> int | None:
+    return None if text == "-" else int(text)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -11,11 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 
 from services.api.email_queue import EmailQueue, KafkaUnavailable
-from shared.schema import SCHEMA_VERSION, EmailContent, EmailRecord
+from shared.schema import SCHEMA_VERSION, EmailContent, EmailRecord, message_id_for
 from shared.settings import Settings
-
-# Message ids derived from an Idempotency-Key live in their own UUID namespace.
-IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1d7c1e-8a51-4d0c-9d43-0b8f5e0e6a10")
 
 
 def get_email_queue(request: Request) -> EmailQueue:
@@ -54,12 +50,6 @@ class QueuedEmail(BaseModel):
 class Problem(BaseModel):
     detail: str
     errors: list[dict[str, str]] = []
-
-
-def message_id_for(idempotency_key: str | None) -> str:
-    if idempotency_key is None:
-        return str(uuid.uuid4())
-    return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, idempotency_key))
 
 
 def field_error(field: str, message: str) -> RequestValidationError:

@@ -43,7 +43,9 @@ class EmailWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         while not stopping.is_set():
             batches = await self._consumer.getmany(timeout_ms=FETCH_TIMEOUT_MS)
             for partition, records in batches.items():
-                if partition in self.partitions:  # records of a revoked partition are re-read
+                # A partition revoked while getmany waited is skipped: its next owner reads
+                # these records again from the committed offset.
+                if partition in self.partitions:
                     self.partitions[partition].enqueue(records)
             for worker in self.partitions.values():
                 worker.check()
@@ -57,10 +59,20 @@ class EmailWorker(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         ordered = sorted(assigned)
-        log_start = await self._consumer.beginning_offsets(ordered) if ordered else {}
-        log_end = await self._consumer.end_offsets(ordered) if ordered else {}
+        # Before any await: getmany may hand out these partitions' records in the meantime.
+        for partition in ordered:
+            self.partitions[partition] = self._start_partition(partition)
+        self.joined_group = True
+        if not ordered:
+            log.info(
+                "joined %s with no partition to own (more workers than partitions)", self._topic
+            )
+            return
+        log_start = await self._consumer.beginning_offsets(ordered)
+        log_end = await self._consumer.end_offsets(ordered)
         for partition in ordered:
             committed = await self._consumer.committed(partition)
+            self.committed[partition] = committed
             resume_at = log_start[partition] if committed is None else committed
             log.info(
                 "%s-%d: %s at offset %d (log end %d, lag %d)",
@@ -68,13 +80,6 @@ class EmailWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 "nothing committed yet, starting" if committed is None else "resuming",
                 resume_at, log_end[partition], log_end[partition] - resume_at,
             )  # fmt: skip
-            self.committed[partition] = committed
-            self.partitions[partition] = self._start_partition(partition)
-        if not ordered:
-            log.info(
-                "joined %s with no partition to own (more workers than partitions)", self._topic
-            )
-        self.joined_group = True
 
     async def _stop_partitions(
         self, partitions: set[TopicPartition] | list[TopicPartition]

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from shared.schema import EmailContent, EmailRecord, PoisonRecord, parse_record
+from shared.schema import EmailContent, EmailRecord, PoisonRecord, message_id_for, parse_record
 
 EXAMPLE_RECORD = EmailRecord(
     message_id="0b5e1c2a-8f0e-5a55-9c4e-3f1d2b7a9e10",
@@ -98,3 +98,9 @@ def test_recipients_are_to_cc_and_bcc() -> None:
     email = content(cc=["b@example.com"], bcc=["c@example.com"])
 
     assert email.recipients == ["ana@example.com", "b@example.com", "c@example.com"]
+
+
+def test_an_idempotency_key_always_gives_the_same_message_id() -> None:
+    assert message_id_for("order-42") == message_id_for("order-42")
+    assert message_id_for("order-42") != message_id_for("order-43")
+    assert message_id_for(None) != message_id_for(None)

@@ -1,0 +1,131 @@
+"""The whole pipeline as processes: sink, worker and API started by `deploy.local`, as `make up`
+starts them, on the session's private broker with topics of their own and free ports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from shared.settings import Settings
+from tests.conftest import run_stack_command, stack_env
+
+DELIVERY_TIMEOUT_SECONDS = 20.0
+BOUNCING_RECIPIENT = "bounce@example.com"  # the sink answers 550 to it
+GREYLISTED_RECIPIENT = "greylisted@example.com"  # the sink answers 451 to it, until restarted
+
+
+@dataclass
+class RunningStack:
+    env: dict[str, str]
+    settings: Settings
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.api_port}"
+
+    @property
+    def sink_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.sink_http_port}"
+
+    def command(self, *arguments: str, **env: str) -> str:
+        """`python -m deploy.local ...` against this stack; its output, or the test fails."""
+        result = subprocess.run(
+            [sys.executable, "-m", "deploy.local", *arguments],
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    def post_email(
+        self, email: Mapping[str, Any], idempotency_key: str | None = None
+    ) -> httpx.Response:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return httpx.post(f"{self.api_url}/emails", json=email, headers=headers, timeout=15)
+
+    def send(
+        self, to: str = "ana@example.com", idempotency_key: str | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        """Send one email through the API and return its 202 answer."""
+        email = {
+            "from": "demo@example.com",
+            "to": [to],
+            "subject": f"test {uuid.uuid4().hex[:8]}",
+            "text": "hello",
+            **fields,
+        }
+        response = self.post_email(email, idempotency_key)
+        assert response.status_code == 202, response.text
+        queued: dict[str, Any] = response.json()
+        return queued
+
+    def message_id_header(self, message_id: str) -> str:
+        return f"{message_id}@{self.settings.message_id_domain}"
+
+    def sink_messages(self) -> list[dict[str, Any]]:
+        response = httpx.get(
+            f"{self.sink_url}/api/v1/messages", params={"limit": 10_000}, timeout=10
+        )
+        response.raise_for_status()
+        messages: list[dict[str, Any]] = response.json()["messages"]
+        return messages
+
+    def deliveries_of(self, message_id: str) -> int:
+        """How many times the sink received the email with this message id."""
+        header = self.message_id_header(message_id)
+        return sum(1 for message in self.sink_messages() if message["MessageID"] == header)
+
+    def wait_until_delivered(self, *message_ids: str) -> None:
+        wait_until(
+            lambda: all(self.deliveries_of(m) >= 1 for m in message_ids),
+            DELIVERY_TIMEOUT_SECONDS,
+            f"{message_ids} did not reach the sink",
+        )
+
+    def worker_log(self) -> str:
+        return Path(self.env["RUN_DIR"], "logs", "worker.log").read_text()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, failure: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def stack(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    topic = f"email.send.e2e-{uuid.uuid4().hex[:6]}"
+    env = stack_env(
+        tmp_path_factory.mktemp("stack"),
+        KAFKA_BOOTSTRAP_SERVERS=kafka.kafka_bootstrap_servers,
+        EMAIL_TOPIC=topic,
+        DLQ_TOPIC=f"{topic}.dlq",
+        SINK_FAIL_5XX_RECIPIENTS=BOUNCING_RECIPIENT,
+        SINK_FAIL_4XX_RECIPIENTS=GREYLISTED_RECIPIENT,
+        WORKER_RETRY_INITIAL_SECONDS="0.2",
+        WORKER_RETRY_MAX_SECONDS="1",
+    )
+    settings_fields = {
+        name.lower(): value for name, value in env.items() if name.lower() in Settings.model_fields
+    }
+    running = RunningStack(env, Settings.model_validate(settings_fields))
+    for command in ("topics", "services-up"):
+        result = run_stack_command(command, env)
+        assert result.returncode == 0, result.stdout + result.stderr
+    try:
+        yield running
+    finally:
+        run_stack_command("services-down", env)

@@ -1,0 +1,194 @@
+"""HTTP -> Kafka -> worker -> SMTP sink, end to end, with every service a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
+from deploy.local.demo import idempotency_keys_on_partition
+from shared.kafka import admin_client
+from tests.e2e.conftest import (
+    BOUNCING_RECIPIENT,
+    GREYLISTED_RECIPIENT,
+    RunningStack,
+    wait_until,
+)
+from tests.kafka_tools import run_kafka_tool
+
+
+async def committed_offset(stack: RunningStack, partition: int) -> int | None:
+    """The group's CURRENT-OFFSET for one partition of the stack's topic."""
+    async with admin_client(stack.settings.kafka_bootstrap_servers) as admin:
+        offsets = await admin.list_consumer_group_offsets(stack.settings.consumer_group)
+    committed = offsets.get(TopicPartition(stack.settings.email_topic, partition))
+    return None if committed is None else int(committed.offset)
+
+
+async def wait_for_commit(stack: RunningStack, partition: int, offset: int) -> None:
+    async with asyncio.timeout(20):
+        while (await committed_offset(stack, partition) or 0) < offset:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+
+
+async def dead_letters(stack: RunningStack, count: int) -> list[ConsumerRecord[bytes, bytes]]:
+    """Read the dead-letter topic from the beginning until `count` records were seen."""
+    consumer = AIOKafkaConsumer(
+        stack.settings.dlq_topic,
+        bootstrap_servers=stack.settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        async with asyncio.timeout(20):
+            while len(records) < count:
+                batches = await consumer.getmany(timeout_ms=500)
+                records += [record for batch in batches.values() for record in batch]
+    finally:
+        await consumer.stop()
+    return records
+
+
+def headers_of(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
+    return {name: value.decode() for name, value in record.headers}
+
+
+def test_an_accepted_email_is_delivered_once(stack: RunningStack) -> None:
+    queued = stack.send(subject="hello1", to="Ana <ana@example.com>")
+
+    assert queued["status"] == "queued"
+    assert queued["topic"] == stack.settings.email_topic
+    assert queued["partition"] in range(stack.settings.topic_partitions)
+    assert queued["offset"] >= 0
+    stack.wait_until_delivered(queued["id"])
+    [message] = [
+        m for m in stack.sink_messages() if m["MessageID"] == stack.message_id_header(queued["id"])
+    ]
+    assert message["Subject"] == "hello1"
+    assert message["To"] == [{"Name": "Ana", "Address": "ana@example.com"}]
+
+
+async def test_the_same_idempotency_key_twice_delivers_once(stack: RunningStack) -> None:
+    key = f"order-{uuid.uuid4()}"
+
+    first = stack.send(idempotency_key=key)
+    second = stack.send(idempotency_key=key)
+
+    assert first["id"] == second["id"]
+    assert (first["partition"], second["offset"]) == (second["partition"], first["offset"] + 1)
+    await wait_for_commit(stack, second["partition"], second["offset"] + 1)
+    assert stack.deliveries_of(first["id"]) == 1
+    assert f"skipped {first['id']}, a duplicate" in stack.worker_log()
+
+
+async def test_clean_worker_restart_resumes_and_redelivers_nothing(stack: RunningStack) -> None:
+    before = [stack.send() for _ in range(3)]
+    stack.wait_until_delivered(*(q["id"] for q in before))
+    for queued in before:
+        await wait_for_commit(stack, queued["partition"], queued["offset"] + 1)
+
+    stack.command("stop", "worker")
+    while_stopped = [stack.send() for _ in range(2)]
+    for queued in while_stopped:
+        assert (await committed_offset(stack, queued["partition"]) or 0) <= queued["offset"]
+        assert stack.deliveries_of(queued["id"]) == 0
+    log_before_restart = len(stack.worker_log())
+    stack.command("start", "worker")
+
+    stack.wait_until_delivered(*(q["id"] for q in while_stopped))
+    restart_log = stack.worker_log()[log_before_restart:]
+    assert re.search(r"resuming at offset \d+ \(log end \d+, lag [1-9]\d*\)", restart_log), (
+        restart_log
+    )
+    assert "duplicate" not in restart_log, "a clean stop commits exactly what was processed"
+    for queued in before + while_stopped:
+        assert stack.deliveries_of(queued["id"]) == 1
+
+
+async def test_a_permanent_failure_is_dead_lettered_and_the_partition_moves_on(
+    stack: RunningStack,
+) -> None:
+    bounce_key, next_key = idempotency_keys_on_partition(
+        f"bounce-{uuid.uuid4()}", partition=0, partitions=stack.settings.topic_partitions, count=2
+    )
+    bounced = stack.send(to=BOUNCING_RECIPIENT, idempotency_key=bounce_key)
+    following = stack.send(idempotency_key=next_key)
+
+    assert bounced["partition"] == following["partition"] == 0
+    stack.wait_until_delivered(following["id"])
+    [dead] = [
+        record
+        for record in await dead_letters(stack, count=1)
+        if record.key == bounced["id"].encode()
+    ]
+    headers = headers_of(dead)
+    assert headers["dlq.original.topic"] == stack.settings.email_topic
+    assert headers["dlq.original.partition"] == "0"
+    assert headers["dlq.original.offset"] == str(bounced["offset"])
+    assert "550" in headers["dlq.error"]
+    assert headers["dlq.attempts"] == "1"
+    assert headers["schema_version"] == "1", "the original record's headers are kept"
+    assert stack.deliveries_of(bounced["id"]) == 0
+
+
+async def test_a_poison_record_is_dead_lettered(stack: RunningStack) -> None:
+    poison = f"not an email {uuid.uuid4()}"
+    produced = run_kafka_tool(
+        "kafka-console-producer.sh",
+        "--bootstrap-server", stack.settings.kafka_bootstrap_servers,
+        "--topic", stack.settings.email_topic,
+        stdin=poison + "\n",
+    )  # fmt: skip
+    assert produced.returncode == 0, produced.stderr
+    after = stack.send()
+
+    stack.wait_until_delivered(after["id"])
+
+    async def poison_dead_letter() -> ConsumerRecord[bytes, bytes]:
+        while True:
+            for record in await dead_letters(stack, count=1):
+                if record.value == poison.encode():
+                    return record
+            await asyncio.sleep(0.2)
+
+    async with asyncio.timeout(20):
+        dead = await poison_dead_letter()
+    assert headers_of(dead)["dlq.error"].startswith("poison record: the record is not JSON")
+
+
+def test_a_transient_failure_holds_the_partition_then_delivers_once(stack: RunningStack) -> None:
+    [held_key] = idempotency_keys_on_partition(
+        f"grey-{uuid.uuid4()}", partition=1, partitions=stack.settings.topic_partitions, count=1
+    )
+    [other_key] = idempotency_keys_on_partition(
+        f"other-{uuid.uuid4()}", partition=2, partitions=stack.settings.topic_partitions, count=1
+    )
+    held = stack.send(to=GREYLISTED_RECIPIENT, idempotency_key=held_key)
+    wait_until(
+        lambda: f"attempt 2 for {held['id']} failed" in stack.worker_log(),
+        20,
+        "the worker did not retry the greylisted email",
+    )
+
+    other = stack.send(idempotency_key=other_key)
+    stack.wait_until_delivered(other["id"])
+    assert stack.deliveries_of(held["id"]) == 0, "held, while another partition moves on"
+
+    stack.command("restart", "smtp_sink", SINK_FAIL_4XX_RECIPIENTS="")
+
+    stack.wait_until_delivered(held["id"])
+    assert stack.deliveries_of(held["id"]) == 1
+
+
+def test_the_sink_prints_each_delivery(stack: RunningStack) -> None:
+    queued = stack.send(subject="printed subject")
+    stack.wait_until_delivered(queued["id"])
+
+    sink_log = (stack.settings.run_dir / "logs" / "smtp_sink.log").read_text()
+    assert stack.message_id_header(queued["id"]) in sink_log
+    assert "printed subject" in sink_log
