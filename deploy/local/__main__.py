@@ -92,14 +92,18 @@ def up(settings: Settings) -> None:
     topics(settings)
     services_up(settings)
     s = settings
+    rows = [
+        ("Kafka", s.kafka_bootstrap_servers, f"topics {s.email_topic}, {s.dlq_topic}"),
+        ("SMTP sink", f"smtp://{s.sink_host}:{s.sink_smtp_port}",
+         f"messages http://{s.sink_host}:{s.sink_http_port}/api/v1/messages"),
+        ("Worker", f"group {s.consumer_group}", f"health http://{s.worker_host}:{s.worker_port}/readyz"),
+        ("API", f"http://{s.api_host}:{s.api_port}", f"docs http://{s.api_host}:{s.api_port}/docs"),
+    ]  # fmt: skip
+    print(f"\nRunning (logs in {shown(s.run_dir / 'logs')}/):")
+    for name, address, more in rows:
+        print(f"  {name:<11} {address:<28} {more}")
     print(
         f"""
-Running (logs in {shown(s.run_dir / "logs")}/):
-  Kafka       {s.kafka_bootstrap_servers:<28} topics {s.email_topic}, {s.dlq_topic}
-  SMTP sink   smtp://{s.sink_host}:{s.sink_smtp_port:<15} messages http://{s.sink_host}:{s.sink_http_port}/api/v1/messages
-  Worker      group {s.consumer_group:<22} health http://{s.worker_host}:{s.worker_port}/readyz
-  API         http://{s.api_host}:{s.api_port:<16} docs http://{s.api_host}:{s.api_port}/docs
-
 Try:
   make send              send an email through the API (TO=, SUBJECT=, COUNT=)
   make sink-logs         watch the mail arrive at the SMTP sink

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
 import uuid
 
 from aiokafka import AIOKafkaConsumer
@@ -192,3 +194,42 @@ def test_the_sink_prints_each_delivery(stack: RunningStack) -> None:
     sink_log = (stack.settings.run_dir / "logs" / "smtp_sink.log").read_text()
     assert stack.message_id_header(queued["id"]) in sink_log
     assert "printed subject" in sink_log
+
+
+def test_two_workers_split_the_partitions_and_one_takes_over_when_the_other_dies(
+    stack: RunningStack,
+) -> None:
+    stack.command("add-worker")
+    second = stack.settings.run_dir / "pids" / "worker-2.pid"
+    try:
+        owners = group_owners(stack)
+        assert len(set(owners.values())) == 2, f"both workers own partitions: {owners}"
+
+        os.kill(int(second.read_text()), signal.SIGKILL)  # no goodbye: the group notices
+        wait_until(lambda: len(set(group_owners(stack).values())) == 1, 30, "no takeover")
+
+        orphaned = next(p for p, owner in owners.items() if owner != owners[min(owners)])
+        [key] = idempotency_keys_on_partition(
+            f"takeover-{uuid.uuid4()}", orphaned, stack.settings.topic_partitions, count=1
+        )
+        queued = stack.send(idempotency_key=key)
+        assert queued["partition"] == orphaned
+        stack.wait_until_delivered(queued["id"])
+    finally:
+        stack.command("stop", "worker-2")
+
+
+def group_owners(stack: RunningStack) -> dict[int, str]:
+    """Partition -> CLIENT-ID of its owner, from the official kafka-consumer-groups.sh."""
+    result = run_kafka_tool(
+        "kafka-consumer-groups.sh",
+        "--bootstrap-server", stack.settings.kafka_bootstrap_servers,
+        "--group", stack.settings.consumer_group,
+        "--describe",
+    )  # fmt: skip
+    owners = {}
+    for line in result.stdout.splitlines():
+        fields = line.split()
+        if len(fields) >= 9 and fields[1] == stack.settings.email_topic and fields[6] != "-":
+            owners[int(fields[2])] = fields[8]
+    return owners
