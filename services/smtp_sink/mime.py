@@ -1,0 +1,261 @@
+"""Reading raw message bytes into the headers, addresses, bodies and parts the sink shows.
+
+Pure and forgiving: any bytes give a ParsedMessage (garbage gives empty fields), never an error.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import html
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.header import decode_header, make_header
+from email.message import Message
+from email.utils import getaddresses, parsedate_to_datetime
+
+# compat32 is several times faster than the modern policy and keeps header values raw, which
+# both the /headers route (Mailpit returns raw values) and our own decoding below want.
+_PARSER = email.parser.BytesParser(policy=email.policy.compat32)
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+_WHITESPACE = re.compile(r"\s+")
+_SCRIPT_OR_STYLE = re.compile(r"<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^>]*>")
+_BLOCK_END = re.compile(r"<(br|/p|/div|/tr|/h[1-6]|/li)\b[^>]*>", re.IGNORECASE)
+_BARE_ADDRESS = re.compile(r'[^\s@<>()\[\],;:"\\]+@[^\s@<>()\[\],;:"\\]+')
+_NAMED_ADDRESS = re.compile(
+    r'(?P<name>[^\s<>()\[\],;:"\\@](?:[^<>()\[\],;:"\\@]*[^\s<>()\[\],;:"\\@])?)\s*'
+    r'<(?P<address>[^\s@<>()\[\],;:"\\]+@[^\s@<>()\[\],;:"\\]+)>'
+)
+SNIPPET_CHARS = 200  # Mailpit's CreateSnippet limit
+
+
+@dataclass(frozen=True)
+class Address:
+    name: str
+    address: str
+
+
+@dataclass(frozen=True)
+class MimePart:
+    """An attachment or inline part; its content is decoded only when asked for."""
+
+    part_id: str
+    content_type: str
+    file_name: str
+    content_id: str
+    source: Message
+
+    def content(self) -> bytes:
+        if self.content_type == "message/rfc822":
+            enclosed = self.source.get_payload(0)
+            return enclosed.as_bytes() if isinstance(enclosed, Message) else b""
+        payload = self.source.get_payload(decode=True)
+        return payload if isinstance(payload, bytes) else b""
+
+
+@dataclass(frozen=True)
+class ParsedMessage:
+    headers: tuple[tuple[str, str], ...]  # (name, raw value, unfolded) in their order
+    message_id: str  # without the angle brackets, as Mailpit stores it
+    subject: str
+    sender: Address | None  # the From header
+    to: tuple[Address, ...]
+    cc: tuple[Address, ...]
+    bcc: tuple[Address, ...]
+    reply_to: tuple[Address, ...]
+    return_path: str
+    text: str
+    html: str
+    inline: tuple[MimePart, ...]
+    attachments: tuple[MimePart, ...]
+
+    def header(self, name: str) -> str:
+        """The first value of a header (case-insensitive), or ''."""
+        wanted = name.lower()
+        return next((value for key, value in self.headers if key.lower() == wanted), "")
+
+    @property
+    def date(self) -> datetime | None:
+        """The Date header; parsed only when asked for, as listings do not show it."""
+        return _date(self.header("Date"))
+
+    @property
+    def snippet(self) -> str:
+        """Mailpit's snippet: the HTML body as text if there is one, else the text body."""
+        source = html_to_text(self.html) if self.html.strip() else self.text
+        collapsed = _WHITESPACE.sub(" ", source.replace("\ufeff", " ")).strip()
+        if len(collapsed) <= SNIPPET_CHARS:
+            return collapsed
+        return collapsed[:SNIPPET_CHARS] + "..."
+
+    @property
+    def first_line(self) -> str:
+        """The first non-blank line of the text body, for the printed log."""
+        source = self.text if self.text.strip() else html_to_text(self.html)
+        return next((line.strip() for line in source.splitlines() if line.strip()), "")
+
+
+def read_message(raw: bytes) -> ParsedMessage:
+    message = _PARSER.parsebytes(raw)
+    headers = tuple((name, _unfold(_from_8bit(value))) for name, value in message.raw_items())
+    parsed_headers = _Headers(headers)
+    bodies = _Bodies()
+    bodies.walk(message, part_id="")
+    text = bodies.text if bodies.text or not bodies.html else html_to_text(bodies.html)
+    return ParsedMessage(
+        headers=headers,
+        message_id=parsed_headers.first("Message-ID").strip().strip("<>"),
+        subject=decode_words(parsed_headers.first("Subject")),
+        sender=_sender(parsed_headers.first("From")),
+        to=parsed_headers.addresses("To"),
+        cc=parsed_headers.addresses("Cc"),
+        bcc=parsed_headers.addresses("Bcc"),
+        reply_to=parsed_headers.addresses("Reply-To"),
+        return_path=parsed_headers.first("Return-Path").strip().strip("<>"),
+        text=text,
+        html=bodies.html,
+        inline=tuple(bodies.inline),
+        attachments=tuple(bodies.attachments),
+    )
+
+
+def decode_words(value: str) -> str:
+    """Decode RFC 2047 encoded words (=?utf-8?q?...?=); undecodable input stays as it is."""
+    if "=?" not in value:
+        return value
+    try:
+        return str(make_header(decode_header(value)))
+    except (LookupError, UnicodeError, ValueError, AssertionError):
+        return value
+
+
+def html_to_text(markup: str) -> str:
+    without_code = _SCRIPT_OR_STYLE.sub(" ", markup)
+    with_breaks = _BLOCK_END.sub("\n", without_code)
+    return html.unescape(_TAG.sub("", with_breaks)).strip()
+
+
+def canonical_header_name(name: str) -> str:
+    """Go's CanonicalMIMEHeaderKey, which Mailpit's /headers uses: message-id -> Message-Id."""
+    if not name or any(not (char.isascii() and (char.isalnum() or char == "-")) for char in name):
+        return name
+    return "-".join(word[:1].upper() + word[1:].lower() for word in name.split("-"))
+
+
+class _Headers:
+    def __init__(self, headers: tuple[tuple[str, str], ...]) -> None:
+        self._first_values: dict[str, str] = {}
+        for name, value in headers:
+            self._first_values.setdefault(name.lower(), value)
+
+    def first(self, name: str) -> str:
+        return self._first_values.get(name.lower(), "")
+
+    def addresses(self, name: str) -> tuple[Address, ...]:
+        return _addresses(self.first(name))
+
+
+class _Bodies:
+    """Sorts the leaf parts of a MIME tree into text, HTML, inline parts and attachments."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.html = ""
+        self.inline: list[MimePart] = []
+        self.attachments: list[MimePart] = []
+
+    def walk(self, part: Message, part_id: str) -> None:
+        content_type = part.get_content_type()
+        if content_type != "message/rfc822" and part.is_multipart():
+            children = part.get_payload()
+            if isinstance(children, list):
+                for index, child in enumerate(children, start=1):
+                    if isinstance(child, Message):
+                        self.walk(child, f"{part_id}.{index}" if part_id else str(index))
+            return
+        disposition = part.get_content_disposition()
+        file_name = decode_words(_safe_filename(part))
+        content_id = _from_8bit(str(part.get("Content-ID", ""))).strip().strip("<>")
+        is_body = disposition != "attachment" and not file_name
+        if is_body and content_type == "text/plain" and not self.text:
+            self.text = _decoded_text(part)
+        elif is_body and content_type == "text/html" and not self.html:
+            self.html = _decoded_text(part)
+        elif (
+            disposition == "attachment"
+            or content_type == "message/rfc822"
+            or (file_name and not content_id)
+        ):
+            self.attachments.append(
+                MimePart(part_id or "1", content_type, file_name, content_id, part)
+            )
+        elif file_name or content_id:
+            self.inline.append(MimePart(part_id or "1", content_type, file_name, content_id, part))
+
+
+def _safe_filename(part: Message) -> str:
+    try:
+        return _from_8bit(part.get_filename() or "")
+    except (LookupError, UnicodeError, ValueError):
+        return ""
+
+
+def _decoded_text(part: Message) -> str:
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    # Unlabelled text is decoded as UTF-8: ASCII is a subset, and 8-bit senders mostly mean it.
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        decoded = payload.decode(charset, errors="replace")
+    except LookupError:
+        decoded = payload.decode("utf-8", errors="replace")
+    return decoded.replace("\r\n", "\n")
+
+
+def _from_8bit(value: str) -> str:
+    """Header bytes arrive as ASCII with surrogate escapes; SMTPUTF8 senders mean UTF-8."""
+    try:
+        return value.encode("ascii", errors="surrogateescape").decode("utf-8", errors="replace")
+    except UnicodeEncodeError:
+        return value
+
+
+def _unfold(value: str) -> str:
+    return _FOLD.sub("", value).strip()
+
+
+def _addresses(value: str) -> tuple[Address, ...]:
+    if not value.strip():
+        return ()
+    # Fast paths for the two common single-address forms; getaddresses is the slow general case.
+    if bare := _BARE_ADDRESS.fullmatch(value):
+        return (Address("", bare[0]),)
+    if named := _NAMED_ADDRESS.fullmatch(value):
+        return (Address(decode_words(named["name"]), named["address"]),)
+    try:
+        pairs = getaddresses([value])
+    except (ValueError, IndexError):
+        return ()
+    # Like Go's net/mail, which Mailpit uses, an address needs a domain.
+    return tuple(Address(decode_words(name), address) for name, address in pairs if "@" in address)
+
+
+def _sender(value: str) -> Address | None:
+    found = _addresses(value)
+    if found:
+        return found[0]
+    # Mailpit keeps an unparsable From header as the name of an empty address.
+    return Address(decode_words(value), "") if value.strip() else None
+
+
+def _date(value: str) -> datetime | None:
+    if not value.strip():
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
