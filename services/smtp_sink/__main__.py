@@ -1,0 +1,142 @@
+"""`python -m services.smtp_sink`: the composition root, which builds the sink from the settings.
+
+SMTP and HTTP share one event loop (uvloop if installed) until SIGTERM or SIGINT; then exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import secrets
+import signal
+import socket
+import sys
+from collections.abc import Coroutine, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import uvicorn
+from aiosmtpd.smtp import SMTP
+
+from services.smtp_sink.api import build_app
+from services.smtp_sink.faults import FaultPolicy
+from services.smtp_sink.smtp import SinkHandler
+from services.smtp_sink.store import MessageStore
+from shared.settings import Settings, load_settings
+
+SMTP_HOSTNAME = "smtp-sink"
+SMTP_IDENT = "email-pipeline SMTP sink"
+
+
+class _HttpServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # The composition root owns SIGTERM and SIGINT: uvicorn's own handlers would re-raise
+        # the signal after shutting down and the sink would not exit 0.
+        yield
+
+
+def main() -> None:
+    settings = load_settings()
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # aiosmtpd logs every command line at INFO; its warnings and errors are what matter here.
+    if settings.log_level != "DEBUG":
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
+    _run(serve(settings))
+
+
+async def serve(settings: Settings) -> None:
+    loop = asyncio.get_running_loop()
+    smtp_socket = _listen(settings.sink_host, settings.sink_smtp_port, "SMTP")
+    http_socket = _listen(settings.sink_host, settings.sink_http_port, "HTTP")
+    store = MessageStore(settings.sink_db_path)
+    await store.open()
+    handler = SinkHandler(
+        store=store,
+        faults=FaultPolicy.of(
+            transient_recipients=settings.sink_fail_4xx_recipients,
+            permanent_recipients=settings.sink_fail_5xx_recipients,
+            transient_rate=settings.sink_fail_4xx_rate,
+            permanent_rate=settings.sink_fail_5xx_rate,
+        ),
+        draw=random.random,
+        new_id=lambda: secrets.token_urlsafe(16),
+        clock=_now,
+        out=sys.stdout,
+    )
+    smtp_server = await loop.create_server(
+        lambda: SMTP(
+            handler,
+            data_size_limit=settings.sink_max_message_bytes,
+            enable_SMTPUTF8=True,
+            hostname=SMTP_HOSTNAME,
+            ident=SMTP_IDENT,
+            loop=loop,
+        ),
+        sock=smtp_socket,
+    )
+    http_server = _HttpServer(
+        uvicorn.Config(
+            build_app(store, smtp_listening=smtp_server.is_serving),
+            log_config=None,
+            log_level=settings.log_level.lower(),
+            access_log=settings.log_level == "DEBUG",
+            lifespan="off",
+        )
+    )
+    stopping = asyncio.Event()
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signal_number, stopping.set)
+    http_task = asyncio.create_task(http_server.serve(sockets=[http_socket]))
+    print(
+        f"SMTP sink: SMTP on {settings.sink_host}:{settings.sink_smtp_port}, "
+        f"HTTP API on http://{settings.sink_host}:{settings.sink_http_port}/api/v1/messages, "
+        f"messages in {settings.sink_db_path}",
+        flush=True,
+    )
+    try:
+        stop_task = asyncio.create_task(stopping.wait())
+        await asyncio.wait({http_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        stop_task.cancel()
+    finally:
+        smtp_server.close()
+        http_server.should_exit = True
+        await http_task
+        await smtp_server.wait_closed()
+        await store.close()
+    print("SMTP sink stopped.", flush=True)
+
+
+def _listen(host: str, port: int, what: str) -> socket.socket:
+    """Bind before anything starts, so that a busy port is one clear line and exit status 1."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family)
+    except OSError as error:
+        sys.exit(f"smtp_sink: cannot listen for {what} on {host}:{port}: {error}")
+
+
+def _now() -> datetime:
+    # Milliseconds, as stored: what the sink prints is what the API returns.
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def _run(main_coroutine: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main_coroutine)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main_coroutine)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""The sink's HTTP API: Mailpit API v1's routes and shapes, /api/v1/stats, and health probes.
+
+Thin routes: each asks the store, builds a shape from services.smtp_sink.shapes, and answers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from fastapi import FastAPI, Request
+from fastapi.responses import PlainTextResponse, Response
+
+from services.smtp_sink import shapes
+from services.smtp_sink.mailbox import MailboxPage, SinkStats, StoredMessage
+from services.smtp_sink.mime import read_message
+
+DEFAULT_LIMIT = 50  # Mailpit's default page size
+LATEST = "latest"
+
+
+class MailboxReader(Protocol):
+    async def page(self, start: int, limit: int) -> MailboxPage: ...
+    async def latest_id(self) -> str | None: ...
+    async def message(
+        self, message_id: str, *, mark_read: bool
+    ) -> tuple[StoredMessage, bytes] | None: ...
+    async def raw(self, message_id: str) -> bytes | None: ...
+    async def delete(self, message_ids: list[str] | None) -> int: ...
+    async def stats(self) -> SinkStats: ...
+    async def ping(self) -> None: ...
+
+
+def build_app(store: MailboxReader, smtp_listening: Callable[[], bool]) -> FastAPI:
+    app = FastAPI(
+        title="SMTP sink",
+        summary="Mailpit API v1 routes and shapes, plus /api/v1/stats for duplicate Message-IDs.",
+    )
+
+    async def resolve(message_id: str) -> str | None:
+        return await store.latest_id() if message_id == LATEST else message_id
+
+    @app.get("/api/v1/messages", response_model=shapes.MessagesSummary)
+    async def list_messages(start: str = "0", limit: str = str(DEFAULT_LIMIT)) -> Any:
+        """Messages from newest to oldest; like Mailpit, unusable start/limit mean the default."""
+        first = _non_negative(start, default=0)
+        count = _non_negative(limit, default=DEFAULT_LIMIT) or DEFAULT_LIMIT
+        return shapes.messages_summary(await store.page(first, count), first)
+
+    @app.delete("/api/v1/messages", response_class=PlainTextResponse)
+    async def delete_messages(request: Request) -> Any:
+        """Delete the messages whose IDs are in {"IDs": [...]}, or all without IDs."""
+        body = await request.body()
+        try:
+            request_json = json.loads(body) if body.strip() else {}
+        except ValueError:
+            # Mailpit deletes everything on a body it cannot read; the sink refuses instead.
+            return PlainTextResponse('invalid JSON body, expected {"IDs": [...]}', 400)
+        message_ids = request_json.get("IDs") if isinstance(request_json, dict) else None
+        if message_ids is not None and not (
+            isinstance(message_ids, list) and all(isinstance(i, str) for i in message_ids)
+        ):
+            return PlainTextResponse("IDs must be a list of message IDs", 400)
+        await store.delete(message_ids or None)
+        return "ok"
+
+    @app.get("/api/v1/message/{ID}", response_model=shapes.Message)
+    async def get_message(ID: str) -> Any:
+        """The message, marked as read; `latest` is the newest message."""
+        message_id = await resolve(ID)
+        found = await store.message(message_id, mark_read=True) if message_id else None
+        if found is None:
+            return _not_found(ID)
+        stored, raw = found
+        return shapes.message(stored, read_message(raw))
+
+    @app.get("/api/v1/message/{ID}/raw", response_class=PlainTextResponse)
+    async def get_raw(ID: str) -> Any:
+        message_id = await resolve(ID)
+        raw = await store.raw(message_id) if message_id else None
+        if raw is None:
+            return _not_found(ID)
+        return Response(raw, media_type="text/plain; charset=utf-8")
+
+    @app.get("/api/v1/message/{ID}/headers", response_model=dict[str, list[str]])
+    async def get_headers(ID: str) -> Any:
+        message_id = await resolve(ID)
+        raw = await store.raw(message_id) if message_id else None
+        if raw is None:
+            return _not_found(ID)
+        return shapes.headers(read_message(raw))
+
+    @app.get("/api/v1/stats", response_model=shapes.Stats)
+    async def get_stats() -> Any:
+        """The sink's own route: received messages, distinct Message-IDs, and duplicates."""
+        return shapes.stats(await store.stats())
+
+    @app.get("/livez", response_class=PlainTextResponse)
+    @app.get("/healthz", response_class=PlainTextResponse)
+    async def alive() -> str:
+        return "ok"
+
+    @app.get("/readyz", response_class=PlainTextResponse)
+    async def ready() -> Any:
+        if not smtp_listening():
+            return PlainTextResponse("not ready: the SMTP server is not listening", 503)
+        try:
+            await store.ping()
+        except Exception as error:
+            return PlainTextResponse(f"not ready: the database is not usable: {error}", 503)
+        return "ok"
+
+    return app
+
+
+def _not_found(message_id: str) -> PlainTextResponse:
+    if message_id == LATEST:
+        return PlainTextResponse("Message not found: the sink has no messages", 404)
+    return PlainTextResponse(f"Message not found: no message has ID {message_id!r}", 404)
+
+
+def _non_negative(value: str, default: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        return default
+    return number if number >= 0 else default

@@ -1,0 +1,116 @@
+"""The aiosmtpd handler: refuses what fault injection says, stores the rest, then answers 250.
+
+The 250 comes only after the store has committed the message: if the sink said 250, it has it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Protocol, TextIO
+
+from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import Envelope as SmtpEnvelope
+
+from services.smtp_sink.faults import FaultPolicy, message_refusal, recipient_refusal
+from services.smtp_sink.mailbox import (
+    Arrival,
+    Envelope,
+    Sighting,
+    StoredMessage,
+    summarize,
+    unread_summary,
+)
+from services.smtp_sink.mime import read_message
+from services.smtp_sink.report import arrival_block, refusal_line
+
+log = logging.getLogger(__name__)
+
+STORE_FAILED_REPLY = "451 4.3.0 The sink could not store the message, try again later"
+
+
+class ArrivalStore(Protocol):
+    async def add(self, arrival: Arrival) -> Sighting: ...
+
+
+class SinkHandler:
+    """aiosmtpd calls handle_RCPT and handle_DATA by name; everything else is its default."""
+
+    def __init__(
+        self,
+        store: ArrivalStore,
+        faults: FaultPolicy,
+        draw: Callable[[], float],
+        new_id: Callable[[], str],
+        clock: Callable[[], datetime],
+        out: TextIO,
+    ) -> None:
+        self._store = store
+        self._faults = faults
+        self._draw = draw
+        self._new_id = new_id
+        self._clock = clock
+        self._out = out
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: SmtpEnvelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        refusal = recipient_refusal(self._faults, address)
+        if refusal is not None:
+            self._print(refusal_line(refusal, _envelope(envelope), recipient=address))
+            return refusal
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: SmtpEnvelope) -> str:
+        accepted = _envelope(envelope)
+        refusal = message_refusal(self._faults, self._draw())
+        if refusal is not None:
+            self._print(refusal_line(refusal, accepted))
+            return refusal
+        raw = envelope.original_content or b""
+        try:
+            summary = summarize(read_message(raw), accepted)
+        except Exception as error:
+            # A witness keeps what it was given, even what it cannot read.
+            log.warning("could not read the message, storing it unread: %r", error)
+            summary = unread_summary(accepted)
+        arrival = Arrival(
+            id=self._new_id(), created=self._clock(), envelope=accepted, summary=summary, raw=raw
+        )
+        try:
+            sighting = await self._store.add(arrival)
+        except Exception as error:
+            log.error("could not store message %s: %s", arrival.id, error)
+            return STORE_FAILED_REPLY
+        stored = StoredMessage(
+            id=arrival.id,
+            created=arrival.created,
+            envelope=arrival.envelope,
+            summary=arrival.summary,
+            size=len(raw),
+            read=False,
+            sighting=sighting,
+        )
+        self._print(arrival_block(stored))
+        return f"250 2.0.0 OK stored as {arrival.id}"
+
+    async def handle_exception(self, error: Exception) -> str:
+        # aiosmtpd would log a traceback per failed session; one line says enough.
+        log.error("SMTP session error: %r", error, exc_info=log.isEnabledFor(logging.DEBUG))
+        return "451 4.3.0 The sink failed to handle the command, try again later"
+
+    def _print(self, text: str) -> None:
+        self._out.write(text)
+        self._out.flush()
+
+
+def _envelope(envelope: SmtpEnvelope) -> Envelope:
+    return Envelope(mail_from=envelope.mail_from or "", rcpt_tos=tuple(envelope.rcpt_tos))

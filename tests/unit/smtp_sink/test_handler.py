@@ -1,0 +1,140 @@
+"""The SMTP handler with a fake store: 250 only once stored, faults refuse, store errors are 451."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+from datetime import UTC, datetime
+from typing import cast
+
+from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import Envelope as SmtpEnvelope
+
+from services.smtp_sink.faults import (
+    PERMANENT_MESSAGE_REPLY,
+    TRANSIENT_RECIPIENT_REPLY,
+    FaultPolicy,
+)
+from services.smtp_sink.mailbox import Arrival, Sighting
+from services.smtp_sink.smtp import STORE_FAILED_REPLY, SinkHandler
+from tests.unit.smtp_sink.messages import PLAIN
+
+NOW = datetime(2025, 11, 25, 18, 30, tzinfo=UTC)
+
+
+class FakeStore:
+    def __init__(self, fail: bool = False) -> None:
+        self.arrivals: list[Arrival] = []
+        self.fail = fail
+
+    async def add(self, arrival: Arrival) -> Sighting:
+        if self.fail:
+            raise OSError("disk full")
+        earlier = sum(
+            1 for a in self.arrivals if a.summary.message_id == arrival.summary.message_id
+        )
+        self.arrivals.append(arrival)
+        return Sighting(earlier + 1)
+
+
+def handler(
+    store: FakeStore,
+    faults: FaultPolicy | None = None,
+    draw: float = 0.5,
+    out: io.StringIO | None = None,
+) -> SinkHandler:
+    ids = (f"id-{n}" for n in itertools.count(1))
+    return SinkHandler(
+        store=store,
+        faults=faults or FaultPolicy.of(),
+        draw=lambda: draw,
+        new_id=lambda: next(ids),
+        clock=lambda: NOW,
+        out=out or io.StringIO(),
+    )
+
+
+def envelope(
+    raw: bytes = PLAIN, recipients: tuple[str, ...] = ("bob@example.com",)
+) -> SmtpEnvelope:
+    smtp_envelope = SmtpEnvelope()
+    smtp_envelope.mail_from = "ann@example.com"
+    smtp_envelope.rcpt_tos = list(recipients)
+    smtp_envelope.original_content = raw
+    smtp_envelope.content = raw
+    return smtp_envelope
+
+
+# The handler never touches the server or the session.
+SERVER = cast(SMTP, object())
+SESSION = Session(loop=cast(asyncio.AbstractEventLoop, None))
+
+
+async def test_message_is_stored_before_250_is_answered() -> None:
+    store = FakeStore()
+
+    reply = await handler(store).handle_DATA(SERVER, SESSION, envelope())
+
+    assert reply == "250 2.0.0 OK stored as id-1"
+    [arrival] = store.arrivals
+    assert arrival.raw == PLAIN
+    assert arrival.created == NOW
+    assert arrival.envelope.rcpt_tos == ("bob@example.com",)
+    assert arrival.summary.message_id == "plain-1@example.com"
+
+
+async def test_store_failure_is_a_transient_451() -> None:
+    reply = await handler(FakeStore(fail=True)).handle_DATA(SERVER, SESSION, envelope())
+
+    assert reply == STORE_FAILED_REPLY
+    assert reply.startswith("451 ")
+
+
+async def test_each_stored_message_is_printed_and_a_duplicate_flagged() -> None:
+    out = io.StringIO()
+    sink = handler(FakeStore(), out=out)
+
+    await sink.handle_DATA(SERVER, SESSION, envelope())
+    await sink.handle_DATA(SERVER, SESSION, envelope())
+
+    printed = out.getvalue()
+    assert printed.count("=== ") == 2
+    assert printed.count("!!! DUPLICATE Message-ID <plain-1@example.com> (seen 2 times)") == 1
+
+
+async def test_listed_recipient_is_refused_and_not_added() -> None:
+    smtp_envelope = envelope(recipients=())
+    sink = handler(FakeStore(), FaultPolicy.of(transient_recipients=["later@example.com"]))
+
+    refused = await sink.handle_RCPT(SERVER, SESSION, smtp_envelope, "later@example.com", [])
+    accepted = await sink.handle_RCPT(SERVER, SESSION, smtp_envelope, "bob@example.com", [])
+
+    assert refused == TRANSIENT_RECIPIENT_REPLY
+    assert accepted.startswith("250 ")
+    assert smtp_envelope.rcpt_tos == ["bob@example.com"]
+
+
+async def test_a_message_drawn_for_failure_is_refused_and_not_stored() -> None:
+    store = FakeStore()
+    sink = handler(store, FaultPolicy.of(permanent_rate=0.5), draw=0.25)
+
+    reply = await sink.handle_DATA(SERVER, SESSION, envelope())
+
+    assert reply == PERMANENT_MESSAGE_REPLY
+    assert store.arrivals == []
+
+
+async def test_garbage_is_stored_without_an_error() -> None:
+    store = FakeStore()
+
+    reply = await handler(store).handle_DATA(SERVER, SESSION, envelope(b"\x00\xff\xfe garbage"))
+
+    assert reply.startswith("250 ")
+    assert store.arrivals[0].raw == b"\x00\xff\xfe garbage"
+
+
+async def test_session_errors_get_a_451_reply() -> None:
+    reply = await handler(FakeStore()).handle_exception(RuntimeError("boom"))
+
+    assert reply.startswith("451 ")
