@@ -10,8 +10,9 @@ import asyncio
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from deploy.local.kafka import GroupOffsetRow
 from shared.settings import Settings
-from tests.kafka_tools import GroupOffsetRow, describe_group
+from tests.kafka_tools import describe_group
 
 HELLOS = [f"hello{n}" for n in range(1, 6)]
 
