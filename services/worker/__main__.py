@@ -79,7 +79,20 @@ async def serve(settings: Settings) -> None:
                 settings.email_topic, settings.consumer_group, client_id,
                 settings.smtp_host, settings.smtp_port,
             )  # fmt: skip
-            await worker.run(stopping)
+            consuming = asyncio.create_task(worker.run(stopping))
+            stop_requested = asyncio.create_task(stopping.wait())
+            await asyncio.wait({consuming, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
+            stop_requested.cancel()
+            try:
+                # run() returns once the emails in flight are finished and committed.
+                async with asyncio.timeout(settings.worker_shutdown_timeout_seconds):
+                    await consuming
+            except TimeoutError:
+                log.error(
+                    "the email in flight did not finish within %.0f s "
+                    "(WORKER_SHUTDOWN_TIMEOUT_SECONDS); stopping without committing it",
+                    settings.worker_shutdown_timeout_seconds,
+                )
     finally:
         # consumer.stop() leaves the group, so its partitions move to another worker at once.
         await consumer.stop()
