@@ -27,6 +27,7 @@ from services.smtp_sink.report import arrival_block, refusal_line
 
 log = logging.getLogger(__name__)
 
+EMPTY_RECIPIENT_REPLY = "501 5.1.3 Bad recipient address syntax: <> is not a recipient"
 STORE_FAILED_REPLY = "451 4.3.0 The sink could not store the message, try again later"
 
 
@@ -61,6 +62,9 @@ class SinkHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
+        if not address.strip("<>"):
+            # aiosmtpd lets the null reverse-path <> through as a recipient.
+            return EMPTY_RECIPIENT_REPLY
         refusal = recipient_refusal(self._faults, address)
         if refusal is not None:
             self._print(refusal_line(refusal, _envelope(envelope), recipient=address))

@@ -115,6 +115,15 @@ async def test_listed_recipient_is_refused_and_not_added() -> None:
     assert smtp_envelope.rcpt_tos == ["bob@example.com"]
 
 
+async def test_the_null_address_is_not_a_recipient() -> None:
+    smtp_envelope = envelope(recipients=())
+
+    reply = await handler(FakeStore()).handle_RCPT(SERVER, SESSION, smtp_envelope, "<>", [])
+
+    assert reply.startswith("501 5.1.3 ")
+    assert smtp_envelope.rcpt_tos == []
+
+
 async def test_a_message_drawn_for_failure_is_refused_and_not_stored() -> None:
     store = FakeStore()
     sink = handler(store, FaultPolicy.of(permanent_rate=0.5), draw=0.25)
