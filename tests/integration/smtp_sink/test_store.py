@@ -1,0 +1,163 @@
+"""The sink's SQLite store on a real file: sightings, pages, reads, deletes, stats, reopening."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from services.smtp_sink.mailbox import Arrival, Envelope, summarize
+from services.smtp_sink.mime import read_message
+from services.smtp_sink.store import MessageStore, StoreClosedError
+
+ENVELOPE = Envelope("ann@example.com", ("bob@example.com",))
+START = datetime(2025, 11, 25, 18, 0, tzinfo=UTC)
+
+
+def arrival(number: int, message_id: str | None = None) -> Arrival:
+    header = f"Message-ID: <{message_id}>\r\n" if message_id is not None else ""
+    raw = f"{header}Subject: number {number}\r\n\r\nbody {number}\r\n".encode()
+    return Arrival(
+        id=f"id-{number}",
+        created=START + timedelta(milliseconds=number),
+        envelope=ENVELOPE,
+        summary=summarize(read_message(raw), ENVELOPE),
+        raw=raw,
+    )
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[MessageStore]:
+    opened = MessageStore(tmp_path / "sink" / "messages.sqlite3")
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+async def test_parent_directories_are_created(tmp_path: Path) -> None:
+    store = MessageStore(tmp_path / "a" / "b" / "messages.sqlite3")
+
+    await store.open()
+    await store.close()
+
+    assert (tmp_path / "a" / "b" / "messages.sqlite3").exists()
+
+
+async def test_the_database_is_in_wal_mode(store: MessageStore) -> None:
+    assert (store.db_path.parent / f"{store.db_path.name}-wal").exists()
+
+
+async def test_sightings_count_each_message_id(store: MessageStore) -> None:
+    first = await store.add(arrival(1, "same@example.com"))
+    second = await store.add(arrival(2, "same@example.com"))
+    other = await store.add(arrival(3, "other@example.com"))
+
+    assert [s.message_id_count for s in (first, second, other)] == [1, 2, 1]
+    assert (first.duplicate, second.duplicate, other.duplicate) == (False, True, False)
+
+
+async def test_messages_without_message_id_are_never_duplicates(store: MessageStore) -> None:
+    sightings = [await store.add(arrival(number)) for number in range(3)]
+
+    assert [s.duplicate for s in sightings] == [False, False, False]
+    assert (await store.stats()).duplicates == 0
+
+
+async def test_page_is_newest_first_with_totals(store: MessageStore) -> None:
+    for number in range(5):
+        await store.add(arrival(number, f"m{number}@example.com"))
+
+    page = await store.page(start=1, limit=2)
+
+    assert [m.id for m in page.messages] == ["id-3", "id-2"]
+    assert (page.total, page.unread) == (5, 5)
+    assert page.messages[0].summary.subject == "number 3"
+    assert page.messages[0].created == START + timedelta(milliseconds=3)
+    assert page.messages[0].envelope == ENVELOPE
+
+
+async def test_reading_a_message_marks_it_read(store: MessageStore) -> None:
+    await store.add(arrival(1))
+
+    found = await store.message("id-1", mark_read=True)
+
+    assert found is not None
+    stored, raw = found
+    assert raw == arrival(1).raw
+    assert not stored.read  # as it was when read
+    assert (await store.page(0, 10)).unread == 0
+
+
+async def test_unknown_ids_are_none(store: MessageStore) -> None:
+    assert await store.message("nope", mark_read=True) is None
+    assert await store.raw("nope") is None
+    assert await store.latest_id() is None
+
+
+async def test_delete_by_ids_and_all(store: MessageStore) -> None:
+    for number in range(4):
+        await store.add(arrival(number))
+
+    assert await store.delete(["id-1", "id-2", "no-such-id"]) == 2
+    assert await store.latest_id() == "id-3"
+    assert await store.delete(None) == 2
+    assert (await store.page(0, 10)).total == 0
+
+
+async def test_stats_count_received_unique_and_duplicates(store: MessageStore) -> None:
+    await store.add(arrival(1, "a@example.com"))
+    await store.add(arrival(2, "a@example.com"))
+    await store.add(arrival(3, "b@example.com"))
+    await store.add(arrival(4))
+
+    stats = await store.stats()
+
+    assert (stats.received, stats.unique_message_ids, stats.duplicates) == (4, 3, 1)
+
+
+async def test_concurrent_adds_are_all_committed(store: MessageStore) -> None:
+    sightings = await asyncio.gather(
+        *(store.add(arrival(number, "burst@example.com")) for number in range(200))
+    )
+
+    assert sorted(s.message_id_count for s in sightings) == list(range(1, 201))
+    assert (await store.stats()).received == 200
+
+
+async def test_a_failing_add_fails_alone(store: MessageStore) -> None:
+    await store.add(arrival(1))
+
+    results = await asyncio.gather(
+        store.add(arrival(1)), store.add(arrival(2)), return_exceptions=True
+    )
+
+    assert isinstance(results[0], Exception)  # the id is taken
+    assert not isinstance(results[1], BaseException)
+    assert (await store.stats()).received == 2
+
+
+async def test_messages_survive_reopening(tmp_path: Path) -> None:
+    db_path = tmp_path / "messages.sqlite3"
+    first = MessageStore(db_path)
+    await first.open()
+    await first.add(arrival(1, "kept@example.com"))
+    await first.close()
+
+    second = MessageStore(db_path)
+    await second.open()
+    sighting = await second.add(arrival(2, "kept@example.com"))
+    latest = await second.latest_id()
+    await second.close()
+
+    assert sighting.message_id_count == 2
+    assert latest == "id-2"
+
+
+async def test_a_closed_store_refuses_work(tmp_path: Path) -> None:
+    store = MessageStore(tmp_path / "messages.sqlite3")
+
+    with pytest.raises(StoreClosedError):
+        await store.stats()
