@@ -13,7 +13,7 @@ TRANSIENT_RECIPIENT_REPLY = (
 )
 PERMANENT_RECIPIENT_REPLY = "550 5.1.1 Injected permanent failure: no such recipient"
 TRANSIENT_MESSAGE_REPLY = "451 4.3.0 Injected transient failure for this message, try again later"
-PERMANENT_MESSAGE_REPLY = "554 5.6.0 Injected permanent failure for this message"
+PERMANENT_MESSAGE_REPLY = "550 5.7.1 Injected permanent failure: this message is refused"
 
 
 @dataclass(frozen=True)

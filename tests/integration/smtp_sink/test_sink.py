@@ -424,11 +424,11 @@ async def test_4xx_rate_of_1_refuses_every_message_with_451(tmp_path: Path) -> N
         assert "--- refused message from ann@example.com" in sink.output()
 
 
-async def test_5xx_rate_of_1_refuses_every_message_with_a_5xx(tmp_path: Path) -> None:
+async def test_5xx_rate_of_1_refuses_every_message_with_550(tmp_path: Path) -> None:
     with running_sink(tmp_path, SINK_FAIL_5XX_RATE="1") as sink:
         with pytest.raises(aiosmtplib.SMTPDataError) as refused:
             await send(sink, email())
-        assert refused.value.code == 554
+        assert refused.value.code == 550
         async with httpx.AsyncClient(base_url=sink.api) as api:
             assert (await api.get("/api/v1/stats")).json()["received"] == 0
 

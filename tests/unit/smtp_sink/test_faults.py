@@ -84,4 +84,4 @@ def test_rates_are_the_fractions_of_messages_refused() -> None:
 
 def test_message_replies_are_4xx_and_5xx() -> None:
     assert TRANSIENT_MESSAGE_REPLY.startswith("451 4.")
-    assert PERMANENT_MESSAGE_REPLY.startswith("554 5.")
+    assert PERMANENT_MESSAGE_REPLY.startswith("550 5.")
