@@ -5,6 +5,7 @@ Thin routes: each asks the store, builds a shape from services.smtp_sink.shapes,
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -18,6 +19,7 @@ from services.smtp_sink.mime import read_message
 
 DEFAULT_LIMIT = 50  # Mailpit's default page size
 LATEST = "latest"
+READY_TIMEOUT_SECONDS = 2.0
 
 
 class MailboxReader(Protocol):
@@ -106,7 +108,9 @@ def build_app(store: MailboxReader, smtp_listening: Callable[[], bool]) -> FastA
         if not smtp_listening():
             return PlainTextResponse("not ready: the SMTP server is not listening", 503)
         try:
-            await store.ping()
+            await asyncio.wait_for(store.ping(), READY_TIMEOUT_SECONDS)
+        except TimeoutError:
+            return PlainTextResponse("not ready: the database did not answer in time", 503)
         except Exception as error:
             return PlainTextResponse(f"not ready: the database is not usable: {error}", 503)
         return "ok"

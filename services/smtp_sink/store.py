@@ -1,7 +1,6 @@
 """The sink's SQLite store: every accepted message, its raw source and its summary, in WAL mode.
 
-One dedicated thread owns the only connection and runs the jobs queued to it; the jobs that
-arrive together share one transaction, so concurrent SMTP sessions share one commit.
+One thread owns the only connection; jobs queued together share one transaction and one commit.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """The real sink as a process (`python -m services.smtp_sink`) on free ports and a private run dir.
 
-Started with env vars like any deployment, ready when /readyz says so, stopped by its pid with
-SIGTERM; a sink that does not exit 0 fails the test that started it.
+Ready when /readyz says so; stopped by its pid with SIGTERM, and it must exit 0 without a traceback.
 """
 
 from __future__ import annotations
