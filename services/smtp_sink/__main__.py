@@ -6,14 +6,13 @@ SMTP and HTTP share one event loop (uvloop if installed) until SIGTERM or SIGINT
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import secrets
 import signal
 import socket
 import sys
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,27 +23,17 @@ from services.smtp_sink.api import build_app
 from services.smtp_sink.faults import FaultPolicy
 from services.smtp_sink.smtp import SinkHandler
 from services.smtp_sink.store import MessageStore
+from shared.http_server import EmbeddedServer
+from shared.logs import configure_logging
 from shared.settings import Settings, load_settings
 
 SMTP_HOSTNAME = "smtp-sink"
 SMTP_IDENT = "email-pipeline SMTP sink"
 
 
-class _HttpServer(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        # The composition root owns SIGTERM and SIGINT: uvicorn's own handlers would re-raise
-        # the signal after shutting down and the sink would not exit 0.
-        yield
-
-
 def main() -> None:
     settings = load_settings()
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings.log_level)
     # aiosmtpd logs every command line at INFO; its warnings and errors are what matter here.
     if settings.log_level != "DEBUG":
         logging.getLogger("mail.log").setLevel(logging.WARNING)
@@ -81,7 +70,7 @@ async def serve(settings: Settings) -> None:
         ),
         sock=smtp_socket,
     )
-    http_server = _HttpServer(
+    http_server = EmbeddedServer(
         uvicorn.Config(
             build_app(store, smtp_listening=smtp_server.is_serving),
             log_config=None,

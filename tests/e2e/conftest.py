@@ -113,6 +113,9 @@ def stack(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         KAFKA_BOOTSTRAP_SERVERS=kafka.kafka_bootstrap_servers,
         EMAIL_TOPIC=topic,
         DLQ_TOPIC=f"{topic}.dlq",
+        # A group of its own: members of one group subscribed to different topics would make
+        # every test that uses email-send-group wait for their rebalances.
+        CONSUMER_GROUP=f"email-send-group.{topic}",
         SINK_FAIL_5XX_RECIPIENTS=BOUNCING_RECIPIENT,
         SINK_FAIL_4XX_RECIPIENTS=GREYLISTED_RECIPIENT,
         WORKER_RETRY_INITIAL_SECONDS="0.2",
