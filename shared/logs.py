@@ -4,6 +4,29 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+
+REPEAT_INTERVAL_SECONDS = 60.0
+
+
+class OncePerInterval(logging.Filter):
+    """Lets each distinct message through once a minute.
+
+    While Kafka is down, aiokafka logs every refused reconnection, several a second; one line a
+    minute says the same, and the service's own log line says what it does about it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last_seen: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        message = record.getMessage()
+        if now - self._last_seen.get(message, -REPEAT_INTERVAL_SECONDS) < REPEAT_INTERVAL_SECONDS:
+            return False
+        self._last_seen[message] = now
+        return True
 
 
 def configure_logging(level: str) -> None:
@@ -14,6 +37,6 @@ def configure_logging(level: str) -> None:
         datefmt="%Y-%m-%d %H:%M:%S",
         force=True,
     )
-    # aiokafka reports every refused connection at ERROR while Kafka is down; one line from
-    # our own code says that better.
-    logging.getLogger("aiokafka").setLevel(max(logging.getLevelName(level), logging.WARNING))
+    aiokafka = logging.getLogger("aiokafka")
+    aiokafka.setLevel(max(logging.getLevelName(level), logging.WARNING))
+    aiokafka.addFilter(OncePerInterval())

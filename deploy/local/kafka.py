@@ -25,7 +25,7 @@ from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
 from deploy.local.errors import StackError
-from deploy.local.processes import BackgroundProcess, ensure_port_free
+from deploy.local.processes import BackgroundProcess, ensure_port_free, tail
 from shared.settings import Settings
 
 KAFKA_DEPLOY_DIR = Path(__file__).resolve().parent.parent / "kafka"
@@ -245,8 +245,9 @@ class KafkaBroker:
             if self.process.running_pid() is None:
                 raise StackError(
                     "Kafka stopped during start-up. The end of its logs:\n"
-                    + _tail(self.process.log_file)
-                    + _tail(self.server_log)
+                    + tail(self.process.log_file)
+                    + "\n"
+                    + tail(self.server_log)
                 )
             if asyncio.run(answers_kafka_requests(self.settings.kafka_bootstrap_servers)):
                 return
@@ -255,8 +256,8 @@ class KafkaBroker:
         raise StackError(
             f"Kafka did not answer on {self.host}:{self.port} within "
             f"{self.settings.kafka_start_timeout_seconds:.0f} s, so it was stopped again "
-            f"(KAFKA_START_TIMEOUT_SECONDS sets the limit). The end of {self.server_log}:\n"
-            + _tail(self.server_log)
+            f"(KAFKA_START_TIMEOUT_SECONDS sets the limit). The end of its log:\n"
+            + tail(self.server_log)
         )
 
 
@@ -274,14 +275,6 @@ async def answers_kafka_requests(bootstrap_servers: str) -> bool:
     finally:
         await client.close()
         aiokafka_logger.setLevel(level)
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()[-lines:]
-    except FileNotFoundError:
-        return ""
-    return f"--- {path}\n" + "\n".join(text) + "\n"
 
 
 def run_kafka_tool(

@@ -140,3 +140,12 @@ def _ps(pid: int, field: str) -> str:
         ["ps", "-o", f"{field}=", "-p", str(pid)], capture_output=True, text=True, check=False
     )
     return result.stdout.strip()
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    """The last lines of a log file, to show why a process did not start."""
+    try:
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+    except FileNotFoundError:
+        return f"({path} does not exist yet)"
+    return f"--- {path}\n" + "\n".join(text)

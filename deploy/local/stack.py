@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from deploy.local.errors import StackError
-from deploy.local.processes import BackgroundProcess, ensure_port_free
+from deploy.local.processes import BackgroundProcess, ensure_port_free, tail
 from shared.settings import Settings
 
 READY_TIMEOUT_SECONDS = 30.0
@@ -120,8 +120,8 @@ class LocalStack:
         while time.monotonic() < deadline:
             if process.running_pid() is None:
                 raise StackError(
-                    f"{service.name} stopped during start-up. The end of its log "
-                    f"({process.log_file}):\n{tail(process.log_file)}"
+                    f"{service.name} stopped during start-up. The end of its log:\n"
+                    f"{tail(process.log_file)}"
                 )
             try:
                 if httpx.get(service.ready_url, timeout=1.0).status_code == 200:
@@ -132,12 +132,5 @@ class LocalStack:
         raise StackError(
             f"{service.name} did not become ready ({service.ready_url}) within "
             f"{READY_TIMEOUT_SECONDS:.0f} s; it is left running so you can look. The end of its "
-            f"log ({process.log_file}):\n{tail(process.log_file)}"
+            f"log:\n{tail(process.log_file)}"
         )
-
-
-def tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log yet)"
