@@ -44,9 +44,24 @@ RESERVED_HEADERS = frozenset(
 )  # fmt: skip
 
 
+# Every character Python's email package treats as the end of a header line (str.splitlines),
+# and NUL: any of them in a header would let a client inject headers of its own.
+LINE_BREAKS = frozenset("\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029\0")
+
+
+def _utf8(value: str) -> str:
+    """JSON allows lone surrogates (\\ud800), which no email can carry."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (it holds a lone surrogate)") from None
+    return value
+
+
 def _no_line_breaks(value: str) -> str:
-    if "\r" in value or "\n" in value or "\0" in value:
-        raise ValueError("must not contain CR, LF or NUL characters")
+    _utf8(value)
+    if not LINE_BREAKS.isdisjoint(value):
+        raise ValueError("must not contain CR, LF, NUL or other line-breaking characters")
     return value
 
 
@@ -66,6 +81,7 @@ def _one_address(value: str) -> str:
 Address = Annotated[str, AfterValidator(_one_address)]
 HeaderValue = Annotated[str, Field(max_length=MAX_SUBJECT_LENGTH), AfterValidator(_no_line_breaks)]
 Tag = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_no_line_breaks)]
+Body = Annotated[str, AfterValidator(_utf8)]
 
 
 class EmailContent(BaseModel):
@@ -79,8 +95,8 @@ class EmailContent(BaseModel):
     bcc: list[Address] = []
     reply_to: list[Address] = []
     subject: HeaderValue
-    text: str | None = None
-    html: str | None = None
+    text: Body | None = None
+    html: Body | None = None
     headers: Annotated[dict[str, HeaderValue], Field(max_length=MAX_HEADER_COUNT)] = {}
     tags: Annotated[list[Tag], Field(max_length=MAX_TAGS)] = []
 

@@ -113,7 +113,9 @@ class LocalStack:
         return ServiceStart(service, pid, already_running=False, seconds=time.monotonic() - started)
 
     def stop(self, service: Service) -> bool:
-        return self.process(service).stop(self.settings.worker_shutdown_timeout_seconds + 5)
+        # The worker's own bound: its shutdown timeout, then 5 s each to leave the group and to
+        # close its producer; SIGKILL only after that.
+        return self.process(service).stop(self.settings.worker_shutdown_timeout_seconds + 15)
 
     def _wait_until_ready(self, service: Service, process: BackgroundProcess) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS

@@ -7,6 +7,7 @@ Kafka cannot acknowledge, and connects by itself when Kafka is back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -23,7 +24,8 @@ CONNECT_RETRY_SECONDS = 1.0
 
 
 class KafkaUnavailable(Exception):
-    """Kafka did not acknowledge the record: it may or may not be in the log."""
+    """Kafka did not acknowledge the record in time. It may still be in the log: the producer
+    may have sent it and lost only the answer, or send it later from its buffer."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class EmailQueue:
     async def stop(self) -> None:
         if self._connecting is not None:
             self._connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connecting
         if self._producer is not None:
             await self._producer.stop()  # sends what is still buffered first
 

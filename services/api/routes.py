@@ -90,8 +90,8 @@ async def send_email(
     except KafkaUnavailable as error:
         raise HTTPException(
             status_code=503,
-            detail=f"{error}; the email was not queued. Retry with the same "
-            "Idempotency-Key, so that it is delivered at most once.",
+            detail=f"{error}. The email may or may not be queued: retry with the same "
+            "Idempotency-Key, and it will be delivered once either way.",
             headers={"Retry-After": str(settings.api_retry_after_seconds)},
         ) from None
     return QueuedEmail(

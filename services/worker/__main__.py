@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Awaitable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -30,6 +31,8 @@ from shared.logs import configure_logging
 from shared.settings import Settings, load_settings
 
 log = logging.getLogger("worker")
+
+CLEANUP_SECONDS = 5.0  # for each of leaving the group and closing the producer
 
 
 async def serve(settings: Settings) -> None:
@@ -83,24 +86,27 @@ async def serve(settings: Settings) -> None:
             stop_requested = asyncio.create_task(stopping.wait())
             await asyncio.wait({consuming, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
             stop_requested.cancel()
-            try:
-                # run() returns once the emails in flight are finished and committed.
-                async with asyncio.timeout(settings.worker_shutdown_timeout_seconds):
-                    await consuming
-            except TimeoutError:
-                log.error(
-                    "the email in flight did not finish within %.0f s "
-                    "(WORKER_SHUTDOWN_TIMEOUT_SECONDS); stopping without committing it",
-                    settings.worker_shutdown_timeout_seconds,
-                )
+            # run() returns once the emails in flight are finished and their offsets committed.
+            await finish_within(
+                consuming, settings.worker_shutdown_timeout_seconds, "finishing the email in flight"
+            )
     finally:
         # consumer.stop() leaves the group, so its partitions move to another worker at once.
-        await consumer.stop()
-        await dead_letter_producer.stop()
+        await finish_within(consumer.stop(), CLEANUP_SECONDS, "leaving the group")
+        await finish_within(dead_letter_producer.stop(), CLEANUP_SECONDS, "closing the producer")
         store.close()
         health.should_exit = True
         await health_task
         log.info("stopped")
+
+
+async def finish_within(step: Awaitable[None], seconds: float, what: str) -> None:
+    """Each step of the shutdown is bounded, so SIGTERM always ends the process."""
+    try:
+        async with asyncio.timeout(seconds):
+            await step
+    except TimeoutError:
+        log.error("gave up %s after %.0f s; exiting anyway", what, seconds)
 
 
 async def start_when_kafka_answers(

@@ -6,16 +6,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Literal, Protocol
 
 from aiokafka.structs import ConsumerRecord
 from aiosmtplib import SMTPResponse
 
-from services.worker.dedupe import DedupeStore
+from services.worker.dedupe import DedupeStore, Outcome
 from services.worker.delivery import Failure, addresses, backoff_seconds, build_message, classify
-from shared.schema import EmailRecord, PoisonRecord, parse_record
+from shared.schema import parse_record
 
 log = logging.getLogger("worker")
 
@@ -60,8 +60,8 @@ class RetryPolicy:
 @dataclass(frozen=True)
 class Delivery:
     attempts: int
-    failure: Failure | None = None  # None: the server took the email
-    refused: str = ""  # recipients the server refused while taking it for the others
+    failure: Failure | None = None  # None: the server took the email for some recipients
+    refused: dict[str, SMTPResponse] = field(default_factory=dict)  # ...and refused these
 
 
 class EmailProcessor:
@@ -86,9 +86,11 @@ class EmailProcessor:
         where = f"{record.topic}-{record.partition} offset {record.offset}"
         try:
             email = parse_record(record.value)
-        except PoisonRecord as error:
-            await self._dead_letter(record, f"poison record: {error}", 1, stopping)
-            log.warning("%s: dead-lettered a poison record: %s", where, error)
+            message = build_message(email, self._message_id_domain)
+        except Exception as error:  # PoisonRecord, or a record no MIME message can be made of
+            reason = f"poison record: {error}"
+            await self._dead_letter(record, reason, 1, stopping)
+            log.warning("%s: dead-lettered a %s", where, reason)
             return "dead-lettered"
 
         finished_before = await self._store.outcome_of(email.message_id)
@@ -98,31 +100,74 @@ class EmailProcessor:
             )
             return "duplicate"
 
-        delivery = await self._deliver(email, smtp, where, stopping)
-        if delivery.failure is None:
-            await self._store.record(email.message_id, "delivered", where)
-            log.info("%s: delivered %s to %s", where, email.message_id, ", ".join(email.recipients))
-            if delivery.refused:
-                # The server took the email for the other recipients: sending it again would
-                # reach them twice, so the refused ones go to the dead-letter topic instead.
-                reason = f"delivered, but refused for {delivery.refused}"
-                await self._dead_letter(record, reason, delivery.attempts, stopping)
-                log.warning("%s: %s was %s", where, email.message_id, reason)
-            return "delivered"
-        failure, attempts = delivery.failure, delivery.attempts
-        await self._dead_letter(record, failure.reason, attempts, stopping)
-        await self._store.record(email.message_id, "dead-lettered", where)
-        log.warning(
-            "%s: dead-lettered %s after %d attempt(s): %s",
-            where, email.message_id, attempts, failure.reason,
-        )  # fmt: skip
-        return "dead-lettered"
-
-    async def _deliver(
-        self, email: EmailRecord, smtp: Mailer, where: str, stopping: asyncio.Event
-    ) -> Delivery:
-        message = build_message(email, self._message_id_domain)
         sender, recipients = addresses([email.sender])[0], addresses(email.recipients)
+        delivery = await self._send(smtp, message, sender, recipients, where, stopping)
+        if delivery.failure is not None:
+            await self._dead_letter(record, delivery.failure.reason, delivery.attempts, stopping)
+            await self._record(email.message_id, "dead-lettered", where, stopping)
+            log.warning(
+                "%s: dead-lettered %s after %d attempt(s): %s",
+                where, email.message_id, delivery.attempts, delivery.failure.reason,
+            )  # fmt: skip
+            return "dead-lettered"
+
+        # Recorded as soon as the server said 250: from here on, sending it again would reach
+        # the recipients who already have it.
+        await self._record(email.message_id, "delivered", where, stopping)
+        taken = [address for address in recipients if address not in delivery.refused]
+        log.info("%s: delivered %s to %s", where, email.message_id, ", ".join(taken))
+        if delivery.refused:
+            await self._finish_refused_recipients(record, smtp, message, sender, delivery, stopping)
+        return "delivered"
+
+    async def _finish_refused_recipients(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        smtp: Mailer,
+        message: EmailMessage,
+        sender: str,
+        delivery: Delivery,
+        stopping: asyncio.Event,
+    ) -> None:
+        """Retry the recipients refused with 4xx, alone; dead-letter those refused for good."""
+        where = f"{record.topic}-{record.partition} offset {record.offset}"
+        refused, given_up = dict(delivery.refused), dict[str, str]()
+        try:
+            while refused:
+                given_up |= {
+                    a: f"{r.code} {r.message}" for a, r in refused.items() if r.code >= 500
+                }
+                pending = [address for address, answer in refused.items() if answer.code < 500]
+                if not pending:
+                    break
+                retry = await self._send(smtp, message, sender, pending, where, stopping)
+                if retry.failure is not None:
+                    given_up |= dict.fromkeys(pending, retry.failure.reason)
+                    break
+                refused = dict(retry.refused)
+        except Stopped:
+            log.warning(
+                "%s: stopping before %s reached %s; they will not be retried",
+                where, message_id_of(message), ", ".join(refused),
+            )  # fmt: skip
+            raise
+        if given_up:
+            reason = "delivered, but refused for " + "; ".join(
+                f"{address} ({answer})" for address, answer in given_up.items()
+            )
+            await self._dead_letter(record, reason, delivery.attempts, stopping)
+            log.warning("%s: %s was %s", where, message_id_of(message), reason)
+
+    async def _send(
+        self,
+        smtp: Mailer,
+        message: EmailMessage,
+        sender: str,
+        recipients: list[str],
+        where: str,
+        stopping: asyncio.Event,
+    ) -> Delivery:
+        """Send until the server takes the email for some recipients, or says no for good."""
         attempt = 0
         while True:
             attempt += 1
@@ -135,14 +180,39 @@ class EmailProcessor:
                 delay = self._retry.delay(attempt)
                 log.warning(
                     "%s: attempt %d for %s failed (%s); retrying in %.1f s, holding this partition",
-                    where, attempt, email.message_id, failure.reason, delay,
+                    where, attempt, message_id_of(message), failure.reason, delay,
                 )  # fmt: skip
                 await wait_unless_stopping(stopping, delay)
                 continue
-            refusals = [
-                f"{address} ({answer.code} {answer.message})" for address, answer in refused.items()
-            ]
-            return Delivery(attempt, refused="; ".join(refusals))
+            return Delivery(attempt, refused=refused)
+
+    async def _record(
+        self, message_id: str, outcome: Outcome, where: str, stopping: asyncio.Event
+    ) -> None:
+        """Write the outcome to the dedupe store, retrying while the store fails (locked, full)."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self._store.record(message_id, outcome, where)
+                return
+            except Exception as error:
+                delay = self._retry.delay(attempt)
+                log.error(
+                    "%s: cannot record %s as %s in the dedupe store (%s); retrying in %.1f s",
+                    where, message_id, outcome, error, delay,
+                )  # fmt: skip
+                try:
+                    await wait_unless_stopping(stopping, delay)
+                except Stopped:
+                    log.error(
+                        "%s: stopping with %s %s but not recorded: a redelivery "
+                        "would send it again",
+                        where,
+                        message_id,
+                        outcome,
+                    )
+                    raise
 
     async def _dead_letter(
         self,
@@ -151,7 +221,8 @@ class EmailProcessor:
         attempts: int,
         stopping: asyncio.Event,
     ) -> None:
-        """Publish to the dead-letter topic, retrying while Kafka does not acknowledge."""
+        """Publish to the dead-letter topic, retrying while Kafka does not acknowledge (with
+        the same back-off as SMTP: either way a server is away for a while)."""
         publish_attempt = 0
         while True:
             publish_attempt += 1
@@ -164,6 +235,11 @@ class EmailProcessor:
                     "dead-letter topic refused the record (%s); retrying in %.1f s", error, delay
                 )
                 await wait_unless_stopping(stopping, delay)
+
+
+def message_id_of(message: EmailMessage) -> str:
+    """The record's message id, from the Message-ID header `<id@domain>` the worker wrote."""
+    return str(message["Message-ID"]).strip("<>").rpartition("@")[0]
 
 
 async def wait_unless_stopping(stopping: asyncio.Event, seconds: float) -> None:

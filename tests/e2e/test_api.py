@@ -82,8 +82,8 @@ def test_a_body_that_is_not_json_gets_400(stack: RunningStack, body: bytes) -> N
         f"{stack.api_url}/emails", content=body, headers={"Content-Type": "application/json"}
     )
 
-    assert response.status_code in (400, 422), response.text
-    assert "JSON" in response.json()["detail"] or response.status_code == 422
+    assert response.status_code == 400, response.text
+    assert "not valid JSON" in response.json()["detail"]
 
 
 def test_json_that_is_not_an_object_gets_422(stack: RunningStack) -> None:
@@ -150,7 +150,7 @@ def test_kafka_unreachable_gets_503_with_retry_after_in_bounded_time(tmp_path: A
 
         assert response.status_code == 503
         assert response.headers["Retry-After"] == "5"
-        assert "not queued" in response.json()["detail"]
+        assert "may or may not be queued" in response.json()["detail"]
         assert elapsed < 5, "503 within API_PRODUCE_TIMEOUT_SECONDS, never a hang"
         readiness = httpx.get(f"{url}/readyz")
         assert readiness.status_code == 503

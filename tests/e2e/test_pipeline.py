@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import uuid
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from deploy.local.demo import idempotency_keys_on_partition
@@ -89,24 +89,28 @@ async def test_the_same_idempotency_key_twice_delivers_once(stack: RunningStack)
 
 
 async def test_clean_worker_restart_resumes_and_redelivers_nothing(stack: RunningStack) -> None:
-    before = [stack.send() for _ in range(3)]
+    keys = idempotency_keys_on_partition(
+        f"restart-{uuid.uuid4()}", partition=2, partitions=stack.settings.topic_partitions, count=5
+    )
+    before = [stack.send(idempotency_key=key) for key in keys[:3]]
     stack.wait_until_delivered(*(q["id"] for q in before))
-    for queued in before:
-        await wait_for_commit(stack, queued["partition"], queued["offset"] + 1)
 
-    stack.command("stop", "worker")
-    while_stopped = [stack.send() for _ in range(2)]
-    for queued in while_stopped:
-        assert (await committed_offset(stack, queued["partition"]) or 0) <= queued["offset"]
-        assert stack.deliveries_of(queued["id"]) == 0
+    stack.command("stop", "worker")  # the clean stop commits what it finished
+    committed = await committed_offset(stack, 2)
+    assert committed == before[-1]["offset"] + 1
+    while_stopped = [stack.send(idempotency_key=key) for key in keys[3:]]
+    assert await committed_offset(stack, 2) == committed
+    assert [stack.deliveries_of(q["id"]) for q in while_stopped] == [0, 0]
     log_before_restart = len(stack.worker_log())
     stack.command("start", "worker")
 
     stack.wait_until_delivered(*(q["id"] for q in while_stopped))
     restart_log = stack.worker_log()[log_before_restart:]
-    assert re.search(r"resuming at offset \d+ \(log end \d+, lag [1-9]\d*\)", restart_log), (
-        restart_log
+    log_end = while_stopped[-1]["offset"] + 1
+    resumed = (
+        f"{stack.settings.email_topic}-2: resuming at offset {committed} (log end {log_end}, lag 2)"
     )
+    assert resumed in restart_log, restart_log
     assert "duplicate" not in restart_log, "a clean stop commits exactly what was processed"
     for queued in before + while_stopped:
         assert stack.deliveries_of(queued["id"]) == 1
@@ -138,16 +142,26 @@ async def test_a_permanent_failure_is_dead_lettered_and_the_partition_moves_on(
     assert stack.deliveries_of(bounced["id"]) == 0
 
 
-async def test_a_poison_record_is_dead_lettered(stack: RunningStack) -> None:
+async def test_a_poison_record_is_dead_lettered_and_the_partition_moves_on(
+    stack: RunningStack,
+) -> None:
+    partitions = stack.settings.topic_partitions
+    poison_key = next(  # a Kafka key that the default partitioner puts on partition 0
+        key
+        for key in (f"poison-{n}" for n in range(1000))
+        if (murmur2(key.encode()) & 0x7FFFFFFF) % partitions == 0
+    )
     poison = f"not an email {uuid.uuid4()}"
     produced = run_kafka_tool(
         "kafka-console-producer.sh",
         "--bootstrap-server", stack.settings.kafka_bootstrap_servers,
         "--topic", stack.settings.email_topic,
-        stdin=poison + "\n",
+        "--property", "parse.key=true", "--property", "key.separator=|",
+        stdin=f"{poison_key}|{poison}\n",
     )  # fmt: skip
     assert produced.returncode == 0, produced.stderr
-    after = stack.send()
+    [after_key] = idempotency_keys_on_partition(f"after-{uuid.uuid4()}", 0, partitions, count=1)
+    after = stack.send(idempotency_key=after_key)
 
     stack.wait_until_delivered(after["id"])
 
@@ -161,6 +175,8 @@ async def test_a_poison_record_is_dead_lettered(stack: RunningStack) -> None:
     async with asyncio.timeout(20):
         dead = await poison_dead_letter()
     assert headers_of(dead)["dlq.error"].startswith("poison record: the record is not JSON")
+    assert headers_of(dead)["dlq.original.partition"] == "0"
+    assert int(headers_of(dead)["dlq.original.offset"]) < after["offset"]
 
 
 def test_a_transient_failure_holds_the_partition_then_delivers_once(stack: RunningStack) -> None:
@@ -204,11 +220,12 @@ def test_two_workers_split_the_partitions_and_one_takes_over_when_the_other_dies
     try:
         owners = group_owners(stack)
         assert len(set(owners.values())) == 2, f"both workers own partitions: {owners}"
+        second_pid = int(second.read_text())
+        orphaned = next(p for p, owner in owners.items() if owner.endswith(f"-{second_pid}"))
 
-        os.kill(int(second.read_text()), signal.SIGKILL)  # no goodbye: the group notices
+        os.kill(second_pid, signal.SIGKILL)  # no goodbye: the group notices when it goes silent
         wait_until(lambda: len(set(group_owners(stack).values())) == 1, 30, "no takeover")
 
-        orphaned = next(p for p, owner in owners.items() if owner != owners[min(owners)])
         [key] = idempotency_keys_on_partition(
             f"takeover-{uuid.uuid4()}", orphaned, stack.settings.topic_partitions, count=1
         )

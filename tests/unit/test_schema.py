@@ -81,6 +81,12 @@ def content(**fields: object) -> EmailContent:
         ({"headers": {"Bad Name": "1"}}, "printable ASCII"),
         ({"headers": {"Message-ID": "<forged@example.com>"}}, "cannot be set in headers"),
         ({"priority": "high"}, "Extra inputs are not permitted"),
+        ({"subject": "line\u2028separator"}, "line-breaking"),
+        ({"subject": "vertical\x0btab"}, "line-breaking"),
+        ({"to": ["Ana\x85 <ana@example.com>"]}, "line-breaking"),
+        ({"tags": ["a\x1cb"]}, "line-breaking"),
+        ({"text": "lone \ud800 surrogate"}, "lone surrogate|unicode"),
+        ({"subject": "lone \udfff surrogate"}, "lone surrogate|unicode"),
     ],
 )
 def test_invalid_emails_are_refused_with_the_reason(

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 import pytest
 from aiosmtplib import SMTPRecipientRefused, SMTPRecipientsRefused, SMTPResponse
 
+from services.worker.dedupe import Outcome
 from services.worker.processor import EmailProcessor, RetryPolicy, Stopped
 from tests.unit.worker.fakes import (
     FakeDeadLetters,
     FakeMailer,
     InMemoryDedupeStore,
     consumer_record,
+    email_record,
     kafka_record,
 )
 
@@ -150,3 +153,55 @@ async def test_stopping_interrupts_the_wait_before_a_retry() -> None:
     with pytest.raises(Stopped):
         await asyncio.wait_for(task, timeout=1)
     assert store.outcomes == {}, "an unfinished record is not recorded, so it is retried later"
+
+
+async def test_recipients_refused_with_4xx_are_retried_alone() -> None:
+    dead_letters = FakeDeadLetters()
+    mailer = FakeMailer([{"bob@example.com": SMTPResponse(451, "greylisted")}, {}])
+    record = consumer_record(
+        0, email_record("m-1", to=["ana@example.com", "bob@example.com"]).to_kafka()[1]
+    )
+
+    outcome = await processor(dead_letters=dead_letters).process(record, mailer, asyncio.Event())
+
+    assert outcome == "delivered"
+    assert [recipients for _, _, recipients in mailer.sent] == [
+        ["ana@example.com", "bob@example.com"],
+        ["bob@example.com"],
+    ]
+    assert dead_letters.published == []
+
+
+async def test_a_record_that_breaks_the_schema_rules_is_poison() -> None:
+    dead_letters, mailer = FakeDeadLetters(), FakeMailer()
+    forged = email_record("m-1").to_kafka()[1].replace(b'"subject":"m-1"', b'"subject":"a\\u2028b"')
+
+    outcome = await processor(dead_letters=dead_letters).process(
+        consumer_record(0, forged), mailer, asyncio.Event()
+    )
+
+    assert outcome == "dead-lettered"
+    assert mailer.attempts == 0
+    assert "line-breaking" in dead_letters.published[0][1]
+
+
+class FlakyStore(InMemoryDedupeStore):
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def record(self, message_id: str, outcome: Outcome, source: str) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise sqlite3.OperationalError("database is locked")
+        await super().record(message_id, outcome, source)
+
+
+async def test_a_failing_dedupe_write_is_retried_not_a_crash() -> None:
+    store, mailer = FlakyStore(failures=2), FakeMailer()
+
+    outcome = await processor(store).process(kafka_record(0, "m-1"), mailer, asyncio.Event())
+
+    assert outcome == "delivered"
+    assert store.outcomes == {"m-1": "delivered"}
+    assert mailer.attempts == 1
