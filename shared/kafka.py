@@ -6,17 +6,23 @@ never writes a record twice; consumers commit by hand, only what was finished.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from shared.settings import Settings
 
 TOPIC_ALREADY_EXISTS = TopicAlreadyExistsError.errno
+RETRY_SECONDS = 1.0
+
+log = logging.getLogger("kafka")
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,28 @@ def create_consumer(settings: Settings, client_id: str) -> AIOKafkaConsumer:
         auto_offset_reset="earliest",
         max_poll_records=settings.worker_max_batch_records,
     )
+
+
+async def start_when_kafka_answers(
+    client: AIOKafkaProducer | AIOKafkaConsumer, bootstrap_servers: str, stopping: asyncio.Event
+) -> bool:
+    """Start a client, retrying every second while Kafka does not answer (one warning, not one
+    a second). False if `stopping` was set first."""
+    warned = False
+    while not stopping.is_set():
+        try:
+            await client.start()
+            return True
+        except KafkaError as error:
+            if not warned:
+                log.warning(
+                    "Kafka at %s does not answer (%s); retrying every second",
+                    bootstrap_servers, error,
+                )  # fmt: skip
+                warned = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=RETRY_SECONDS)
+    return False
 
 
 @asynccontextmanager

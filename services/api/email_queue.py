@@ -7,20 +7,18 @@ Kafka cannot acknowledge, and connects by itself when Kafka is back.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from shared.kafka import create_producer
+from shared.kafka import start_when_kafka_answers
 from shared.schema import SCHEMA_VERSION, EmailRecord
 from shared.settings import Settings
 
 log = logging.getLogger("api.kafka")
-
-CONNECT_RETRY_SECONDS = 1.0
 
 
 class KafkaUnavailable(Exception):
@@ -36,47 +34,35 @@ class Queued:
 
 
 class EmailQueue:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, new_producer: Callable[[], AIOKafkaProducer]) -> None:
         self._settings = settings
         self._topic = settings.email_topic
         self._timeout_seconds = settings.api_produce_timeout_seconds
+        self._new_producer = new_producer  # aiokafka clients are made inside the event loop
         self._producer: AIOKafkaProducer | None = None
+        self._connected = False
+        self._stopping = asyncio.Event()
         self._connecting: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._connecting = asyncio.create_task(self._connect())
+        self._producer = self._new_producer()
+        self._connecting = asyncio.create_task(self._connect(self._producer))
 
     async def stop(self) -> None:
+        self._stopping.set()
         if self._connecting is not None:
-            self._connecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._connecting
+            await self._connecting
         if self._producer is not None:
             await self._producer.stop()  # sends what is still buffered first
 
-    async def _connect(self) -> None:
-        warned = False
-        while True:
-            producer = create_producer(
-                self._settings,
-                client_id="email-api",
-                request_timeout_ms=int(self._timeout_seconds * 1000),
-            )
-            try:
-                await producer.start()
-            except KafkaError as error:
-                await producer.stop()
-                if not warned:
-                    log.warning("Kafka is unreachable (%s); retrying every second", error)
-                    warned = True
-                await asyncio.sleep(CONNECT_RETRY_SECONDS)
-                continue
-            log.info("connected to Kafka at %s", self._settings.kafka_bootstrap_servers)
-            self._producer = producer
-            return
+    async def _connect(self, producer: AIOKafkaProducer) -> None:
+        bootstrap = self._settings.kafka_bootstrap_servers
+        if await start_when_kafka_answers(producer, bootstrap, self._stopping):
+            log.info("connected to Kafka at %s", bootstrap)
+            self._connected = True
 
     async def enqueue(self, record: EmailRecord) -> Queued:
-        if self._producer is None:
+        if self._producer is None or not self._connected:
             raise KafkaUnavailable(
                 f"not connected to Kafka at {self._settings.kafka_bootstrap_servers} yet"
             )
@@ -102,7 +88,7 @@ class EmailQueue:
 
     async def not_ready_reason(self) -> str | None:
         """None when Kafka answers and the topic exists; otherwise what is wrong."""
-        if self._producer is None:
+        if self._producer is None or not self._connected:
             return f"not connected to Kafka at {self._settings.kafka_bootstrap_servers}"
         try:
             async with asyncio.timeout(2):

@@ -7,15 +7,12 @@ connections, then runs the consume loop until SIGTERM or SIGINT, and exits 0 aft
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import socket
 from collections.abc import Awaitable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from services.worker.dead_letters import DeadLetters
@@ -26,7 +23,7 @@ from services.worker.processor import EmailProcessor, RetryPolicy
 from services.worker.smtp import SmtpConnection
 from services.worker.worker import EmailWorker
 from shared.http_server import embedded_server
-from shared.kafka import create_consumer, create_producer
+from shared.kafka import create_consumer, create_producer, start_when_kafka_answers
 from shared.logs import configure_logging
 from shared.settings import Settings, load_settings
 
@@ -74,9 +71,10 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(signal_number, stopping.set)
 
     try:
-        await start_when_kafka_answers(dead_letter_producer, settings, stopping)
-        await start_when_kafka_answers(consumer, settings, stopping)
-        if not stopping.is_set():
+        bootstrap = settings.kafka_bootstrap_servers
+        if await start_when_kafka_answers(
+            dead_letter_producer, bootstrap, stopping
+        ) and await start_when_kafka_answers(consumer, bootstrap, stopping):
             log.info(
                 "consuming %s as %s (client id %s), delivering to %s:%d",
                 settings.email_topic, settings.consumer_group, client_id,
@@ -107,25 +105,6 @@ async def finish_within(step: Awaitable[None], seconds: float, what: str) -> Non
             await step
     except TimeoutError:
         log.error("gave up %s after %.0f s; exiting anyway", what, seconds)
-
-
-async def start_when_kafka_answers(
-    client: AIOKafkaConsumer | AIOKafkaProducer, settings: Settings, stopping: asyncio.Event
-) -> None:
-    warned = False
-    while not stopping.is_set():
-        try:
-            await client.start()
-            return
-        except KafkaError as error:
-            if not warned:
-                log.warning(
-                    "Kafka at %s does not answer (%s); retrying every second",
-                    settings.kafka_bootstrap_servers, error,
-                )  # fmt: skip
-                warned = True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), timeout=1)
 
 
 def main() -> None:

@@ -1,0 +1,89 @@
+"""The worker's SMTP connection against a real aiosmtpd: reused, and reopened after a loss."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from email.message import EmailMessage
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.handlers import Sink
+
+from services.worker.smtp import SmtpConnection
+from tests.conftest import free_port
+
+
+class CountingSink(Sink):
+    def __init__(self) -> None:
+        self.received = 0
+        self.sessions: set[int] = set()
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        self.received += 1
+        self.sessions.add(id(session))
+        return "250 OK"
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
+
+
+def smtp_server(port: int, handler: CountingSink) -> Controller:
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    return controller
+
+
+@pytest.fixture
+def sink(port: int) -> Iterator[CountingSink]:
+    handler = CountingSink()
+    controller = smtp_server(port, handler)
+    yield handler
+    controller.stop()
+
+
+def message(subject: str) -> EmailMessage:
+    email = EmailMessage()
+    email["From"], email["To"], email["Subject"] = "demo@example.com", "ana@example.com", subject
+    email.set_content("hello")
+    return email
+
+
+async def test_one_connection_carries_many_emails(port: int, sink: CountingSink) -> None:
+    connection = SmtpConnection("127.0.0.1", port, timeout_seconds=5)
+
+    for n in range(3):
+        assert (
+            await connection.send(message(f"m{n}"), "demo@example.com", ["ana@example.com"]) == {}
+        )
+    await connection.close()
+
+    assert sink.received == 3
+    assert len(sink.sessions) == 1
+
+
+async def test_a_lost_connection_fails_once_then_reopens(port: int) -> None:
+    first_server = CountingSink()
+    controller = smtp_server(port, first_server)
+    connection = SmtpConnection("127.0.0.1", port, timeout_seconds=5)
+    await connection.send(message("before"), "demo@example.com", ["ana@example.com"])
+    controller.stop()
+    second_server = CountingSink()
+    controller = smtp_server(port, second_server)
+    try:
+        with pytest.raises(Exception):  # noqa: B017, PT011 - whichever way the loss shows
+            await connection.send(message("lost"), "demo@example.com", ["ana@example.com"])
+        await connection.send(message("after"), "demo@example.com", ["ana@example.com"])
+    finally:
+        await connection.close()
+        controller.stop()
+
+    assert (first_server.received, second_server.received) == (1, 1)
+
+
+async def test_a_refused_connection_raises_for_the_caller_to_retry() -> None:
+    connection = SmtpConnection("127.0.0.1", free_port(), timeout_seconds=2)
+
+    with pytest.raises(OSError):  # noqa: PT011
+        await connection.send(message("nobody there"), "demo@example.com", ["ana@example.com"])

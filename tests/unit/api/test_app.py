@@ -1,0 +1,155 @@
+"""The API's HTTP behaviour with a fake queue: answers, error shapes, the body limit."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from services.api.app import create_app, field_name
+from services.api.email_queue import KafkaUnavailable, Queued
+from shared.schema import EmailRecord, message_id_for
+from shared.settings import Settings
+
+
+class FakeEmailQueue:
+    def __init__(self, unavailable: bool = False) -> None:
+        self.unavailable = unavailable
+        self.records: list[EmailRecord] = []
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def enqueue(self, record: EmailRecord) -> Queued:
+        if self.unavailable:
+            raise KafkaUnavailable("Kafka did not acknowledge within 5 s")
+        self.records.append(record)
+        return Queued("email.send", 1, len(self.records) - 1)
+
+    async def not_ready_reason(self) -> str | None:
+        return "not connected to Kafka" if self.unavailable else None
+
+
+def email(**fields: Any) -> dict[str, Any]:
+    return {
+        "from": "demo@example.com",
+        "to": ["ana@example.com"],
+        "subject": "s",
+        "text": "t",
+        **fields,
+    }
+
+
+@pytest.fixture
+def queue() -> FakeEmailQueue:
+    return FakeEmailQueue()
+
+
+@pytest.fixture
+async def client(queue: FakeEmailQueue) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(Settings(_env_file=None, api_max_body_bytes=4096), queue)  # type: ignore[arg-type]
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        yield client
+
+
+async def test_a_queued_email_answers_202_with_where_it_is(
+    client: httpx.AsyncClient, queue: FakeEmailQueue
+) -> None:
+    response = await client.post("/emails", json=email(), headers={"Idempotency-Key": "order-42"})
+
+    assert response.status_code == 202
+    assert response.json() == {
+        "id": message_id_for("order-42"),
+        "status": "queued",
+        "topic": "email.send",
+        "partition": 1,
+        "offset": 0,
+    }
+    [record] = queue.records
+    assert record.message_id == message_id_for("order-42")
+    assert record.to == ["ana@example.com"]
+    assert record.created_at.tzinfo is not None
+
+
+async def test_without_a_key_each_email_gets_a_fresh_id(client: httpx.AsyncClient) -> None:
+    first = await client.post("/emails", json=email())
+    second = await client.post("/emails", json=email())
+
+    assert first.json()["id"] != second.json()["id"]
+
+
+async def test_kafka_unavailable_is_503_with_retry_after() -> None:
+    app = create_app(Settings(_env_file=None), FakeEmailQueue(unavailable=True))  # type: ignore[arg-type]
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://api"
+    ) as c:
+        response = await c.post("/emails", json=email())
+        readiness = await c.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert "may or may not be queued" in response.json()["detail"]
+    assert readiness.status_code == 503
+
+
+async def test_validation_errors_name_the_field(client: httpx.AsyncClient) -> None:
+    response = await client.post("/emails", json=email(to=["ana"], subject="a\nb"))
+
+    assert response.status_code == 422
+    fields = [error["field"] for error in response.json()["errors"]]
+    assert fields == ["to[0]", "subject"]
+    assert response.json()["detail"].startswith("to[0]: 'ana' is not a valid email address")
+
+
+async def test_too_many_recipients_is_422_on_to(client: httpx.AsyncClient) -> None:
+    response = await client.post("/emails", json=email(to=[f"r{n}@example.com" for n in range(51)]))
+
+    assert response.status_code == 422
+    assert response.json()["errors"] == [
+        {"field": "to", "message": "at most 50 recipients in to, cc and bcc together, got 51"}
+    ]
+
+
+async def test_invalid_json_is_400(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/emails", content=b"{", headers={"Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 400
+    assert "not valid JSON" in response.json()["detail"]
+
+
+async def test_a_declared_body_over_the_limit_is_413(client: httpx.AsyncClient) -> None:
+    response = await client.post("/emails", json=email(text="x" * 5000))
+
+    assert response.status_code == 413
+    assert "4096 bytes (API_MAX_BODY_BYTES)" in response.json()["detail"]
+
+
+async def test_a_streamed_body_over_the_limit_is_413(client: httpx.AsyncClient) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(10):
+            yield b"x" * 1000
+
+    response = await client.post(
+        "/emails", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 413
+
+
+@pytest.mark.parametrize(
+    ("location", "name"),
+    [
+        (("body", "to", 0), "to[0]"),
+        (("body", "headers", "X-Trace"), "headers.X-Trace"),
+        (("header", "Idempotency-Key"), "Idempotency-Key"),
+        (("body",), "body"),
+    ],
+)
+def test_field_names_read_like_the_json(location: tuple[int | str, ...], name: str) -> None:
+    assert field_name(location) == name
