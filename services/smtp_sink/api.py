@@ -77,6 +77,19 @@ def build_app(store: MailboxReader, smtp_listening: Callable[[], bool]) -> FastA
         stored, raw = found
         return shapes.message(stored, read_message(raw))
 
+    @app.get("/api/v1/messages/{ID}", response_model=shapes.MessageWithRaw)
+    async def get_message_with_raw(ID: str) -> Any:
+        """The sink's own route: one message with its raw source, for a look in one request."""
+        message_id = await resolve(ID)
+        found = await store.message(message_id, mark_read=True) if message_id else None
+        if found is None:
+            return _not_found(ID)
+        stored, raw = found
+        summary = shapes.message(stored, read_message(raw))
+        return shapes.MessageWithRaw(
+            **summary.model_dump(), Raw=raw.decode("utf-8", errors="replace")
+        )
+
     @app.get("/api/v1/message/{ID}/raw", response_class=PlainTextResponse)
     async def get_raw(ID: str) -> Any:
         message_id = await resolve(ID)

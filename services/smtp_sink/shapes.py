@@ -99,6 +99,12 @@ class Message(BaseModel):
     MessageIDCount: int
 
 
+class MessageWithRaw(Message):
+    """GET /api/v1/messages/{ID}, the sink's own route: Mailpit's Message plus the raw source."""
+
+    Raw: str
+
+
 class Stats(BaseModel):
     """GET /api/v1/stats, the sink's own route: Mailpit has no duplicate witness."""
 

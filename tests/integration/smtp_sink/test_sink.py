@@ -171,6 +171,21 @@ async def test_raw_returns_the_source_as_received(
     assert response.content == raw
 
 
+async def test_one_message_with_its_raw_source_in_one_request(
+    sink: RunningSink, api: httpx.AsyncClient
+) -> None:
+    raw = b"From: ann@example.com\r\nSubject: raw\r\nMessage-ID: <one@test>\r\n\r\nbody\r\n"
+    await send(sink, raw)
+    listed = (await api.get("/api/v1/messages")).json()["messages"][0]
+
+    response = await api.get(f"/api/v1/messages/{listed['ID']}")
+
+    assert response.status_code == 200
+    assert response.json()["MessageID"] == "one@test"
+    assert response.json()["Raw"] == raw.decode()
+    assert (await api.get("/api/v1/messages/no-such-id")).status_code == 404
+
+
 async def test_headers_are_mailpits_name_to_values_map(
     sink: RunningSink, api: httpx.AsyncClient
 ) -> None:
