@@ -42,6 +42,14 @@ def stack_env(run_dir: Path, **overrides: str) -> dict[str, str]:
     }
 
 
+def settings_for(env: dict[str, str]) -> Settings:
+    """The settings a service started with this environment reads."""
+    fields = {
+        name.lower(): value for name, value in env.items() if name.lower() in Settings.model_fields
+    }
+    return Settings.model_validate(fields)
+
+
 def run_stack_command(
     command: str, env: dict[str, str], timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:

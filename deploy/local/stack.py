@@ -40,8 +40,10 @@ class ServiceStart:
 
 
 class LocalStack:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, env: Mapping[str, str] | None = None) -> None:
+        """`env`: the services' environment, where they read their settings (default: ours)."""
         self.settings = settings
+        self.env = dict(os.environ if env is None else env)
 
     def sink(self) -> Service:
         s = self.settings
@@ -107,7 +109,7 @@ class LocalStack:
             ensure_port_free(host, port, setting, str(port + 10000))
         pid = process.start(
             [sys.executable, "-m", service.module],
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **service.env},
+            env={**self.env, "PYTHONUNBUFFERED": "1", **service.env},
         )
         self._wait_until_ready(service, process)
         return ServiceStart(service, pid, already_running=False, seconds=time.monotonic() - started)

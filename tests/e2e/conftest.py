@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from shared.settings import Settings
-from tests.conftest import run_stack_command, stack_env
+from tests.conftest import run_stack_command, settings_for, stack_env
 
 DELIVERY_TIMEOUT_SECONDS = 20.0
 BOUNCING_RECIPIENT = "bounce@example.com"  # the sink answers 550 to it
@@ -121,10 +121,7 @@ def stack(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         WORKER_RETRY_INITIAL_SECONDS="0.2",
         WORKER_RETRY_MAX_SECONDS="1",
     )
-    settings_fields = {
-        name.lower(): value for name, value in env.items() if name.lower() in Settings.model_fields
-    }
-    running = RunningStack(env, Settings.model_validate(settings_fields))
+    running = RunningStack(env, settings_for(env))
     for command in ("topics", "services-up"):
         result = run_stack_command(command, env)
         assert result.returncode == 0, result.stdout + result.stderr

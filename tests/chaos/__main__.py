@@ -1,0 +1,71 @@
+"""`python -m tests.chaos [--quick] [--scenario NAME ...]`: run the fault scenarios against a
+private stack (its own broker, run directory and ports), print one row per scenario, write the
+results as JSON, and exit 1 if any scenario lost or duplicated an email."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from deploy.local.kafka import KafkaBroker
+from shared.logs import configure_logging
+from shared.settings import Settings, load_settings
+from tests.chaos.harness import FULL, HEADER, QUICK, Result, write_report
+from tests.chaos.scenarios import SCENARIOS, Run
+from tests.conftest import free_port
+
+
+async def run_scenarios(run: Run, names: list[str]) -> list[Result]:
+    results = []
+    print(HEADER, flush=True)
+    for name in names:
+        result = await SCENARIOS[name](run)
+        print(result.row(), flush=True)
+        results.append(result)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.chaos", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small counts, as in make test")
+    parser.add_argument("--scenario", action="append", choices=SCENARIOS, help="only these")
+    parser.add_argument("--run-dir", type=Path, help="default: RUN_DIR/chaos/<time>")
+    parser.add_argument("--seed", type=int, default=None, help="for repeatable fault moments")
+    arguments = parser.parse_args()
+
+    settings = load_settings()
+    configure_logging("WARNING")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    run_dir = arguments.run_dir or settings.run_dir / "chaos" / stamp
+    sizes = QUICK if arguments.quick else FULL
+    seed = arguments.seed if arguments.seed is not None else random.randrange(1_000_000)
+    broker = KafkaBroker(
+        Settings(
+            run_dir=run_dir / "kafka",
+            kafka_libs_dir=settings.kafka_libs_dir,
+            kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
+            kafka_controller_port=free_port(),
+        )
+    )
+    print(f"chaos: {'quick' if arguments.quick else 'full'} run, seed {seed}, in {run_dir}")
+    broker.start()
+    try:
+        run = Run(broker, run_dir, sizes, random.Random(seed))
+        results = asyncio.run(run_scenarios(run, arguments.scenario or list(SCENARIOS)))
+    finally:
+        broker.stop()
+    report = run_dir / "chaos-results.json"
+    write_report(results, report, sizes)
+    print(f"results: {report}")
+    for result in results:
+        if not result.passed:
+            print(f"{result.scenario} FAILED: {result.details}")
+    sys.exit(0 if all(result.passed for result in results) else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,373 @@
+"""The chaos harness: a private stack per scenario, a steady stream of emails through the API,
+and the reconciliation of three independent records (the API's 202s, the topic, the sink)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+from deploy.local.stack import LocalStack, Service
+from shared.kafka import admin_client, ensure_topics
+from shared.schema import PoisonRecord, parse_record
+from tests.conftest import free_port, settings_for
+
+BOUNCING_RECIPIENT = "bounce@example.com"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    emails: int
+    rate: float  # emails per second offered to the API
+    cycles: int  # fault cycles in the restart and kill scenarios
+    smtp_down_seconds: float
+    broker_down_seconds: float
+    drain_seconds: float  # how long after the last 202 an email may take to reach the sink
+
+
+FULL = Sizes(
+    emails=5000, rate=100, cycles=20, smtp_down_seconds=30, broker_down_seconds=5, drain_seconds=180
+)
+QUICK = Sizes(
+    emails=150, rate=50, cycles=2, smtp_down_seconds=3, broker_down_seconds=2, drain_seconds=60
+)
+
+
+class ChaosStack:
+    """One scenario's services (sink, workers, API) on the run's broker, with topics, a group,
+    a dedupe store and a sink database of their own, on free ports."""
+
+    def __init__(self, name: str, run_dir: Path, bootstrap_servers: str, **overrides: str) -> None:
+        import os
+
+        sink_smtp_port = str(free_port())
+        self.name = name
+        self.env = {
+            **os.environ,
+            "RUN_DIR": str(run_dir),
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
+            "EMAIL_TOPIC": f"email.send.chaos-{name}",
+            "DLQ_TOPIC": f"email.send.chaos-{name}.dlq",
+            "CONSUMER_GROUP": f"email-send-group.chaos-{name}",
+            "API_PORT": str(free_port()),
+            "WORKER_PORT": str(free_port()),
+            "SINK_SMTP_PORT": sink_smtp_port,
+            "SMTP_PORT": sink_smtp_port,
+            "SINK_HTTP_PORT": str(free_port()),
+            "SINK_FAIL_5XX_RECIPIENTS": BOUNCING_RECIPIENT,
+            "WORKER_RETRY_MAX_SECONDS": "2",
+            "LOG_LEVEL": "INFO",
+            **overrides,
+        }
+        self.settings = settings_for(self.env)
+        self.stack = LocalStack(self.settings, self.env)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.api_port}"
+
+    @property
+    def sink_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.sink_http_port}"
+
+    async def up(self, workers: int = 1) -> None:
+        await ensure_topics(self.settings)
+        for service in [self.stack.sink(), *self.workers(workers), self.stack.api()]:
+            await asyncio.to_thread(self.stack.start, service)
+
+    async def down(self) -> None:
+        for service in [self.stack.api(), *self.workers(5), self.stack.sink()]:
+            await asyncio.to_thread(self.stack.stop, service)
+
+    def workers(self, count: int) -> list[Service]:
+        return [self.stack.worker(number) for number in range(1, count + 1)]
+
+    async def start(self, service: Service) -> None:
+        await asyncio.to_thread(self.stack.start, service)
+
+    async def stop(self, service: Service) -> None:
+        await asyncio.to_thread(self.stack.stop, service)
+
+    def pid(self, service: Service) -> int | None:
+        return self.stack.process(service).running_pid()
+
+    def worker_logs(self) -> str:
+        logs = sorted((self.settings.run_dir / "logs").glob("worker*.log"))
+        return "".join(path.read_text(errors="replace") for path in logs)
+
+    async def lag(self) -> int:
+        """Records in the topic that the group has not committed past, over all partitions."""
+        topic, group = self.settings.email_topic, self.settings.consumer_group
+        async with admin_client(self.settings.kafka_bootstrap_servers) as admin:
+            committed = await admin.list_consumer_group_offsets(group)
+            described = await admin.describe_topics([topic])
+        partitions = [TopicPartition(topic, p["partition"]) for p in described[0]["partitions"]]
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap_servers)
+        await consumer.start()
+        try:
+            log_end = await consumer.end_offsets(partitions)
+        finally:
+            await consumer.stop()
+        return sum(
+            log_end[tp] - (committed[tp].offset if tp in committed else 0) for tp in partitions
+        )
+
+
+@dataclass
+class Traffic:
+    """What the API answered: the ids it accepted (202) and when, and how often it said 503."""
+
+    accepted: dict[str, float] = field(default_factory=dict)
+    bounced: set[str] = field(default_factory=set)  # accepted, addressed to the 5xx recipient
+    unavailable: int = 0
+    unavailable_at: list[float] = field(default_factory=list)
+    accepted_at: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+class Driver:
+    """Sends emails through the API at a steady rate, as a careful client would: every request
+    has an Idempotency-Key, and a 503 is retried with the same key."""
+
+    def __init__(self, stack: ChaosStack, sizes: Sizes, rng: random.Random) -> None:
+        self.stack = stack
+        self.sizes = sizes
+        self.rng = rng
+        self.traffic = Traffic()
+        self.run_id = uuid.uuid4().hex[:8]
+
+    def email(self, number: int, bounce: bool = False) -> dict[str, Any]:
+        return {
+            "from": "Chaos <chaos@example.com>",
+            "to": [BOUNCING_RECIPIENT if bounce else f"reader{number % 7}@example.com"],
+            "subject": f"chaos {self.stack.name} #{number}",
+            "text": f"email {number} of run {self.run_id}",
+        }
+
+    async def run(
+        self,
+        bounces: Callable[[int], bool] = lambda number: False,
+        send_twice: bool = False,
+        on_sent: Callable[[int], None] | None = None,
+    ) -> Traffic:
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+            started = time.monotonic()
+            requests = []
+            for number in range(self.sizes.emails):
+                await asyncio.sleep(max(0.0, started + number / self.sizes.rate - time.monotonic()))
+                bounce = bounces(number)
+                key = f"chaos-{self.run_id}-{number}"
+                requests.append(asyncio.create_task(self.send(client, number, key, bounce)))
+                if send_twice:  # the same key again, at once or a little later
+                    delay = self.rng.choice([0.0, 0.0, 0.05, 0.5])
+                    requests.append(
+                        asyncio.create_task(self.send(client, number, key, bounce, delay))
+                    )
+                if on_sent is not None:
+                    on_sent(number)
+            await asyncio.gather(*requests)
+        return self.traffic
+
+    async def send(
+        self, client: httpx.AsyncClient, number: int, key: str, bounce: bool, delay: float = 0.0
+    ) -> None:
+        await asyncio.sleep(delay)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                response = await client.post(
+                    f"{self.stack.api_url}/emails",
+                    json=self.email(number, bounce),
+                    headers={"Idempotency-Key": key},
+                )
+            except httpx.HTTPError as error:  # the API itself is never restarted here
+                self.traffic.errors.append(f"#{number}: {error!r}")
+                return
+            if response.status_code == 202:
+                message_id = response.json()["id"]
+                self.traffic.accepted[message_id] = time.time()
+                self.traffic.accepted_at.append(time.time())
+                if bounce:
+                    self.traffic.bounced.add(message_id)
+                return
+            if response.status_code == 503:
+                self.traffic.unavailable += 1
+                self.traffic.unavailable_at.append(time.time())
+                await asyncio.sleep(min(1.0, float(response.headers.get("Retry-After", 1))))
+                continue
+            self.traffic.errors.append(f"#{number}: {response.status_code} {response.text}")
+            return
+        self.traffic.errors.append(f"#{number}: still 503 after 120 s")
+
+
+@dataclass
+class SinkRecord:
+    counts: dict[str, int]  # message id -> times stored
+    first_stored_after: Callable[[float], float | None]
+
+
+async def read_sink(stack: ChaosStack) -> SinkRecord:
+    suffix = f"@{stack.settings.message_id_domain}"
+    counts: dict[str, int] = {}
+    stored_at: list[float] = []
+    async with httpx.AsyncClient(timeout=60) as client:
+        start = 0
+        while True:
+            page = (
+                await client.get(
+                    f"{stack.sink_url}/api/v1/messages", params={"start": start, "limit": 1000}
+                )
+            ).json()
+            for message in page["messages"]:
+                message_id = message["MessageID"].removesuffix(suffix)
+                counts[message_id] = counts.get(message_id, 0) + 1
+                stored_at.append(datetime.fromisoformat(message["Created"]).timestamp())
+            start += len(page["messages"])
+            if not page["messages"] or start >= page["total"]:
+                break
+    stored_at.sort()
+
+    def first_stored_after(moment: float) -> float | None:
+        later = [at for at in stored_at if at >= moment]
+        return later[0] if later else None
+
+    return SinkRecord(counts, first_stored_after)
+
+
+async def read_topic(stack: ChaosStack, topic: str) -> tuple[set[str], int, list[dict[str, str]]]:
+    """(message ids, poison records, each record's headers) of a topic, with a fresh consumer."""
+    async with admin_client(stack.settings.kafka_bootstrap_servers) as admin:
+        described = await admin.describe_topics([topic])
+    partitions = [TopicPartition(topic, p["partition"]) for p in described[0]["partitions"]]
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=stack.settings.kafka_bootstrap_servers, enable_auto_commit=False
+    )
+    await consumer.start()
+    ids: set[str] = set()
+    poison = 0
+    headers: list[dict[str, str]] = []
+    try:
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        log_end = await consumer.end_offsets(partitions)
+        remaining = {tp for tp in partitions if log_end[tp] > 0}
+        async with asyncio.timeout(60):
+            while remaining:
+                batches = await consumer.getmany(timeout_ms=500, max_records=5000)
+                for tp, records in batches.items():
+                    for record in records:
+                        headers.append({k: v.decode(errors="replace") for k, v in record.headers})
+                        try:
+                            ids.add(parse_record(record.value).message_id)
+                        except PoisonRecord:
+                            poison += 1
+                    if records and records[-1].offset + 1 >= log_end[tp]:
+                        remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    return ids, poison, headers
+
+
+@dataclass
+class Result:
+    scenario: str
+    accepted: int
+    delivered: int
+    lost: int
+    duplicates: int
+    redelivered: int
+    recovery_seconds: float | None
+    passed: bool
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def row(self) -> str:
+        recovery = "-" if self.recovery_seconds is None else f"{self.recovery_seconds:.1f}"
+        verdict = "pass" if self.passed else "FAIL"
+        return (
+            f"{self.scenario:<26} {self.accepted:>8} {self.delivered:>9} {self.lost:>5} "
+            f"{self.duplicates:>10} {self.redelivered:>11} {recovery:>9}  {verdict}"
+        )
+
+
+HEADER = (
+    f"{'scenario':<26} {'accepted':>8} {'delivered':>9} {'lost':>5} "
+    f"{'duplicates':>10} {'redelivered':>11} {'recovery':>9}  result"
+)
+
+
+async def reconcile(
+    stack: ChaosStack,
+    traffic: Traffic,
+    sizes: Sizes,
+    fault_ends: list[float],
+    expect_no_redelivery: bool = False,
+) -> Result:
+    """Wait for the pipeline to drain, then compare what the API accepted, what the topic holds
+    and what the sink stored."""
+    expected = set(traffic.accepted) - traffic.bounced
+    deadline = time.monotonic() + sizes.drain_seconds
+    sink = await read_sink(stack)
+    while time.monotonic() < deadline and any(sink.counts.get(i, 0) == 0 for i in expected):
+        await asyncio.sleep(1)
+        sink = await read_sink(stack)
+    await asyncio.sleep(1)  # let the last commits land before counting redeliveries
+    sink = await read_sink(stack)
+    in_topic, _, _ = await read_topic(stack, stack.settings.email_topic)
+
+    lost = sorted(i for i in expected if sink.counts.get(i, 0) == 0)
+    duplicates = sum(count - 1 for count in sink.counts.values() if count > 1)
+    bounced_delivered = sorted(i for i in traffic.bounced if sink.counts.get(i, 0))
+    missing_in_topic = sorted(i for i in traffic.accepted if i not in in_topic)
+    redelivered = stack.worker_logs().count("a duplicate (already")
+    recoveries = [
+        first - end for end in fault_ends if (first := sink.first_stored_after(end)) is not None
+    ]
+    passed = (
+        not lost
+        and duplicates == 0
+        and not missing_in_topic
+        and not bounced_delivered
+        and not traffic.errors
+        and not (expect_no_redelivery and redelivered)
+    )
+    return Result(
+        scenario=stack.name,
+        accepted=len(traffic.accepted),
+        delivered=sum(1 for i in expected if sink.counts.get(i, 0)),
+        lost=len(lost),
+        duplicates=duplicates,
+        redelivered=redelivered,
+        recovery_seconds=max(recoveries) if recoveries else None,
+        passed=passed,
+        details={
+            "lost_ids": lost[:20],
+            "accepted_but_not_in_topic": missing_in_topic[:20],
+            "bounced_but_delivered": bounced_delivered[:20],
+            "api_503_answers": traffic.unavailable,
+            "client_errors": traffic.errors[:20],
+            "faults": len(fault_ends),
+        },
+    )
+
+
+def write_report(results: list[Result], path: Path, sizes: Sizes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        json.dumps(
+            {"sizes": sizes.__dict__, "results": [result.__dict__ for result in results]},
+            indent=2,
+            default=str,
+        )
+    )

@@ -1,0 +1,271 @@
+"""The seven fault scenarios: each starts its own stack, streams emails, injects its fault while
+the stream runs, and reconciles what the API accepted with what the sink stored."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+
+from deploy.local.kafka import KafkaBroker
+from tests.chaos.harness import ChaosStack, Driver, Result, Sizes, read_topic, reconcile
+
+
+@dataclass
+class Run:
+    broker: KafkaBroker
+    run_dir: Path
+    sizes: Sizes
+    rng: random.Random
+
+    def stack(self, name: str, **overrides: str) -> ChaosStack:
+        return ChaosStack(
+            name, self.run_dir / name, self.broker.settings.kafka_bootstrap_servers, **overrides
+        )
+
+    def fault_moments(self, count: int) -> list[float]:
+        """Seconds after the stream starts, spread at random over the time it takes."""
+        duration = self.sizes.emails / self.sizes.rate
+        return sorted(self.rng.uniform(0.1, duration) for _ in range(count))
+
+
+async def with_faults(driver_run: Awaitable[object], faults: Callable[[], Awaitable[None]]) -> None:
+    """Run the stream and the faults side by side; both must finish."""
+    await asyncio.gather(driver_run, faults())
+
+
+async def worker_cycles(run: Run, hard: bool) -> Result:
+    stack = run.stack("hard-kills" if hard else "clean-restarts")
+    await stack.up()
+    driver = Driver(stack, run.sizes, run.rng)
+    fault_ends: list[float] = []
+    worker = stack.stack.worker()
+
+    async def faults() -> None:
+        started = time.monotonic()
+        for moment in run.fault_moments(run.sizes.cycles):
+            await asyncio.sleep(max(0.0, started + moment - time.monotonic()))
+            pid = stack.pid(worker)
+            if hard and pid is not None:
+                os.kill(pid, signal.SIGKILL)
+            else:
+                await stack.stop(worker)
+            fault_ends.append(time.time())
+            await stack.start(worker)
+
+    try:
+        await with_faults(driver.run(), faults)
+        return await reconcile(
+            stack, driver.traffic, run.sizes, fault_ends, expect_no_redelivery=not hard
+        )
+    finally:
+        await stack.down()
+
+
+async def broker_restarts(run: Run) -> Result:
+    stack = run.stack("broker-restarts")
+    await stack.up()
+    driver = Driver(stack, run.sizes, run.rng)
+    fault_ends: list[float] = []
+    down_windows: list[tuple[float, float]] = []
+
+    async def faults() -> None:
+        started = time.monotonic()
+        for moment, graceful in zip(run.fault_moments(2), (True, False), strict=True):
+            await asyncio.sleep(max(0.0, started + moment - time.monotonic()))
+            went_down = time.time()
+            if graceful:
+                await asyncio.to_thread(run.broker.stop)
+            else:
+                pid = run.broker.process.running_pid()
+                assert pid is not None
+                os.kill(pid, signal.SIGKILL)
+                await asyncio.to_thread(run.broker.process.stop, 10)  # reap it, clear the pid file
+            await asyncio.sleep(run.sizes.broker_down_seconds)
+            await asyncio.to_thread(run.broker.start)
+            fault_ends.append(time.time())
+            down_windows.append((went_down, time.time()))
+
+    try:
+        await with_faults(driver.run(), faults)
+        result = await reconcile(stack, driver.traffic, run.sizes, fault_ends)
+        # While the broker was down, nothing may have been accepted: a 202 needs Kafka's ack.
+        accepted_while_down = [
+            at for at in driver.traffic.accepted_at
+            if any(start + 0.5 < at < end - 0.5 for start, end in down_windows)
+        ]  # fmt: skip
+        result.details["accepted_while_broker_down"] = len(accepted_while_down)
+        result.passed = result.passed and not accepted_while_down
+        return result
+    finally:
+        await stack.down()
+
+
+async def smtp_outage(run: Run) -> Result:
+    stack = run.stack("smtp-outage")
+    await stack.up()
+    driver = Driver(stack, run.sizes, run.rng)
+    fault_ends: list[float] = []
+    max_lag = 0
+    drain_seconds: float | None = None
+
+    async def faults() -> None:
+        nonlocal max_lag, drain_seconds
+        await asyncio.sleep(run.fault_moments(1)[0] / 2)
+        await stack.stop(stack.stack.sink())
+        outage_ends = time.monotonic() + run.sizes.smtp_down_seconds
+        while time.monotonic() < outage_ends:
+            max_lag = max(max_lag, await stack.lag())
+            await asyncio.sleep(0.5)
+        await stack.start(stack.stack.sink())
+        fault_ends.append(time.time())
+        restarted = time.monotonic()
+        while await stack.lag() > 0 and time.monotonic() - restarted < run.sizes.drain_seconds:
+            max_lag = max(max_lag, await stack.lag())
+            await asyncio.sleep(0.2)
+        drain_seconds = time.monotonic() - restarted
+
+    try:
+        await with_faults(driver.run(), faults)
+        result = await reconcile(stack, driver.traffic, run.sizes, fault_ends)
+        worker = stack.stack.worker()
+        result.details |= {
+            "max_lag": max_lag,
+            "drain_seconds": drain_seconds,
+            "worker_alive_throughout": "stopped" not in stack.worker_logs(),
+        }
+        result.passed = result.passed and stack.pid(worker) is not None
+        return result
+    finally:
+        await stack.down()
+
+
+async def failover(run: Run) -> Result:
+    stack = run.stack("scale-out-failover")
+    await stack.up(workers=3)
+    driver = Driver(stack, run.sizes, run.rng)
+    fault_ends: list[float] = []
+    assignment_before: dict[str, list[int]] = {}
+
+    async def faults() -> None:
+        assignment_before.update(assignment(stack))
+        await asyncio.sleep(run.fault_moments(1)[0])
+        victim = stack.stack.worker(2)
+        pid = stack.pid(victim)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        fault_ends.append(time.time())
+
+    try:
+        await with_faults(driver.run(), faults)
+        result = await reconcile(stack, driver.traffic, run.sizes, fault_ends)
+        after = assignment(stack)
+        result.details |= {"assignment_before": assignment_before, "assignment_after": after}
+        result.passed = result.passed and len(assignment_before) == 3 and len(after) == 2
+        return result
+    finally:
+        await stack.down()
+
+
+def assignment(stack: ChaosStack) -> dict[str, list[int]]:
+    """Which worker owns which partitions, from each worker's /readyz."""
+    import httpx
+
+    owners: dict[str, list[int]] = {}
+    for number in range(1, 6):
+        worker = stack.stack.worker(number)
+        if stack.pid(worker) is None:
+            continue
+        try:
+            ready = httpx.get(worker.ready_url, timeout=2).json()
+        except httpx.HTTPError:
+            continue
+        partitions = [int(name.rpartition("-")[2]) for name in ready.get("partitions", [])]
+        if partitions:
+            owners[worker.name] = partitions
+    return owners
+
+
+async def poison_and_bounce(run: Run) -> Result:
+    stack = run.stack("poison-and-bounce")
+    await stack.up()
+    driver = Driver(stack, run.sizes, run.rng)
+    producer = AIOKafkaProducer(bootstrap_servers=stack.settings.kafka_bootstrap_servers)
+    await producer.start()
+    garbage = 0
+    garbage_sends: list[asyncio.Future[object]] = []
+
+    # 1 record in 50 is bad: every 100 emails, one bounce (a 5xx recipient) and one garbage.
+    def bounces(number: int) -> bool:
+        return number % 100 == 50
+
+    def after_each(number: int) -> None:
+        nonlocal garbage
+        if number % 100 == 0:  # raw garbage, straight into the topic
+            garbage += 1
+            garbage_sends.append(
+                asyncio.ensure_future(
+                    producer.send_and_wait(
+                        stack.settings.email_topic, f"garbage {number} \xff".encode()
+                    )
+                )
+            )
+
+    try:
+        await driver.run(bounces=bounces, on_sent=after_each)
+        await asyncio.gather(*garbage_sends)
+        result = await reconcile(stack, driver.traffic, run.sizes, [])
+        _, _, dead = await read_topic(stack, stack.settings.dlq_topic)
+        expected_dead = garbage + len(driver.traffic.bounced)
+        with_headers = [
+            h for h in dead
+            if {"dlq.original.topic", "dlq.original.partition", "dlq.original.offset",
+                "dlq.error", "dlq.attempts"} <= set(h)
+        ]  # fmt: skip
+        lag = await stack.lag()
+        result.details |= {
+            "garbage_produced": garbage,
+            "bounces_accepted": len(driver.traffic.bounced),
+            "dead_letters": len(dead),
+            "dead_letters_with_headers": len(with_headers),
+            "lag_after_drain": lag,
+        }
+        result.passed = (
+            result.passed
+            and len(dead) >= expected_dead
+            and len(with_headers) == len(dead)
+            and lag == 0
+        )
+        return result
+    finally:
+        await producer.stop()
+        await stack.down()
+
+
+async def client_retries(run: Run) -> Result:
+    stack = run.stack("client-retries")
+    await stack.up()
+    driver = Driver(stack, run.sizes, run.rng)
+    try:
+        await driver.run(send_twice=True)
+        return await reconcile(stack, driver.traffic, run.sizes, [])
+    finally:
+        await stack.down()
+
+
+SCENARIOS: dict[str, Callable[[Run], Awaitable[Result]]] = {
+    "clean-restarts": lambda run: worker_cycles(run, hard=False),
+    "hard-kills": lambda run: worker_cycles(run, hard=True),
+    "broker-restarts": broker_restarts,
+    "smtp-outage": smtp_outage,
+    "scale-out-failover": failover,
+    "poison-and-bounce": poison_and_bounce,
+    "client-retries": client_retries,
+}
