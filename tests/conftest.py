@@ -7,6 +7,7 @@ the developer's `make up` broker, and it is stopped at the end even when tests f
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -17,12 +18,22 @@ import pytest
 
 from shared.settings import PROJECT_ROOT, Settings
 
+# Below the ephemeral range (Linux 32768-60999, macOS 49152-65535): a port the kernel hands
+# out to outgoing connections could be taken by one while a service restarts on it.
+PORT_RANGE = (15000, 32000)
+
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    """A port nothing listens on now, outside the range of outgoing connections' ports."""
+    for _ in range(200):
+        port = random.randint(*PORT_RANGE)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {PORT_RANGE}")
 
 
 def stack_env(run_dir: Path, **overrides: str) -> dict[str, str]:

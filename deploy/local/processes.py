@@ -38,7 +38,7 @@ class BackgroundProcess:
             pid = int(self.pid_file.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        if _is_alive(pid) and self.marker in _command_line(pid):
+        if _is_alive(pid) and self.marker in _command_line_once_set(pid):
             return pid
         self.pid_file.unlink(missing_ok=True)
         return None
@@ -112,6 +112,16 @@ def _is_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return _process_state(pid) != "Z"
+
+
+def _command_line_once_set(pid: int) -> str:
+    """The command line; empty for an instant while the process is still in exec()."""
+    for _ in range(100):
+        command_line = _command_line(pid)
+        if command_line or not _is_alive(pid):
+            return command_line
+        time.sleep(0.01)
+    return ""
 
 
 def _command_line(pid: int) -> str:

@@ -20,6 +20,7 @@ from deploy.local.processes import BackgroundProcess, ensure_port_free, tail
 from shared.settings import Settings
 
 READY_TIMEOUT_SECONDS = 30.0
+PORT_RELEASE_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -106,13 +107,25 @@ class LocalStack:
         if running_pid is not None:
             return ServiceStart(service, running_pid, already_running=True, seconds=0.0)
         for setting, (host, port) in service.ports.items():
-            ensure_port_free(host, port, setting, str(port + 10000))
+            self._wait_for_port(host, port, setting)
         pid = process.start(
             [sys.executable, "-m", service.module],
             env={**self.env, "PYTHONUNBUFFERED": "1", **service.env},
         )
         self._wait_until_ready(service, process)
         return ServiceStart(service, pid, already_running=False, seconds=time.monotonic() - started)
+
+    def _wait_for_port(self, host: str, port: int, setting: str) -> None:
+        """A process that was just stopped or killed may hold its port a moment longer."""
+        deadline = time.monotonic() + PORT_RELEASE_SECONDS
+        while True:
+            try:
+                ensure_port_free(host, port, setting, str(port + 1 if port < 65535 else port - 1))
+                return
+            except StackError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     def stop(self, service: Service) -> bool:
         # The worker's own bound: its shutdown timeout, then 5 s each to leave the group and to

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import random
 import sys
 from datetime import UTC, datetime
@@ -35,6 +36,8 @@ def main() -> None:
     parser.add_argument("--scenario", action="append", choices=SCENARIOS, help="only these")
     parser.add_argument("--run-dir", type=Path, help="default: RUN_DIR/chaos/<time>")
     parser.add_argument("--seed", type=int, default=None, help="for repeatable fault moments")
+    parser.add_argument("--emails", type=int, help="override the size's email count")
+    parser.add_argument("--cycles", type=int, help="override the size's fault cycles")
     arguments = parser.parse_args()
 
     settings = load_settings()
@@ -42,6 +45,10 @@ def main() -> None:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     run_dir = arguments.run_dir or settings.run_dir / "chaos" / stamp
     sizes = QUICK if arguments.quick else FULL
+    if arguments.emails or arguments.cycles:
+        sizes = dataclasses.replace(
+            sizes, emails=arguments.emails or sizes.emails, cycles=arguments.cycles or sizes.cycles
+        )
     seed = arguments.seed if arguments.seed is not None else random.randrange(1_000_000)
     broker = KafkaBroker(
         Settings(

@@ -8,13 +8,14 @@ import os
 import random
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
 from deploy.local.kafka import KafkaBroker
+from deploy.local.processes import wait_for_exit
 from tests.chaos.harness import ChaosStack, Driver, Result, Sizes, read_topic, reconcile
 
 
@@ -36,9 +37,16 @@ class Run:
         return sorted(self.rng.uniform(0.1, duration) for _ in range(count))
 
 
-async def with_faults(driver_run: Awaitable[object], faults: Callable[[], Awaitable[None]]) -> None:
-    """Run the stream and the faults side by side; both must finish."""
-    await asyncio.gather(driver_run, faults())
+async def with_faults(
+    driver_run: Coroutine[object, object, object], faults: Callable[[], Awaitable[None]]
+) -> None:
+    """Run the stream and the faults side by side; both must finish, or neither goes on."""
+    stream = asyncio.create_task(driver_run)
+    try:
+        await faults()
+        await stream
+    finally:
+        stream.cancel()
 
 
 async def worker_cycles(run: Run, hard: bool) -> Result:
@@ -46,6 +54,7 @@ async def worker_cycles(run: Run, hard: bool) -> Result:
     await stack.up()
     driver = Driver(stack, run.sizes, run.rng)
     fault_ends: list[float] = []
+    kills: list[float] = []
     worker = stack.stack.worker()
 
     async def faults() -> None:
@@ -55,7 +64,8 @@ async def worker_cycles(run: Run, hard: bool) -> Result:
             pid = stack.pid(worker)
             if hard and pid is not None:
                 os.kill(pid, signal.SIGKILL)
-            else:
+                kills.append(time.time())
+                await asyncio.to_thread(wait_for_exit, pid, 10)
                 await stack.stop(worker)
             fault_ends.append(time.time())
             await stack.start(worker)
@@ -63,7 +73,12 @@ async def worker_cycles(run: Run, hard: bool) -> Result:
     try:
         await with_faults(driver.run(), faults)
         return await reconcile(
-            stack, driver.traffic, run.sizes, fault_ends, expect_no_redelivery=not hard
+            stack,
+            driver.traffic,
+            run.sizes,
+            fault_ends,
+            expect_no_redelivery=not hard,
+            worker_kills=kills,
         )
     finally:
         await stack.down()
@@ -162,10 +177,13 @@ async def failover(run: Run) -> Result:
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
         fault_ends.append(time.time())
+        await asyncio.to_thread(wait_for_exit, pid, 10)
 
     try:
         await with_faults(driver.run(), faults)
-        result = await reconcile(stack, driver.traffic, run.sizes, fault_ends)
+        result = await reconcile(
+            stack, driver.traffic, run.sizes, fault_ends, worker_kills=fault_ends
+        )
         after = assignment(stack)
         result.details |= {"assignment_before": assignment_before, "assignment_after": after}
         result.passed = result.passed and len(assignment_before) == 3 and len(after) == 2

@@ -122,10 +122,10 @@ def stack(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         WORKER_RETRY_MAX_SECONDS="1",
     )
     running = RunningStack(env, settings_for(env))
-    for command in ("topics", "services-up"):
-        result = run_stack_command(command, env)
-        assert result.returncode == 0, result.stdout + result.stderr
     try:
+        for command in ("topics", "services-up"):
+            result = run_stack_command(command, env)
+            assert result.returncode == 0, result.stdout + result.stderr
         yield running
-    finally:
+    finally:  # also after a failed start: whatever did start is stopped
         run_stack_command("services-down", env)
