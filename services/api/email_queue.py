@@ -53,7 +53,7 @@ class EmailQueue:
         if self._connecting is not None:
             await self._connecting
         if self._producer is not None:
-            await self._producer.stop()  # sends what is still buffered first
+            await self._stop_producer(self._producer)  # sends what is still buffered first
 
     async def _connect(self, producer: AIOKafkaProducer) -> None:
         bootstrap = self._settings.kafka_bootstrap_servers
@@ -61,19 +61,44 @@ class EmailQueue:
             log.info("connected to Kafka at %s", bootstrap)
             self._connected = True
 
+    def _replace(self, stuck: AIOKafkaProducer) -> None:
+        """After a broker restart, aiokafka's idempotent producer can stay stuck: every send
+        times out although Kafka is back. A fresh producer (with a new producer id) is not."""
+        if self._producer is not stuck or self._stopping.is_set():
+            return  # another request already replaced it
+        log.warning("Kafka did not acknowledge in time; replacing the producer")
+        self._connected = False
+        self._producer = self._new_producer()
+        self._connecting = asyncio.create_task(self._reconnect(stuck, self._producer))
+
+    async def _reconnect(self, stuck: AIOKafkaProducer, fresh: AIOKafkaProducer) -> None:
+        await self._stop_producer(stuck)
+        await self._connect(fresh)
+
+    async def _stop_producer(self, producer: AIOKafkaProducer) -> None:
+        try:
+            async with asyncio.timeout(self._timeout_seconds):
+                await producer.stop()
+        except (TimeoutError, KafkaError) as error:
+            log.warning(
+                "a producer did not stop cleanly (%r); its unsent records were answered 503", error
+            )
+
     async def enqueue(self, record: EmailRecord) -> Queued:
         if self._producer is None or not self._connected:
             raise KafkaUnavailable(
                 f"not connected to Kafka at {self._settings.kafka_bootstrap_servers} yet"
             )
+        producer = self._producer
         key, value = record.to_kafka()
         headers = [("schema_version", str(SCHEMA_VERSION).encode())]
         try:
             async with asyncio.timeout(self._timeout_seconds):
-                metadata = await self._producer.send_and_wait(
+                metadata = await producer.send_and_wait(
                     self._topic, value, key=key, headers=headers
                 )
         except TimeoutError:
+            self._replace(producer)
             raise KafkaUnavailable(
                 f"Kafka did not acknowledge within {self._timeout_seconds:g} s"
             ) from None
