@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -9,7 +10,7 @@ import httpx
 import pytest
 
 from services.api.app import create_app, field_name
-from services.api.email_queue import KafkaUnavailable, Queued
+from services.api.email_queue import EmailQueue, KafkaUnavailable, Queued
 from shared.schema import EmailRecord, message_id_for
 from shared.settings import Settings
 
@@ -153,3 +154,36 @@ async def test_a_streamed_body_over_the_limit_is_413(client: httpx.AsyncClient) 
 )
 def test_field_names_read_like_the_json(location: tuple[int | str, ...], name: str) -> None:
     assert field_name(location) == name
+
+
+class HangingProducer:
+    """A producer whose sends never get an answer, as aiokafka's after a broker restart."""
+
+    started = stopped = 0
+
+    async def start(self) -> None:
+        HangingProducer.started += 1
+
+    async def stop(self) -> None:
+        HangingProducer.stopped += 1
+
+    async def send_and_wait(self, *args: object, **kwargs: object) -> None:
+        await asyncio.sleep(3600)
+
+
+async def test_a_producer_that_stops_answering_is_replaced() -> None:
+    settings = Settings(_env_file=None, api_produce_timeout_seconds=0.05)
+    queue = EmailQueue(settings, HangingProducer)
+    await queue.start()
+    await asyncio.sleep(0.01)
+    record = EmailRecord.model_validate(
+        {**email(), "message_id": "m-1", "created_at": "2026-11-25T09:30:00Z"}
+    )
+
+    with pytest.raises(KafkaUnavailable, match="did not acknowledge"):
+        await queue.enqueue(record)
+    await asyncio.sleep(0.05)
+    await queue.stop()
+
+    assert HangingProducer.started == 2, "a fresh producer was started"
+    assert HangingProducer.stopped == 2, "the stuck one and the fresh one were both stopped"
