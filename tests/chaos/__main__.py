@@ -30,6 +30,38 @@ async def run_scenarios(run: Run, names: list[str]) -> list[Result]:
     return results
 
 
+def describe(result: Result) -> str:
+    """The scenario's own evidence, in one line."""
+    d = result.details
+    facts = [f"redelivered {result.redelivered} (skipped by the dedupe store)"]
+    if result.duplicates_in_kill_window:
+        facts.append(f"duplicates in the SIGKILL window: {d['kill_window_duplicates']}")
+    if "accepted_while_broker_down" in d:
+        facts.append(
+            f"503 answers {d['api_503_answers']}, 202s while the broker was down "
+            f"{d['accepted_while_broker_down']}"
+        )
+    if "max_lag" in d:
+        facts.append(
+            f"max lag {d['max_lag']}, drained {d['drain_seconds']:.1f} s after the sink returned"
+        )
+    if "assignment_before" in d:
+        facts.append(
+            f"assignment {d['assignment_before']} -> after SIGKILL {d['assignment_after']}"
+        )
+    if "dead_letters" in d:
+        facts.append(
+            f"{d['garbage_produced']} garbage + {d['bounces_accepted']} bounces -> "
+            f"{d['dead_letters']} dead letters, {d['dead_letters_with_headers']} with headers, "
+            f"lag {d['lag_after_drain']}"
+        )
+    if d.get("lost_ids"):
+        facts.append(f"lost: {d['lost_ids']}")
+    if d.get("client_errors"):
+        facts.append(f"client errors: {d['client_errors'][:3]}")
+    return "; ".join(facts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.chaos", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small counts, as in make test")
@@ -65,12 +97,12 @@ def main() -> None:
         results = asyncio.run(run_scenarios(run, arguments.scenario or list(SCENARIOS)))
     finally:
         broker.stop()
+    print()
+    for result in results:
+        print(f"{result.scenario}: {describe(result)}")
     report = run_dir / "chaos-results.json"
     write_report(results, report, sizes)
     print(f"results: {report}")
-    for result in results:
-        if not result.passed:
-            print(f"{result.scenario} FAILED: {result.details}")
     sys.exit(0 if all(result.passed for result in results) else 1)
 
 
