@@ -225,14 +225,14 @@ class Driver:
 @dataclass
 class SinkRecord:
     counts: dict[str, int]  # message id -> times stored
-    first_stored: dict[str, float]  # message id -> when it first arrived
+    arrivals: dict[str, list[float]]  # message id -> when each copy arrived
     first_stored_after: Callable[[float], float | None]
 
 
 async def read_sink(stack: ChaosStack) -> SinkRecord:
     suffix = f"@{stack.settings.message_id_domain}"
     counts: dict[str, int] = {}
-    first_stored: dict[str, float] = {}
+    arrivals: dict[str, list[float]] = {}
     stored_at: list[float] = []
     async with httpx.AsyncClient(timeout=60) as client:
         start = 0
@@ -246,7 +246,7 @@ async def read_sink(stack: ChaosStack) -> SinkRecord:
                 message_id = message["MessageID"].removesuffix(suffix)
                 counts[message_id] = counts.get(message_id, 0) + 1
                 created = datetime.fromisoformat(message["Created"]).timestamp()
-                first_stored[message_id] = min(created, first_stored.get(message_id, created))
+                arrivals.setdefault(message_id, []).append(created)
                 stored_at.append(created)
             start += len(page["messages"])
             if not page["messages"] or start >= page["total"]:
@@ -257,7 +257,7 @@ async def read_sink(stack: ChaosStack) -> SinkRecord:
         later = [at for at in stored_at if at >= moment]
         return later[0] if later else None
 
-    return SinkRecord(counts, first_stored, first_stored_after)
+    return SinkRecord(counts, arrivals, first_stored_after)
 
 
 async def read_topic(stack: ChaosStack, topic: str) -> tuple[set[str], int, list[dict[str, str]]]:
@@ -358,7 +358,7 @@ async def reconcile(
     ]
     passed = (
         not lost
-        and duplicates == len(in_kill_window)
+        and duplicates == sum(in_kill_window.values())
         and not missing_in_topic
         and not bounced_delivered
         and not traffic.errors
@@ -373,9 +373,12 @@ async def reconcile(
         redelivered=redelivered,
         recovery_seconds=max(recoveries) if recoveries else None,
         passed=passed,
-        duplicates_in_kill_window=len(in_kill_window),
+        duplicates_in_kill_window=sum(in_kill_window.values()),
         details={
-            "kill_window_duplicates": in_kill_window[:20],
+            "kill_window_duplicates": sorted(in_kill_window)[:20],
+            "unexplained_duplicates": sorted(
+                i for i, c in sink.counts.items() if c > 1 and i not in in_kill_window
+            )[:20],
             "lost_ids": lost[:20],
             "accepted_but_not_in_topic": missing_in_topic[:20],
             "bounced_but_delivered": bounced_delivered[:20],
@@ -388,24 +391,28 @@ async def reconcile(
 
 def kill_window_duplicates(
     sink: SinkRecord, worker_logs: str, worker_kills: list[float]
-) -> list[str]:
-    """Duplicates whose first copy a worker sent just before it was SIGKILLed, too soon to
-    write it to the dedupe store (a worker logs 'delivered' only after that write).
+) -> dict[str, int]:
+    """Extra copies that a worker sent just before it was SIGKILLed, too soon to write them to
+    the dedupe store (a worker logs 'delivered' only after that write): message id -> copies.
 
-    Evidence for each: the sink stored the first copy less than a second before a kill, and
-    the workers logged one 'delivered' fewer than the sink has copies. A duplicate without
-    that evidence is a defect, and fails the scenario.
+    Evidence for each extra copy: one 'delivered' line fewer in the workers' logs than copies in
+    the sink, and a kill less than a second after that copy arrived. A duplicate without that
+    evidence is a defect and fails the scenario.
     """
     delivered_lines = Counter(re.findall(r"delivered (\S+) to ", worker_logs))
-    return sorted(
-        message_id
-        for message_id, copies in sink.counts.items()
-        if copies == 2
-        and delivered_lines[message_id] == 1
-        and any(
-            0 <= kill - sink.first_stored[message_id] < KILL_WINDOW_SECONDS for kill in worker_kills
+    explained = {}
+    for message_id, copies in sink.counts.items():
+        if copies < 2:
+            continue
+        unlogged = copies - delivered_lines[message_id]
+        followed_by_a_kill = sum(
+            1
+            for arrival in sink.arrivals[message_id]
+            if any(0 <= kill - arrival < KILL_WINDOW_SECONDS for kill in worker_kills)
         )
-    )
+        if unlogged == copies - 1 and followed_by_a_kill >= unlogged:
+            explained[message_id] = copies - 1
+    return explained
 
 
 def write_report(results: list[Result], path: Path, sizes: Sizes) -> None:
