@@ -67,28 +67,29 @@ def build_app(store: MailboxReader, smtp_listening: Callable[[], bool]) -> FastA
         await store.delete(message_ids or None)
         return "ok"
 
-    @app.get("/api/v1/message/{ID}", response_model=shapes.Message)
-    async def get_message(ID: str) -> Any:
-        """The message, marked as read; `latest` is the newest message."""
+    async def read(ID: str) -> tuple[shapes.Message, bytes] | None:
+        """The message in Mailpit's shape and its raw source, marked as read."""
         message_id = await resolve(ID)
         found = await store.message(message_id, mark_read=True) if message_id else None
         if found is None:
-            return _not_found(ID)
+            return None
         stored, raw = found
-        return shapes.message(stored, read_message(raw))
+        return shapes.message(stored, read_message(raw)), raw
+
+    @app.get("/api/v1/message/{ID}", response_model=shapes.Message)
+    async def get_message(ID: str) -> Any:
+        """The message, marked as read; `latest` is the newest message."""
+        found = await read(ID)
+        return _not_found(ID) if found is None else found[0]
 
     @app.get("/api/v1/messages/{ID}", response_model=shapes.MessageWithRaw)
     async def get_message_with_raw(ID: str) -> Any:
         """The sink's own route: one message with its raw source, for a look in one request."""
-        message_id = await resolve(ID)
-        found = await store.message(message_id, mark_read=True) if message_id else None
+        found = await read(ID)
         if found is None:
             return _not_found(ID)
-        stored, raw = found
-        summary = shapes.message(stored, read_message(raw))
-        return shapes.MessageWithRaw(
-            **summary.model_dump(), Raw=raw.decode("utf-8", errors="replace")
-        )
+        message, raw = found
+        return shapes.MessageWithRaw(**message.model_dump(), Raw=raw.decode("utf-8", "replace"))
 
     @app.get("/api/v1/message/{ID}/raw", response_class=PlainTextResponse)
     async def get_raw(ID: str) -> Any:

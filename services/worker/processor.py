@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Literal, Protocol
@@ -190,29 +191,18 @@ class EmailProcessor:
         self, message_id: str, outcome: Outcome, where: str, stopping: asyncio.Event
     ) -> None:
         """Write the outcome to the dedupe store, retrying while the store fails (locked, full)."""
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                await self._store.record(message_id, outcome, where)
-                return
-            except Exception as error:
-                delay = self._retry.delay(attempt)
-                log.error(
-                    "%s: cannot record %s as %s in the dedupe store (%s); retrying in %.1f s",
-                    where, message_id, outcome, error, delay,
-                )  # fmt: skip
-                try:
-                    await wait_unless_stopping(stopping, delay)
-                except Stopped:
-                    log.error(
-                        "%s: stopping with %s %s but not recorded: a redelivery "
-                        "would send it again",
-                        where,
-                        message_id,
-                        outcome,
-                    )
-                    raise
+        try:
+            await self._until_done(
+                lambda: self._store.record(message_id, outcome, where),
+                f"{where}: cannot record {message_id} as {outcome} in the dedupe store",
+                stopping,
+            )
+        except Stopped:
+            log.error(
+                "%s: stopping with %s %s but not recorded: a redelivery would send it again",
+                where, message_id, outcome,
+            )  # fmt: skip
+            raise
 
     async def _dead_letter(
         self,
@@ -221,19 +211,27 @@ class EmailProcessor:
         attempts: int,
         stopping: asyncio.Event,
     ) -> None:
-        """Publish to the dead-letter topic, retrying while Kafka does not acknowledge (with
-        the same back-off as SMTP: either way a server is away for a while)."""
-        publish_attempt = 0
+        """Publish to the dead-letter topic, retrying while Kafka does not acknowledge."""
+        await self._until_done(
+            lambda: self._dead_letters.publish(record, reason, attempts),
+            "the dead-letter topic refused the record",
+            stopping,
+        )
+
+    async def _until_done(
+        self, action: Callable[[], Awaitable[None]], failed: str, stopping: asyncio.Event
+    ) -> None:
+        """Repeat an action on Kafka or the store until it succeeds, with the same back-off as
+        SMTP (either way a server is away for a while); raises Stopped if asked to stop."""
+        attempt = 0
         while True:
-            publish_attempt += 1
+            attempt += 1
             try:
-                await self._dead_letters.publish(record, reason, attempts)
+                await action()
                 return
             except Exception as error:
-                delay = self._retry.delay(publish_attempt)
-                log.warning(
-                    "dead-letter topic refused the record (%s); retrying in %.1f s", error, delay
-                )
+                delay = self._retry.delay(attempt)
+                log.warning("%s (%s); retrying in %.1f s", failed, error, delay)
                 await wait_unless_stopping(stopping, delay)
 
 
