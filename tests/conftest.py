@@ -36,6 +36,24 @@ def free_port() -> int:
     raise RuntimeError(f"no free port in {PORT_RANGE}")
 
 
+# Settings a developer's .env could point outside a private test stack (a real SMTP server, a
+# shared dedupe store): environment variables win over .env, so these pin them.
+ISOLATED = {
+    "API_HOST": "127.0.0.1",
+    "WORKER_HOST": "127.0.0.1",
+    "SINK_HOST": "127.0.0.1",
+    "SMTP_HOST": "127.0.0.1",
+    "DEDUPE_DB_PATH": "worker/delivered.sqlite3",
+    "SINK_DB_PATH": "sink/messages.sqlite3",
+    "SINK_FAIL_4XX_RECIPIENTS": "",
+    "SINK_FAIL_5XX_RECIPIENTS": "",
+    "SINK_FAIL_4XX_RATE": "0",
+    "SINK_FAIL_5XX_RATE": "0",
+    "WORKER_MAX_ATTEMPTS": "0",
+    "LOG_LEVEL": "INFO",
+}
+
+
 def stack_env(run_dir: Path, **overrides: str) -> dict[str, str]:
     """The environment of a private local stack: its own run directory and free ports."""
     sink_smtp_port = str(free_port())
@@ -49,6 +67,7 @@ def stack_env(run_dir: Path, **overrides: str) -> dict[str, str]:
         "SINK_SMTP_PORT": sink_smtp_port,
         "SMTP_PORT": sink_smtp_port,
         "SINK_HTTP_PORT": str(free_port()),
+        **ISOLATED,
         **overrides,
     }
 

@@ -115,8 +115,8 @@ def _is_alive(pid: int) -> bool:
 
 
 def _command_line_once_set(pid: int) -> str:
-    """The command line; empty for an instant while the process is still in exec()."""
-    for _ in range(100):
+    """The command line; it reads empty for an instant while a process starts or exits."""
+    for _ in range(10):
         command_line = _command_line(pid)
         if command_line or not _is_alive(pid):
             return command_line

@@ -35,7 +35,9 @@ class SqliteDedupeStore:
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
+        # A short wait for another worker's write lock: the event loop must not stall; a
+        # write that still finds it locked is retried by the processor.
+        self._db.execute("PRAGMA busy_timeout=100")
         self._db.execute(
             """CREATE TABLE IF NOT EXISTS finished_emails (
                    message_id  TEXT PRIMARY KEY,

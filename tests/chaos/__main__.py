@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import dataclasses
 import random
+import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +25,10 @@ async def run_scenarios(run: Run, names: list[str]) -> list[Result]:
     results = []
     print(HEADER, flush=True)
     for name in names:
-        result = await SCENARIOS[name](run)
+        try:
+            result = await SCENARIOS[name](run)
+        except Exception as error:  # one broken scenario still leaves the others' evidence
+            result = Result(name, 0, 0, 0, 0, 0, None, False, details={"error": repr(error)})
         print(result.row(), flush=True)
         results.append(result)
     return results
@@ -38,7 +42,8 @@ def describe(result: Result) -> str:
         facts.append(f"duplicates in the SIGKILL window: {d['kill_window_duplicates']}")
     if "accepted_while_broker_down" in d:
         facts.append(
-            f"503 answers {d['api_503_answers']}, 202s while the broker was down "
+            f"{d['requests_while_broker_down']} requests sent while the broker was down, "
+            f"{d['503_while_broker_down']} answered 503, 202s answered while down "
             f"{d['accepted_while_broker_down']}"
         )
     if "max_lag" in d:
@@ -57,6 +62,8 @@ def describe(result: Result) -> str:
         )
     if d.get("lost_ids"):
         facts.append(f"lost: {d['lost_ids']}")
+    if d.get("error"):
+        facts.append(f"the scenario itself failed: {d['error']}")
     if d.get("client_errors"):
         facts.append(f"client errors: {d['client_errors'][:3]}")
     return "; ".join(facts)
@@ -91,6 +98,9 @@ def main() -> None:
         )
     )
     print(f"chaos: {'quick' if arguments.quick else 'full'} run, seed {seed}, in {run_dir}")
+    # SIGTERM (a test's timeout, Ctrl+C's sibling) unwinds like Ctrl+C, so every stack started
+    # so far is stopped by the finally blocks instead of left running.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     broker.start()
     try:
         run = Run(broker, run_dir, sizes, random.Random(seed))
