@@ -176,7 +176,8 @@ class Driver:
         send_twice: bool = False,
         on_sent: Callable[[int], None] | None = None,
     ) -> Traffic:
-        limits = httpx.Limits(max_connections=64)
+        # Enough connections that no request waits in the client: answer times are the API's.
+        limits = httpx.Limits(max_connections=500)
         async with httpx.AsyncClient(timeout=30, limits=limits) as client:
             started = time.monotonic()
             requests = []
@@ -225,7 +226,8 @@ class Driver:
             if response.status_code == 503:
                 self.traffic.unavailable += 1
                 self.traffic.unavailable_at.append(time.time())
-                await asyncio.sleep(min(1.0, float(response.headers.get("Retry-After", 1))))
+                # As a careful client: wait as long as Retry-After says before trying again.
+                await asyncio.sleep(float(response.headers.get("Retry-After", 1)))
                 continue
             self.traffic.errors.append(f"#{number}: {response.status_code} {response.text}")
             return
