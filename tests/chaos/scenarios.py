@@ -216,12 +216,8 @@ async def failover(run: Run) -> Result:
     assignment_before: dict[str, list[int]] = {}
 
     async def faults() -> None:
-        for _ in range(50):  # three members each owning a partition: the group is stable
-            current = await asyncio.to_thread(assignment, stack)
-            if len(current) == 3:
-                break
-            await asyncio.sleep(0.2)
-        assignment_before.update(current)
+        # Three members each owning a partition: the group is stable.
+        assignment_before.update(await settled_assignment(stack, lambda owners: len(owners) == 3))
         await asyncio.sleep(run.fault_moments(1)[0])
         victim = stack.stack.worker(2)
         pid = stack.pid(victim)
@@ -233,7 +229,10 @@ async def failover(run: Run) -> Result:
     try:
         await with_faults(driver.run(), faults)
         result = await reconcile(stack, driver.traffic, run.sizes, [], worker_kills=fault_ends)
-        after = await owners_of_every_partition(stack)
+        every_partition = list(range(stack.settings.topic_partitions))
+        after = await settled_assignment(
+            stack, lambda owners: sorted(p for ps in owners.values() for p in ps) == every_partition
+        )
         orphaned = set(assignment_before.get("worker-2", []))
         result.recovery_seconds = await first_delivery_on(stack, driver, orphaned, fault_ends[0])
         owned = sorted(p for partitions in after.values() for p in partitions)
@@ -249,12 +248,13 @@ async def failover(run: Run) -> Result:
         await stack.down()
 
 
-async def owners_of_every_partition(stack: ChaosStack) -> dict[str, list[int]]:
-    """The assignment once every partition has an owner again (at most 30 s)."""
+async def settled_assignment(
+    stack: ChaosStack, settled: Callable[[dict[str, list[int]]], bool]
+) -> dict[str, list[int]]:
+    """The workers' assignment once `settled` holds (or as it is after 30 s)."""
     for _ in range(150):
         owners = await asyncio.to_thread(assignment, stack)
-        owned = sorted(p for partitions in owners.values() for p in partitions)
-        if owned == list(range(stack.settings.topic_partitions)):
+        if settled(owners):
             break
         await asyncio.sleep(0.2)
     return owners
