@@ -84,6 +84,18 @@ def kafka_version(libs_dir: Path) -> str:
     return jars[0].stem.removeprefix("kafka_2.13-") if jars else "unknown"
 
 
+def new_cluster_id() -> str:
+    """A random cluster id in Kafka's form: a UUID in URL-safe base64 without padding.
+
+    Like Kafka's own `Uuid.randomUuid()`, never one that starts with "-": the storage
+    tool would read it as an option and refuse to format ("expected one argument").
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 @dataclass(frozen=True)
 class FetchResult:
     libs_dir: Path
@@ -219,7 +231,7 @@ class KafkaBroker:
 
     def _format_storage(self, java: str) -> None:
         """Format the data directory once, as Kafka's storage tool does for a new cluster."""
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         command = [
             java,
             f"-Dlog4j2.configurationFile={TOOLS_LOG4J_CONFIG}",
