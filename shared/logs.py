@@ -10,17 +10,19 @@ REPEAT_INTERVAL_SECONDS = 60.0
 
 
 class OncePerInterval(logging.Filter):
-    """Lets each distinct message through once a minute.
+    """Lets each distinct message of the `name` loggers through once a minute.
 
     While Kafka is down, aiokafka logs every refused reconnection, several a second; one line a
     minute says the same, and the service's own log line says what it does about it.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
         self._last_seen: dict[str, float] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if not super().filter(record):
+            return True  # not one of ours: passes as it is
         now = time.monotonic()
         message = record.getMessage()
         if now - self._last_seen.get(message, -REPEAT_INTERVAL_SECONDS) < REPEAT_INTERVAL_SECONDS:
@@ -37,6 +39,9 @@ def configure_logging(level: str) -> None:
         datefmt="%Y-%m-%d %H:%M:%S",
         force=True,
     )
-    aiokafka = logging.getLogger("aiokafka")
-    aiokafka.setLevel(max(logging.getLevelName(level), logging.WARNING))
-    aiokafka.addFilter(OncePerInterval())
+    logging.getLogger("aiokafka").setLevel(max(logging.getLevelName(level), logging.WARNING))
+    # On the handler: a logger's own filters never see what its children log
+    # (aiokafka.consumer.fetcher, aiokafka.producer.sender, ...).
+    repeats = OncePerInterval("aiokafka")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(repeats)
