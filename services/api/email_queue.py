@@ -72,8 +72,9 @@ class EmailQueue:
         self._connecting = asyncio.create_task(self._reconnect(stuck, self._producer))
 
     async def _reconnect(self, stuck: AIOKafkaProducer, fresh: AIOKafkaProducer) -> None:
-        await self._stop_producer(stuck)
-        await self._connect(fresh)
+        # Side by side: the stuck producer may take the whole timeout to stop, and the API
+        # answers 503 until the fresh one is connected.
+        await asyncio.gather(self._stop_producer(stuck), self._connect(fresh))
 
     async def _stop_producer(self, producer: AIOKafkaProducer) -> None:
         try:

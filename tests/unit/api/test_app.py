@@ -187,3 +187,42 @@ async def test_a_producer_that_stops_answering_is_replaced() -> None:
 
     assert HangingProducer.started == 2, "a fresh producer was started"
     assert HangingProducer.stopped == 2, "the stuck one and the fresh one were both stopped"
+
+
+class StuckThenFreshProducer:
+    """The first producer neither answers nor stops; the ones after it work."""
+
+    made = 0
+
+    def __init__(self) -> None:
+        StuckThenFreshProducer.made += 1
+        self.stuck = StuckThenFreshProducer.made == 1
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None:
+        if self.stuck:
+            await asyncio.sleep(3600)
+
+    async def send_and_wait(self, topic: str, *args: object, **kwargs: object) -> object:
+        if self.stuck:
+            await asyncio.sleep(3600)
+        return type("RecordMetadata", (), {"topic": topic, "partition": 0, "offset": 7})
+
+
+async def test_the_fresh_producer_connects_while_the_stuck_one_is_still_stopping() -> None:
+    settings = Settings(_env_file=None, api_produce_timeout_seconds=0.3)
+    queue = EmailQueue(settings, StuckThenFreshProducer)  # type: ignore[arg-type]
+    await queue.start()
+    await asyncio.sleep(0.01)
+    record = EmailRecord.model_validate(
+        {**email(), "message_id": "m-1", "created_at": "2026-11-25T09:30:00Z"}
+    )
+    with pytest.raises(KafkaUnavailable):
+        await queue.enqueue(record)
+
+    await asyncio.sleep(0.05)  # far less than the stuck producer's stop may take
+    queued = await queue.enqueue(record)
+    await queue.stop()
+
+    assert queued == Queued(settings.email_topic, 0, 7)
