@@ -98,6 +98,7 @@ async def serve(settings: Settings) -> None:
         http_server.should_exit = True
         await http_task
         await smtp_server.wait_closed()
+        await handler.finish_discards()
         await store.close()
     print("SMTP sink stopped.", flush=True)
 

@@ -1,12 +1,15 @@
 """The aiosmtpd handler: refuses what fault injection says, stores the rest, then answers 250.
 
 The 250 comes only after the store has committed the message: if the sink said 250, it has it.
+And only what the sink could answer 250 for stays stored: a client that hangs up while its email
+is being stored was never told 250, so it will send that email again (RFC 1047).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol, TextIO
 
@@ -34,6 +37,8 @@ STORE_FAILED_REPLY = "451 4.3.0 The sink could not store the message, try again 
 class ArrivalStore(Protocol):
     async def add(self, arrival: Arrival) -> Sighting: ...
 
+    async def delete(self, message_ids: Sequence[str] | None) -> int: ...
+
 
 class SinkHandler:
     """aiosmtpd calls handle_RCPT and handle_DATA by name; everything else is its default."""
@@ -53,6 +58,7 @@ class SinkHandler:
         self._new_id = new_id
         self._clock = clock
         self._out = out
+        self._discarding: set[asyncio.Task[None]] = set()
 
     async def handle_RCPT(
         self,
@@ -89,8 +95,16 @@ class SinkHandler:
         arrival = Arrival(
             id=self._new_id(), created=self._clock(), envelope=accepted, summary=summary, raw=raw
         )
+        storing = asyncio.ensure_future(self._store.add(arrival))
         try:
-            sighting = await self._store.add(arrival)
+            # Shielded: aiosmtpd cancels the session when the client hangs up, but the store
+            # goes on to commit, and the copy it commits must then be discarded.
+            sighting = await asyncio.shield(storing)
+        except asyncio.CancelledError:
+            discarding = asyncio.create_task(self._discard_unanswered(storing, arrival.id))
+            self._discarding.add(discarding)
+            discarding.add_done_callback(self._discarding.discard)
+            raise
         except Exception as error:
             log.error("could not store message %s: %s", arrival.id, error)
             return STORE_FAILED_REPLY
@@ -105,6 +119,26 @@ class SinkHandler:
         )
         self._print(arrival_block(stored))
         return f"250 2.0.0 OK stored as {arrival.id}"
+
+    async def finish_discards(self) -> None:
+        """Wait until the copies of hung-up clients are discarded; before the store closes."""
+        await asyncio.gather(*self._discarding)
+
+    async def _discard_unanswered(self, storing: asyncio.Future[Sighting], id_: str) -> None:
+        try:
+            await storing
+        except Exception:
+            return  # never stored: nothing to discard
+        try:
+            await self._store.delete([id_])
+        except Exception as error:
+            log.error("could not discard message %s, stored but never answered: %s", id_, error)
+            return
+        log.warning(
+            "the client hung up before the sink could answer 250; discarded message %s "
+            "(the client was not told it was delivered and will send it again)",
+            id_,
+        )
 
     async def handle_exception(self, error: Exception) -> str:
         # aiosmtpd would log a traceback per failed session; one line says enough.

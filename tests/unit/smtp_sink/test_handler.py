@@ -6,6 +6,7 @@ import asyncio
 import io
 import itertools
 from datetime import UTC, datetime
+from collections.abc import Sequence
 from typing import cast
 
 from aiosmtpd.smtp import SMTP, Session
@@ -27,8 +28,12 @@ class FakeStore:
     def __init__(self, fail: bool = False) -> None:
         self.arrivals: list[Arrival] = []
         self.fail = fail
+        self.committing = asyncio.Event()
+        self.committing.set()
+        self.deleted: list[str] = []
 
     async def add(self, arrival: Arrival) -> Sighting:
+        await self.committing.wait()
         if self.fail:
             raise OSError("disk full")
         earlier = sum(
@@ -36,6 +41,13 @@ class FakeStore:
         )
         self.arrivals.append(arrival)
         return Sighting(earlier + 1)
+
+    async def delete(self, message_ids: Sequence[str] | None) -> int:
+        assert message_ids is not None
+        self.deleted.extend(message_ids)
+        kept = [a for a in self.arrivals if a.id not in message_ids]
+        deleted, self.arrivals = len(self.arrivals) - len(kept), kept
+        return deleted
 
 
 def handler(
@@ -147,3 +159,38 @@ async def test_session_errors_get_a_451_reply() -> None:
     reply = await handler(FakeStore()).handle_exception(RuntimeError("boom"))
 
     assert reply.startswith("451 ")
+
+
+async def test_a_message_whose_client_hung_up_before_its_250_is_discarded() -> None:
+    # The client dies while the sink commits its email: it was never told 250 and will send
+    # the email again, so the copy committed now must not stay (it would be a duplicate).
+    store = FakeStore()
+    store.committing.clear()
+    sink = handler(store)
+    session = asyncio.create_task(sink.handle_DATA(SERVER, SESSION, envelope()))
+    await asyncio.sleep(0)
+
+    session.cancel()  # what aiosmtpd does when the connection closes
+    await asyncio.sleep(0)
+    store.committing.set()  # the commit in progress completes all the same
+    await sink.finish_discards()
+
+    assert session.cancelled()
+    assert store.deleted == ["id-1"]
+    assert store.arrivals == []
+
+
+async def test_a_message_that_failed_to_store_needs_no_discard() -> None:
+    store = FakeStore(fail=True)
+    store.committing.clear()
+    sink = handler(store)
+    session = asyncio.create_task(sink.handle_DATA(SERVER, SESSION, envelope()))
+    await asyncio.sleep(0)
+
+    session.cancel()
+    await asyncio.sleep(0)
+    store.committing.set()
+    await sink.finish_discards()
+
+    assert session.cancelled()
+    assert store.deleted == []
