@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
-from datetime import UTC, datetime
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import cast
 
 from aiosmtpd.smtp import SMTP, Session
