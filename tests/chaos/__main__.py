@@ -43,7 +43,8 @@ def describe(result: Result) -> str:
     if "accepted_while_broker_down" in d:
         facts.append(
             f"{d['requests_while_broker_down']} requests sent while the broker was down, "
-            f"{d['503_while_broker_down']} answered 503, 202s answered while down "
+            f"{d['503_while_broker_down']} answered 503 (the slowest in "
+            f"{d['slowest_answer_while_broker_down'] or 0:.1f} s), accepted while down "
             f"{d['accepted_while_broker_down']}"
         )
     if "max_lag" in d:
@@ -64,6 +65,11 @@ def describe(result: Result) -> str:
         facts.append(f"lost: {d['lost_ids']}")
     if d.get("error"):
         facts.append(f"the scenario itself failed: {d['error']}")
+    if d.get("unanswered_and_sent_again"):
+        facts.append(
+            f"{len(d['unanswered_and_sent_again'])} requests got no answer and were sent again "
+            f"with their key"
+        )
     if d.get("client_errors"):
         facts.append(f"client errors: {d['client_errors'][:3]}")
     return "; ".join(facts)

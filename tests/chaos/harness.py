@@ -117,6 +117,20 @@ class ChaosStack:
         logs = sorted((self.settings.run_dir / "logs").glob("worker*.log"))
         return "".join(path.read_text(errors="replace") for path in logs)
 
+    async def stored_count(self) -> int:
+        """How many messages the sink holds."""
+        async with httpx.AsyncClient(timeout=10) as client:
+            response = await client.get(f"{self.sink_url}/api/v1/messages", params={"limit": 1})
+        return int(response.raise_for_status().json()["total"])
+
+    async def until_stored_more_than(self, count: int, seconds: float) -> None:
+        """Wait until the sink holds more than `count` messages (or `seconds` have passed)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if await self.stored_count() > count:
+                return
+            await asyncio.sleep(0.2)
+
     async def lag(self) -> int:
         """Records in the topic that the group has not committed past, over all partitions."""
         topic, group = self.settings.email_topic, self.settings.consumer_group
@@ -143,11 +157,11 @@ class Traffic:
     bounced: set[str] = field(default_factory=set)  # accepted, addressed to the 5xx recipient
     unavailable: int = 0
     unavailable_at: list[float] = field(default_factory=list)
-    accepted_at: list[float] = field(default_factory=list)
     ids_by_key: dict[str, set[str]] = field(default_factory=dict)
     partitions: dict[str, int] = field(default_factory=dict)  # message id -> its partition
     attempted_at: list[float] = field(default_factory=list)  # every POST, retries included
     answers: list[tuple[float, float, int]] = field(default_factory=list)  # sent, answered, status
+    unanswered: list[str] = field(default_factory=list)  # sent again with the same key
     errors: list[str] = field(default_factory=list)
 
 
@@ -202,24 +216,36 @@ class Driver:
         await asyncio.sleep(delay)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
+            self.traffic.attempted_at.append(time.time())
             sent = time.time()
-            self.traffic.attempted_at.append(sent)
+
+            async def on_the_wire(event: str, info: dict[str, Any]) -> None:
+                # Answer times are the API's: counted from when the request left this client,
+                # not from when it began to wait for one of the client's connections.
+                nonlocal sent
+                if event == "http11.send_request_headers.started":
+                    sent = time.time()
+
             try:
                 response = await client.post(
                     f"{self.stack.api_url}/emails",
                     json=self.email(number, bounce),
                     headers={"Idempotency-Key": key},
+                    extensions={"trace": on_the_wire},
                 )
-            except httpx.HTTPError as error:  # the API itself is never restarted here
-                self.traffic.errors.append(f"#{number}: {error!r}")
-                return
+            except httpx.TransportError as error:
+                # No answer at all, e.g. the API closed an idle keep-alive connection just as
+                # this request went out on it. The request may or may not have been queued:
+                # as a careful client, send it again with the same key.
+                self.traffic.unanswered.append(f"#{number}: {error!r}")
+                await asyncio.sleep(1)
+                continue
             self.traffic.answers.append((sent, time.time(), response.status_code))
             if response.status_code == 202:
                 message_id = response.json()["id"]
                 self.traffic.ids_by_key.setdefault(key, set()).add(message_id)
                 self.traffic.partitions[message_id] = response.json()["partition"]
                 self.traffic.accepted[message_id] = time.time()
-                self.traffic.accepted_at.append(time.time())
                 if bounce:
                     self.traffic.bounced.add(message_id)
                 return
@@ -231,7 +257,7 @@ class Driver:
                 continue
             self.traffic.errors.append(f"#{number}: {response.status_code} {response.text}")
             return
-        self.traffic.errors.append(f"#{number}: still 503 after 120 s")
+        self.traffic.errors.append(f"#{number}: still unanswered or 503 after 120 s")
 
 
 @dataclass
@@ -402,6 +428,7 @@ async def reconcile(
             "idempotency_keys_with_two_ids": keys_with_two_ids[:20],
             "worker_kills": worker_kills or [],
             "client_errors": traffic.errors[:20],
+            "unanswered_and_sent_again": traffic.unanswered[:20],
             "faults": len(fault_ends),
         },
     )
