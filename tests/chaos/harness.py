@@ -12,7 +12,6 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,9 @@ import httpx
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from deploy.local.stack import LocalStack, Service
-from shared.kafka import admin_client, ensure_topics
+from shared.kafka import admin_client
 from shared.schema import PoisonRecord, parse_record
-from tests.conftest import ISOLATED, free_port, settings_for
+from tests.private_stack import PrivateStack, SinkRecord, read_sink
 
 BOUNCING_RECIPIENT = "bounce@example.com"
 
@@ -46,106 +44,19 @@ QUICK = Sizes(
 )
 
 
-class ChaosStack:
-    """One scenario's services (sink, workers, API) on the run's broker, with topics, a group,
-    a dedupe store and a sink database of their own, on free ports."""
+class ChaosStack(PrivateStack):
+    """One scenario's private stack, with one recipient the sink refuses for good."""
 
     def __init__(self, name: str, run_dir: Path, bootstrap_servers: str, **overrides: str) -> None:
-        import os
-
-        sink_smtp_port = str(free_port())
-        self.name = name
-        self.env = {
-            **os.environ,
-            **ISOLATED,
-            "RUN_DIR": str(run_dir),
-            "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
-            "EMAIL_TOPIC": f"email.send.chaos-{name}",
-            "DLQ_TOPIC": f"email.send.chaos-{name}.dlq",
-            "CONSUMER_GROUP": f"email-send-group.chaos-{name}",
-            "API_PORT": str(free_port()),
-            "WORKER_PORT": str(free_port()),
-            "SINK_SMTP_PORT": sink_smtp_port,
-            "SMTP_PORT": sink_smtp_port,
-            "SINK_HTTP_PORT": str(free_port()),
-            "SINK_FAIL_5XX_RECIPIENTS": BOUNCING_RECIPIENT,
+        self.scenario = name
+        super().__init__(
+            f"chaos-{name}",
+            run_dir,
+            bootstrap_servers,
+            SINK_FAIL_5XX_RECIPIENTS=BOUNCING_RECIPIENT,
             # A short back-off cap, so recovery is measured in seconds (the default is 30 s).
-            "WORKER_RETRY_MAX_SECONDS": "2",
+            WORKER_RETRY_MAX_SECONDS="2",
             **overrides,
-        }
-        self.settings = settings_for(self.env)
-        self.stack = LocalStack(self.settings, self.env)
-
-    @property
-    def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.api_port}"
-
-    @property
-    def sink_url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.sink_http_port}"
-
-    async def up(self, workers: int = 1) -> None:
-        await ensure_topics(self.settings)
-        try:
-            for service in [self.stack.sink(), *self.workers(workers), self.stack.api()]:
-                await asyncio.to_thread(self.stack.start, service)
-        except BaseException:
-            await self.down()
-            raise
-
-    async def down(self) -> None:
-        """Stop every service this stack may have started, whatever state it is in."""
-        for service in [self.stack.api(), *self.workers(5), self.stack.sink()]:
-            try:
-                await asyncio.to_thread(self.stack.stop, service)
-            except Exception as error:  # keep stopping the others
-                print(f"chaos: could not stop {service.name}: {error}")
-
-    def workers(self, count: int) -> list[Service]:
-        return [self.stack.worker(number) for number in range(1, count + 1)]
-
-    async def start(self, service: Service) -> None:
-        await asyncio.to_thread(self.stack.start, service)
-
-    async def stop(self, service: Service) -> None:
-        await asyncio.to_thread(self.stack.stop, service)
-
-    def pid(self, service: Service) -> int | None:
-        return self.stack.process(service).running_pid()
-
-    def worker_logs(self) -> str:
-        logs = sorted((self.settings.run_dir / "logs").glob("worker*.log"))
-        return "".join(path.read_text(errors="replace") for path in logs)
-
-    async def stored_count(self) -> int:
-        """How many messages the sink holds."""
-        async with httpx.AsyncClient(timeout=10) as client:
-            response = await client.get(f"{self.sink_url}/api/v1/messages", params={"limit": 1})
-        return int(response.raise_for_status().json()["total"])
-
-    async def until_stored_more_than(self, count: int, seconds: float) -> None:
-        """Wait until the sink holds more than `count` messages (or `seconds` have passed)."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if await self.stored_count() > count:
-                return
-            await asyncio.sleep(0.2)
-
-    async def lag(self) -> int:
-        """Records in the topic that the group has not committed past, over all partitions."""
-        topic, group = self.settings.email_topic, self.settings.consumer_group
-        async with admin_client(self.settings.kafka_bootstrap_servers) as admin:
-            committed = await admin.list_consumer_group_offsets(group)
-            described = await admin.describe_topics([topic])
-        partitions = [TopicPartition(topic, p["partition"]) for p in described[0]["partitions"]]
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap_servers)
-        await consumer.start()
-        try:
-            log_end = await consumer.end_offsets(partitions)
-        finally:
-            await consumer.stop()
-        return sum(
-            log_end[tp] - (committed[tp].offset if tp in committed else 0) for tp in partitions
         )
 
 
@@ -180,7 +91,7 @@ class Driver:
         return {
             "from": "Chaos <chaos@example.com>",
             "to": [BOUNCING_RECIPIENT if bounce else f"reader{number % 7}@example.com"],
-            "subject": f"chaos {self.stack.name} #{number}",
+            "subject": f"chaos {self.stack.scenario} #{number}",
             "text": f"email {number} of run {self.run_id}",
         }
 
@@ -258,44 +169,6 @@ class Driver:
             self.traffic.errors.append(f"#{number}: {response.status_code} {response.text}")
             return
         self.traffic.errors.append(f"#{number}: still unanswered or 503 after 120 s")
-
-
-@dataclass
-class SinkRecord:
-    counts: dict[str, int]  # message id -> times stored
-    arrivals: dict[str, list[float]]  # message id -> when each copy arrived
-    first_stored_after: Callable[[float], float | None]
-
-
-async def read_sink(stack: ChaosStack) -> SinkRecord:
-    suffix = f"@{stack.settings.message_id_domain}"
-    counts: dict[str, int] = {}
-    arrivals: dict[str, list[float]] = {}
-    stored_at: list[float] = []
-    async with httpx.AsyncClient(timeout=60) as client:
-        start = 0
-        while True:
-            page = (
-                await client.get(
-                    f"{stack.sink_url}/api/v1/messages", params={"start": start, "limit": 1000}
-                )
-            ).json()
-            for message in page["messages"]:
-                message_id = message["MessageID"].removesuffix(suffix)
-                counts[message_id] = counts.get(message_id, 0) + 1
-                created = datetime.fromisoformat(message["Created"]).timestamp()
-                arrivals.setdefault(message_id, []).append(created)
-                stored_at.append(created)
-            start += len(page["messages"])
-            if not page["messages"] or start >= page["total"]:
-                break
-    stored_at.sort()
-
-    def first_stored_after(moment: float) -> float | None:
-        later = [at for at in stored_at if at >= moment]
-        return later[0] if later else None
-
-    return SinkRecord(counts, arrivals, first_stored_after)
 
 
 async def read_topic(stack: ChaosStack, topic: str) -> tuple[set[str], int, list[dict[str, str]]]:
@@ -407,7 +280,7 @@ async def reconcile(
         and not (expect_no_redelivery and redelivered)
     )
     return Result(
-        scenario=stack.name,
+        scenario=stack.scenario,
         accepted=len(traffic.accepted),
         delivered=sum(1 for i in expected if sink.counts.get(i, 0)),
         lost=len(lost),

@@ -22,10 +22,10 @@ from tests.chaos.harness import (
     Driver,
     Result,
     Sizes,
-    read_sink,
     read_topic,
     reconcile,
 )
+from tests.private_stack import read_sink
 
 
 @dataclass
