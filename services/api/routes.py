@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from services.api.email_queue import EmailQueue, KafkaUnavailable
@@ -37,6 +38,13 @@ IdempotencyKey = Annotated[
         "gets the same message id, and the worker never delivers one message id twice.",
     ),
 ]
+DryRun = Annotated[
+    bool,
+    Query(
+        description="Check the email and answer 200 without queueing it: everything a send "
+        "does short of Kafka."
+    ),
+]
 
 
 class QueuedEmail(BaseModel):
@@ -62,7 +70,9 @@ router = APIRouter()
 @router.post(
     "/emails",
     status_code=202,
+    response_model=QueuedEmail,
     responses={
+        200: {"description": "With dry_run=true: the email is valid, and was not queued"},
         400: {"model": Problem, "description": "The body is not JSON"},
         413: {"model": Problem, "description": "The body is too large"},
         422: {"model": Problem, "description": "A field is invalid; `errors` names it"},
@@ -70,8 +80,12 @@ router = APIRouter()
     },
 )
 async def send_email(
-    email: EmailContent, queue: Queue, settings: Config, idempotency_key: IdempotencyKey = None
-) -> QueuedEmail:
+    email: EmailContent,
+    queue: Queue,
+    settings: Config,
+    idempotency_key: IdempotencyKey = None,
+    dry_run: DryRun = False,
+) -> QueuedEmail | JSONResponse:
     """Queue one email: 202 once Kafka has the record, with its partition and offset."""
     if len(email.recipients) > settings.api_max_recipients:
         raise field_error(
@@ -85,6 +99,9 @@ async def send_email(
         message_id=message_id_for(idempotency_key),
         created_at=datetime.now(UTC),
     )
+    if dry_run:
+        record.to_kafka()
+        return JSONResponse({"id": record.message_id, "status": "valid"})
     try:
         queued = await queue.enqueue(record)
     except KafkaUnavailable as error:

@@ -76,6 +76,20 @@ async def test_a_queued_email_answers_202_with_where_it_is(
     assert record.created_at.tzinfo is not None
 
 
+async def test_a_dry_run_checks_the_email_and_queues_nothing(
+    client: httpx.AsyncClient, queue: FakeEmailQueue
+) -> None:
+    valid = await client.post(
+        "/emails", params={"dry_run": "true"}, json=email(), headers={"Idempotency-Key": "k-1"}
+    )
+    invalid = await client.post("/emails", params={"dry_run": "true"}, json=email(to=[]))
+
+    assert valid.status_code == 200
+    assert valid.json() == {"id": message_id_for("k-1"), "status": "valid"}
+    assert invalid.status_code == 422
+    assert queue.records == []
+
+
 async def test_without_a_key_each_email_gets_a_fresh_id(client: httpx.AsyncClient) -> None:
     first = await client.post("/emails", json=email())
     second = await client.post("/emails", json=email())
