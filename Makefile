@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 
 .PHONY: help up down status logs sink-logs send demo restart-worker stop-worker start-worker \
         add-worker kafka-fetch kafka-up kafka-down topics groups lint format test unit-tests \
-        integration-tests e2e-tests chaos clean
+        integration-tests e2e-tests chaos bench clean
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -93,6 +93,9 @@ e2e-tests: $(INSTALLED) kafka-fetch ## Run the end-to-end tests (the stack as pr
 
 chaos: $(INSTALLED) kafka-fetch ## Prove the guarantees under restarts, kills and outages (full counts; ~15 min)
 	@$(PY) -m tests.chaos
+
+bench: $(INSTALLED) kafka-fetch ## Measure every stage's speed side by side on a private stack (~5 min)
+	@$(PY) -m tests.bench
 
 clean: $(INSTALLED) ## Stop everything and delete the run directory (Kafka's data and the logs)
 	@$(PY) -m deploy.local clean

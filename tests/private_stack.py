@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer
@@ -89,11 +90,12 @@ class PrivateStack:
         logs = sorted((self.settings.run_dir / "logs").glob("worker*.log"))
         return "".join(path.read_text(errors="replace") for path in logs)
 
-    async def worker_partitions(self, worker: Service) -> list[str] | None:
-        """The partitions the worker owns, None while it is not a member of the group."""
+    async def worker_state(self, worker: Service) -> dict[str, Any] | None:
+        """The worker's /readyz answer (its partitions, its rebalances), None while it is not
+        a member of the group."""
         async with httpx.AsyncClient(timeout=5) as client:
             response = await client.get(worker.ready_url)
-        return list(response.json()["partitions"]) if response.status_code == 200 else None
+        return dict(response.json()) if response.status_code == 200 else None
 
     async def stored_count(self) -> int:
         """How many messages the sink holds."""

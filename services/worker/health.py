@@ -20,6 +20,13 @@ def create_health_app(worker: EmailWorker, group: str) -> FastAPI:
         if not worker.joined_group:
             return JSONResponse({"status": f"not yet a member of {group}"}, status_code=503)
         partitions = sorted(f"{tp.topic}-{tp.partition}" for tp in worker.partitions)
-        return JSONResponse({"status": "ready", "partitions": partitions})
+        return JSONResponse(
+            {
+                "status": "ready",
+                "partitions": partitions,
+                "rebalances": worker.rebalances,
+                "last_rebalance_seconds": worker.last_rebalance_seconds,
+            }
+        )
 
     return app

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
@@ -37,6 +38,11 @@ class EmailWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self.partitions: dict[TopicPartition, PartitionWorker] = {}
         self.committed: dict[TopicPartition, int | None] = {}
         self.joined_group = False
+        # How long the last rebalance held this member: from giving up its partitions to
+        # owning its new ones (the group's join and sync happen in between).
+        self.rebalances = 0
+        self.last_rebalance_seconds: float | None = None
+        self._revoked_at: float | None = None
 
     async def run(self, stopping: asyncio.Event) -> None:
         self._consumer.subscribe([self._topic], listener=self)
@@ -54,6 +60,7 @@ class EmailWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._stop_partitions(list(self.partitions))
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._revoked_at = time.monotonic()
         self.joined_group = False
         await self._stop_partitions(revoked)
 
@@ -67,7 +74,15 @@ class EmailWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             log.info(
                 "joined %s with no partition to own (more workers than partitions)", self._topic
             )
-            return
+        else:
+            await self._read_committed_offsets(ordered)
+        if self._revoked_at is not None:
+            self.rebalances += 1
+            self.last_rebalance_seconds = time.monotonic() - self._revoked_at
+            log.info("rebalance done in %.3f s", self.last_rebalance_seconds)
+
+    async def _read_committed_offsets(self, ordered: list[TopicPartition]) -> None:
+        """Each partition's committed offset, and a line saying where it resumes and its lag."""
         log_start = await self._consumer.beginning_offsets(ordered)
         log_end = await self._consumer.end_offsets(ordered)
         for partition in ordered:

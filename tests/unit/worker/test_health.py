@@ -12,6 +12,8 @@ class WorkerState:
     def __init__(self) -> None:
         self.joined_group = False
         self.partitions: dict[TopicPartition, object] = {}
+        self.rebalances = 0
+        self.last_rebalance_seconds: float | None = None
 
 
 async def test_ready_only_once_a_member_of_the_group() -> None:
@@ -22,8 +24,14 @@ async def test_ready_only_once_a_member_of_the_group() -> None:
         before = await c.get("/readyz")
         worker.joined_group = True
         worker.partitions = {TopicPartition("email.send", 2): object()}
+        worker.rebalances, worker.last_rebalance_seconds = 1, 0.25
         after = await c.get("/readyz")
 
     assert before.status_code == 503
     assert before.json() == {"status": "not yet a member of email-send-group"}
-    assert after.json() == {"status": "ready", "partitions": ["email.send-2"]}
+    assert after.json() == {
+        "status": "ready",
+        "partitions": ["email.send-2"],
+        "rebalances": 1,
+        "last_rebalance_seconds": 0.25,
+    }

@@ -171,3 +171,18 @@ async def test_a_held_partition_with_a_backlog_is_paused_until_it_drains() -> No
     await eventually(lambda: P0 in consumer.paused())
     stopping.set()
     await asyncio.wait_for(running, 2)
+
+
+async def test_a_rebalance_is_timed_from_revocation_to_the_new_assignment() -> None:
+    consumer, mailer = FakeConsumer(), FakeMailer()
+    worker = email_worker(consumer, mailer)
+    await worker.on_partitions_assigned({P0, P1})  # the first join: nothing was revoked
+
+    await worker.on_partitions_revoked({P0, P1})
+    await asyncio.sleep(0.05)  # the group's join and sync
+    await worker.on_partitions_assigned({P1})
+
+    assert worker.rebalances == 1
+    assert worker.last_rebalance_seconds is not None
+    assert worker.last_rebalance_seconds >= 0.05
+    await worker.on_partitions_revoked({P1})

@@ -1,0 +1,48 @@
+"""The benchmark in quick mode, inside `make test`: it runs end to end and reports every figure.
+No timing is asserted here; `make bench` measures."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shared.settings import PROJECT_ROOT
+
+SUMMARY = re.compile(
+    r"^bench: drain/ceiling=\d+\.\d\d api/ceiling=\d+\.\d\d vs-naive=\d+\.\dx "
+    r"p99@\d+=\d+ms api/http=\d+\.\d\d restart=\d+\.\ds worker-rss=\d+MB api-rss=\d+MB$",
+    re.MULTILINE,
+)
+
+
+@pytest.mark.timeout(900)
+def test_the_quick_bench_reports_every_stage(tmp_path: Path) -> None:
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "tests.bench", "--quick", "--run-dir", str(tmp_path)],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        output, _ = bench.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        bench.terminate()  # SIGTERM: the bench stops every stack it started
+        output, _ = bench.communicate(timeout=120)
+    print(output)
+
+    assert bench.returncode == 0, output
+    assert SUMMARY.search(output), output
+    report = json.loads((tmp_path / "bench-results.json").read_text())
+    assert report["machine"]["cores"] >= 1
+    assert set(report["stages"]) == {
+        "sink ceiling", "backlog drain", "pipeline through the API", "naive baseline",
+        "latency", "API accept rate", "restart",
+    }  # fmt: skip
+    assert {"api", "worker", "smtp_sink"} <= set(report["peak_rss_bytes"])
+    assert (tmp_path / "bench.png").read_bytes().startswith(b"\x89PNG")
