@@ -12,9 +12,7 @@ import secrets
 import signal
 import socket
 import sys
-from collections.abc import Coroutine
 from datetime import UTC, datetime
-from typing import Any
 
 import uvicorn
 from aiosmtpd.smtp import SMTP
@@ -23,6 +21,7 @@ from services.smtp_sink.api import build_app
 from services.smtp_sink.faults import FaultPolicy
 from services.smtp_sink.smtp import SinkHandler
 from services.smtp_sink.store import MessageStore
+from shared.event_loop import run
 from shared.http_server import EmbeddedServer
 from shared.logs import configure_logging
 from shared.settings import Settings, load_settings
@@ -37,7 +36,7 @@ def main() -> None:
     # aiosmtpd logs every command line at INFO; its warnings and errors are what matter here.
     if settings.log_level != "DEBUG":
         logging.getLogger("mail.log").setLevel(logging.WARNING)
-    _run(serve(settings))
+    run(serve(settings))
 
 
 async def serve(settings: Settings) -> None:
@@ -116,16 +115,6 @@ def _now() -> datetime:
     # Milliseconds, as stored: what the sink prints is what the API returns.
     now = datetime.now(UTC)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
-
-
-def _run(main_coroutine: Coroutine[Any, Any, None]) -> None:
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main_coroutine)
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main_coroutine)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from services.worker.partition import PartitionWorker
 from services.worker.processor import EmailProcessor, RetryPolicy
 from services.worker.smtp import SmtpConnection
 from services.worker.worker import EmailWorker
+from shared.event_loop import run
 from shared.http_server import embedded_server
 from shared.kafka import create_consumer, create_producer, start_when_kafka_answers
 from shared.logs import configure_logging
@@ -49,8 +50,11 @@ async def serve(settings: Settings) -> None:
     )
 
     def start_partition(partition: TopicPartition) -> PartitionWorker:
-        smtp = SmtpConnection(settings.smtp_host, settings.smtp_port, settings.smtp_timeout_seconds)
-        return PartitionWorker(partition, processor, smtp)
+        lanes = [
+            SmtpConnection(settings.smtp_host, settings.smtp_port, settings.smtp_timeout_seconds)
+            for _ in range(settings.worker_lanes_per_partition)
+        ]
+        return PartitionWorker(partition, processor, lanes)
 
     worker = EmailWorker(
         consumer,
@@ -110,7 +114,7 @@ async def finish_within(step: Awaitable[None], seconds: float, what: str) -> Non
 def main() -> None:
     settings = load_settings()
     configure_logging(settings.log_level)
-    asyncio.run(serve(settings))
+    run(serve(settings))
 
 
 if __name__ == "__main__":
