@@ -1,10 +1,14 @@
-"""One assigned partition: records are processed one at a time in offset order over the
-partition's own SMTP connection, and `next_offset_to_commit` moves only past finished ones."""
+"""One assigned partition: its records are taken in offset order by a few lanes, each with its
+own SMTP connection, so that several of its emails are in flight at once; `next_offset_to_commit`
+moves only past a contiguous run of finished records (the approach of Confluent's Parallel
+Consumer). Two records with the same key (the same message id) are never in flight together:
+the later one waits, then finds the earlier one in the dedupe store."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
@@ -12,19 +16,25 @@ from services.worker.processor import EmailProcessor, Mailer, Stopped
 
 
 class PartitionWorker:
-    def __init__(self, partition: TopicPartition, processor: EmailProcessor, smtp: Mailer) -> None:
+    def __init__(
+        self, partition: TopicPartition, processor: EmailProcessor, lanes: Sequence[Mailer]
+    ) -> None:
         self.partition = partition
         # The offset after the last finished record: the group's CURRENT-OFFSET once committed.
         self.next_offset_to_commit: int | None = None
         self._processor = processor
-        self._smtp = smtp
         self._pending: asyncio.Queue[ConsumerRecord[bytes, bytes]] = asyncio.Queue()
         self._stopping = asyncio.Event()
-        self._waiting_for_records = False
         self._last_enqueued_offset = -1
-        self._task = asyncio.create_task(
-            self._run(), name=f"deliver {partition.topic}-{partition.partition}"
-        )
+        self._last_taken_offset = -1
+        self._unfinished: dict[int, ConsumerRecord[bytes, bytes]] = {}  # taken, by offset
+        self._keys_in_flight: dict[bytes, asyncio.Event] = {}  # set once that record is done
+        self._idle_lanes: set[asyncio.Task[None]] = set()  # waiting for a record to start
+        name = f"deliver {partition.topic}-{partition.partition}"
+        self._lanes = [
+            asyncio.create_task(self._run_lane(smtp), name=f"{name} lane {number}")
+            for number, smtp in enumerate(lanes, start=1)
+        ]
 
     @property
     def backlog(self) -> int:
@@ -37,28 +47,53 @@ class PartitionWorker:
                 self._last_enqueued_offset = record.offset
 
     def check(self) -> None:
-        """Raise what made this partition's task fail: a bug must not stall a partition silently."""
-        if self._task.done() and not self._task.cancelled() and self._task.exception():
-            raise RuntimeError(f"delivery for {self.partition} failed") from self._task.exception()
+        """Raise what made a lane fail: a bug must not stall a partition silently."""
+        for lane in self._lanes:
+            if lane.done() and not lane.cancelled() and lane.exception():
+                raise RuntimeError(f"delivery for {self.partition} failed") from lane.exception()
 
     async def stop(self) -> None:
-        """Let the email in flight finish, leave the rest unprocessed (and uncommitted)."""
+        """Let the emails in flight finish, leave the rest unprocessed (and uncommitted)."""
         self._stopping.set()
-        if self._waiting_for_records:
-            self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        for lane in self._idle_lanes:
+            lane.cancel()
+        for lane in self._lanes:
+            with contextlib.suppress(asyncio.CancelledError):
+                await lane
 
-    async def _run(self) -> None:
+    async def _run_lane(self, smtp: Mailer) -> None:
+        lane = asyncio.current_task()
+        assert lane is not None
         try:
             while not self._stopping.is_set():
-                self._waiting_for_records = True
+                self._idle_lanes.add(lane)
                 record = await self._pending.get()
-                self._waiting_for_records = False
+                self._take(record)
+                earlier_copy = self._keys_in_flight.get(record.key) if record.key else None
+                if earlier_copy is not None:
+                    await earlier_copy.wait()
+                self._idle_lanes.discard(lane)
+                done = asyncio.Event()
+                if record.key:
+                    self._keys_in_flight[record.key] = done
                 try:
-                    await self._processor.process(record, self._smtp, self._stopping)
+                    await self._processor.process(record, smtp, self._stopping)
                 except Stopped:
                     return
-                self.next_offset_to_commit = record.offset + 1
+                finally:
+                    done.set()
+                    if record.key and self._keys_in_flight.get(record.key) is done:
+                        del self._keys_in_flight[record.key]
+                self._finish(record)
         finally:
-            await self._smtp.close()
+            await smtp.close()
+
+    def _take(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        self._unfinished[record.offset] = record
+        self._last_taken_offset = record.offset
+
+    def _finish(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        del self._unfinished[record.offset]
+        self.next_offset_to_commit = (
+            min(self._unfinished) if self._unfinished else self._last_taken_offset + 1
+        )

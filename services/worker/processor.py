@@ -8,14 +8,14 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from email.message import EmailMessage
 from typing import Literal, Protocol
 
 from aiokafka.structs import ConsumerRecord
 from aiosmtplib import SMTPResponse
 
 from services.worker.dedupe import DedupeStore, Outcome
-from services.worker.delivery import Failure, addresses, backoff_seconds, build_message, classify
+from services.worker.delivery import Failure, backoff_seconds, classify
+from services.worker.mime import OutgoingEmail, render_email
 from shared.schema import parse_record
 
 log = logging.getLogger("worker")
@@ -27,7 +27,7 @@ class Mailer(Protocol):
     """One SMTP connection (services.worker.smtp.SmtpConnection)."""
 
     async def send(
-        self, message: EmailMessage, sender: str, recipients: list[str]
+        self, email: OutgoingEmail, recipients: list[str]
     ) -> dict[str, SMTPResponse]: ...
 
     async def close(self) -> None: ...
@@ -87,7 +87,7 @@ class EmailProcessor:
         where = f"{record.topic}-{record.partition} offset {record.offset}"
         try:
             email = parse_record(record.value)
-            message = build_message(email, self._message_id_domain)
+            outgoing = render_email(email, self._message_id_domain)
         except Exception as error:  # PoisonRecord, or a record no MIME message can be made of
             reason = f"poison record: {error}"
             await self._dead_letter(record, reason, 1, stopping)
@@ -101,8 +101,7 @@ class EmailProcessor:
             )
             return "duplicate"
 
-        sender, recipients = addresses([email.sender])[0], addresses(email.recipients)
-        delivery = await self._send(smtp, message, sender, recipients, where, stopping)
+        delivery = await self._send(smtp, outgoing, outgoing.recipients, where, stopping)
         if delivery.failure is not None:
             await self._dead_letter(record, delivery.failure.reason, delivery.attempts, stopping)
             await self._record(email.message_id, "dead-lettered", where, stopping)
@@ -115,18 +114,17 @@ class EmailProcessor:
         # Recorded as soon as the server said 250: from here on, sending it again would reach
         # the recipients who already have it.
         await self._record(email.message_id, "delivered", where, stopping)
-        taken = [address for address in recipients if address not in delivery.refused]
+        taken = [address for address in outgoing.recipients if address not in delivery.refused]
         log.info("%s: delivered %s to %s", where, email.message_id, ", ".join(taken))
         if delivery.refused:
-            await self._finish_refused_recipients(record, smtp, message, sender, delivery, stopping)
+            await self._finish_refused_recipients(record, smtp, outgoing, delivery, stopping)
         return "delivered"
 
     async def _finish_refused_recipients(
         self,
         record: ConsumerRecord[bytes, bytes],
         smtp: Mailer,
-        message: EmailMessage,
-        sender: str,
+        outgoing: OutgoingEmail,
         delivery: Delivery,
         stopping: asyncio.Event,
     ) -> None:
@@ -141,7 +139,7 @@ class EmailProcessor:
                 pending = [address for address, answer in refused.items() if answer.code < 500]
                 if not pending:
                     break
-                retry = await self._send(smtp, message, sender, pending, where, stopping)
+                retry = await self._send(smtp, outgoing, pending, where, stopping)
                 if retry.failure is not None:
                     given_up |= dict.fromkeys(pending, retry.failure.reason)
                     break
@@ -149,7 +147,7 @@ class EmailProcessor:
         except Stopped:
             log.warning(
                 "%s: stopping before %s reached %s; they will not be retried",
-                where, message_id_of(message), ", ".join(refused),
+                where, outgoing.message_id, ", ".join(refused),
             )  # fmt: skip
             raise
         if given_up:
@@ -157,13 +155,12 @@ class EmailProcessor:
                 f"{address} ({answer})" for address, answer in given_up.items()
             )
             await self._dead_letter(record, reason, delivery.attempts, stopping)
-            log.warning("%s: %s was %s", where, message_id_of(message), reason)
+            log.warning("%s: %s was %s", where, outgoing.message_id, reason)
 
     async def _send(
         self,
         smtp: Mailer,
-        message: EmailMessage,
-        sender: str,
+        outgoing: OutgoingEmail,
         recipients: list[str],
         where: str,
         stopping: asyncio.Event,
@@ -173,7 +170,7 @@ class EmailProcessor:
         while True:
             attempt += 1
             try:
-                refused = await smtp.send(message, sender, recipients)
+                refused = await smtp.send(outgoing, recipients)
             except Exception as error:
                 failure = classify(error)
                 if failure.permanent or self._retry.gives_up_after(attempt):
@@ -181,7 +178,7 @@ class EmailProcessor:
                 delay = self._retry.delay(attempt)
                 log.warning(
                     "%s: attempt %d for %s failed (%s); retrying in %.1f s, holding this partition",
-                    where, attempt, message_id_of(message), failure.reason, delay,
+                    where, attempt, outgoing.message_id, failure.reason, delay,
                 )  # fmt: skip
                 await wait_unless_stopping(stopping, delay)
                 continue
@@ -233,11 +230,6 @@ class EmailProcessor:
                 delay = self._retry.delay(attempt)
                 log.warning("%s (%s); retrying in %.1f s", failed, error, delay)
                 await wait_unless_stopping(stopping, delay)
-
-
-def message_id_of(message: EmailMessage) -> str:
-    """The record's message id, from the Message-ID header `<id@domain>` the worker wrote."""
-    return str(message["Message-ID"]).strip("<>").rpartition("@")[0]
 
 
 async def wait_unless_stopping(stopping: asyncio.Event, seconds: float) -> None:

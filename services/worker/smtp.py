@@ -1,10 +1,10 @@
-"""The worker's edge toward the SMTP server: one persistent connection per partition."""
+"""The worker's edge toward the SMTP server: persistent connections, one per lane."""
 
 from __future__ import annotations
 
-from email.message import EmailMessage
+from aiosmtplib import SMTP, SMTPNotSupported, SMTPResponse
 
-from aiosmtplib import SMTP, SMTPResponse
+from services.worker.mime import OutgoingEmail
 
 
 class SmtpConnection:
@@ -16,9 +16,7 @@ class SmtpConnection:
         self._timeout_seconds = timeout_seconds
         self._client: SMTP | None = None
 
-    async def send(
-        self, message: EmailMessage, sender: str, recipients: list[str]
-    ) -> dict[str, SMTPResponse]:
+    async def send(self, email: OutgoingEmail, recipients: list[str]) -> dict[str, SMTPResponse]:
         """Send one email; returns the recipients the server refused while taking the rest."""
         try:
             if self._client is None or not self._client.is_connected:
@@ -26,8 +24,16 @@ class SmtpConnection:
                     hostname=self._host, port=self._port, timeout=self._timeout_seconds
                 )
                 await self._client.connect()
-            refused, _ = await self._client.send_message(
-                message, sender=sender, recipients=recipients
+            options = []
+            if email.smtputf8:
+                if not self._client.supports_extension("smtputf8"):
+                    raise SMTPNotSupported(
+                        "a mailbox of this email is not ASCII, and the server does not offer "
+                        "SMTPUTF8"
+                    )
+                options = ["SMTPUTF8", "BODY=8BITMIME"]
+            refused, _ = await self._client.sendmail(
+                email.sender, recipients, email.data, mail_options=options
             )
         except BaseException:
             # A half-finished exchange leaves the connection in an unknown state: drop it.

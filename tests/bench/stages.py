@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaProducer
 from deploy.local.kafka import KafkaBroker
 from deploy.local.processes import BackgroundProcess
 from deploy.local.stack import Service
-from services.worker.delivery import addresses, build_message
+from services.worker.mime import render_email
 from shared.schema import EmailRecord
 from tests.bench.http_load import Answer, post_many
 from tests.bench.smtp_blast import blast
@@ -145,13 +145,10 @@ async def sink_ceiling(bench: Bench) -> dict[str, float]:
     try:
         records = [email_record(n, bench.run_id) for n in range(bench.sizes.emails)]
         domain = stack.settings.message_id_domain
+        # The very bytes the worker sends for these records.
         emails = [
-            (
-                addresses([record.sender])[0],
-                addresses(record.recipients),
-                build_message(record, domain).as_bytes(),
-            )
-            for record in records
+            (email.sender, email.recipients, email.data)
+            for email in (render_email(record, domain) for record in records)
         ]
         seconds = await blast(
             "127.0.0.1", stack.settings.sink_smtp_port, emails, bench.sizes.smtp_connections

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from email.message import EmailMessage
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Sink
 
+from services.worker.mime import OutgoingEmail, render_email
 from services.worker.smtp import SmtpConnection
 from tests.conftest import free_port
+from tests.unit.worker.fakes import email_record
 
 
 class CountingSink(Sink):
@@ -43,20 +44,18 @@ def sink(port: int) -> Iterator[CountingSink]:
     controller.stop()
 
 
-def message(subject: str) -> EmailMessage:
-    email = EmailMessage()
-    email["From"], email["To"], email["Subject"] = "demo@example.com", "ana@example.com", subject
-    email.set_content("hello")
-    return email
+def message(subject: str) -> OutgoingEmail:
+    return render_email(email_record(subject), "pipeline.test")
+
+
+ANA = ["ana@example.com"]
 
 
 async def test_one_connection_carries_many_emails(port: int, sink: CountingSink) -> None:
     connection = SmtpConnection("127.0.0.1", port, timeout_seconds=5)
 
     for n in range(3):
-        assert (
-            await connection.send(message(f"m{n}"), "demo@example.com", ["ana@example.com"]) == {}
-        )
+        assert await connection.send(message(f"m{n}"), ANA) == {}
     await connection.close()
 
     assert sink.received == 3
@@ -67,14 +66,14 @@ async def test_a_lost_connection_fails_once_then_reopens(port: int) -> None:
     first_server = CountingSink()
     controller = smtp_server(port, first_server)
     connection = SmtpConnection("127.0.0.1", port, timeout_seconds=5)
-    await connection.send(message("before"), "demo@example.com", ["ana@example.com"])
+    await connection.send(message("before"), ANA)
     controller.stop()
     second_server = CountingSink()
     controller = smtp_server(port, second_server)
     try:
         with pytest.raises(Exception):  # noqa: B017, PT011 - whichever way the loss shows
-            await connection.send(message("lost"), "demo@example.com", ["ana@example.com"])
-        await connection.send(message("after"), "demo@example.com", ["ana@example.com"])
+            await connection.send(message("lost"), ANA)
+        await connection.send(message("after"), ANA)
     finally:
         await connection.close()
         controller.stop()
@@ -86,4 +85,4 @@ async def test_a_refused_connection_raises_for_the_caller_to_retry() -> None:
     connection = SmtpConnection("127.0.0.1", free_port(), timeout_seconds=2)
 
     with pytest.raises(OSError):  # noqa: PT011
-        await connection.send(message("nobody there"), "demo@example.com", ["ana@example.com"])
+        await connection.send(message("nobody-there"), ANA)

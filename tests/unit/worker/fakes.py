@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from email import message_from_bytes, policy
 from email.message import EmailMessage
 
 from aiokafka.structs import ConsumerRecord
 from aiosmtplib import SMTPResponse
 
 from services.worker.dedupe import Outcome
+from services.worker.mime import OutgoingEmail
 from shared.schema import EmailRecord
 
 
@@ -18,17 +20,17 @@ class FakeMailer:
 
     def __init__(self, script: Iterable[BaseException | dict[str, SMTPResponse]] = ()) -> None:
         self.script = list(script)
-        self.sent: list[tuple[EmailMessage, str, list[str]]] = []
+        self.sent: list[tuple[EmailMessage, str, list[str]]] = []  # parsed back, as received
         self.attempts = 0
 
-    async def send(
-        self, message: EmailMessage, sender: str, recipients: list[str]
-    ) -> dict[str, SMTPResponse]:
+    async def send(self, email: OutgoingEmail, recipients: list[str]) -> dict[str, SMTPResponse]:
         self.attempts += 1
         result = self.script.pop(0) if self.script else {}
         if isinstance(result, BaseException):
             raise result
-        self.sent.append((message, sender, recipients))
+        message = message_from_bytes(email.data, policy=policy.default)
+        assert isinstance(message, EmailMessage)
+        self.sent.append((message, email.sender, recipients))
         return result
 
     async def close(self) -> None:
@@ -72,7 +74,7 @@ def email_record(message_id: str, **fields: object) -> EmailRecord:
 
 
 def consumer_record(
-    offset: int, value: bytes | None, partition: int = 0
+    offset: int, value: bytes | None, partition: int = 0, key: bytes | None = None
 ) -> ConsumerRecord[bytes, bytes]:
     return ConsumerRecord(
         topic="email.send",
@@ -80,14 +82,16 @@ def consumer_record(
         offset=offset,
         timestamp=0,
         timestamp_type=0,
-        key=None,
+        key=key,
         value=value,
         checksum=None,
-        serialized_key_size=0,
+        serialized_key_size=len(key or b""),
         serialized_value_size=len(value or b""),
         headers=[],
     )
 
 
 def kafka_record(offset: int, message_id: str, partition: int = 0) -> ConsumerRecord[bytes, bytes]:
-    return consumer_record(offset, email_record(message_id).to_kafka()[1], partition)
+    """A record as the API writes it: keyed by its message id."""
+    key, value = email_record(message_id).to_kafka()
+    return consumer_record(offset, value, partition, key)

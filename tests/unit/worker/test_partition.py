@@ -1,4 +1,5 @@
-"""A partition's records: in offset order, and next_offset_to_commit only past finished ones."""
+"""A partition's records: taken in offset order by its lanes, never two copies of one email at
+once, and next_offset_to_commit only past a contiguous run of finished ones."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import asyncio
 from collections.abc import Callable
 
 from aiokafka.structs import TopicPartition
-from aiosmtplib import SMTPRecipientRefused, SMTPRecipientsRefused
+from aiosmtplib import SMTPRecipientRefused, SMTPRecipientsRefused, SMTPResponse
 
+from services.worker.mime import OutgoingEmail
 from services.worker.partition import PartitionWorker
 from services.worker.processor import EmailProcessor, RetryPolicy
 from tests.unit.worker.fakes import FakeDeadLetters, FakeMailer, InMemoryDedupeStore, kafka_record
@@ -15,14 +17,16 @@ from tests.unit.worker.fakes import FakeDeadLetters, FakeMailer, InMemoryDedupeS
 PARTITION = TopicPartition("email.send", 1)
 
 
-def partition_worker(mailer: FakeMailer, retry_seconds: float = 0.001) -> PartitionWorker:
+def partition_worker(
+    mailer: FakeMailer, retry_seconds: float = 0.001, lanes: int = 1
+) -> PartitionWorker:
     processor = EmailProcessor(
         store=InMemoryDedupeStore(),
         dead_letters=FakeDeadLetters(),
         retry=RetryPolicy(max_attempts=0, initial_seconds=retry_seconds, max_seconds=retry_seconds),
         message_id_domain="pipeline.test",
     )
-    return PartitionWorker(PARTITION, processor, mailer)
+    return PartitionWorker(PARTITION, processor, [mailer] * lanes)
 
 
 async def wait_for(condition: Callable[[], bool]) -> None:
@@ -77,3 +81,68 @@ async def test_stop_when_idle_returns_at_once() -> None:
     await asyncio.wait_for(worker.stop(), timeout=1)
 
     assert worker.next_offset_to_commit is None
+
+
+class GatedMailer(FakeMailer):
+    """Holds every send until `gate` opens, and counts how many were in flight at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.in_flight = self.most_in_flight = 0
+
+    async def send(self, email: OutgoingEmail, recipients: list[str]) -> dict[str, SMTPResponse]:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await self.gate.wait()
+            return await super().send(email, recipients)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_each_lane_has_an_email_of_the_partition_in_flight() -> None:
+    mailer = GatedMailer()
+    worker = partition_worker(mailer, lanes=3)
+
+    worker.enqueue([kafka_record(offset, f"m-{offset}", 1) for offset in range(6)])
+    await wait_for(lambda: mailer.in_flight == 3)
+    mailer.gate.set()
+    await wait_for(lambda: worker.next_offset_to_commit == 6)
+    await worker.stop()
+
+    assert mailer.most_in_flight == 3
+    assert sorted(message["Subject"] for message, _, _ in mailer.sent) == [
+        f"m-{n}" for n in range(6)
+    ]
+
+
+async def test_later_records_finish_but_the_commit_waits_at_the_unfinished_one() -> None:
+    held = SMTPRecipientsRefused([SMTPRecipientRefused(451, "later", "ana@example.com")])
+    mailer = FakeMailer([held, {}, {}, held, held])
+    worker = partition_worker(mailer, retry_seconds=60, lanes=2)
+
+    worker.enqueue([kafka_record(offset, f"m-{offset}", 1) for offset in range(3)])
+    await wait_for(lambda: len(mailer.sent) == 2)
+
+    assert worker.next_offset_to_commit == 0, "offset 0 is being retried: never commit past it"
+    await asyncio.wait_for(worker.stop(), timeout=1)
+    assert worker.next_offset_to_commit == 0
+    assert sorted(message["Subject"] for message, _, _ in mailer.sent) == ["m-1", "m-2"]
+
+
+async def test_two_copies_of_one_email_are_never_in_flight_together() -> None:
+    # A client's retry with the same Idempotency-Key: the same message id, so the same key and
+    # partition. The copy waits for the first, then finds it in the dedupe store.
+    mailer = GatedMailer()
+    worker = partition_worker(mailer, lanes=2)
+
+    worker.enqueue([kafka_record(0, "same", 1), kafka_record(1, "same", 1)])
+    await wait_for(lambda: mailer.in_flight == 1)
+    await asyncio.sleep(0.01)
+    mailer.gate.set()
+    await wait_for(lambda: worker.next_offset_to_commit == 2)
+    await worker.stop()
+
+    assert mailer.most_in_flight == 1
+    assert len(mailer.sent) == 1

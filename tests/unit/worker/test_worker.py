@@ -6,8 +6,9 @@ import asyncio
 from collections.abc import Callable
 
 from aiokafka.structs import ConsumerRecord, TopicPartition
-from aiosmtplib import SMTPRecipientRefused, SMTPRecipientsRefused
+from aiosmtplib import SMTPRecipientRefused, SMTPRecipientsRefused, SMTPResponse
 
+from services.worker.mime import OutgoingEmail
 from services.worker.partition import PartitionWorker
 from services.worker.processor import EmailProcessor, RetryPolicy
 from services.worker.worker import EmailWorker
@@ -74,11 +75,11 @@ HELD = SMTPRecipientsRefused([SMTPRecipientRefused(451, "greylisted", "held@exam
 class HoldingMailer(FakeMailer):
     """Refuses every email with 'held' in its subject with a 4xx, for ever."""
 
-    async def send(self, message, sender, recipients):  # type: ignore[no-untyped-def]
-        if "held" in message["Subject"]:
+    async def send(self, email: OutgoingEmail, recipients: list[str]) -> dict[str, SMTPResponse]:
+        if b"held" in email.data:
             self.attempts += 1
             raise HELD
-        return await super().send(message, sender, recipients)
+        return await super().send(email, recipients)
 
 
 def email_worker(consumer: FakeConsumer, mailer: FakeMailer, max_backlog: int = 100) -> EmailWorker:
@@ -91,7 +92,7 @@ def email_worker(consumer: FakeConsumer, mailer: FakeMailer, max_backlog: int = 
     return EmailWorker(
         consumer,
         TOPIC,
-        lambda partition: PartitionWorker(partition, processor, mailer),
+        lambda partition: PartitionWorker(partition, processor, [mailer]),
         max_backlog=max_backlog,
     )
 
