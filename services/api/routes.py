@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from services.api.email_queue import EmailQueue, KafkaUnavailable
@@ -15,12 +15,13 @@ from shared.schema import SCHEMA_VERSION, EmailContent, EmailRecord, message_id_
 from shared.settings import Settings
 
 
-def get_email_queue(request: Request) -> EmailQueue:
+# async: FastAPI runs a plain `def` dependency in a thread pool, a thread hop per request.
+async def get_email_queue(request: Request) -> EmailQueue:
     email_queue: EmailQueue = request.app.state.email_queue
     return email_queue
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -85,7 +86,7 @@ async def send_email(
     settings: Config,
     idempotency_key: IdempotencyKey = None,
     dry_run: DryRun = False,
-) -> QueuedEmail | JSONResponse:
+) -> Response:
     """Queue one email: 202 once Kafka has the record, with its partition and offset."""
     if len(email.recipients) > settings.api_max_recipients:
         raise field_error(
@@ -111,9 +112,11 @@ async def send_email(
             "Idempotency-Key, and it will be delivered once either way.",
             headers={"Retry-After": str(settings.api_retry_after_seconds)},
         ) from None
-    return QueuedEmail(
+    answer = QueuedEmail(
         id=record.message_id, topic=queued.topic, partition=queued.partition, offset=queued.offset
     )
+    # A Response as is: FastAPI would otherwise validate and re-encode the model it just got.
+    return Response(answer.model_dump_json(), status_code=202, media_type="application/json")
 
 
 @router.get("/healthz")
