@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Sink
+from aiosmtplib import SMTPRecipientsRefused, SMTPSenderRefused
 
 from services.worker.mime import OutgoingEmail, render_email
 from services.worker.smtp import SmtpConnection
@@ -86,3 +88,69 @@ async def test_a_refused_connection_raises_for_the_caller_to_retry() -> None:
 
     with pytest.raises(OSError):  # noqa: PT011
         await connection.send(message("nobody-there"), ANA)
+
+
+class Refusing(CountingSink):
+    """Refuses recipients named `no...` for good, and senders named `blocked...`."""
+
+    async def handle_MAIL(
+        self, server: object, session: object, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if address.startswith("blocked"):
+            return "550 5.7.1 sender blocked"
+        envelope.mail_from = address
+        return "250 OK"
+
+    async def handle_RCPT(
+        self, server: object, session: object, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if address.startswith("no"):
+            return "550 5.1.1 no such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+async def test_refused_recipients_are_returned_and_the_rest_delivered(port: int) -> None:
+    handler = Refusing()
+    controller = smtp_server(port, handler)
+    connection = SmtpConnection("127.0.0.1", port, timeout_seconds=5)
+    email = render_email(email_record("partly", to=["ana@example.com", "nobody@example.com"]), "t")
+    blocked = render_email(email_record("blocked", **{"from": "blocked@example.com"}), "t")
+    try:
+        refused = await connection.send(email, email.recipients)
+        with pytest.raises(SMTPRecipientsRefused) as every_one:
+            await connection.send(email, ["nobody@example.com"])
+        with pytest.raises(SMTPSenderRefused):
+            await connection.send(blocked, blocked.recipients)
+    finally:
+        await connection.close()
+        controller.stop()
+
+    assert list(refused) == ["nobody@example.com"]
+    assert refused["nobody@example.com"].code == 550
+    assert [r.code for r in every_one.value.recipients] == [550]
+    assert handler.received == 1
+
+
+async def test_a_mailbox_beyond_ascii_travels_with_smtputf8(port: int) -> None:
+    received: list[Any] = []
+
+    class Keeping(CountingSink):
+        async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+            received.append(envelope)
+            return "250 OK"
+
+    controller = Controller(Keeping(), hostname="127.0.0.1", port=port, enable_SMTPUTF8=True)
+    controller.start()
+    connection = SmtpConnection("127.0.0.1", port, timeout_seconds=5)
+    email = render_email(email_record("utf8", to=["José <josé@example.com>"]), "t")
+    try:
+        assert await connection.send(email, email.recipients) == {}
+    finally:
+        await connection.close()
+        controller.stop()
+
+    assert email.smtputf8
+    [envelope] = received
+    assert envelope.rcpt_tos == ["josé@example.com"]
+    assert "SMTPUTF8" in envelope.mail_options
