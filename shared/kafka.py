@@ -59,6 +59,10 @@ def create_consumer(settings: Settings, client_id: str) -> AIOKafkaConsumer:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=settings.worker_max_batch_records,
+        # Let the broker gather records a few milliseconds rather than answer each fetch with
+        # the one or two that just arrived: far fewer fetches under load, +5 ms at most.
+        fetch_min_bytes=64 * 1024,
+        fetch_max_wait_ms=5,
     )
 
 

@@ -21,6 +21,10 @@ from services.worker.partition import PartitionWorker
 log = logging.getLogger("worker")
 
 FETCH_TIMEOUT_MS = 200
+# While records stream in, commit at most this often: each commit is a request to Kafka, and a
+# crash can only make the worker read the last moment's records again (the dedupe store skips
+# them). Revocation and shutdown always commit at once.
+COMMIT_INTERVAL_SECONDS = 0.1
 
 
 class EmailWorker(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -43,6 +47,7 @@ class EmailWorker(ConsumerRebalanceListener):  # type: ignore[misc]
         self.rebalances = 0
         self.last_rebalance_seconds: float | None = None
         self._revoked_at: float | None = None
+        self._last_commit_at = 0.0
 
     async def run(self, stopping: asyncio.Event) -> None:
         self._consumer.subscribe([self._topic], listener=self)
@@ -56,7 +61,9 @@ class EmailWorker(ConsumerRebalanceListener):  # type: ignore[misc]
             for worker in self.partitions.values():
                 worker.check()
             self._pause_partitions_with_a_backlog()
-            await self._commit_finished(list(self.partitions.values()))
+            if time.monotonic() - self._last_commit_at >= COMMIT_INTERVAL_SECONDS:
+                self._last_commit_at = time.monotonic()
+                await self._commit_finished(list(self.partitions.values()))
         await self._stop_partitions(list(self.partitions))
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
