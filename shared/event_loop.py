@@ -1,18 +1,19 @@
-"""Run a service's main coroutine on uvloop where it is installed (it comes with
-uvicorn[standard]; not on Windows): the same asyncio, with less CPU per event."""
+"""Run a main coroutine on uvloop where it is installed (it comes with uvicorn[standard]; not
+on Windows): the same asyncio, with less CPU per event."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
-def run(main_coroutine: Coroutine[Any, Any, None]) -> None:
+def run(main_coroutine: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop
     except ImportError:
-        asyncio.run(main_coroutine)
-        return
+        return asyncio.run(main_coroutine)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main_coroutine)
+        return runner.run(main_coroutine)

@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     worker_max_batch_records: Annotated[int, Field(ge=1)] = 500
     # Emails of one partition in flight at once, each over its own SMTP connection; 1 delivers
     # strictly in offset order. Commits never pass an unfinished record either way.
-    worker_lanes_per_partition: Annotated[int, Field(ge=1, le=64)] = 4
+    worker_lanes_per_partition: Annotated[int, Field(ge=1, le=64)] = 8
     worker_shutdown_timeout_seconds: Seconds = 15.0
     worker_max_attempts: Annotated[int, Field(ge=0)] = 0  # 0: retry transient failures forever
     worker_retry_initial_seconds: Seconds = 0.5
