@@ -56,6 +56,23 @@ CREATE TABLE IF NOT EXISTS messages (
     raw BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_by_message_id ON messages (message_id);
+
+-- The mailbox's counts, kept by triggers: every listing reports them, and counting the rows
+-- (whose raw sources are inline) on each of a client's frequent polls would hold up the
+-- single writer that stores arriving messages.
+CREATE TABLE IF NOT EXISTS mailbox_counts (total INTEGER NOT NULL, unread INTEGER NOT NULL);
+INSERT INTO mailbox_counts
+    SELECT COUNT(*), COALESCE(SUM(read = 0), 0) FROM messages
+    WHERE NOT EXISTS (SELECT 1 FROM mailbox_counts);
+CREATE TRIGGER IF NOT EXISTS count_inserted AFTER INSERT ON messages BEGIN
+    UPDATE mailbox_counts SET total = total + 1, unread = unread + (NEW.read = 0);
+END;
+CREATE TRIGGER IF NOT EXISTS count_deleted AFTER DELETE ON messages BEGIN
+    UPDATE mailbox_counts SET total = total - 1, unread = unread - (OLD.read = 0);
+END;
+CREATE TRIGGER IF NOT EXISTS count_read AFTER UPDATE OF read ON messages BEGIN
+    UPDATE mailbox_counts SET unread = unread + (NEW.read = 0) - (OLD.read = 0);
+END;
 """
 
 # Every column but the raw source, which stays last in the row so listings never read it.
@@ -236,9 +253,7 @@ def _page(connection: sqlite3.Connection, start: int, limit: int) -> MailboxPage
         f"SELECT {_SUMMARY_COLUMNS} FROM messages ORDER BY seq DESC LIMIT ? OFFSET ?",
         (limit, start),
     ).fetchall()
-    total, unread = connection.execute(
-        "SELECT COUNT(*), COALESCE(SUM(read = 0), 0) FROM messages"
-    ).fetchone()
+    total, unread = connection.execute("SELECT total, unread FROM mailbox_counts").fetchone()
     return MailboxPage(tuple(_stored(row) for row in rows), int(total), int(unread))
 
 

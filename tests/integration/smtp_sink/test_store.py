@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -161,3 +162,40 @@ async def test_a_closed_store_refuses_work(tmp_path: Path) -> None:
 
     with pytest.raises(StoreClosedError):
         await store.stats()
+
+
+async def test_the_counts_follow_adds_reads_and_deletes(store: MessageStore) -> None:
+    for number in range(4):
+        await store.add(arrival(number))
+    await store.message("id-1", mark_read=True)
+    await store.message("id-1", mark_read=True)  # read twice: still one read
+    await store.delete(["id-2"])
+    counted = await store.page(0, 1)
+
+    await store.delete(None)
+    emptied = await store.page(0, 1)
+
+    assert (counted.total, counted.unread) == (3, 2)
+    assert (emptied.total, emptied.unread) == (0, 0)
+
+
+async def test_a_database_from_before_the_counts_gets_them(tmp_path: Path) -> None:
+    path = tmp_path / "messages.sqlite3"
+    older = MessageStore(path)
+    await older.open()
+    for number in range(3):
+        await older.add(arrival(number))
+    await older.message("id-0", mark_read=True)
+    await older.close()
+    with sqlite3.connect(path) as connection:  # as the sink's schema was before the counts
+        connection.executescript(
+            "DROP TABLE mailbox_counts; DROP TRIGGER count_inserted;"
+            " DROP TRIGGER count_deleted; DROP TRIGGER count_read;"
+        )
+
+    reopened = MessageStore(path)
+    await reopened.open()
+    page = await reopened.page(0, 1)
+    await reopened.close()
+
+    assert (page.total, page.unread) == (3, 2)
