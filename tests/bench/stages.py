@@ -134,32 +134,31 @@ def peak_rss_of(pid: int) -> int:
 
 async def sink_ceiling(bench: Bench) -> dict[str, Any]:
     """The sink alone, blasted by a direct SMTP client over several persistent connections:
-    the best rate over the numbers of connections tried."""
-    stack = bench.stack("ceiling")
-    sink = stack.stack.sink()
-    await stack.start(sink)
-    try:
-        records = [email_record(n, bench.run_id) for n in range(bench.sizes.emails)]
-        domain = stack.settings.message_id_domain
+    the best rate over the numbers of connections tried, each on a fresh sink."""
+    records = [email_record(n, bench.run_id) for n in range(bench.sizes.emails)]
+    rates = {}
+    for connections in bench.sizes.smtp_connections:
+        stack = bench.stack(f"ceiling-{connections}")
+        sink = stack.stack.sink()
         # The very bytes the worker sends for these records.
         emails = [
             (email.sender, email.recipients, email.data)
-            for email in (render_email(record, domain) for record in records)
+            for email in (render_email(r, stack.settings.message_id_domain) for r in records)
         ]
-        rates = {}
-        for connections in bench.sizes.smtp_connections:
+        await stack.start(sink)
+        try:
             seconds = await blast("127.0.0.1", stack.settings.sink_smtp_port, emails, connections)
             rates[connections] = len(emails) / seconds
-        await bench.until_stored(stack, len(emails) * len(rates), seconds=30)
-        bench.note_peak_rss(stack, [sink])
-        best = max(rates, key=lambda connections: rates[connections])
-        return {
-            "emails_per_second": rates[best],
-            "connections": best,
-            "emails_per_second_by_connections": rates,
-        }
-    finally:
-        await stack.stop(sink)
+            await bench.until_stored(stack, len(emails), seconds=30)
+            bench.note_peak_rss(stack, [sink])
+        finally:
+            await stack.stop(sink)
+    best = max(rates, key=lambda connections: rates[connections])
+    return {
+        "emails_per_second": rates[best],
+        "connections": best,
+        "emails_per_second_by_connections": rates,
+    }
 
 
 async def pipeline_through_api(bench: Bench) -> dict[str, float]:
@@ -202,23 +201,29 @@ async def preload(stack: PrivateStack, records: list[EmailRecord]) -> None:
         await producer.stop()
 
 
-async def backlog_drain(bench: Bench) -> dict[str, float]:
+async def backlog_drain(bench: Bench) -> dict[str, Any]:
     """The worker alone on N records already in `email.send`: the rate from its first delivery
-    to its last (start-up and the group join are the restart stage's business)."""
-    stack = bench.stack("backlog")
-    sink, worker = stack.stack.sink(), stack.stack.worker()
-    await stack.up_topics()
-    await stack.start(sink)
-    try:
-        count = bench.sizes.emails
-        await preload(stack, [email_record(n, bench.run_id) for n in range(count)])
-        await stack.start(worker)
-        await bench.until_stored(stack, count, seconds=count / 50 + 60, timeline="drain")
-        bench.note_peak_rss(stack, [worker, sink])
-        seconds = await first_to_last_stored(stack)
-        return {"emails_per_second": (count - 1) / seconds, "seconds": seconds}
-    finally:
-        await stack.down()
+    to its last (start-up and the group join are the restart stage's business). Twice, on
+    fresh stacks, keeping the better: the ceiling too is the best of its tries."""
+    rates = []
+    for attempt in (1, 2):
+        stack = bench.stack(f"backlog-{attempt}")
+        sink, worker = stack.stack.sink(), stack.stack.worker()
+        await stack.up_topics()
+        await stack.start(sink)
+        try:
+            count = bench.sizes.emails
+            await preload(stack, [email_record(n, bench.run_id) for n in range(count)])
+            await stack.start(worker)
+            timeline = f"drain-{attempt}"
+            await bench.until_stored(stack, count, seconds=count / 50 + 60, timeline=timeline)
+            bench.note_peak_rss(stack, [worker, sink])
+            rates.append((count - 1) / await first_to_last_stored(stack))
+        finally:
+            await stack.down()
+    best = max(rates)
+    bench.timelines["drain"] = bench.timelines.pop(f"drain-{rates.index(best) + 1}")
+    return {"emails_per_second": best, "emails_per_second_each_run": rates}
 
 
 async def naive_baseline(bench: Bench) -> dict[str, float]:
