@@ -147,7 +147,7 @@ class EmailProcessor:
         except Stopped:
             log.warning(
                 "%s: stopping before %s reached %s; they will not be retried",
-                where, outgoing.message_id, ", ".join(refused),
+                where, message_id_of(outgoing), ", ".join(refused),
             )  # fmt: skip
             raise
         if given_up:
@@ -155,7 +155,7 @@ class EmailProcessor:
                 f"{address} ({answer})" for address, answer in given_up.items()
             )
             await self._dead_letter(record, reason, delivery.attempts, stopping)
-            log.warning("%s: %s was %s", where, outgoing.message_id, reason)
+            log.warning("%s: %s was %s", where, message_id_of(outgoing), reason)
 
     async def _send(
         self,
@@ -178,7 +178,7 @@ class EmailProcessor:
                 delay = self._retry.delay(attempt)
                 log.warning(
                     "%s: attempt %d for %s failed (%s); retrying in %.1f s, holding this partition",
-                    where, attempt, outgoing.message_id, failure.reason, delay,
+                    where, attempt, message_id_of(outgoing), failure.reason, delay,
                 )  # fmt: skip
                 await wait_unless_stopping(stopping, delay)
                 continue
@@ -230,6 +230,11 @@ class EmailProcessor:
                 delay = self._retry.delay(attempt)
                 log.warning("%s (%s); retrying in %.1f s", failed, error, delay)
                 await wait_unless_stopping(stopping, delay)
+
+
+def message_id_of(email: OutgoingEmail) -> str:
+    """The record's message id, from the Message-ID header `<id@domain>` the worker wrote."""
+    return email.message_id.strip("<>").rpartition("@")[0]
 
 
 async def wait_unless_stopping(stopping: asyncio.Event, seconds: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 
 import pytest
@@ -61,14 +62,20 @@ async def test_a_finished_message_id_is_skipped_not_sent_again() -> None:
     assert mailer.attempts == 0
 
 
-async def test_transient_failures_are_retried_until_delivered() -> None:
+async def test_transient_failures_are_retried_until_delivered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     store, mailer = InMemoryDedupeStore(), FakeMailer([refused(451), ConnectionRefusedError(), {}])
 
-    outcome = await processor(store).process(kafka_record(0, "m-1"), mailer, asyncio.Event())
+    with caplog.at_level(logging.INFO, logger="worker"):
+        outcome = await processor(store).process(kafka_record(0, "m-1"), mailer, asyncio.Event())
 
     assert outcome == "delivered"
     assert mailer.attempts == 3
     assert len(mailer.sent) == 1
+    # The log names the message id, as the API answered it: what a person greps for.
+    assert "attempt 2 for m-1 failed" in caplog.text
+    assert "delivered m-1 to ana@example.com" in caplog.text
 
 
 async def test_a_permanent_failure_is_dead_lettered_once_with_its_reason() -> None:
