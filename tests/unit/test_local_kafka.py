@@ -5,7 +5,6 @@ import uuid
 
 import pytest
 
-from deploy.local import kafka
 from deploy.local.kafka import new_cluster_id
 
 
@@ -22,7 +21,7 @@ def test_a_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) 
     dash_first = uuid.UUID(bytes=b"\xf8" + bytes(15))
     plain = uuid.UUID(bytes=b"\x10" + bytes(15))
     candidates = iter([dash_first, plain])
-    monkeypatch.setattr(kafka.uuid, "uuid4", lambda: next(candidates))
+    monkeypatch.setattr(uuid, "uuid4", lambda: next(candidates))
 
     assert base64.urlsafe_b64encode(dash_first.bytes).startswith(b"-")
     assert new_cluster_id() == base64.urlsafe_b64encode(plain.bytes).decode().rstrip("=")

@@ -226,7 +226,7 @@ class StuckThenFreshProducer:
 
 async def test_the_fresh_producer_connects_while_the_stuck_one_is_still_stopping() -> None:
     settings = Settings(_env_file=None, api_produce_timeout_seconds=0.3)
-    queue = EmailQueue(settings, StuckThenFreshProducer)  # type: ignore[arg-type]
+    queue = EmailQueue(settings, StuckThenFreshProducer)
     await queue.start()
     await asyncio.sleep(0.01)
     record = EmailRecord.model_validate(
