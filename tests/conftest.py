@@ -95,6 +95,25 @@ def run_stack_command(
     )
 
 
+def run_harness(module: str, *arguments: str, timeout: float) -> tuple[int, str]:
+    """`python -m MODULE ARGUMENTS` (the chaos runner, the benchmark): its exit code and output.
+    On timeout it gets SIGTERM, on which it stops every stack it started."""
+    harness = subprocess.Popen(
+        [sys.executable, "-m", module, *arguments],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        output, _ = harness.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        harness.terminate()
+        output, _ = harness.communicate(timeout=120)
+    print(output)
+    return harness.returncode, output
+
+
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """A real single-node Kafka broker with email.send and email.send.dlq provisioned."""

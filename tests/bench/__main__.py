@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from deploy.local.kafka import KafkaBroker, kafka_version
+from deploy.local.kafka import kafka_version
 from shared.event_loop import run
-from shared.settings import Settings, load_settings
+from shared.settings import load_settings
 from tests.bench.chart import draw_chart
 from tests.bench.stages import (
     FULL,
@@ -31,7 +31,7 @@ from tests.bench.stages import (
     restart_resumption,
     sink_ceiling,
 )
-from tests.conftest import free_port
+from tests.private_stack import private_broker
 
 MB = 1_000_000
 
@@ -182,14 +182,7 @@ def main() -> None:
         sizes = type(sizes)(**{**sizes.__dict__, "emails": arguments.emails})
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     run_dir = arguments.run_dir or settings.run_dir / "bench" / stamp
-    broker = KafkaBroker(
-        Settings(
-            run_dir=run_dir / "kafka",
-            kafka_libs_dir=settings.kafka_libs_dir,
-            kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
-            kafka_controller_port=free_port(),
-        )
-    )
+    broker = private_broker(run_dir, settings.kafka_libs_dir)
     about: dict[str, Any] = {
         "machine": machine(),
         "kafka": kafka_version(settings.kafka_libs_dir),

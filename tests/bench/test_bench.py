@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from shared.settings import PROJECT_ROOT
+from tests.conftest import run_harness
 
 SUMMARY = re.compile(
     r"^bench: drain/ceiling=\d+\.\d\d api/ceiling=\d+\.\d\d vs-naive=\d+\.\dx "
@@ -22,21 +20,11 @@ SUMMARY = re.compile(
 
 @pytest.mark.timeout(900)
 def test_the_quick_bench_reports_every_stage(tmp_path: Path) -> None:
-    bench = subprocess.Popen(
-        [sys.executable, "-m", "tests.bench", "--quick", "--run-dir", str(tmp_path)],
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    returncode, output = run_harness(
+        "tests.bench", "--quick", "--run-dir", str(tmp_path), timeout=600
     )
-    try:
-        output, _ = bench.communicate(timeout=600)
-    except subprocess.TimeoutExpired:
-        bench.terminate()  # SIGTERM: the bench stops every stack it started
-        output, _ = bench.communicate(timeout=120)
-    print(output)
 
-    assert bench.returncode == 0, output
+    assert returncode == 0, output
     assert SUMMARY.search(output), output
     report = json.loads((tmp_path / "bench-results.json").read_text())
     assert report["machine"]["cores"] >= 1

@@ -13,12 +13,11 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from deploy.local.kafka import KafkaBroker
 from shared.logs import configure_logging
-from shared.settings import Settings, load_settings
+from shared.settings import load_settings
 from tests.chaos.harness import FULL, HEADER, QUICK, Result, write_report
 from tests.chaos.scenarios import SCENARIOS, Run
-from tests.conftest import free_port
+from tests.private_stack import private_broker
 
 
 async def run_scenarios(run: Run, names: list[str]) -> list[Result]:
@@ -95,14 +94,7 @@ def main() -> None:
             sizes, emails=arguments.emails or sizes.emails, cycles=arguments.cycles or sizes.cycles
         )
     seed = arguments.seed if arguments.seed is not None else random.randrange(1_000_000)
-    broker = KafkaBroker(
-        Settings(
-            run_dir=run_dir / "kafka",
-            kafka_libs_dir=settings.kafka_libs_dir,
-            kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
-            kafka_controller_port=free_port(),
-        )
-    )
+    broker = private_broker(run_dir, settings.kafka_libs_dir)
     print(f"chaos: {'quick' if arguments.quick else 'full'} run, seed {seed}, in {run_dir}")
     # SIGTERM (a test's timeout, Ctrl+C's sibling) unwinds like Ctrl+C, so every stack started
     # so far is stopped by the finally blocks instead of left running.
