@@ -94,7 +94,7 @@ e2e-tests: $(INSTALLED) kafka-fetch ## Run the end-to-end tests (the stack as pr
 chaos: $(INSTALLED) kafka-fetch ## Prove the guarantees under restarts, kills and outages (full counts; ~15 min)
 	@$(PY) -m tests.chaos
 
-bench: $(INSTALLED) kafka-fetch ## Measure every stage's speed side by side on a private stack (~5 min)
+bench: $(INSTALLED) kafka-fetch ## Measure every stage's speed side by side on a private stack (~6 min)
 	@$(PY) -m tests.bench
 
 clean: $(INSTALLED) ## Stop everything and delete the run directory (Kafka's data and the logs)
