@@ -57,6 +57,14 @@ def test_unreadable_records_are_poison(value: bytes | None, reason: str) -> None
         parse_record(value)
 
 
+def test_a_whole_record_without_its_version_is_poison() -> None:
+    # Everything else valid: the version must still be written, never assumed.
+    without_version = EXAMPLE_BYTES.replace(b'"schema_version":1,', b"")
+
+    with pytest.raises(PoisonRecord, match="unknown schema_version None"):
+        parse_record(without_version)
+
+
 def content(**fields: object) -> EmailContent:
     email: dict[str, object] = {
         "from": "demo@example.com",
