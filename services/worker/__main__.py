@@ -54,7 +54,9 @@ async def serve(settings: Settings) -> None:
             SmtpConnection(settings.smtp_host, settings.smtp_port, settings.smtp_timeout_seconds)
             for _ in range(settings.worker_lanes_per_partition)
         ]
-        return PartitionWorker(partition, processor, lanes)
+        return PartitionWorker(
+            partition, processor, lanes, max_ahead=settings.worker_max_batch_records
+        )
 
     worker = EmailWorker(
         consumer,

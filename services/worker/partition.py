@@ -2,7 +2,9 @@
 own SMTP connection, so that several of its emails are in flight at once; `next_offset_to_commit`
 moves only past a contiguous run of finished records (the approach of Confluent's Parallel
 Consumer). Two records with the same key (the same message id) are never in flight together:
-the later one waits, then finds the earlier one in the dedupe store."""
+the later one waits, then finds the earlier one in the dedupe store. And the lanes never run
+more than `max_ahead` records past an unfinished one (say, one retried for hours), so that the
+lag stays bounded and a restart reads at most that many again."""
 
 from __future__ import annotations
 
@@ -17,7 +19,11 @@ from services.worker.processor import EmailProcessor, Mailer, Stopped
 
 class PartitionWorker:
     def __init__(
-        self, partition: TopicPartition, processor: EmailProcessor, lanes: Sequence[Mailer]
+        self,
+        partition: TopicPartition,
+        processor: EmailProcessor,
+        lanes: Sequence[Mailer],
+        max_ahead: int,
     ) -> None:
         self.partition = partition
         # The offset after the last finished record: the group's CURRENT-OFFSET once committed.
@@ -30,6 +36,9 @@ class PartitionWorker:
         self._unfinished: dict[int, ConsumerRecord[bytes, bytes]] = {}  # taken, by offset
         self._keys_in_flight: dict[bytes, asyncio.Event] = {}  # set once that record is done
         self._idle_lanes: set[asyncio.Task[None]] = set()  # waiting for a record to start
+        self._max_ahead = max_ahead
+        self._room_ahead = asyncio.Event()  # set while fewer than max_ahead are past the commit
+        self._room_ahead.set()
         name = f"deliver {partition.topic}-{partition.partition}"
         self._lanes = [
             asyncio.create_task(self._run_lane(smtp), name=f"{name} lane {number}")
@@ -67,10 +76,10 @@ class PartitionWorker:
         try:
             while not self._stopping.is_set():
                 self._idle_lanes.add(lane)
+                await self._room_ahead.wait()
                 record = await self._pending.get()
                 self._take(record)
-                earlier_copy = self._keys_in_flight.get(record.key) if record.key else None
-                if earlier_copy is not None:
+                while record.key and (earlier_copy := self._keys_in_flight.get(record.key)):
                     await earlier_copy.wait()
                 self._idle_lanes.discard(lane)
                 done = asyncio.Event()
@@ -91,9 +100,19 @@ class PartitionWorker:
     def _take(self, record: ConsumerRecord[bytes, bytes]) -> None:
         self._unfinished[record.offset] = record
         self._last_taken_offset = record.offset
+        self._make_room_ahead()
 
     def _finish(self, record: ConsumerRecord[bytes, bytes]) -> None:
         del self._unfinished[record.offset]
-        self.next_offset_to_commit = (
-            min(self._unfinished) if self._unfinished else self._last_taken_offset + 1
-        )
+        self.next_offset_to_commit = self._lowest_unfinished()
+        self._make_room_ahead()
+
+    def _lowest_unfinished(self) -> int:
+        return min(self._unfinished) if self._unfinished else self._last_taken_offset + 1
+
+    def _make_room_ahead(self) -> None:
+        ahead = self._last_taken_offset + 1 - self._lowest_unfinished()
+        if ahead < self._max_ahead:
+            self._room_ahead.set()
+        else:
+            self._room_ahead.clear()

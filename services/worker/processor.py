@@ -177,7 +177,7 @@ class EmailProcessor:
                     return Delivery(attempt, failure=failure)
                 delay = self._retry.delay(attempt)
                 log.warning(
-                    "%s: attempt %d for %s failed (%s); retrying in %.1f s, holding this partition",
+                    "%s: attempt %d for %s failed (%s); retrying in %.1f s (the commit waits here)",
                     where, attempt, message_id_of(outgoing), failure.reason, delay,
                 )  # fmt: skip
                 await wait_unless_stopping(stopping, delay)

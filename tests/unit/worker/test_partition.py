@@ -18,7 +18,7 @@ PARTITION = TopicPartition("email.send", 1)
 
 
 def partition_worker(
-    mailer: FakeMailer, retry_seconds: float = 0.001, lanes: int = 1
+    mailer: FakeMailer, retry_seconds: float = 0.001, lanes: int = 1, max_ahead: int = 100
 ) -> PartitionWorker:
     processor = EmailProcessor(
         store=InMemoryDedupeStore(),
@@ -26,7 +26,7 @@ def partition_worker(
         retry=RetryPolicy(max_attempts=0, initial_seconds=retry_seconds, max_seconds=retry_seconds),
         message_id_domain="pipeline.test",
     )
-    return PartitionWorker(PARTITION, processor, [mailer] * lanes)
+    return PartitionWorker(PARTITION, processor, [mailer] * lanes, max_ahead)
 
 
 async def wait_for(condition: Callable[[], bool]) -> None:
@@ -146,3 +146,17 @@ async def test_two_copies_of_one_email_are_never_in_flight_together() -> None:
 
     assert mailer.most_in_flight == 1
     assert len(mailer.sent) == 1
+
+
+async def test_the_lanes_run_at_most_max_ahead_records_past_an_unfinished_one() -> None:
+    held = SMTPRecipientsRefused([SMTPRecipientRefused(451, "later", "ana@example.com")])
+    mailer = FakeMailer([held, *[{}] * 5, *[held] * 50])
+    worker = partition_worker(mailer, retry_seconds=60, lanes=2, max_ahead=3)
+
+    worker.enqueue([kafka_record(offset, f"m-{offset}", 1) for offset in range(6)])
+    await wait_for(lambda: len(mailer.sent) == 2)
+    await asyncio.sleep(0.05)
+
+    assert sorted(message["Subject"] for message, _, _ in mailer.sent) == ["m-1", "m-2"]
+    assert worker.backlog == 3, "offsets 3 to 5 wait until offset 0 is finished"
+    await asyncio.wait_for(worker.stop(), timeout=1)

@@ -92,7 +92,7 @@ def email_worker(consumer: FakeConsumer, mailer: FakeMailer, max_backlog: int = 
     return EmailWorker(
         consumer,
         TOPIC,
-        lambda partition: PartitionWorker(partition, processor, [mailer]),
+        lambda partition: PartitionWorker(partition, processor, [mailer], max_ahead=max_backlog),
         max_backlog=max_backlog,
     )
 
