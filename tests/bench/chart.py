@@ -58,8 +58,7 @@ def draw_chart(
     for name, style in (("p50_ms", ":"), ("p99_ms", "--")):
         value = stages["latency"][name]
         latency.axvline(value, color="black", linestyle=style, label=f"{name[:3]} {value:.1f} ms")
-    # Below 0: the sink stored the email before this client had read its 202.
-    latency.set_xlabel("ms from the client's 202 to the sink storing the email")
+    latency.set_xlabel("ms from sending the request to the sink storing the email")
     latency.set_ylabel("emails")
     latency.set_title(f"End-to-end latency at {stages['latency']['offered_per_second']:g} emails/s")
     latency.legend()
