@@ -132,8 +132,8 @@ async def broker_restarts(run: Run) -> Result:
             gone = time.time()  # the broker process has exited: nothing can acknowledge now
             await asyncio.sleep(run.sizes.broker_down_seconds)
             down_windows.append((gone, time.time()))
+            fault_ends.append(time.time())  # the broker is launched: recovery counts from here
             await asyncio.to_thread(run.broker.start)
-            fault_ends.append(time.time())
             stored_before_the_end = await stack.stored_count()
             # The next fault only once the pipeline delivers again: a broker killed while the
             # API and worker are still reconnecting would make one long outage of the two.
@@ -185,8 +185,8 @@ async def smtp_outage(run: Run) -> Result:
         while time.monotonic() < outage_ends:
             max_lag = max(max_lag, await stack.lag())
             await asyncio.sleep(0.5)
+        fault_ends.append(time.time())  # the sink is launched: recovery counts from here
         await stack.start(stack.stack.sink())
-        fault_ends.append(time.time())
         restarted = time.monotonic()
         while await stack.lag() > 0 and time.monotonic() - restarted < run.sizes.drain_seconds:
             max_lag = max(max_lag, await stack.lag())
