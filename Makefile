@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
 .PHONY: help up down status logs sink-logs send demo restart-worker stop-worker start-worker \
-        add-worker kafka-fetch kafka-up kafka-down topics groups lint format test unit-tests \
+        add-worker kafka-fetch mailpit-fetch kafka-up kafka-down topics groups lint format test unit-tests \
         integration-tests e2e-tests chaos bench clean
 
 help: ## Show the targets
@@ -57,6 +57,9 @@ add-worker: $(INSTALLED) ## Start one more worker in email-send-group: the parti
 
 kafka-fetch: $(INSTALLED) ## Fetch the Apache Kafka jars from Maven Central once (no network after)
 	@$(PY) -m deploy.local fetch-kafka
+
+mailpit-fetch: $(INSTALLED) ## Build Mailpit (the reference SMTP sink) from the Go module proxy, once
+	@$(PY) -m deploy.local fetch-mailpit
 
 kafka-up: $(INSTALLED) ## Start only the Kafka broker
 	@$(PY) -m deploy.local kafka-up

@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     # relative to the project directory, and the data files' to run_dir.
     run_dir: Path = Path("run")
     kafka_libs_dir: Path = Path(".cache/kafka/libs")
+    mailpit_cache_dir: Path = Path(".cache/mailpit")  # Mailpit, built once, for comparisons
     kafka_controller_port: Port = 9093
     kafka_heap_opts: str = "-Xms256m -Xmx512m"
     kafka_start_timeout_seconds: Seconds = 60.0
@@ -98,7 +99,7 @@ class Settings(BaseSettings):
                 )
         return value
 
-    @field_validator("run_dir", "kafka_libs_dir")
+    @field_validator("run_dir", "kafka_libs_dir", "mailpit_cache_dir")
     @classmethod
     def _relative_to_project(cls, value: Path) -> Path:
         """Relative paths mean the same directory whatever the working directory is."""

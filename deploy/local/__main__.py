@@ -16,6 +16,7 @@ import sys
 from deploy.local import demo, sender
 from deploy.local.errors import StackError
 from deploy.local.kafka import KAFKA_TOOLS_DIR, KafkaBroker, fetch_kafka, kafka_version
+from deploy.local.mailpit import MAILPIT_VERSION, fetch_mailpit
 from deploy.local.stack import LocalStack, Service
 from shared.kafka import ensure_topics
 from shared.settings import PROJECT_ROOT, Settings, load_settings
@@ -31,6 +32,14 @@ def fetch_kafka_command(settings: Settings) -> None:
         )
     else:
         print(f"Apache Kafka {kafka_version(result.libs_dir)} jars are in {shown(result.libs_dir)}")
+
+
+def fetch_mailpit_command(settings: Settings) -> None:
+    build = fetch_mailpit(settings.mailpit_cache_dir)
+    if build.built:
+        print(f"Built Mailpit {MAILPIT_VERSION} in {build.seconds:.1f} s: {shown(build.binary)}")
+    else:
+        print(f"Mailpit {MAILPIT_VERSION} is in {shown(build.binary)}")
 
 
 def kafka_up(settings: Settings) -> None:
@@ -172,6 +181,7 @@ def parse_arguments() -> argparse.Namespace:
         ("status", "say what is running"),
         ("clean", "stop everything and delete the run directory"),
         ("fetch-kafka", "fetch Kafka's jars from Maven Central once"),
+        ("fetch-mailpit", "build Mailpit from the Go module proxy once"),
         ("kafka-up", "start the Kafka broker"),
         ("kafka-down", "stop the Kafka broker"),
         ("topics", "create the topics if they are missing"),
@@ -210,7 +220,8 @@ def run(arguments: argparse.Namespace, settings: Settings) -> None:
     stack = LocalStack(settings)
     simple = {
         "up": up, "down": down, "status": status, "clean": clean,
-        "fetch-kafka": fetch_kafka_command, "kafka-up": kafka_up, "kafka-down": kafka_down,
+        "fetch-kafka": fetch_kafka_command, "fetch-mailpit": fetch_mailpit_command,
+        "kafka-up": kafka_up, "kafka-down": kafka_down,
         "topics": topics, "groups": groups, "services-up": services_up,
         "services-down": services_down, "demo": demo.run,
     }  # fmt: skip
