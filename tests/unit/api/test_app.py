@@ -170,6 +170,12 @@ def test_field_names_read_like_the_json(location: tuple[int | str, ...], name: s
     assert field_name(location) == name
 
 
+def queued_record() -> EmailRecord:
+    return EmailRecord.model_validate(
+        {**email(), "message_id": "m-1", "created_at": "2026-11-25T09:30:00Z"}
+    )
+
+
 class HangingProducer:
     """A producer whose sends never get an answer, as aiokafka's after a broker restart."""
 
@@ -190,9 +196,7 @@ async def test_a_producer_that_stops_answering_is_replaced() -> None:
     queue = EmailQueue(settings, HangingProducer)
     await queue.start()
     await asyncio.sleep(0.01)
-    record = EmailRecord.model_validate(
-        {**email(), "message_id": "m-1", "created_at": "2026-11-25T09:30:00Z"}
-    )
+    record = queued_record()
 
     with pytest.raises(KafkaUnavailable, match="did not acknowledge"):
         await queue.enqueue(record)
@@ -229,9 +233,7 @@ async def test_the_fresh_producer_connects_while_the_stuck_one_is_still_stopping
     queue = EmailQueue(settings, StuckThenFreshProducer)
     await queue.start()
     await asyncio.sleep(0.01)
-    record = EmailRecord.model_validate(
-        {**email(), "message_id": "m-1", "created_at": "2026-11-25T09:30:00Z"}
-    )
+    record = queued_record()
     with pytest.raises(KafkaUnavailable):
         await queue.enqueue(record)
 
