@@ -85,6 +85,15 @@ class Settings(BaseSettings):
     sink_fail_4xx_rate: Probability = 0.0
     sink_fail_5xx_rate: Probability = 0.0
 
+    # services/console: the live offset picture, read-only; it reads the API and the sink here.
+    console_host: str = "127.0.0.1"
+    console_port: Port = 8080
+    console_refresh_seconds: Annotated[float, Field(ge=0.1, le=10)] = 0.5
+    console_api_url: str = "http://127.0.0.1:8000"
+    console_sink_url: str = "http://127.0.0.1:8025"
+    # The browser the browser tests and `make screenshot` drive: Debian's chromium by default.
+    chromium_path: str = "chromium"
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("kafka_bootstrap_servers")
