@@ -6,6 +6,7 @@ from __future__ import annotations
 import email.policy
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, getaddresses
 
@@ -24,6 +25,21 @@ def message_id_header(message_id: str, domain: str) -> str:
     return f"<{message_id}@{domain}>"
 
 
+def accepted_at(record: EmailRecord) -> datetime:
+    """When the API accepted the email, in UTC; a created_at without a zone (not the API's
+    doing, another producer's) is read as UTC too."""
+    created_at = record.created_at
+    if created_at.tzinfo is None:
+        return created_at.replace(tzinfo=UTC)
+    return created_at.astimezone(UTC)
+
+
+def accepted_at_header(record: EmailRecord) -> str:
+    """X-Accepted-At, to the microsecond (Date has whole seconds), so that the receiver can
+    measure the whole trip: `2026-11-25T23:10:41.123456+00:00`."""
+    return accepted_at(record).isoformat(timespec="microseconds")
+
+
 def addresses(values: list[str]) -> list[str]:
     """The bare addresses of `Ana <ana@example.com>`-style values, for the SMTP envelope."""
     return [address for _, address in getaddresses(values)]
@@ -38,6 +54,7 @@ def build_message(record: EmailRecord, message_id_domain: str) -> EmailMessage:
     message = EmailMessage(policy=email.policy.SMTPUTF8 if utf8_mailbox else email.policy.SMTP)
     message["Message-ID"] = message_id_header(record.message_id, message_id_domain)
     message["Date"] = format_datetime(record.created_at)
+    message["X-Accepted-At"] = accepted_at_header(record)
     message["From"] = record.sender
     if record.to:
         message["To"] = ", ".join(record.to)

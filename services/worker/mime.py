@@ -15,7 +15,7 @@ from email import quoprimime
 from email.header import Header
 from email.utils import format_datetime, formataddr, getaddresses
 
-from services.worker.delivery import build_message, message_id_header
+from services.worker.delivery import accepted_at_header, build_message, message_id_header
 from shared.schema import EmailRecord
 
 CRLF = "\r\n"
@@ -62,6 +62,7 @@ def header_fields(record: EmailRecord, message_id: str) -> list[str]:
     fields = [
         f"Message-ID: {message_id}",
         f"Date: {format_datetime(record.created_at)}",
+        f"X-Accepted-At: {accepted_at_header(record)}",
         address_field("From", [record.sender]),
     ]
     if record.to:

@@ -65,6 +65,7 @@ def test_headers_come_from_the_record_and_bcc_stays_out() -> None:
     assert read_back["X-Campaign"] == "seed"
     assert read_back["X-Tags"] == "demo, seed"
     assert read_back["Date"] == "Wed, 25 Nov 2026 09:30:00 +0000"
+    assert read_back["X-Accepted-At"] == "2026-11-25T09:30:00.000000+00:00"
     assert "Bcc" not in read_back
     assert b"secret@example.com" not in message.as_bytes()
 

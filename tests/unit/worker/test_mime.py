@@ -6,6 +6,7 @@ import email
 import email.policy
 import random
 import re
+from datetime import UTC, datetime, timedelta, timezone
 from email.header import decode_header, make_header
 from email.message import EmailMessage
 from email.utils import getaddresses
@@ -191,6 +192,7 @@ def test_headers_come_in_build_messages_order_and_bcc_stays_out() -> None:
     assert names == [
         b"Message-ID",
         b"Date",
+        b"X-Accepted-At",
         b"From",
         b"To",
         b"Cc",
@@ -203,6 +205,33 @@ def test_headers_come_in_build_messages_order_and_bcc_stays_out() -> None:
         b"Content-Transfer-Encoding",
     ]
     assert b"secret" not in data.lower()
+
+
+@pytest.mark.parametrize(
+    "mailboxes",
+    [{}, {"to": ["Zoë <zoë@example.com>"]}],
+    ids=["fast_path", "smtputf8_fallback"],
+)
+def test_x_accepted_at_follows_date_and_reads_back_as_created_at_to_the_microsecond(
+    mailboxes: dict[str, object],
+) -> None:
+    """Date has whole seconds; X-Accepted-At lets the receiver measure the whole trip."""
+    created_at = datetime(2026, 11, 26, 0, 10, 41, 123456, tzinfo=timezone(timedelta(hours=1)))
+    outgoing = render_email(email_record("m-1", created_at=created_at, **mailboxes), DOMAIN)
+    names = [line.split(b":", 1)[0] for line in lines_of(header_block(outgoing.data))]
+    value = parsed(outgoing.data)["X-Accepted-At"]
+
+    assert names[names.index(b"Date") + 1] == b"X-Accepted-At"
+    assert value == "2026-11-25T23:10:41.123456+00:00"
+    assert datetime.fromisoformat(value) == created_at
+
+
+def test_x_accepted_at_keeps_zero_microseconds_and_reads_a_naive_time_as_utc() -> None:
+    naive = datetime(2026, 11, 25, 9, 30)
+    outgoing = render_email(email_record("m-1", created_at=naive), DOMAIN)
+
+    assert parsed(outgoing.data)["X-Accepted-At"] == "2026-11-25T09:30:00.000000+00:00"
+    assert datetime.fromisoformat(parsed(outgoing.data)["X-Accepted-At"]).tzinfo == UTC
 
 
 def test_the_envelope_has_bare_addresses_and_bcc_only_there() -> None:
