@@ -7,6 +7,8 @@ service's clean stop (finish the email in flight, commit, leave the group).
 from __future__ import annotations
 
 import contextlib
+import socket
+import sys
 from collections.abc import Iterator
 
 import uvicorn
@@ -23,3 +25,12 @@ def embedded_server(app: ASGIApp, host: str, port: int) -> EmbeddedServer:
     """Run with `await server.serve()`; stop with `server.should_exit = True`."""
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
     return EmbeddedServer(config)
+
+
+def listen(service: str, host: str, port: int, what: str = "HTTP") -> socket.socket:
+    """Bind before anything starts, so that a busy port is one clear line and exit status 1."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family)
+    except OSError as error:
+        sys.exit(f"{service}: cannot listen for {what} on {host}:{port}: {error}")

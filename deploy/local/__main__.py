@@ -92,7 +92,7 @@ def services_up(settings: Settings) -> None:
 def services_down(settings: Settings) -> None:
     stack = LocalStack(settings)
     extra_workers = [worker for worker in stack.running_workers() if worker.name != "worker"]
-    for service in [stack.api(), *extra_workers, stack.worker(), stack.sink()]:
+    for service in [stack.console(), stack.api(), *extra_workers, stack.worker(), stack.sink()]:
         stop_service(settings, service)
 
 
@@ -104,9 +104,10 @@ def up(settings: Settings) -> None:
     rows = [
         ("Kafka", s.kafka_bootstrap_servers, f"topics {s.email_topic}, {s.dlq_topic}"),
         ("SMTP sink", f"smtp://{s.sink_host}:{s.sink_smtp_port}",
-         f"messages http://{s.sink_host}:{s.sink_http_port}/api/v1/messages"),
+         f"inbox http://{s.sink_host}:{s.sink_http_port}/"),
         ("Worker", f"group {s.consumer_group}", f"health http://{s.worker_host}:{s.worker_port}/readyz"),
         ("API", f"http://{s.api_host}:{s.api_port}", f"docs http://{s.api_host}:{s.api_port}/docs"),
+        ("Console", f"http://{s.console_host}:{s.console_port}/", "the live offset picture"),
     ]  # fmt: skip
     print(f"\nRunning (logs in {shown(s.run_dir / 'logs')}/):")
     for name, address, more in rows:
@@ -114,6 +115,7 @@ def up(settings: Settings) -> None:
     print(
         f"""
 Try:
+  open the console       http://{s.console_host}:{s.console_port}/ and watch the offsets move
   make send              send an email through the API (TO=, SUBJECT=, COUNT=)
   make sink-logs         watch the mail arrive at the SMTP sink
   make groups            {s.consumer_group}'s CURRENT-OFFSET, LOG-END-OFFSET and LAG
@@ -134,7 +136,7 @@ def status(settings: Settings) -> None:
     kafka_pid = KafkaBroker(settings).process.running_pid()
     print(f"{'kafka':<12}{'running, pid ' + str(kafka_pid) if kafka_pid else 'not running'}")
     workers = stack.running_workers() or [stack.worker()]
-    for service in [stack.sink(), *workers, stack.api()]:
+    for service in [stack.sink(), *workers, stack.api(), stack.console()]:
         pid = stack.process(service).running_pid()
         print(f"{service.name:<12}{'running, pid ' + str(pid) if pid else 'not running'}")
 
@@ -194,7 +196,7 @@ def parse_arguments() -> argparse.Namespace:
         commands.add_parser(name, help=help_text)
     for name in ("start", "stop", "restart"):
         command = commands.add_parser(name, help=f"{name} one service")
-        command.add_argument("service", help="smtp_sink, worker, worker-2..., api")
+        command.add_argument("service", help="smtp_sink, worker, worker-2..., api, console")
     log_command = commands.add_parser("logs", help="follow the logs")
     log_command.add_argument("service", nargs="?", help="only this service's log")
     send_command = commands.add_parser("send", help="send emails through the API")
@@ -209,11 +211,15 @@ def service_named(stack: LocalStack, name: str) -> Service:
         return stack.sink()
     if name == "api":
         return stack.api()
+    if name == "console":
+        return stack.console()
     if name == "worker":
         return stack.worker()
     if name.startswith("worker-") and name.removeprefix("worker-").isdigit():
         return stack.worker(int(name.removeprefix("worker-")))
-    raise StackError(f"There is no service {name!r}: name smtp_sink, worker, worker-2... or api.")
+    raise StackError(
+        f"There is no service {name!r}: name smtp_sink, worker, worker-2..., api or console."
+    )
 
 
 def run(arguments: argparse.Namespace, settings: Settings) -> None:

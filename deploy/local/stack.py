@@ -79,9 +79,19 @@ class LocalStack:
             env={"WORKER_PORT": str(port)},
         )
 
+    def console(self) -> Service:
+        s = self.settings
+        return Service(
+            name="console",
+            module="services.console",
+            ready_url=f"http://{s.console_host}:{s.console_port}/readyz",
+            ports={"CONSOLE_PORT": (s.console_host, s.console_port)},
+        )
+
     def services(self) -> list[Service]:
-        """In start order: the sink before the worker that delivers to it, the API last."""
-        return [self.sink(), self.worker(), self.api()]
+        """In start order: the sink before the worker that delivers to it, then the API, and
+        the console that watches them all."""
+        return [self.sink(), self.worker(), self.api(), self.console()]
 
     def running_workers(self) -> list[Service]:
         numbers = sorted(

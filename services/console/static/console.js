@@ -1,0 +1,223 @@
+// The console page: draws each snapshot the server streams (Server-Sent Events).
+// Everything that comes from Kafka or an email is put in the page as text (textContent),
+// never as markup: a subject is shown as the characters it has, whatever they are.
+"use strict";
+
+const SLOTS = 30; // offset boxes drawn per partition; older ones are counted, not drawn
+const STALE_AFTER_SECONDS = 3; // no snapshot for this long: say the page is not live
+
+let lastSnapshot = null;
+let lastReceivedAt = 0;
+
+function el(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (name === "class") node.className = value;
+    else if (name === "text") node.textContent = value;
+    else node.setAttribute(name, String(value));
+  }
+  for (const child of children) node.append(child); // strings become text nodes
+  return node;
+}
+
+function byId(id) {
+  return document.getElementById(id);
+}
+
+function formatNumber(value, digits = 0) {
+  return value === null || value === undefined ? "–" : Number(value).toFixed(digits);
+}
+
+function formatSeconds(value) {
+  if (value === null || value === undefined) return "–";
+  return value < 1 ? `${(value * 1000).toFixed(1)} ms` : `${value.toFixed(2)} s`;
+}
+
+function timeOf(iso) {
+  const date = new Date(iso);
+  return Number.isNaN(date.getTime()) ? iso : date.toLocaleTimeString();
+}
+
+function lane(topic, row) {
+  const logEnd = row.log_end_offset;
+  const current = row.current_offset; // null: the group has committed nothing here yet
+  const first = Math.max(row.log_start_offset, logEnd - SLOTS);
+  const older = first - row.log_start_offset;
+  const slots = el("div", { class: "slots" });
+  for (let offset = first; offset <= logEnd; offset++) {
+    const isEnd = offset === logEnd;
+    const consumed = current !== null && offset < current;
+    const slot = el("div", {
+      class: `slot${consumed ? " consumed" : ""}${isEnd ? " end" : ""}`,
+      "data-offset": offset,
+      title: isEnd ? `offset ${offset}: the next record written goes here` : `offset ${offset}`,
+    });
+    if (offset === current) {
+      slot.append(el("span", { class: "marker current", "data-testid": "current-offset-marker", "data-offset": offset, text: "▼ CURRENT" }));
+    }
+    slot.append(el("span", { class: "box", text: isEnd ? "" : String(offset) }));
+    if (isEnd) {
+      slot.append(el("span", { class: "marker log-end", "data-testid": "log-end-marker", "data-offset": offset, text: "▲ LOG-END" }));
+    }
+    slots.append(slot);
+  }
+  const owner = row.member ? `${row.member.client_id} (${row.member.host})` : "no member owns it";
+  const lagText = row.lag === null ? "–" : String(row.lag);
+  return el(
+    "div",
+    {
+      class: `lane${row.lag ? " lagging" : ""}`,
+      "data-testid": "partition-lane",
+      "data-partition": row.partition,
+      "data-current-offset": current === null ? "" : current,
+      "data-log-end-offset": logEnd,
+      "data-lag": row.lag === null ? "" : row.lag,
+    },
+    el(
+      "div",
+      { class: "lane-head" },
+      el("strong", { text: `${topic}-${row.partition}` }),
+      el("span", { class: "dim", text: " CURRENT-OFFSET " }),
+      el("span", { "data-testid": "lane-current-offset", text: current === null ? "-" : String(current) }),
+      el("span", { class: "dim", text: " LOG-END-OFFSET " }),
+      el("span", { "data-testid": "lane-log-end-offset", text: String(logEnd) }),
+      el("span", { class: "dim", text: " LAG " }),
+      el("strong", { class: "lag", "data-testid": "lane-lag", text: lagText }),
+      el("span", { class: "owner", "data-testid": "lane-owner", text: owner }),
+    ),
+    el(
+      "div",
+      { class: "lane-body" },
+      el("span", { class: "older", text: older > 0 ? `${older} older` : "" }),
+      slots,
+    ),
+  );
+}
+
+function renderKafkaStatus(snapshot) {
+  const status = byId("kafka-status");
+  const age = byId("data-age");
+  const kafka = snapshot.kafka;
+  if (kafka.live) {
+    status.textContent = "live";
+    status.className = "pill ok";
+    age.textContent = "";
+  } else {
+    status.textContent = `Kafka is not answering: ${kafka.error || "unknown error"}`;
+    status.className = "pill bad";
+    age.textContent = kafka.as_of
+      ? `the offsets below are ${kafka.age_seconds.toFixed(0)} s old (last read ${timeOf(kafka.as_of)}), not live`
+      : "no offsets read yet";
+  }
+  document.body.classList.toggle("kafka-down", !kafka.live);
+}
+
+function render(snapshot) {
+  renderKafkaStatus(snapshot);
+  byId("topic").textContent = snapshot.topic;
+  byId("group").textContent = snapshot.group;
+  const state = byId("group-state");
+  state.textContent = snapshot.group_state || "?";
+  state.className = `pill ${snapshot.group_state === "Stable" ? "ok" : "warn"}`;
+  byId("total-lag").textContent = snapshot.total_lag === null ? "?" : String(snapshot.total_lag);
+
+  byId("lanes").replaceChildren(...snapshot.partitions.map((row) => lane(snapshot.topic, row)));
+  const dlq = snapshot.dlq;
+  const ends = Object.entries(dlq.end_offsets).map(([p, end]) => `${dlq.topic}-${p}: ${end}`).join(", ");
+  byId("dlq").replaceChildren(
+    el("span", { text: `${dlq.topic}: ` }),
+    el("strong", { "data-testid": "dlq-count", text: dlq.count === null ? "?" : String(dlq.count) }),
+    el("span", { text: ` dead letters${ends ? ` (LOG-END-OFFSET ${ends})` : ""}` }),
+  );
+
+  const rates = snapshot.rates;
+  byId("rate-accepted").textContent = formatNumber(rates.accepted_per_second, 1);
+  byId("rate-delivered").textContent = formatNumber(rates.delivered_per_second, 1);
+  byId("latency-p50").textContent = formatSeconds(rates.latency_p50_seconds);
+  byId("latency-p99").textContent = formatSeconds(rates.latency_p99_seconds);
+  byId("totals").textContent = `${formatNumber(rates.accepted_total)} / ${formatNumber(rates.delivered_total)} / ${formatNumber(rates.duplicates_total)}`;
+  const sources = snapshot.sources;
+  for (const [source, id] of [["api", "rate-accepted"], ["sink", "rate-delivered"]]) {
+    byId(id).title = sources[source].live ? "" : `${source}: ${sources[source].error}`;
+    byId(id).classList.toggle("unknown", !sources[source].live);
+  }
+
+  byId("members").replaceChildren(
+    ...snapshot.members.map((member) =>
+      el(
+        "tr",
+        { "data-testid": "member-row" },
+        el("td", { text: member.client_id }),
+        el("td", { text: member.host }),
+        el("td", { text: member.partitions.map((p) => `${snapshot.topic}-${p}`).join(", ") || "none" }),
+      ),
+    ),
+  );
+  if (snapshot.members.length === 0) {
+    byId("members").append(el("tr", {}, el("td", { colspan: 3, class: "dim", text: "no member: no worker is running" })));
+  }
+
+  byId("timeline").replaceChildren(
+    ...snapshot.timeline.map((event) =>
+      el(
+        "li",
+        { class: `event ${event.kind}`, "data-testid": "timeline-event", "data-kind": event.kind },
+        el("time", { text: timeOf(event.at) }),
+        el("span", { text: event.text }),
+      ),
+    ),
+  );
+
+  byId("recent").replaceChildren(
+    ...snapshot.recent_messages.map((message) =>
+      el(
+        "tr",
+        { class: message.duplicate ? "duplicate" : "", "data-testid": "recent-message", title: message.message_id },
+        el("td", { text: timeOf(message.received_at) }),
+        el("td", { text: message.from }),
+        el("td", { text: message.to.join(", ") }),
+        el("td", { "data-testid": "recent-subject", text: message.subject }),
+        el(
+          "td",
+          {},
+          message.duplicate
+            ? el("span", { class: "badge", "data-testid": "duplicate-badge", text: `DUPLICATE ×${message.message_id_count}` })
+            : "",
+        ),
+      ),
+    ),
+  );
+
+  const cost = snapshot.console;
+  const perSecond = cost.kafka_requests_per_second;
+  byId("loop-cost").textContent = `${cost.pages_open} page(s) open; Kafka requests: ${perSecond === null ? "–" : perSecond.toFixed(1)}/s.`;
+}
+
+function checkLive() {
+  const silentFor = (Date.now() - lastReceivedAt) / 1000;
+  const stale = lastSnapshot !== null && silentFor > STALE_AFTER_SECONDS;
+  document.body.classList.toggle("stale", stale);
+  if (stale) {
+    byId("kafka-status").textContent = "the console is not answering";
+    byId("kafka-status").className = "pill bad";
+    byId("data-age").textContent = `everything below is ${silentFor.toFixed(0)} s old, not live`;
+  }
+}
+
+function connect() {
+  const url = new URL(window.location.href);
+  const inbox = byId("inbox-link");
+  inbox.href = `${url.protocol}//${url.hostname}:8025/`;
+  const events = new EventSource("/api/events");
+  events.onmessage = (message) => {
+    lastSnapshot = JSON.parse(message.data);
+    lastReceivedAt = Date.now();
+    document.body.classList.remove("stale");
+    render(lastSnapshot);
+    document.body.dataset.snapshotAt = lastSnapshot.taken_at;
+  };
+  // EventSource reconnects by itself; checkLive says so meanwhile.
+  setInterval(checkLive, 1000);
+}
+
+connect();
