@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.api import metrics
 from services.api.email_queue import EmailQueue
 from services.api.routes import router
 from shared.settings import Settings
@@ -31,6 +32,7 @@ def create_app(settings: Settings, email_queue: EmailQueue) -> FastAPI:
     )
     app.state.settings = settings
     app.state.email_queue = email_queue
+    app.state.metrics_registry = metrics.metrics_registry()
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     app.add_exception_handler(RequestValidationError, invalid_request)  # type: ignore[arg-type]
     app.include_router(router)
@@ -38,6 +40,7 @@ def create_app(settings: Settings, email_queue: EmailQueue) -> FastAPI:
 
 
 async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+    metrics.refused("invalid")
     problems = list(error.errors())
     if any(problem["type"] == "json_invalid" for problem in problems):
         reason = problems[0].get("ctx", {}).get("error", "")
@@ -77,6 +80,7 @@ class BodySizeLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length", b"0")
         if declared.isdigit() and int(declared) > self.max_bytes:
+            metrics.refused("too_large")
             response = JSONResponse(status_code=413, content={"detail": self.too_large()})
             await response(scope, receive, send)
             return
@@ -87,6 +91,7 @@ class BodySizeLimit:
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.max_bytes:
+                metrics.refused("too_large")
                 # FastAPI passes an HTTPException raised while it reads the body straight on.
                 raise HTTPException(status_code=413, detail=self.too_large())
             return message

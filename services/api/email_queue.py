@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from services.api import metrics
 from shared.kafka import start_when_kafka_answers
 from shared.schema import SCHEMA_VERSION, EmailRecord
 from shared.settings import Settings
@@ -95,9 +96,10 @@ class EmailQueue:
         headers = [("schema_version", str(SCHEMA_VERSION).encode())]
         try:
             async with asyncio.timeout(self._timeout_seconds):
-                metadata = await producer.send_and_wait(
-                    self._topic, value, key=key, headers=headers
-                )
+                with metrics.PRODUCE_DURATION.time():
+                    metadata = await producer.send_and_wait(
+                        self._topic, value, key=key, headers=headers
+                    )
         except TimeoutError:
             self._replace(producer)
             raise KafkaUnavailable(

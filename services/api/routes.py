@@ -1,4 +1,4 @@
-"""The API's routes: `POST /emails`, `GET /healthz` and `GET /readyz`."""
+"""The API's routes: `POST /emails`, `GET /healthz`, `GET /readyz` and `GET /metrics`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 from pydantic import BaseModel
 
+from services.api import metrics
 from services.api.email_queue import EmailQueue, KafkaUnavailable
 from shared.schema import SCHEMA_VERSION, EmailContent, EmailRecord, message_id_for
 from shared.settings import Settings
@@ -26,8 +29,14 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
+async def get_metrics_registry(request: Request) -> CollectorRegistry:
+    registry: CollectorRegistry = request.app.state.metrics_registry
+    return registry
+
+
 Queue = Annotated[EmailQueue, Depends(get_email_queue)]
 Config = Annotated[Settings, Depends(get_settings)]
+MetricsRegistry = Annotated[CollectorRegistry, Depends(get_metrics_registry)]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -106,6 +115,7 @@ async def send_email(
     try:
         queued = await queue.enqueue(record)
     except KafkaUnavailable as error:
+        metrics.refused("kafka_unavailable")
         raise HTTPException(
             status_code=503,
             detail=f"{error}. The email may or may not be queued: retry with the same "
@@ -115,6 +125,7 @@ async def send_email(
     answer = QueuedEmail(
         id=record.message_id, topic=queued.topic, partition=queued.partition, offset=queued.offset
     )
+    metrics.EMAILS_ACCEPTED.inc()
     # A Response as is: FastAPI would otherwise validate and re-encode the model it just got.
     return Response(answer.model_dump_json(), status_code=202, media_type="application/json")
 
@@ -132,3 +143,16 @@ async def readyz(queue: Queue) -> dict[str, str]:
     if reason is not None:
         raise HTTPException(status_code=503, detail=reason)
     return {"status": "ready"}
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+)
+async def prometheus_metrics(request: Request, registry: MetricsRegistry) -> Response:
+    """The API's metrics for Prometheus: emails accepted and refused, Kafka's acknowledgement
+    time, and the process's memory and CPU."""
+    # The format the scraper asks for: Prometheus' text format, or OpenMetrics.
+    encode, content_type = choose_encoder(request.headers.get("accept", ""))
+    return Response(encode(registry), media_type=content_type)
