@@ -1,15 +1,19 @@
-"""The worker's small HTTP port: `/healthz` (alive) and `/readyz` (a member of the group)."""
+"""The worker's small HTTP port: `/healthz` (alive), `/readyz` (a member of the group) and
+`/metrics` (Prometheus)."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client.exposition import choose_encoder
 
+from services.worker.metrics import metrics_registry
 from services.worker.worker import EmailWorker
 
 
 def create_health_app(worker: EmailWorker, group: str) -> FastAPI:
     app = FastAPI(title="Email worker", openapi_url=None)
+    registry = metrics_registry(worker)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -28,5 +32,11 @@ def create_health_app(worker: EmailWorker, group: str) -> FastAPI:
                 "last_rebalance_seconds": worker.last_rebalance_seconds,
             }
         )
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        # The format the scraper asks for: Prometheus' text format, or OpenMetrics.
+        encode, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encode(registry), media_type=content_type)
 
     return app

@@ -13,8 +13,9 @@ from typing import Literal, Protocol
 from aiokafka.structs import ConsumerRecord
 from aiosmtplib import SMTPResponse
 
+from services.worker import metrics
 from services.worker.dedupe import DedupeStore, Outcome
-from services.worker.delivery import Failure, backoff_seconds, classify
+from services.worker.delivery import Failure, accepted_at, backoff_seconds, classify
 from services.worker.mime import OutgoingEmail, render_email
 from shared.schema import parse_record
 
@@ -91,11 +92,13 @@ class EmailProcessor:
         except Exception as error:  # PoisonRecord, or a record no MIME message can be made of
             reason = f"poison record: {error}"
             await self._dead_letter(record, reason, 1, stopping)
+            metrics.dead_lettered("poison_record")
             log.warning("%s: dead-lettered a %s", where, reason)
             return "dead-lettered"
 
         finished_before = await self._store.outcome_of(email.message_id)
         if finished_before is not None:
+            metrics.EMAILS_SKIPPED_DUPLICATE.inc()
             log.info(
                 "%s: skipped %s, a duplicate (already %s)", where, email.message_id, finished_before
             )
@@ -104,6 +107,9 @@ class EmailProcessor:
         delivery = await self._send(smtp, outgoing, outgoing.recipients, where, stopping)
         if delivery.failure is not None:
             await self._dead_letter(record, delivery.failure.reason, delivery.attempts, stopping)
+            metrics.dead_lettered(
+                "permanent_failure" if delivery.failure.permanent else "attempts_exhausted"
+            )
             await self._record(email.message_id, "dead-lettered", where, stopping)
             log.warning(
                 "%s: dead-lettered %s after %d attempt(s): %s",
@@ -111,6 +117,7 @@ class EmailProcessor:
             )  # fmt: skip
             return "dead-lettered"
 
+        metrics.delivered(accepted_at(email))
         # Recorded as soon as the server said 250: from here on, sending it again would reach
         # the recipients who already have it.
         await self._record(email.message_id, "delivered", where, stopping)
@@ -139,6 +146,7 @@ class EmailProcessor:
                 pending = [address for address, answer in refused.items() if answer.code < 500]
                 if not pending:
                     break
+                metrics.DELIVERY_RETRIES.inc()
                 retry = await self._send(smtp, outgoing, pending, where, stopping)
                 if retry.failure is not None:
                     given_up |= dict.fromkeys(pending, retry.failure.reason)
@@ -155,6 +163,7 @@ class EmailProcessor:
                 f"{address} ({answer})" for address, answer in given_up.items()
             )
             await self._dead_letter(record, reason, delivery.attempts, stopping)
+            metrics.dead_lettered("some_recipients_refused")
             log.warning("%s: %s was %s", where, message_id_of(outgoing), reason)
 
     async def _send(
@@ -175,6 +184,7 @@ class EmailProcessor:
                 failure = classify(error)
                 if failure.permanent or self._retry.gives_up_after(attempt):
                     return Delivery(attempt, failure=failure)
+                metrics.DELIVERY_RETRIES.inc()
                 delay = self._retry.delay(attempt)
                 log.warning(
                     "%s: attempt %d for %s failed (%s); retrying in %.1f s (the commit waits here)",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from aiosmtplib import (
     SMTP,
     SMTPHeloError,
@@ -13,6 +15,7 @@ from aiosmtplib import (
     SMTPStatus,
 )
 
+from services.worker import metrics
 from services.worker.mime import OutgoingEmail
 
 
@@ -28,13 +31,17 @@ class SmtpConnection:
     async def send(self, email: OutgoingEmail, recipients: list[str]) -> dict[str, SMTPResponse]:
         """Send one email; returns the recipients the server refused while taking the rest."""
         try:
-            return await _transaction(await self._connected(), email, recipients)
+            client = await self._connected()
+            started = time.perf_counter()
+            refused = await _transaction(client, email, recipients)
         except BaseException:
             # A half-finished exchange leaves the connection in an unknown state: drop it.
             if self._client is not None:
                 self._client.close()
                 self._client = None
             raise
+        metrics.DELIVERY_DURATION.observe(time.perf_counter() - started)
+        return refused
 
     async def close(self) -> None:
         client, self._client = self._client, None

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
@@ -25,6 +26,20 @@ FETCH_TIMEOUT_MS = 200
 # crash can only make the worker read the last moment's records again (the dedupe store skips
 # them). Revocation and shutdown always commit at once.
 COMMIT_INTERVAL_SECONDS = 0.1
+
+
+@dataclass(frozen=True)
+class PartitionOffsets:
+    partition: TopicPartition
+    committed_offset: int | None  # the group's CURRENT-OFFSET; None while nothing is committed
+    log_end_offset: int | None  # LOG-END-OFFSET at the last fetch; None before the first one
+
+    @property
+    def lag(self) -> int | None:
+        """LAG as kafka-consumer-groups.sh shows it: unknown while either offset is."""
+        if self.committed_offset is None or self.log_end_offset is None:
+            return None
+        return self.log_end_offset - self.committed_offset
 
 
 class EmailWorker(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -65,6 +80,19 @@ class EmailWorker(ConsumerRebalanceListener):  # type: ignore[misc]
                 self._last_commit_at = time.monotonic()
                 await self._commit_finished(list(self.partitions.values()))
         await self._stop_partitions(list(self.partitions))
+
+    def partition_offsets(self) -> list[PartitionOffsets]:
+        """The partitions this worker owns, with what it committed and the log end offset of
+        the last fetch response (the highwater mark): no request to Kafka. A paused
+        partition is not fetched, so its log end offset waits for it to be resumed."""
+        assigned = self._consumer.assignment()
+        return [
+            PartitionOffsets(
+                partition, self.committed.get(partition), self._consumer.highwater(partition)
+            )
+            for partition in sorted(self.partitions)
+            if partition in assigned  # highwater() asserts it is
+        ]
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         self._revoked_at = time.monotonic()

@@ -10,6 +10,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Sink
 from aiosmtplib import SMTPRecipientsRefused, SMTPSenderRefused
 
+from services.worker import metrics
 from services.worker.mime import OutgoingEmail, render_email
 from services.worker.smtp import SmtpConnection
 from tests.conftest import free_port
@@ -130,6 +131,29 @@ async def test_refused_recipients_are_returned_and_the_rest_delivered(port: int)
     assert refused["nobody@example.com"].code == 550
     assert [r.code for r in every_one.value.recipients] == [550]
     assert handler.received == 1
+
+
+def timed_transactions() -> float:
+    """email_worker_delivery_duration_seconds_count, as the worker's /metrics shows it."""
+    [histogram] = metrics.DELIVERY_DURATION.collect()
+    return next(sample.value for sample in histogram.samples if sample.name.endswith("_count"))
+
+
+async def test_only_the_transactions_the_server_took_are_timed(port: int) -> None:
+    controller = smtp_server(port, Refusing())
+    connection = SmtpConnection("127.0.0.1", port, timeout_seconds=5)
+    email = render_email(email_record("timed", to=["ana@example.com", "nobody@example.com"]), "t")
+    before = timed_transactions()
+    try:
+        await connection.send(email, email.recipients)
+        await connection.send(email, ["ana@example.com"])
+        with pytest.raises(SMTPRecipientsRefused):
+            await connection.send(email, ["nobody@example.com"])
+    finally:
+        await connection.close()
+        controller.stop()
+
+    assert timed_transactions() == before + 2
 
 
 async def test_a_mailbox_beyond_ascii_travels_with_smtputf8(port: int) -> None:

@@ -11,7 +11,7 @@ from aiosmtplib import SMTPRecipientRefused, SMTPRecipientsRefused, SMTPResponse
 from services.worker.mime import OutgoingEmail
 from services.worker.partition import PartitionWorker
 from services.worker.processor import EmailProcessor, RetryPolicy
-from services.worker.worker import EmailWorker
+from services.worker.worker import EmailWorker, PartitionOffsets
 from tests.unit.worker.fakes import FakeDeadLetters, FakeMailer, InMemoryDedupeStore, kafka_record
 
 TOPIC = "email.send"
@@ -27,6 +27,8 @@ class FakeConsumer:
         )
         self.commits: list[dict[TopicPartition, int]] = []
         self.paused_partitions: set[TopicPartition] = set()
+        self.assigned: set[TopicPartition] = set()
+        self.highwaters: dict[TopicPartition, int] = {}  # of the last fetch response
 
     def subscribe(self, topics: list[str], listener: object) -> None:
         self.listener = listener
@@ -58,6 +60,13 @@ class FakeConsumer:
 
     async def committed(self, partition: TopicPartition) -> int | None:
         return self.committed_offsets().get(partition)
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.assigned)
+
+    def highwater(self, partition: TopicPartition) -> int | None:
+        assert partition in self.assigned, "Partition is not assigned"  # as aiokafka's
+        return self.highwaters.get(partition)
 
     def paused(self) -> set[TopicPartition]:
         return set(self.paused_partitions)
@@ -187,3 +196,31 @@ async def test_a_rebalance_is_timed_from_revocation_to_the_new_assignment() -> N
     assert worker.last_rebalance_seconds is not None
     assert worker.last_rebalance_seconds >= 0.05
     await worker.on_partitions_revoked({P1})
+
+
+async def test_partition_offsets_are_the_owned_partitions_committed_and_log_end_offsets() -> None:
+    consumer, mailer, stopping = FakeConsumer(), FakeMailer(), asyncio.Event()
+    worker = email_worker(consumer, mailer)
+    running = asyncio.create_task(worker.run(stopping))
+    consumer.assigned = {P0, P1}
+    await worker.on_partitions_assigned({P0, P1})
+    consumer.batches.put_nowait({P0: [kafka_record(n, f"p0-{n}", 0) for n in range(3)]})
+    await eventually(lambda: consumer.committed_offsets() == {P0: 3})
+    consumer.highwaters = {P0: 5}
+
+    owning_both = worker.partition_offsets()
+    await worker.on_partitions_revoked({P1})
+    consumer.assigned = {P0}
+    after_revocation = worker.partition_offsets()
+    consumer.assigned = set()  # the consumer lost its assignment before the listener ran
+    unassigned = worker.partition_offsets()
+    stopping.set()
+    await asyncio.wait_for(running, 2)
+
+    assert owning_both == [
+        PartitionOffsets(P0, committed_offset=3, log_end_offset=5),
+        PartitionOffsets(P1, committed_offset=None, log_end_offset=None),
+    ]
+    assert [offsets.lag for offsets in owning_both] == [2, None]
+    assert after_revocation == [PartitionOffsets(P0, committed_offset=3, log_end_offset=5)]
+    assert unassigned == []

@@ -1,0 +1,143 @@
+"""The worker's Prometheus metrics, served at `GET /metrics` on its health port: what became of
+each email, how long SMTP and the whole trip took, and each owned partition's offsets and lag."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Final, Literal
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+if TYPE_CHECKING:  # worker.py imports the processor, which imports this module
+    from services.worker.worker import EmailWorker
+
+DeadLetterReason = Literal[
+    "poison_record", "permanent_failure", "attempts_exhausted", "some_recipients_refused"
+]
+DEAD_LETTER_REASONS: Final[tuple[DeadLetterReason, ...]] = (
+    "poison_record", "permanent_failure", "attempts_exhausted", "some_recipients_refused",
+)  # fmt: skip
+
+# One SMTP transaction: a millisecond on the same host, up to SMTP_TIMEOUT_SECONDS and beyond.
+SECONDS_BUCKETS: Final = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+# Acceptance to delivery also spans a backlog, retries and outages: minutes are worth telling
+# apart from the rest of +Inf.
+LATENCY_BUCKETS: Final = (*SECONDS_BUCKETS, 60.0, 300.0, 900.0)
+
+# Not in prometheus_client's default registry: each health app gets a registry of its own
+# (below), so several workers in one process (the tests) never clash.
+EMAILS_DELIVERED = Counter(
+    "email_worker_emails_delivered_total",
+    "Emails the SMTP server took (250) for at least one recipient.",
+    registry=None,
+)
+EMAILS_SKIPPED_DUPLICATE = Counter(
+    "email_worker_emails_skipped_duplicate_total",
+    "Records skipped because the dedupe store says their message id is finished already "
+    "(delivered or dead-lettered): a record read again, or a client's retry.",
+    registry=None,
+)
+DELIVERY_RETRIES = Counter(
+    "email_worker_delivery_retries_total",
+    "Transient SMTP failures (4xx, connection lost, timeout) after which the email is tried again.",
+    registry=None,
+)
+EMAILS_DEAD_LETTERED = Counter(
+    "email_worker_emails_dead_lettered_total",
+    "Records copied to the dead-letter topic, by reason: poison_record (not a readable email), "
+    "permanent_failure (5xx, or an email the server cannot take), attempts_exhausted "
+    "(WORKER_MAX_ATTEMPTS transient failures), some_recipients_refused (delivered, but some "
+    "recipients refused for good).",
+    ["reason"],
+    registry=None,
+)
+DELIVERY_DURATION = Histogram(
+    "email_worker_delivery_duration_seconds",
+    "One SMTP transaction the server took: from MAIL FROM to its 250 after DATA.",
+    buckets=SECONDS_BUCKETS,
+    registry=None,
+)
+DELIVERY_LATENCY = Histogram(
+    "email_worker_delivery_latency_seconds",
+    "From the API's acceptance of an email (the record's created_at) to the SMTP server's 250.",
+    buckets=LATENCY_BUCKETS,
+    registry=None,
+)
+
+for reason in DEAD_LETTER_REASONS:
+    EMAILS_DEAD_LETTERED.labels(reason=reason)  # every reason shows from the start, at 0
+
+
+def delivered(accepted_at: datetime) -> None:
+    EMAILS_DELIVERED.inc()
+    # Clocks of two hosts can disagree by a little: never a negative latency.
+    DELIVERY_LATENCY.observe(max(0.0, (datetime.now(UTC) - accepted_at).total_seconds()))
+
+
+def dead_lettered(reason: DeadLetterReason) -> None:
+    EMAILS_DEAD_LETTERED.labels(reason=reason).inc()
+
+
+class PartitionOffsetsCollector:
+    """`email_worker_committed_offset` and `email_worker_partition_lag` per owned partition,
+    read from the worker at each scrape: a partition given up leaves no stale series behind."""
+
+    def __init__(self, worker: EmailWorker) -> None:
+        self._worker = worker
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families()
+
+    def collect(self) -> Iterator[Metric]:
+        committed, lag = self._families()
+        for offsets in self._worker.partition_offsets():
+            labels = [offsets.partition.topic, str(offsets.partition.partition)]
+            if offsets.committed_offset is not None:
+                committed.add_metric(labels, offsets.committed_offset)
+            if offsets.lag is not None:
+                lag.add_metric(labels, offsets.lag)
+        yield committed
+        yield lag
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        committed = GaugeMetricFamily(
+            "email_worker_committed_offset",
+            "The consumer group's committed offset (CURRENT-OFFSET) of each partition this "
+            "worker owns: the next record to process after a restart.",
+            labels=["topic", "partition"],
+        )
+        lag = GaugeMetricFamily(
+            "email_worker_partition_lag",
+            "LAG of each partition this worker owns, as kafka-consumer-groups.sh computes it: "
+            "log end offset (at the last fetch) minus committed offset.",
+            labels=["topic", "partition"],
+        )
+        return committed, lag
+
+
+def metrics_registry(worker: EmailWorker) -> CollectorRegistry:
+    """What one worker's `/metrics` shows: its metrics, its partitions' offsets, and the
+    process's own (memory, CPU, GC)."""
+    registry = CollectorRegistry()
+    for collector in (
+        EMAILS_DELIVERED,
+        EMAILS_SKIPPED_DUPLICATE,
+        DELIVERY_RETRIES,
+        EMAILS_DEAD_LETTERED,
+        DELIVERY_DURATION,
+        DELIVERY_LATENCY,
+    ):
+        registry.register(collector)
+    registry.register(PartitionOffsetsCollector(worker))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry

@@ -1,0 +1,222 @@
+"""The worker's /metrics: what became of each record moves the right counter, and the
+per-partition offsets are read from the worker at each scrape."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from aiokafka.structs import TopicPartition
+from aiosmtplib import SMTPResponse
+from prometheus_client.parser import text_string_to_metric_families
+
+from services.worker.health import create_health_app
+from services.worker.processor import EmailProcessor, RetryPolicy
+from services.worker.worker import PartitionOffsets
+from tests.unit.worker.fakes import (
+    FakeDeadLetters,
+    FakeMailer,
+    InMemoryDedupeStore,
+    consumer_record,
+    email_record,
+    kafka_record,
+)
+from tests.unit.worker.test_processor import refused
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+NO_WAIT = RetryPolicy(max_attempts=3, initial_seconds=0.001, max_seconds=0.001)
+COUNTERS = [
+    "email_worker_emails_delivered_total",
+    "email_worker_emails_skipped_duplicate_total",
+    "email_worker_delivery_retries_total",
+    "email_worker_delivery_latency_seconds_count",
+]
+DEAD_LETTER_REASONS = [
+    "poison_record",
+    "permanent_failure",
+    "attempts_exhausted",
+    "some_recipients_refused",
+]
+
+
+class WorkerState:
+    """What the health app reads of an EmailWorker."""
+
+    def __init__(self) -> None:
+        self.joined_group = True
+        self.partitions: dict[TopicPartition, object] = {}
+        self.rebalances = 0
+        self.last_rebalance_seconds: float | None = None
+        self.offsets: list[PartitionOffsets] = []
+
+    def partition_offsets(self) -> list[PartitionOffsets]:
+        return self.offsets
+
+
+async def scrape(worker: WorkerState | None = None) -> Samples:
+    app = create_health_app(worker or WorkerState(), "email-send-group")  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://w") as c:
+        response = await c.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def changes(before: Samples, after: Samples) -> dict[str, float]:
+    """How much each email counter moved, by name (dead letters by reason), zeros left out."""
+    moved = {name: after[(name, ())] - before[(name, ())] for name in COUNTERS}
+    for reason in DEAD_LETTER_REASONS:
+        key = ("email_worker_emails_dead_lettered_total", (("reason", reason),))
+        moved[f"dead_lettered {reason}"] = after[key] - before[key]
+    return {name: change for name, change in moved.items() if change}
+
+
+def processor(retry: RetryPolicy = NO_WAIT) -> EmailProcessor:
+    return EmailProcessor(
+        store=InMemoryDedupeStore(),
+        dead_letters=FakeDeadLetters(),
+        retry=retry,
+        message_id_domain="pipeline.test",
+    )
+
+
+async def test_every_counter_and_reason_shows_from_the_start_with_the_process() -> None:
+    samples = await scrape()
+
+    for name in COUNTERS:
+        assert (name, ()) in samples
+    for reason in DEAD_LETTER_REASONS:
+        assert ("email_worker_emails_dead_lettered_total", (("reason", reason),)) in samples
+    assert ("process_resident_memory_bytes", ()) in samples
+
+
+async def test_a_delivery_counts_once_with_its_latency_from_acceptance() -> None:
+    accepted_at = datetime.now(UTC) - timedelta(seconds=2)
+    value = email_record("m-latency", created_at=accepted_at).to_kafka()[1]
+    before = await scrape()
+
+    await processor().process(consumer_record(0, value), FakeMailer(), asyncio.Event())
+    after = await scrape()
+
+    assert changes(before, after) == {
+        "email_worker_emails_delivered_total": 1,
+        "email_worker_delivery_latency_seconds_count": 1,
+    }
+    latency = "email_worker_delivery_latency_seconds_sum"
+    assert 2 <= after[(latency, ())] - before[(latency, ())] < 3
+
+
+async def test_a_duplicate_counts_as_skipped_not_delivered() -> None:
+    store = InMemoryDedupeStore()
+    store.outcomes["m-dup"] = "delivered"
+    email_processor = EmailProcessor(store, FakeDeadLetters(), NO_WAIT, "pipeline.test")
+    before = await scrape()
+
+    await email_processor.process(kafka_record(1, "m-dup"), FakeMailer(), asyncio.Event())
+
+    assert changes(before, await scrape()) == {"email_worker_emails_skipped_duplicate_total": 1}
+
+
+@pytest.mark.parametrize(
+    ("script", "moved"),
+    [
+        pytest.param(
+            [refused(451), ConnectionRefusedError(), {}],
+            {
+                "email_worker_delivery_retries_total": 2,
+                "email_worker_emails_delivered_total": 1,
+                "email_worker_delivery_latency_seconds_count": 1,
+            },
+            id="retried_then_delivered",
+        ),
+        pytest.param(
+            [refused(550)],
+            {"dead_lettered permanent_failure": 1},
+            id="permanent_failure",
+        ),
+        pytest.param(
+            [refused(451)] * 3,
+            {"email_worker_delivery_retries_total": 2, "dead_lettered attempts_exhausted": 1},
+            id="attempts_exhausted",
+        ),
+        pytest.param(
+            [{"bob@example.com": SMTPResponse(550, "no such user")}],
+            {
+                "email_worker_emails_delivered_total": 1,
+                "email_worker_delivery_latency_seconds_count": 1,
+                "dead_lettered some_recipients_refused": 1,
+            },
+            id="some_recipients_refused",
+        ),
+        pytest.param(
+            [{"bob@example.com": SMTPResponse(451, "greylisted")}, {}],
+            {
+                "email_worker_emails_delivered_total": 1,
+                "email_worker_delivery_latency_seconds_count": 1,
+                "email_worker_delivery_retries_total": 1,
+            },
+            id="a_greylisted_recipient_retried_alone",
+        ),
+    ],
+)
+async def test_each_outcome_moves_its_counters(
+    script: list[BaseException | dict[str, SMTPResponse]], moved: dict[str, float]
+) -> None:
+    value = email_record("m-1", to=["ana@example.com", "bob@example.com"]).to_kafka()[1]
+    before = await scrape()
+
+    await processor().process(consumer_record(0, value), FakeMailer(script), asyncio.Event())
+
+    assert changes(before, await scrape()) == moved
+
+
+async def test_a_poison_record_counts_as_dead_lettered_poison_record() -> None:
+    before = await scrape()
+
+    await processor().process(consumer_record(0, b"hello1"), FakeMailer(), asyncio.Event())
+
+    assert changes(before, await scrape()) == {"dead_lettered poison_record": 1}
+
+
+async def test_partition_offsets_are_read_at_each_scrape_and_a_revoked_one_disappears() -> None:
+    p0, p2 = TopicPartition("email.send", 0), TopicPartition("email.send", 2)
+    worker = WorkerState()
+    worker.offsets = [
+        PartitionOffsets(p0, committed_offset=40, log_end_offset=42),
+        PartitionOffsets(p2, committed_offset=7, log_end_offset=None),  # not fetched yet
+    ]
+    owning_both = await scrape(worker)
+    worker.offsets = worker.offsets[1:]
+    after_revocation = await scrape(worker)
+
+    def offsets_of(samples: Samples, name: str) -> dict[str, float]:
+        return {
+            dict(labels)["partition"]: value
+            for (sample, labels), value in samples.items()
+            if sample == name and dict(labels)["topic"] == "email.send"
+        }
+
+    assert offsets_of(owning_both, "email_worker_committed_offset") == {"0": 40, "2": 7}
+    assert offsets_of(owning_both, "email_worker_partition_lag") == {"0": 2}
+    assert offsets_of(after_revocation, "email_worker_committed_offset") == {"2": 7}
+    assert offsets_of(after_revocation, "email_worker_partition_lag") == {}
+
+
+async def test_two_workers_in_one_process_each_show_their_own_partitions() -> None:
+    first, second = WorkerState(), WorkerState()
+    first.offsets = [PartitionOffsets(TopicPartition("t", 0), 1, 1)]
+    second.offsets = [PartitionOffsets(TopicPartition("t", 1), 5, 9)]
+
+    first_samples, second_samples = await scrape(first), await scrape(second)
+
+    assert first_samples[("email_worker_committed_offset", (("partition", "0"), ("topic", "t")))]
+    assert ("email_worker_committed_offset", (("partition", "1"), ("topic", "t"))) not in (
+        first_samples
+    )
+    assert second_samples[("email_worker_partition_lag", (("partition", "1"), ("topic", "t")))] == 4
