@@ -21,7 +21,7 @@ from deploy.local.kafka import KafkaBroker
 from deploy.local.stack import LocalStack, Service
 from shared.kafka import admin_client, ensure_topics
 from shared.settings import Settings
-from tests.conftest import ISOLATED, free_port, settings_for
+from tests.conftest import ISOLATED, console_env, free_port, settings_for
 
 
 def private_broker(run_dir: Path, kafka_libs_dir: Path) -> KafkaBroker:
@@ -41,6 +41,7 @@ class PrivateStack:
 
     def __init__(self, name: str, run_dir: Path, bootstrap_servers: str, **overrides: str) -> None:
         sink_smtp_port = str(free_port())
+        api_port, sink_http_port = free_port(), free_port()
         self.name = name
         self.env = {
             **os.environ,
@@ -50,11 +51,12 @@ class PrivateStack:
             "EMAIL_TOPIC": f"email.send.{name}",
             "DLQ_TOPIC": f"email.send.{name}.dlq",
             "CONSUMER_GROUP": f"email-send-group.{name}",
-            "API_PORT": str(free_port()),
+            "API_PORT": str(api_port),
             "WORKER_PORT": str(free_port()),
             "SINK_SMTP_PORT": sink_smtp_port,
             "SMTP_PORT": sink_smtp_port,
-            "SINK_HTTP_PORT": str(free_port()),
+            "SINK_HTTP_PORT": str(sink_http_port),
+            **console_env(api_port, sink_http_port),
             **overrides,
         }
         self.settings = settings_for(self.env)
@@ -68,13 +70,18 @@ class PrivateStack:
     def sink_url(self) -> str:
         return f"http://127.0.0.1:{self.settings.sink_http_port}"
 
+    @property
+    def console_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.console_port}"
+
     async def up_topics(self) -> None:
         await ensure_topics(self.settings)
 
-    async def up(self, workers: int = 1) -> None:
+    async def up(self, workers: int = 1, console: bool = False) -> None:
         await self.up_topics()
+        services = [self.stack.sink(), *self.workers(workers), self.stack.api()]
         try:
-            for service in [self.stack.sink(), *self.workers(workers), self.stack.api()]:
+            for service in services + ([self.stack.console()] if console else []):
                 await asyncio.to_thread(self.stack.start, service)
         except BaseException:
             await self.down()
@@ -82,7 +89,8 @@ class PrivateStack:
 
     async def down(self) -> None:
         """Stop every service this stack may have started, whatever state it is in."""
-        for service in [self.stack.api(), *self.workers(5), self.stack.sink()]:
+        stack = self.stack
+        for service in [stack.console(), stack.api(), *self.workers(5), stack.sink()]:
             try:
                 await asyncio.to_thread(self.stack.stop, service)
             except Exception as error:  # keep stopping the others

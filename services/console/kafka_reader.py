@@ -14,7 +14,7 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
-from aiokafka.errors import KafkaError, for_code
+from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError, for_code
 from aiokafka.protocol.offset import OffsetRequest, OffsetResetStrategy
 
 from services.console.snapshot import KafkaReading, Member, PartitionOffsets
@@ -98,6 +98,10 @@ class KafkaReader:
     async def _read_leaders(self) -> None:
         leaders = {}
         for topic in await self.admin.describe_topics([self.topic, self.dlq_topic]):
+            if topic["error_code"] == UnknownTopicOrPartitionError.errno:
+                raise UnknownTopicOrPartitionError(
+                    f"topic {topic['topic']} does not exist (yet): `make topics` creates it"
+                )
             if topic["error_code"]:
                 raise for_code(topic["error_code"])(f"cannot describe topic {topic['topic']}")
             for partition in topic["partitions"]:
