@@ -26,8 +26,11 @@ async def topics(kafka: Settings) -> AsyncIterator[tuple[str, str]]:
     dlq_topic = f"{topic}.dlq"
     async with admin_client(kafka.kafka_bootstrap_servers) as admin:
         await admin.create_topics([NewTopic(topic, 3, 1), NewTopic(dlq_topic, 3, 1)])
-        while any(t["error_code"] for t in await admin.describe_topics([topic, dlq_topic])):
-            await asyncio.sleep(0.1)  # until the broker's metadata has them
+        for _ in range(50):  # until the broker's metadata has them
+            described = await admin.describe_topics([topic, dlq_topic])
+            if not any(t["error_code"] for t in described):
+                break
+            await asyncio.sleep(0.1)
     yield topic, dlq_topic
     async with admin_client(kafka.kafka_bootstrap_servers) as admin:
         await admin.delete_topics([topic, dlq_topic])
