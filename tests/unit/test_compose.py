@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,15 @@ import yaml
 from shared.settings import PROJECT_ROOT, Settings
 
 COMPOSE_FILE = PROJECT_ROOT / "deploy" / "compose.yaml"
-SERVICES_BUILT_HERE = {"topics", "smtp_sink", "worker", "api"}
+PROMETHEUS_CONFIG = PROJECT_ROOT / "deploy" / "prometheus" / "prometheus.yml"
+SERVICES_BUILT_HERE = {"topics", "smtp_sink", "worker", "api", "console"}
+# The setting that holds each long-running service's HTTP port (its /readyz and /metrics).
+HTTP_PORT_SETTINGS = {
+    "smtp_sink": "SINK_HTTP_PORT",
+    "worker": "WORKER_PORT",
+    "api": "API_PORT",
+    "console": "CONSOLE_PORT",
+}
 
 
 def compose() -> dict[str, Any]:
@@ -45,9 +54,42 @@ def test_every_variable_the_dockerfile_sets_is_a_setting_or_pythons() -> None:
 def test_compose_runs_the_services_with_their_module_entry_points() -> None:
     services = compose()["services"]
 
-    for name in ("smtp_sink", "worker", "api"):
+    for name in HTTP_PORT_SETTINGS:
         assert services[name]["command"] == ["python", "-m", f"services.{name}"]
         assert "healthcheck" in services[name]
+
+
+def test_each_healthcheck_asks_the_services_own_readyz() -> None:
+    services = compose()["services"]
+
+    for name, port_setting in HTTP_PORT_SETTINGS.items():
+        port = services[name]["environment"][port_setting]
+        check = " ".join(services[name]["healthcheck"]["test"])
+        assert f"http://127.0.0.1:{port}/readyz" in check, name
+
+
+def test_the_console_reads_the_api_and_the_sink_by_their_service_names() -> None:
+    services = compose()["services"]
+    console = services["console"]
+
+    assert console["ports"] == ["8080:8080"]
+    assert console["environment"]["CONSOLE_API_URL"] == "http://api:8000"
+    assert console["environment"]["CONSOLE_SINK_URL"] == "http://smtp_sink:8025"
+    assert console["depends_on"]["api"] == {"condition": "service_healthy"}
+    assert console["depends_on"]["smtp_sink"] == {"condition": "service_healthy"}
+
+
+def test_prometheus_is_optional_pinned_and_reads_the_projects_config() -> None:
+    prometheus = compose()["services"]["prometheus"]
+    image, _, version = prometheus["image"].partition(":")
+    source, _, target = prometheus["volumes"][0].partition(":")
+
+    assert prometheus["profiles"] == ["metrics"], "only with --profile metrics"
+    assert image == "prom/prometheus"
+    assert re.fullmatch(r"v\d+\.\d+\.\d+", version), "a pinned release, not latest"
+    assert (COMPOSE_FILE.parent / source).resolve() == PROMETHEUS_CONFIG
+    assert target.removesuffix(":ro") == "/etc/prometheus/prometheus.yml"
+    assert prometheus["ports"] == ["9090:9090"]
 
 
 def test_compose_builds_from_the_project(tmp_path: Path) -> None:
