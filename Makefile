@@ -8,8 +8,8 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
 .PHONY: help up down status logs sink-logs send demo restart-worker stop-worker start-worker \
-        add-worker kafka-fetch mailpit-fetch kafka-up kafka-down topics groups lint format test unit-tests \
-        integration-tests e2e-tests chaos bench clean
+        add-worker kafka-fetch mailpit-fetch chromium kafka-up kafka-down topics groups lint format test unit-tests \
+        integration-tests e2e-tests browser-tests screenshot chaos bench clean
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ kafka-fetch: $(INSTALLED) ## Fetch the Apache Kafka jars from Maven Central once
 mailpit-fetch: $(INSTALLED) ## Build Mailpit (the reference SMTP sink) from the Go module proxy, once
 	@$(PY) -m deploy.local fetch-mailpit
 
+chromium: $(INSTALLED) ## Install Debian's Chromium for the browser tests, if it is missing
+	@$(PY) -m deploy.local chromium
+
 kafka-up: $(INSTALLED) ## Start only the Kafka broker
 	@$(PY) -m deploy.local kafka-up
 
@@ -82,7 +85,7 @@ format: $(INSTALLED) ## Format the code and fix what ruff can fix
 	@$(PY) -m ruff check --fix .
 	@$(PY) -m ruff format .
 
-test: $(INSTALLED) kafka-fetch ## Run every test (starts a private Kafka broker, never the `make up` one)
+test: $(INSTALLED) kafka-fetch chromium ## Run every test (starts a private Kafka broker, never the `make up` one)
 	@$(PY) -m pytest
 
 unit-tests: $(INSTALLED) ## Run the unit tests only (no broker)
@@ -93,6 +96,12 @@ integration-tests: $(INSTALLED) kafka-fetch ## Run the integration tests (real K
 
 e2e-tests: $(INSTALLED) kafka-fetch ## Run the end-to-end tests (the stack as processes)
 	@$(PY) -m pytest tests/e2e
+
+browser-tests: $(INSTALLED) kafka-fetch chromium ## Run the browser tests (Chromium drives the console and the inbox)
+	@$(PY) -m pytest tests/browser
+
+screenshot: $(INSTALLED) kafka-fetch chromium ## Write a PNG of the console after a short scripted run
+	@$(PY) -m tests.browser.screenshot
 
 chaos: $(INSTALLED) kafka-fetch ## Prove the guarantees under restarts, kills and outages (full counts; ~15 min)
 	@$(PY) -m tests.chaos

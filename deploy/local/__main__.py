@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 from deploy.local import demo, sender
+from deploy.local.chromium import ensure_chromium
 from deploy.local.errors import StackError
 from deploy.local.kafka import KAFKA_TOOLS_DIR, KafkaBroker, fetch_kafka, kafka_version
 from deploy.local.mailpit import MAILPIT_VERSION, fetch_mailpit
@@ -40,6 +41,10 @@ def fetch_mailpit_command(settings: Settings) -> None:
         print(f"Built Mailpit {MAILPIT_VERSION} in {build.seconds:.1f} s: {shown(build.binary)}")
     else:
         print(f"Mailpit {MAILPIT_VERSION} is in {shown(build.binary)}")
+
+
+def chromium_command(settings: Settings) -> None:
+    print(f"Chromium: {ensure_chromium(settings.chromium_path)}")
 
 
 def kafka_up(settings: Settings) -> None:
@@ -184,6 +189,7 @@ def parse_arguments() -> argparse.Namespace:
         ("clean", "stop everything and delete the run directory"),
         ("fetch-kafka", "fetch Kafka's jars from Maven Central once"),
         ("fetch-mailpit", "build Mailpit from the Go module proxy once"),
+        ("chromium", "install Debian's Chromium for the browser tests if it is missing"),
         ("kafka-up", "start the Kafka broker"),
         ("kafka-down", "stop the Kafka broker"),
         ("topics", "create the topics if they are missing"),
@@ -227,6 +233,7 @@ def run(arguments: argparse.Namespace, settings: Settings) -> None:
     simple = {
         "up": up, "down": down, "status": status, "clean": clean,
         "fetch-kafka": fetch_kafka_command, "fetch-mailpit": fetch_mailpit_command,
+        "chromium": chromium_command,
         "kafka-up": kafka_up, "kafka-down": kafka_down,
         "topics": topics, "groups": groups, "services-up": services_up,
         "services-down": services_down, "demo": demo.run,
