@@ -1,0 +1,101 @@
+"""The console in a real browser: the seed's story told live, Kafka going away and coming
+back, and email text that is markup shown as text. A screenshot of each step is saved in the
+test's temporary directory."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from playwright.async_api import Page, expect
+
+from deploy.local.kafka import KafkaBroker
+from tests.browser.emails import HOSTILE_SUBJECT, send_emails
+from tests.private_stack import PrivateStack
+
+UPDATE_SECONDS = 20.0  # generous: a worker's start and the group's rebalance come first
+CONSUMED_SUM = """() => [...document.querySelectorAll('[data-testid=partition-lane]')]
+    .reduce((sum, lane) => sum + Number(lane.dataset.currentOffset || 0), 0)"""
+
+
+async def open_console(page: Page, stack: PrivateStack) -> None:
+    await page.goto(stack.console_url)
+    await expect(page.get_by_test_id("kafka-status")).to_have_text("live", timeout=10_000)
+    await expect(page.get_by_test_id("partition-lane")).to_have_count(3)
+
+
+async def until_consumed(page: Page, expected: int) -> None:
+    """Until the CURRENT-OFFSET markers add up to `expected` records read and committed."""
+    await page.wait_for_function(
+        f"expected => ({CONSUMED_SUM})() === expected", arg=expected, timeout=UPDATE_SECONDS * 1000
+    )
+
+
+async def test_the_console_shows_offsets_move_pause_and_resume(
+    page: Page, console_stack: PrivateStack, tmp_path: Path
+) -> None:
+    stack = console_stack
+    await open_console(page, stack)
+    consumed_before = int(await page.evaluate(CONSUMED_SUM))
+    await page.screenshot(path=tmp_path / "1-opened.png", full_page=True)
+
+    await send_emails(stack, 6)
+    await until_consumed(page, consumed_before + 6)
+    await expect(page.get_by_test_id("total-lag")).to_have_text("0")
+    await expect(page.get_by_test_id("current-offset-marker")).to_have_count(3)
+    await page.screenshot(path=tmp_path / "2-six-delivered.png", full_page=True)
+
+    await stack.stop(stack.stack.worker())
+    await send_emails(stack, 3)
+    total_lag = page.get_by_test_id("total-lag")
+    await expect(total_lag).to_have_text("3", timeout=UPDATE_SECONDS * 1000)
+    await expect(page.get_by_test_id("group-state")).to_have_text("Empty")
+    assert int(await page.evaluate(CONSUMED_SUM)) == consumed_before + 6  # the pointer stopped
+    await page.screenshot(path=tmp_path / "3-worker-stopped-lag-3.png", full_page=True)
+
+    await stack.start(stack.stack.worker())
+    resumed = page.locator('[data-testid=timeline-event][data-kind="resumed"]')
+    await expect(resumed.first).to_contain_text("resumed at offset", timeout=UPDATE_SECONDS * 1000)
+    await expect(total_lag).to_have_text("0", timeout=UPDATE_SECONDS * 1000)
+    await until_consumed(page, consumed_before + 9)
+    await expect(page.get_by_test_id("member-row")).to_have_count(1)
+    await page.screenshot(path=tmp_path / "4-resumed-lag-0.png", full_page=True)
+
+
+async def test_the_console_shows_a_subject_as_text_and_runs_none_of_it(
+    page: Page, console_stack: PrivateStack, tmp_path: Path
+) -> None:
+    await open_console(page, console_stack)
+    title = await page.title()
+
+    await send_emails(console_stack, 1, subject=HOSTILE_SUBJECT)
+    subject = page.get_by_test_id("recent-subject").filter(has_text=HOSTILE_SUBJECT)
+    await expect(subject).to_have_count(1, timeout=UPDATE_SECONDS * 1000)
+    await page.screenshot(path=tmp_path / "hostile-subject-console.png", full_page=True)
+
+    assert await subject.text_content() == HOSTILE_SUBJECT
+    assert await page.locator("#recent img").count() == 0
+    await asyncio.sleep(1)  # an onerror handler, had it been markup, would have run by now
+    assert await page.title() == title
+
+
+async def test_kafka_down_is_said_plainly_and_the_page_recovers_by_itself(
+    page: Page, console_stack: PrivateStack, browser_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    await open_console(page, console_stack)
+    status = page.get_by_test_id("kafka-status")
+
+    await asyncio.to_thread(browser_broker.stop)
+    try:
+        await expect(status).to_contain_text("Kafka is not answering", timeout=15_000)
+        await expect(page.get_by_test_id("data-age")).to_contain_text("s old")
+        await expect(page.get_by_test_id("data-age")).to_contain_text("not live")
+        await page.screenshot(path=tmp_path / "kafka-down.png", full_page=True)
+    finally:
+        await asyncio.to_thread(browser_broker.start)
+
+    await expect(status).to_have_text("live", timeout=30_000)
+    await expect(page.get_by_test_id("data-age")).to_have_text("")
+    kafka_back = page.locator('[data-testid=timeline-event][data-kind="kafka_back"]')
+    await expect(kafka_back.first).to_contain_text("Kafka answers again")
+    await page.screenshot(path=tmp_path / "kafka-back.png", full_page=True)
