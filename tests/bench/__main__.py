@@ -20,6 +20,7 @@ from deploy.local.kafka import kafka_version
 from shared.event_loop import run
 from shared.settings import load_settings
 from tests.bench.chart import draw_chart
+from tests.bench.console_stage import console_watching
 from tests.bench.stages import (
     FULL,
     QUICK,
@@ -46,6 +47,7 @@ TARGETS = {
     "restart_s": 3.0,
     "worker_rss_mb": 100.0,
     "api_rss_mb": 120.0,
+    "console/drain": 0.95,  # the drain with the console and 50 pages open, against without
 }
 LOWER_IS_BETTER = {"p99_ms", "restart_s", "worker_rss_mb", "api_rss_mb"}
 
@@ -82,6 +84,8 @@ def ratios(stages: dict[str, dict[str, Any]], peak_rss: dict[str, int]) -> dict[
         "restart_s": stages["restart"]["restart_to_first_delivery_s"],
         "worker_rss_mb": peak_rss.get("worker", 0) / MB,
         "api_rss_mb": peak_rss.get("api", 0) / MB,
+        "console/drain": stages["console watching"]["drain_emails_per_second"]
+        / stages["backlog drain"]["emails_per_second"],
     }
 
 
@@ -99,7 +103,8 @@ def summary_line(figures: dict[str, float], rate: float) -> str:
         f"api/http={figures['api/http']:.2f} "
         f"restart={figures['restart_s']:.1f}s "
         f"worker-rss={figures['worker_rss_mb']:.0f}MB "
-        f"api-rss={figures['api_rss_mb']:.0f}MB"
+        f"api-rss={figures['api_rss_mb']:.0f}MB "
+        f"console/drain={figures['console/drain']:.2f}"
     )
 
 
@@ -108,6 +113,8 @@ def stage_rows(stages: dict[str, dict[str, Any]], peak_rss: dict[str, int]) -> l
         return f"{stages[stage]['emails_per_second']:,.0f} emails/s"
 
     latency, api, restart = stages["latency"], stages["API accept rate"], stages["restart"]
+    console = stages["console watching"]
+    requests = console["kafka_requests_per_second_by_pages"]
     rows = [
         (
             f"sink ceiling (direct SMTP, {stages['sink ceiling']['connections']} connections)",
@@ -139,6 +146,19 @@ def stage_rows(stages: dict[str, dict[str, Any]], peak_rss: dict[str, int]) -> l
             f"{restart['rebalance_held_first_worker_s']:.3f} s",
         ),
         (
+            f"backlog drain, console + {console['pages']} pages open",
+            f"{console['drain_emails_per_second']:,.0f} emails/s",
+        ),
+        (
+            "console's Kafka requests by pages open",
+            ", ".join(f"{rate:.1f}/s with {pages}" for pages, rate in sorted(requests.items())),
+        ),
+        (
+            "console page update, delivery to marker",
+            f"p50 {console['page_update_p50_s'] * 1000:.0f} ms, "
+            f"max {console['page_update_max_s'] * 1000:.0f} ms",
+        ),
+        (
             "peak RSS",
             ", ".join(f"{kind} {peak / MB:.0f} MB" for kind, peak in sorted(peak_rss.items())),
         ),
@@ -163,6 +183,7 @@ STAGES: list[tuple[str, Callable[[Bench], Awaitable[dict[str, Any]]]]] = [
     ("latency", latency),
     ("API accept rate", api_accept_rate),
     ("restart", restart_resumption),
+    ("console watching", console_watching),
 ]
 
 
