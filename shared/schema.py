@@ -41,6 +41,7 @@ RESERVED_HEADERS = frozenset(
     {
         "bcc", "cc", "content-transfer-encoding", "content-type", "date", "from",
         "message-id", "mime-version", "reply-to", "return-path", "sender", "subject", "to",
+        "x-accepted-at",  # the API's acceptance time: the sink measures latency from it
     }
 )  # fmt: skip
 

@@ -88,6 +88,7 @@ def content(**fields: object) -> EmailContent:
         ({"headers": {"X-Ok": "1\nBcc: x@example.com"}}, "CR, LF"),
         ({"headers": {"Bad Name": "1"}}, "printable ASCII"),
         ({"headers": {"Message-ID": "<forged@example.com>"}}, "cannot be set in headers"),
+        ({"headers": {"X-Accepted-At": "2000-01-01T00:00:00+00:00"}}, "cannot be set in headers"),
         ({"priority": "high"}, "Extra inputs are not permitted"),
         ({"subject": "line\u2028separator"}, "line-breaking"),
         ({"subject": "vertical\x0btab"}, "line-breaking"),
