@@ -14,8 +14,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from services.smtp_sink import shapes
-from services.smtp_sink.mailbox import MailboxPage, SinkStats, StoredMessage
+from services.smtp_sink.mailbox import MailboxPage, SearchPage, SinkStats, StoredMessage
 from services.smtp_sink.mime import read_message
+from services.smtp_sink.search import Filter, SearchError, parse_query
 
 DEFAULT_LIMIT = 50  # Mailpit's default page size
 LATEST = "latest"
@@ -30,6 +31,8 @@ class MailboxReader(Protocol):
     ) -> tuple[StoredMessage, bytes] | None: ...
     async def raw(self, message_id: str) -> bytes | None: ...
     async def delete(self, message_ids: list[str] | None) -> int: ...
+    async def search(self, filters: tuple[Filter, ...], start: int, limit: int) -> SearchPage: ...
+    async def delete_matching(self, filters: tuple[Filter, ...]) -> int: ...
     async def stats(self) -> SinkStats: ...
     async def ping(self) -> None: ...
 
@@ -65,6 +68,29 @@ def build_app(store: MailboxReader, smtp_listening: Callable[[], bool]) -> FastA
         ):
             return PlainTextResponse("IDs must be a list of message IDs", 400)
         await store.delete(message_ids or None)
+        return "ok"
+
+    @app.get("/api/v1/search", response_model=shapes.MessagesSummary)
+    async def search_messages(
+        query: str = "", start: str = "0", limit: str = str(DEFAULT_LIMIT)
+    ) -> Any:
+        """Mailpit's search: the matching messages, newest first; messages_count counts them."""
+        try:
+            filters = parse_query(query)
+        except SearchError as error:
+            return PlainTextResponse(str(error), 400)
+        first = _non_negative(start, default=0)
+        count = _non_negative(limit, default=DEFAULT_LIMIT) or DEFAULT_LIMIT
+        return shapes.search_summary(await store.search(filters, first, count), first)
+
+    @app.delete("/api/v1/search", response_class=PlainTextResponse)
+    async def delete_search(query: str = "") -> Any:
+        """Delete the messages matching a Mailpit search."""
+        try:
+            filters = parse_query(query)
+        except SearchError as error:
+            return PlainTextResponse(str(error), 400)
+        await store.delete_matching(filters)
         return "ok"
 
     async def read(ID: str) -> tuple[shapes.Message, bytes] | None:

@@ -46,6 +46,7 @@ class Arrival:
     envelope: Envelope
     summary: Summary
     raw: bytes
+    search_text: str  # what a search's free words match: services.smtp_sink.search
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,17 @@ class MailboxPage:
     messages: tuple[StoredMessage, ...]
     total: int
     unread: int
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    """A page of the messages matching a search, with the mailbox's counts and the matches'."""
+
+    messages: tuple[StoredMessage, ...]
+    total: int
+    unread: int
+    matched: int
+    matched_unread: int
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from email.header import decode_header, make_header
 from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
+from functools import cached_property
 
 # compat32 is several times faster than the modern policy and keeps header values raw, which
 # both the /headers route (Mailpit returns raw values) and our own decoding below want.
@@ -81,11 +82,16 @@ class ParsedMessage:
         """The Date header; parsed only when asked for, as listings do not show it."""
         return _date(self.header("Date"))
 
+    # Cached: the snippet and the search text both read it, and HTML is slow to strip.
+    @cached_property
+    def body_text(self) -> str:
+        """The HTML body as text if there is one, else the text body: what Mailpit searches."""
+        return html_to_text(self.html) if self.html.strip() else self.text
+
     @property
     def snippet(self) -> str:
-        """Mailpit's snippet: the HTML body as text if there is one, else the text body."""
-        source = html_to_text(self.html) if self.html.strip() else self.text
-        collapsed = _WHITESPACE.sub(" ", source.replace("\ufeff", " ")).strip()
+        """Mailpit's snippet: the start of the body text, whitespace collapsed."""
+        collapsed = _WHITESPACE.sub(" ", self.body_text.replace("\ufeff", " ")).strip()
         if len(collapsed) <= SNIPPET_CHARS:
             return collapsed
         return collapsed[:SNIPPET_CHARS] + "..."

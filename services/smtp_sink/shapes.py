@@ -12,7 +12,7 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
-from services.smtp_sink.mailbox import MailboxPage, SinkStats, StoredMessage
+from services.smtp_sink.mailbox import MailboxPage, SearchPage, SinkStats, StoredMessage
 from services.smtp_sink.mime import Address, MimePart, ParsedMessage, canonical_header_name
 
 _LINK = re.compile(r"<([^>]*)>")
@@ -142,6 +142,19 @@ def messages_summary(page: MailboxPage, start: int) -> MessagesSummary:
         unread=page.unread,
         messages_count=page.total,
         messages_unread=page.unread,
+        start=start,
+        tags=[],
+        messages=[message_summary(stored) for stored in page.messages],
+    )
+
+
+def search_summary(page: SearchPage, start: int) -> MessagesSummary:
+    """Mailpit's search answer: messages_count counts the matches, total the whole mailbox."""
+    return MessagesSummary(
+        total=page.total,
+        unread=page.unread,
+        messages_count=page.matched,
+        messages_unread=page.matched_unread,
         start=start,
         tags=[],
         messages=[message_summary(stored) for stored in page.messages],

@@ -22,11 +22,13 @@ from services.smtp_sink.mailbox import (
     Envelope,
     Sighting,
     StoredMessage,
+    Summary,
     summarize,
     unread_summary,
 )
 from services.smtp_sink.mime import read_message
 from services.smtp_sink.report import arrival_block, refusal_line
+from services.smtp_sink.search import envelope_search_text, search_text
 
 log = logging.getLogger(__name__)
 
@@ -86,14 +88,14 @@ class SinkHandler:
             self._print(refusal_line(refusal, accepted))
             return refusal
         raw = envelope.original_content or b""
-        try:
-            summary = summarize(read_message(raw), accepted)
-        except Exception as error:
-            # A witness keeps what it was given, even what it cannot read.
-            log.warning("could not read the message, storing it unread: %r", error)
-            summary = unread_summary(accepted)
+        summary, text = _read(raw, accepted)
         arrival = Arrival(
-            id=self._new_id(), created=self._clock(), envelope=accepted, summary=summary, raw=raw
+            id=self._new_id(),
+            created=self._clock(),
+            envelope=accepted,
+            summary=summary,
+            raw=raw,
+            search_text=text,
         )
         storing = asyncio.ensure_future(self._store.add(arrival))
         try:
@@ -148,6 +150,17 @@ class SinkHandler:
     def _print(self, text: str) -> None:
         self._out.write(text)
         self._out.flush()
+
+
+def _read(raw: bytes, envelope: Envelope) -> tuple[Summary, str]:
+    """The summary and the search text of a message."""
+    try:
+        parsed = read_message(raw)
+        return summarize(parsed, envelope), search_text(parsed)
+    except Exception as error:
+        # A witness keeps what it was given, even what it cannot read.
+        log.warning("could not read the message, storing it unread: %r", error)
+        return unread_summary(envelope), envelope_search_text(envelope)
 
 
 def _envelope(envelope: SmtpEnvelope) -> Envelope:

@@ -22,13 +22,20 @@ from services.smtp_sink.mailbox import (
     Arrival,
     Envelope,
     MailboxPage,
+    SearchPage,
     Sighting,
     SinkStats,
     StoredMessage,
     Summary,
     sight,
 )
-from services.smtp_sink.mime import Address
+from services.smtp_sink.mime import Address, read_message
+from services.smtp_sink.search import (
+    Filter,
+    envelope_search_text,
+    search_text,
+    sql_condition,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +79,14 @@ CREATE TRIGGER IF NOT EXISTS count_deleted AFTER DELETE ON messages BEGIN
 END;
 CREATE TRIGGER IF NOT EXISTS count_read AFTER UPDATE OF read ON messages BEGIN
     UPDATE mailbox_counts SET unread = unread + (NEW.read = 0) - (OLD.read = 0);
+END;
+
+-- The text a search's free words match, in a table of its own: as a column of messages, it
+-- would come after the raw source in databases made before it existed, and searching it
+-- would read every raw source.
+CREATE TABLE IF NOT EXISTS message_search (seq INTEGER PRIMARY KEY, text TEXT NOT NULL);
+CREATE TRIGGER IF NOT EXISTS search_deleted AFTER DELETE ON messages BEGIN
+    DELETE FROM message_search WHERE seq = OLD.seq;
 END;
 """
 
@@ -137,6 +152,14 @@ class MessageStore:
     async def delete(self, message_ids: Sequence[str] | None) -> int:
         """Delete these messages, or all of them when message_ids is None; returns how many."""
         return await self._run(lambda connection: _delete(connection, message_ids))
+
+    async def search(self, filters: tuple[Filter, ...], start: int, limit: int) -> SearchPage:
+        """A page of the messages matching every filter, newest first."""
+        return await self._run(lambda connection: _search(connection, filters, start, limit))
+
+    async def delete_matching(self, filters: tuple[Filter, ...]) -> int:
+        """Delete the messages matching every filter; returns how many."""
+        return await self._run(lambda connection: _delete_matching(connection, filters))
 
     async def stats(self) -> SinkStats:
         return await self._run(_stats)
@@ -213,7 +236,33 @@ def _connect(db_path: Path) -> sqlite3.Connection:
     connection.execute("PRAGMA synchronous=FULL")
     connection.execute("PRAGMA busy_timeout=5000")
     connection.executescript(_SCHEMA)
+    _index_unsearched(connection)
     return connection
+
+
+def _index_unsearched(connection: sqlite3.Connection) -> None:
+    """Give the messages of a database made before searches existed their search text."""
+    unsearched = [
+        int(row[0])
+        for row in connection.execute(
+            "SELECT seq FROM messages WHERE seq NOT IN (SELECT seq FROM message_search)"
+        )
+    ]
+    if not unsearched:
+        return
+    log.info("indexing %d stored messages for search", len(unsearched))
+    connection.execute("BEGIN IMMEDIATE")
+    for seq in unsearched:
+        mail_from, rcpt_tos_json, raw = connection.execute(
+            "SELECT mail_from, rcpt_tos, raw FROM messages WHERE seq = ?", (seq,)
+        ).fetchone()
+        try:
+            text = search_text(read_message(bytes(raw)))
+        except Exception:
+            # As when it arrived: a message that cannot be read is found by its envelope.
+            text = envelope_search_text(Envelope(mail_from, tuple(json.loads(rcpt_tos_json))))
+        connection.execute("INSERT INTO message_search (seq, text) VALUES (?, ?)", (seq, text))
+    connection.execute("COMMIT")
 
 
 def _insert(connection: sqlite3.Connection, arrival: Arrival) -> Sighting:
@@ -225,7 +274,7 @@ def _insert(connection: sqlite3.Connection, arrival: Arrival) -> Sighting:
         ).fetchone()
         earlier_count = int(row[0])
     sighting = sight(summary.message_id, earlier_count)
-    connection.execute(
+    inserted = connection.execute(
         "INSERT INTO messages (id, created_ms, message_id, message_id_count, subject, addresses,"
         " snippet, first_line, attachments, mail_from, rcpt_tos, size, raw)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -245,6 +294,10 @@ def _insert(connection: sqlite3.Connection, arrival: Arrival) -> Sighting:
             arrival.raw,
         ),
     )
+    connection.execute(
+        "INSERT INTO message_search (seq, text) VALUES (?, ?)",
+        (inserted.lastrowid, arrival.search_text),
+    )
     return sighting
 
 
@@ -255,6 +308,37 @@ def _page(connection: sqlite3.Connection, start: int, limit: int) -> MailboxPage
     ).fetchall()
     total, unread = connection.execute("SELECT total, unread FROM mailbox_counts").fetchone()
     return MailboxPage(tuple(_stored(row) for row in rows), int(total), int(unread))
+
+
+def _search(
+    connection: sqlite3.Connection, filters: tuple[Filter, ...], start: int, limit: int
+) -> SearchPage:
+    condition, parameters = sql_condition(filters)
+    rows = connection.execute(
+        f"SELECT {_SUMMARY_COLUMNS} FROM messages m WHERE {condition}"
+        " ORDER BY m.seq DESC LIMIT ? OFFSET ?",
+        (*parameters, limit, start),
+    ).fetchall()
+    matched, matched_unread = connection.execute(
+        f"SELECT COUNT(*), COALESCE(SUM(m.read = 0), 0) FROM messages m WHERE {condition}",
+        parameters,
+    ).fetchone()
+    total, unread = connection.execute("SELECT total, unread FROM mailbox_counts").fetchone()
+    return SearchPage(
+        messages=tuple(_stored(row) for row in rows),
+        total=int(total),
+        unread=int(unread),
+        matched=int(matched),
+        matched_unread=int(matched_unread),
+    )
+
+
+def _delete_matching(connection: sqlite3.Connection, filters: tuple[Filter, ...]) -> int:
+    condition, parameters = sql_condition(filters)
+    return connection.execute(
+        f"DELETE FROM messages WHERE seq IN (SELECT m.seq FROM messages m WHERE {condition})",
+        parameters,
+    ).rowcount
 
 
 def _latest_id(connection: sqlite3.Connection) -> str | None:

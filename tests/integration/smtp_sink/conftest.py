@@ -10,11 +10,14 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from email.message import EmailMessage
 from pathlib import Path
 
+import aiosmtplib
 import httpx
 import pytest
 
@@ -125,3 +128,39 @@ async def sink(shared_sink: RunningSink) -> RunningSink:
 async def api(sink: RunningSink) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=sink.api) as client:
         yield client
+
+
+# Writing to the sink, for every test module here.
+
+
+def email(
+    subject: str = "Hello",
+    to: str = "bob@example.com",
+    message_id: str | None = None,
+    body: str = "First line\nSecond line\n",
+    sender: str = "Ann Sender <ann@example.com>",
+    headers: dict[str, str] | None = None,
+) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = subject
+    message["Message-ID"] = message_id or f"<{uuid.uuid4().hex}@example.com>"
+    for name, value in (headers or {}).items():
+        message[name] = value
+    message.set_content(body)
+    return message
+
+
+async def send(sink: RunningSink, message: EmailMessage | bytes, **options: object) -> str:
+    """Send and return the sink's reply to DATA."""
+    if isinstance(message, bytes):
+        options.setdefault("sender", "ann@example.com")
+        options.setdefault("recipients", ["bob@example.com"])
+    _, reply = await aiosmtplib.send(
+        message,
+        hostname="127.0.0.1",
+        port=sink.smtp_port,
+        **options,  # type: ignore[arg-type]
+    )
+    return reply

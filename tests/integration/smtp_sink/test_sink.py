@@ -16,37 +16,10 @@ from tests.integration.smtp_sink.conftest import (
     MAX_MESSAGE_BYTES,
     NOBODY,
     RunningSink,
+    email,
     running_sink,
+    send,
 )
-
-
-def email(
-    subject: str = "Hello",
-    to: str = "bob@example.com",
-    message_id: str | None = None,
-    body: str = "First line\nSecond line\n",
-) -> EmailMessage:
-    message = EmailMessage()
-    message["From"] = "Ann Sender <ann@example.com>"
-    message["To"] = to
-    message["Subject"] = subject
-    message["Message-ID"] = message_id or f"<{uuid.uuid4().hex}@example.com>"
-    message.set_content(body)
-    return message
-
-
-async def send(sink: RunningSink, message: EmailMessage | bytes, **options: object) -> str:
-    """Send and return the sink's reply to DATA."""
-    if isinstance(message, bytes):
-        options.setdefault("sender", "ann@example.com")
-        options.setdefault("recipients", ["bob@example.com"])
-    _, reply = await aiosmtplib.send(
-        message,
-        hostname="127.0.0.1",
-        port=sink.smtp_port,
-        **options,  # type: ignore[arg-type]
-    )
-    return reply
 
 
 async def session(sink: RunningSink, *lines: bytes) -> list[str]:

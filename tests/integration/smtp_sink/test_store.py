@@ -12,6 +12,7 @@ import pytest
 
 from services.smtp_sink.mailbox import Arrival, Envelope, summarize
 from services.smtp_sink.mime import read_message
+from services.smtp_sink.search import parse_query, search_text
 from services.smtp_sink.store import MessageStore, StoreClosedError
 
 ENVELOPE = Envelope("ann@example.com", ("bob@example.com",))
@@ -21,12 +22,14 @@ START = datetime(2025, 11, 25, 18, 0, tzinfo=UTC)
 def arrival(number: int, message_id: str | None = None) -> Arrival:
     header = f"Message-ID: <{message_id}>\r\n" if message_id is not None else ""
     raw = f"{header}Subject: number {number}\r\n\r\nbody {number}\r\n".encode()
+    parsed = read_message(raw)
     return Arrival(
         id=f"id-{number}",
         created=START + timedelta(milliseconds=number),
         envelope=ENVELOPE,
-        summary=summarize(read_message(raw), ENVELOPE),
+        summary=summarize(parsed, ENVELOPE),
         raw=raw,
+        search_text=search_text(parsed),
     )
 
 
@@ -199,3 +202,124 @@ async def test_a_database_from_before_the_counts_gets_them(tmp_path: Path) -> No
     await reopened.close()
 
     assert (page.total, page.unread) == (3, 2)
+
+
+def arrival_of(number: int, headers: str, body: str = "body") -> Arrival:
+    raw = f"{headers}\r\n\r\n{body}\r\n".encode()
+    parsed = read_message(raw)
+    return Arrival(
+        id=f"id-{number}",
+        created=START + timedelta(milliseconds=number),
+        envelope=ENVELOPE,
+        summary=summarize(parsed, ENVELOPE),
+        raw=raw,
+        search_text=search_text(parsed),
+    )
+
+
+async def subjects(store: MessageStore, query: str) -> list[str]:
+    page = await store.search(parse_query(query), 0, 50)
+    return [message.summary.subject for message in page.messages]
+
+
+@pytest.fixture
+async def mailbox(store: MessageStore) -> MessageStore:
+    """Three messages that each filter tells apart."""
+    await store.add(
+        arrival_of(
+            1,
+            "From: Ann <ann@example.com>\r\nTo: Bob <bob@example.com>\r\n"
+            "Subject: Order 100% shipped\r\nMessage-ID: <order-1@shop.example>",
+            body="Your parcel left Köln today.",
+        )
+    )
+    await store.add(
+        arrival_of(
+            2,
+            "From: carol@example.com\r\nTo: dan@example.com\r\nCc: bob@example.com\r\n"
+            "Subject: Weekly digest\r\nMessage-ID: <digest-2@news.example>",
+            body="Nothing shipped this week.",
+        )
+    )
+    await store.add(
+        arrival_of(
+            3,
+            "From: Ann <ann@example.com>\r\nTo: erin@example.com\r\n"
+            "Subject: Hello world\r\nMessage-ID: <hello-3@example.com>",
+            body="Plain greetings.",
+        )
+    )
+    return store
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("from:ann", ["Hello world", "Order 100% shipped"]),
+        ("to:bob@example.com", ["Order 100% shipped"]),
+        ("cc:bob", ["Weekly digest"]),
+        ("addressed:carol", ["Weekly digest"]),
+        ("bcc:bob", ["Hello world"]),  # the envelope's recipient, named in no header
+        ('subject:"hello WORLD"', ["Hello world"]),
+        ("subject:100%", ["Order 100% shipped"]),
+        ("subject:1_0", []),
+        ("message-id:<digest-2@news.example>", ["Weekly digest"]),
+        ("shipped", ["Weekly digest", "Order 100% shipped"]),
+        ("KÖLN", ["Order 100% shipped"]),
+        ('"left köln"', ["Order 100% shipped"]),
+        ("-shipped", ["Hello world"]),
+        ("!from:ann", ["Weekly digest"]),
+        ("from:ann -subject:order", ["Hello world"]),
+        ("shipped is:unread", ["Weekly digest", "Order 100% shipped"]),
+        ("is:read", []),
+        ("tag:important", []),
+        ("-tag:important from:carol", ["Weekly digest"]),
+    ],
+)
+async def test_search_filters(mailbox: MessageStore, query: str, expected: list[str]) -> None:
+    assert await subjects(mailbox, query) == expected
+
+
+async def test_search_pages_count_the_matches_and_the_mailbox(mailbox: MessageStore) -> None:
+    await mailbox.message("id-1", mark_read=True)
+
+    first = await mailbox.search(parse_query("from:ann"), 0, 1)
+    second = await mailbox.search(parse_query("from:ann"), 1, 1)
+
+    assert [m.id for m in first.messages + second.messages] == ["id-3", "id-1"]
+    assert (first.total, first.unread, first.matched, first.matched_unread) == (3, 2, 2, 1)
+
+
+async def test_delete_matching_deletes_only_the_matches(tmp_path: Path) -> None:
+    path = tmp_path / "messages.sqlite3"
+    store = MessageStore(path)
+    await store.open()
+    for number in range(4):
+        await store.add(arrival(number))
+
+    deleted = await store.delete_matching(parse_query("-subject:2"))
+    left = await store.page(0, 10)
+    await store.close()
+
+    assert deleted == 3
+    assert [m.id for m in left.messages] == ["id-2"]
+    with sqlite3.connect(path) as connection:  # the deleted messages' search text went too
+        assert connection.execute("SELECT COUNT(*) FROM message_search").fetchone() == (1,)
+
+
+async def test_a_database_from_before_searches_is_indexed_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "messages.sqlite3"
+    older = MessageStore(path)
+    await older.open()
+    for number in range(3):
+        await older.add(arrival(number))
+    await older.close()
+    with sqlite3.connect(path) as connection:  # as the sink's schema was before searches
+        connection.executescript("DROP TABLE message_search; DROP TRIGGER search_deleted;")
+
+    reopened = MessageStore(path)
+    await reopened.open()
+    found = await subjects(reopened, "body 1")
+    await reopened.close()
+
+    assert found == ["number 1"]

@@ -194,3 +194,13 @@ async def test_a_message_that_failed_to_store_needs_no_discard() -> None:
 
     assert session.cancelled()
     assert store.deleted == []
+
+
+async def test_the_arrival_carries_its_search_text() -> None:
+    store = FakeStore()
+
+    await handler(store).handle_DATA(SERVER, SESSION, envelope())
+
+    [arrival] = store.arrivals
+    assert "hello bob" in arrival.search_text
+    assert "first line of the body" in arrival.search_text

@@ -8,6 +8,7 @@ from services.smtp_sink import shapes
 from services.smtp_sink.mailbox import (
     Envelope,
     MailboxPage,
+    SearchPage,
     Sighting,
     SinkStats,
     StoredMessage,
@@ -146,6 +147,16 @@ def test_headers_map_canonical_names_to_raw_values_sorted() -> None:
         "X-B": ["2", "3"],
     }
     assert list(headers) == sorted(headers)
+
+
+def test_search_summary_counts_the_matches_and_the_whole_mailbox() -> None:
+    page = SearchPage(messages=(stored(PLAIN),), total=7, unread=4, matched=3, matched_unread=1)
+
+    listing = shapes.search_summary(page, start=0).model_dump(mode="json")
+
+    assert (listing["total"], listing["unread"]) == (7, 4)
+    assert (listing["messages_count"], listing["messages_unread"]) == (3, 1)
+    assert (listing["start"], listing["tags"], len(listing["messages"])) == (0, [], 1)
 
 
 def test_stats_count_duplicates() -> None:
