@@ -19,6 +19,7 @@ from aiosmtpd.smtp import SMTP
 
 from services.smtp_sink.api import build_app
 from services.smtp_sink.faults import FaultPolicy
+from services.smtp_sink.metrics import SinkMetrics
 from services.smtp_sink.smtp import SinkHandler
 from services.smtp_sink.store import MessageStore
 from shared.event_loop import run
@@ -45,6 +46,7 @@ async def serve(settings: Settings) -> None:
     http_socket = _listen(settings.sink_host, settings.sink_http_port, "HTTP")
     store = MessageStore(settings.sink_db_path)
     await store.open()
+    metrics = SinkMetrics()
     handler = SinkHandler(
         store=store,
         faults=FaultPolicy.of(
@@ -57,6 +59,7 @@ async def serve(settings: Settings) -> None:
         new_id=lambda: secrets.token_urlsafe(16),
         clock=_now,
         out=sys.stdout,
+        metrics=metrics,
     )
     smtp_server = await loop.create_server(
         lambda: SMTP(
@@ -71,7 +74,7 @@ async def serve(settings: Settings) -> None:
     )
     http_server = EmbeddedServer(
         uvicorn.Config(
-            build_app(store, smtp_listening=smtp_server.is_serving),
+            build_app(store, smtp_listening=smtp_server.is_serving, metrics=metrics),
             log_config=None,
             log_level=settings.log_level.lower(),
             access_log=settings.log_level == "DEBUG",

@@ -1,6 +1,5 @@
-"""The sink's HTTP API: Mailpit API v1's routes and shapes, /api/v1/stats, and health probes.
-
-Thin routes: each asks the store, builds a shape from services.smtp_sink.shapes, and answers.
+"""The sink's HTTP API: Mailpit API v1's routes and shapes, /api/v1/stats, /metrics and health
+probes. Thin routes: each asks the store, builds a shape, and answers.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from fastapi.responses import PlainTextResponse, Response
 
 from services.smtp_sink import shapes
 from services.smtp_sink.mailbox import MailboxPage, SearchPage, SinkStats, StoredMessage
+from services.smtp_sink.metrics import SinkMetrics
 from services.smtp_sink.mime import read_message
 from services.smtp_sink.search import Filter, SearchError, parse_query
 
@@ -37,7 +37,9 @@ class MailboxReader(Protocol):
     async def ping(self) -> None: ...
 
 
-def build_app(store: MailboxReader, smtp_listening: Callable[[], bool]) -> FastAPI:
+def build_app(
+    store: MailboxReader, smtp_listening: Callable[[], bool], metrics: SinkMetrics
+) -> FastAPI:
     app = FastAPI(
         title="SMTP sink",
         summary="Mailpit API v1 routes and shapes, plus /api/v1/stats for duplicate Message-IDs.",
@@ -68,6 +70,8 @@ def build_app(store: MailboxReader, smtp_listening: Callable[[], bool]) -> FastA
         ):
             return PlainTextResponse("IDs must be a list of message IDs", 400)
         await store.delete(message_ids or None)
+        if not message_ids:
+            metrics.forget_latencies()
         return "ok"
 
     @app.get("/api/v1/search", response_model=shapes.MessagesSummary)
@@ -136,7 +140,13 @@ def build_app(store: MailboxReader, smtp_listening: Callable[[], bool]) -> FastA
     @app.get("/api/v1/stats", response_model=shapes.Stats)
     async def get_stats() -> Any:
         """The sink's own route: received messages, distinct Message-IDs, and duplicates."""
-        return shapes.stats(await store.stats())
+        return shapes.stats(await store.stats(), metrics.latency())
+
+    @app.get("/metrics")
+    async def get_metrics(request: Request) -> Response:
+        """Prometheus's text format: messages received, duplicates, end-to-end latency."""
+        body, content_type = metrics.exposition(request.headers.get("accept", ""))
+        return Response(body, media_type=content_type)
 
     @app.get("/livez", response_class=PlainTextResponse)
     @app.get("/healthz", response_class=PlainTextResponse)

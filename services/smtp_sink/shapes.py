@@ -12,6 +12,7 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
+from services.smtp_sink.latency import LatencySummary
 from services.smtp_sink.mailbox import MailboxPage, SearchPage, SinkStats, StoredMessage
 from services.smtp_sink.mime import Address, MimePart, ParsedMessage, canonical_header_name
 
@@ -105,12 +106,21 @@ class MessageWithRaw(Message):
     Raw: str
 
 
+class Latency(BaseModel):
+    """The end-to-end latency (X-Accepted-At to arrival) of the latest messages that carried it."""
+
+    count: int
+    p50_seconds: float | None
+    p99_seconds: float | None
+
+
 class Stats(BaseModel):
     """GET /api/v1/stats, the sink's own route: Mailpit has no duplicate witness."""
 
     received: int
     unique_message_ids: int
     duplicates: int
+    latency: Latency
 
 
 def message_summary(stored: StoredMessage) -> MessageSummary:
@@ -229,11 +239,16 @@ def attachment(part: MimePart) -> Attachment:
     )
 
 
-def stats(sink_stats: SinkStats) -> Stats:
+def stats(sink_stats: SinkStats, latency: LatencySummary) -> Stats:
     return Stats(
         received=sink_stats.received,
         unique_message_ids=sink_stats.unique_message_ids,
         duplicates=sink_stats.duplicates,
+        latency=Latency(
+            count=latency.count,
+            p50_seconds=latency.p50_seconds,
+            p99_seconds=latency.p99_seconds,
+        ),
     )
 
 

@@ -17,6 +17,7 @@ from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from services.smtp_sink.faults import FaultPolicy, message_refusal, recipient_refusal
+from services.smtp_sink.latency import ACCEPTED_AT_HEADER, accepted_at, latency_seconds
 from services.smtp_sink.mailbox import (
     Arrival,
     Envelope,
@@ -42,6 +43,10 @@ class ArrivalStore(Protocol):
     async def delete(self, message_ids: Sequence[str] | None) -> int: ...
 
 
+class ArrivalMetrics(Protocol):
+    def stored(self, sighting: Sighting, latency_seconds: float | None) -> None: ...
+
+
 class SinkHandler:
     """aiosmtpd calls handle_RCPT and handle_DATA by name; everything else is its default."""
 
@@ -53,6 +58,7 @@ class SinkHandler:
         new_id: Callable[[], str],
         clock: Callable[[], datetime],
         out: TextIO,
+        metrics: ArrivalMetrics,
     ) -> None:
         self._store = store
         self._faults = faults
@@ -60,6 +66,7 @@ class SinkHandler:
         self._new_id = new_id
         self._clock = clock
         self._out = out
+        self._metrics = metrics
         self._discarding: set[asyncio.Task[None]] = set()
 
     async def handle_RCPT(
@@ -88,7 +95,7 @@ class SinkHandler:
             self._print(refusal_line(refusal, accepted))
             return refusal
         raw = envelope.original_content or b""
-        summary, text = _read(raw, accepted)
+        summary, text, accepted_time = _read(raw, accepted)
         arrival = Arrival(
             id=self._new_id(),
             created=self._clock(),
@@ -119,6 +126,7 @@ class SinkHandler:
             read=False,
             sighting=sighting,
         )
+        self._metrics.stored(sighting, latency_seconds(accepted_time, arrival.created))
         self._print(arrival_block(stored))
         return f"250 2.0.0 OK stored as {arrival.id}"
 
@@ -152,15 +160,19 @@ class SinkHandler:
         self._out.flush()
 
 
-def _read(raw: bytes, envelope: Envelope) -> tuple[Summary, str]:
-    """The summary and the search text of a message."""
+def _read(raw: bytes, envelope: Envelope) -> tuple[Summary, str, datetime | None]:
+    """The summary, the search text and the acceptance time (X-Accepted-At) of a message."""
     try:
         parsed = read_message(raw)
-        return summarize(parsed, envelope), search_text(parsed)
+        return (
+            summarize(parsed, envelope),
+            search_text(parsed),
+            accepted_at(parsed.header(ACCEPTED_AT_HEADER)),
+        )
     except Exception as error:
         # A witness keeps what it was given, even what it cannot read.
         log.warning("could not read the message, storing it unread: %r", error)
-        return unread_summary(envelope), envelope_search_text(envelope)
+        return unread_summary(envelope), envelope_search_text(envelope), None
 
 
 def _envelope(envelope: SmtpEnvelope) -> Envelope:

@@ -24,6 +24,14 @@ from tests.unit.smtp_sink.messages import PLAIN
 NOW = datetime(2025, 11, 25, 18, 30, tzinfo=UTC)
 
 
+class FakeMetrics:
+    def __init__(self) -> None:
+        self.recorded: list[tuple[Sighting, float | None]] = []
+
+    def stored(self, sighting: Sighting, latency_seconds: float | None) -> None:
+        self.recorded.append((sighting, latency_seconds))
+
+
 class FakeStore:
     def __init__(self, fail: bool = False) -> None:
         self.arrivals: list[Arrival] = []
@@ -55,6 +63,7 @@ def handler(
     faults: FaultPolicy | None = None,
     draw: float = 0.5,
     out: io.StringIO | None = None,
+    metrics: FakeMetrics | None = None,
 ) -> SinkHandler:
     ids = (f"id-{n}" for n in itertools.count(1))
     return SinkHandler(
@@ -64,6 +73,7 @@ def handler(
         new_id=lambda: next(ids),
         clock=lambda: NOW,
         out=out or io.StringIO(),
+        metrics=metrics or FakeMetrics(),
     )
 
 
@@ -194,6 +204,27 @@ async def test_a_message_that_failed_to_store_needs_no_discard() -> None:
 
     assert session.cancelled()
     assert store.deleted == []
+
+
+async def test_a_stored_message_is_counted_with_its_latency_from_x_accepted_at() -> None:
+    metrics = FakeMetrics()
+    accepted = b"X-Accepted-At: 2025-11-25T18:29:59.750000+00:00\r\n" + PLAIN
+
+    await handler(FakeStore(), metrics=metrics).handle_DATA(SERVER, SESSION, envelope(accepted))
+    await handler(FakeStore(), metrics=metrics).handle_DATA(SERVER, SESSION, envelope())
+
+    assert metrics.recorded == [(Sighting(1), 0.25), (Sighting(1), None)]
+
+
+async def test_a_refused_or_unstored_message_is_not_counted() -> None:
+    metrics = FakeMetrics()
+
+    await handler(FakeStore(fail=True), metrics=metrics).handle_DATA(SERVER, SESSION, envelope())
+    await handler(FakeStore(), FaultPolicy.of(permanent_rate=1.0), metrics=metrics).handle_DATA(
+        SERVER, SESSION, envelope()
+    )
+
+    assert metrics.recorded == []
 
 
 async def test_the_arrival_carries_its_search_text() -> None:

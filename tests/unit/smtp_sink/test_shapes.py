@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from services.smtp_sink import shapes
+from services.smtp_sink.latency import LatencySummary
 from services.smtp_sink.mailbox import (
     Envelope,
     MailboxPage,
@@ -159,9 +160,20 @@ def test_search_summary_counts_the_matches_and_the_whole_mailbox() -> None:
     assert (listing["start"], listing["tags"], len(listing["messages"])) == (0, [], 1)
 
 
-def test_stats_count_duplicates() -> None:
-    assert shapes.stats(SinkStats(received=4, unique_message_ids=3)).model_dump() == {
+def test_stats_count_duplicates_and_show_the_latency() -> None:
+    latency = LatencySummary(count=10, p50_seconds=0.02, p99_seconds=0.3)
+
+    assert shapes.stats(SinkStats(received=4, unique_message_ids=3), latency).model_dump() == {
         "received": 4,
         "unique_message_ids": 3,
         "duplicates": 1,
+        "latency": {"count": 10, "p50_seconds": 0.02, "p99_seconds": 0.3},
     }
+
+
+def test_stats_without_latencies_have_no_percentiles() -> None:
+    latency = LatencySummary(count=0, p50_seconds=None, p99_seconds=None)
+
+    stats = shapes.stats(SinkStats(received=0, unique_message_ids=0), latency)
+
+    assert stats.latency.model_dump() == {"count": 0, "p50_seconds": None, "p99_seconds": None}
