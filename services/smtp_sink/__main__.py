@@ -85,9 +85,10 @@ async def serve(settings: Settings) -> None:
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signal_number, stopping.set)
     http_task = asyncio.create_task(http_server.serve(sockets=[http_socket]))
+    http_url = f"http://{settings.sink_host}:{settings.sink_http_port}"
     print(
         f"SMTP sink: SMTP on {settings.sink_host}:{settings.sink_smtp_port}, "
-        f"HTTP API on http://{settings.sink_host}:{settings.sink_http_port}/api/v1/messages, "
+        f"HTTP API on {http_url}/api/v1/messages, web inbox on {http_url}/, "
         f"messages in {settings.sink_db_path}",
         flush=True,
     )

@@ -1,5 +1,5 @@
-"""The sink's HTTP API: Mailpit API v1's routes and shapes, /api/v1/stats, /metrics and health
-probes. Thin routes: each asks the store, builds a shape, and answers.
+"""The sink's HTTP API: Mailpit API v1's routes and shapes, /api/v1/stats, /metrics, health
+probes, and the web inbox at /. Thin routes: each asks the store, builds a shape, and answers.
 """
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from importlib import resources
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
@@ -21,6 +22,33 @@ from services.smtp_sink.search import Filter, SearchError, parse_query
 DEFAULT_LIMIT = 50  # Mailpit's default page size
 LATEST = "latest"
 READY_TIMEOUT_SECONDS = 2.0
+
+# The inbox shows what strangers wrote, so its page may run only its own script file.
+INBOX_CSP = "; ".join(
+    (
+        "default-src 'self'",
+        "script-src 'self'",
+        # The HTML view is an iframe's srcdoc, which inherits this policy: the email's own
+        # inline styles and data: images need these (its scripts stay blocked, twice over).
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data:",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+    )
+)
+INBOX_HEADERS = {
+    "Content-Security-Policy": INBOX_CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+INBOX_FILES = {
+    "index.html": "text/html; charset=utf-8",
+    "inbox.js": "text/javascript; charset=utf-8",
+    "inbox.css": "text/css; charset=utf-8",
+}
 
 
 class MailboxReader(Protocol):
@@ -44,6 +72,7 @@ def build_app(
         title="SMTP sink",
         summary="Mailpit API v1 routes and shapes, plus /api/v1/stats for duplicate Message-IDs.",
     )
+    inbox = _inbox_files()
 
     async def resolve(message_id: str) -> str | None:
         return await store.latest_id() if message_id == LATEST else message_id
@@ -148,6 +177,20 @@ def build_app(
         body, content_type = metrics.exposition(request.headers.get("accept", ""))
         return Response(body, media_type=content_type)
 
+    def inbox_file(name: str) -> Response:
+        if name not in inbox:
+            return PlainTextResponse(f"No inbox file {name!r}", 404)
+        return Response(inbox[name], media_type=INBOX_FILES[name], headers=INBOX_HEADERS)
+
+    @app.get("/", response_class=Response)
+    async def get_inbox() -> Response:
+        """The web inbox: the messages, live, as Mailpit users expect at /."""
+        return inbox_file("index.html")
+
+    @app.get("/inbox/{name}", response_class=Response)
+    async def get_inbox_file(name: str) -> Response:
+        return inbox_file(name)
+
     @app.get("/livez", response_class=PlainTextResponse)
     @app.get("/healthz", response_class=PlainTextResponse)
     async def alive() -> str:
@@ -166,6 +209,12 @@ def build_app(
         return "ok"
 
     return app
+
+
+def _inbox_files() -> dict[str, bytes]:
+    """The inbox's files, read once: they are package data and small."""
+    folder = resources.files("services.smtp_sink").joinpath("inbox")
+    return {name: folder.joinpath(name).read_bytes() for name in INBOX_FILES}
 
 
 def _not_found(message_id: str) -> PlainTextResponse:

@@ -59,3 +59,10 @@ async def test_two_apps_in_one_process_each_serve_their_own_metrics() -> None:
 
     assert "email_sink_messages_received_total 1.0" in await get(first, "/metrics")
     assert "email_sink_messages_received_total 0.0" in await get(second, "/metrics")
+
+
+async def test_the_inbox_is_read_from_the_package() -> None:
+    app = build_app(EmptyStore(), lambda: True, SinkMetrics())
+
+    assert (await get(app, "/")).startswith("<!doctype html>")
+    assert "poll()" in await get(app, "/inbox/inbox.js")
