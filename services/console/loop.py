@@ -87,7 +87,7 @@ class SnapshotLoop:
         except TimeoutError:
             errors[source] = f"no answer within {self.read_timeout_seconds:g} s"
         except Exception as error:
-            errors[source] = f"{type(error).__name__}: {error}".removesuffix(": ")
+            errors[source] = describe_error(error)
         else:
             if source in self._failing:
                 log.info("%s answers again", source)
@@ -128,3 +128,9 @@ class SnapshotLoop:
                     self._published.wait_for(lambda: self.snapshot is not None), timeout_seconds
                 )
         return self.snapshot
+
+
+def describe_error(error: Exception) -> str:
+    """One line: the error's text, with its type unless the text already names it."""
+    text, kind = str(error), type(error).__name__
+    return text if text.startswith(kind) else f"{kind}: {text}" if text else kind

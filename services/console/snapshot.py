@@ -17,7 +17,8 @@ from typing import Any
 
 TIMELINE_LENGTH = 50
 RATE_WINDOW_SECONDS = 5.0
-# CURRENT-OFFSET standing still this long while there is lag is a pause; moving again is news.
+# CURRENT-OFFSET standing still this long while there is lag is a pause (at once when no member
+# owns the partition); moving again is news.
 PAUSE_SECONDS = 2.0
 
 
@@ -189,6 +190,9 @@ class Picture:
                 )
 
     def _note_progress(self, at: float, kafka: KafkaReading) -> None:
+        """A partition with records to read pauses when no member owns it, or when its
+        CURRENT-OFFSET stands still for PAUSE_SECONDS; moving again, it resumes."""
+        owned = owners(kafka.members)
         for offsets in kafka.partitions:
             partition = offsets.partition
             # With nothing committed yet, the group starts at the beginning of the log.
@@ -207,7 +211,9 @@ class Picture:
             lag = offsets.log_end_offset - offset
             if lag <= 0:
                 progress.since = at  # standing still with nothing to read is no pause
-            elif not progress.paused and at - progress.since >= PAUSE_SECONDS:
+            elif not progress.paused and (
+                partition not in owned or at - progress.since >= PAUSE_SECONDS
+            ):
                 progress.paused = True
                 self._add(
                     at, "paused", f"{self.topic}-{partition} waits at offset {offset}, lag {lag}"

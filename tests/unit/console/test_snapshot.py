@@ -85,17 +85,25 @@ def test_the_dead_letter_topic_is_counted() -> None:
 def test_a_stopped_worker_shows_as_a_pause_then_a_resume_at_the_committed_offset() -> None:
     view = picture()
     view.update(Reading(0.0, kafka({0: 4}, {0: 4}), None, None))
-    # The worker stops; three records arrive and CURRENT-OFFSET stays at 4.
-    view.update(Reading(1.0, kafka({0: 7}, {0: 4}, members=(), state="Empty"), None, None))
-    paused = view.update(
-        Reading(1.0 + PAUSE_SECONDS, kafka({0: 7}, {0: 4}, (), "Empty"), None, None)
-    )
+    # The worker stops; three records arrive and CURRENT-OFFSET stays at 4, owned by no one.
+    paused = view.update(Reading(1.0, kafka({0: 7}, {0: 4}, members=(), state="Empty"), None, None))
     resumed = view.update(Reading(9.0, kafka({0: 7}, {0: 7}), None, None))
 
     assert events(paused, "paused") == ["email.send-0 waits at offset 4, lag 3"]
     # Paused since the last look at which nothing was waiting (t=0).
     assert events(resumed, "resumed") == ["email.send-0 resumed at offset 4 (paused 9.0 s)"]
     assert resumed["total_lag"] == 0
+
+
+def test_an_owned_partition_standing_still_with_lag_is_a_pause() -> None:
+    view = picture()
+    view.update(Reading(0.0, kafka({0: 4}, {0: 4}), None, None))
+    # An email being retried holds CURRENT-OFFSET at 4 while its worker stays in the group.
+    before = view.update(Reading(0.5, kafka({0: 5}, {0: 4}), None, None))
+    paused = view.update(Reading(PAUSE_SECONDS, kafka({0: 5}, {0: 4}), None, None))
+
+    assert events(before, "paused") == []
+    assert events(paused, "paused") == ["email.send-0 waits at offset 4, lag 1"]
 
 
 def test_standing_still_with_nothing_to_read_is_not_a_pause() -> None:
