@@ -58,8 +58,14 @@ def main() -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop what started, as Ctrl+C
     broker.start()
     try:
+        # The broker is the screenshot's own: the topic and group can have the seed's names.
         stack = PrivateStack(
-            "screenshot", run_dir / "stack", broker.settings.kafka_bootstrap_servers
+            "screenshot",
+            run_dir / "stack",
+            broker.settings.kafka_bootstrap_servers,
+            EMAIL_TOPIC=settings.email_topic,
+            DLQ_TOPIC=settings.dlq_topic,
+            CONSUMER_GROUP=settings.consumer_group,
         )
         run(scripted_run(stack, chromium, arguments.output))
     finally:
