@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -72,7 +72,16 @@ class Settings(BaseSettings):
     # Where the worker delivers: the local sink by default, any SMTP server in production.
     smtp_host: str = "localhost"
     smtp_port: Port = 1025
-    smtp_timeout_seconds: Seconds = 10.0
+    smtp_timeout_seconds: Annotated[
+        float, Field(gt=0, validation_alias=AliasChoices("smtp_timeout_seconds", "smtp_timeout"))
+    ] = 10.0
+    # Production relays (port 587) want STARTTLS and AUTH; `tls` is implicit TLS (port 465).
+    smtp_tls: Literal["none", "starttls", "tls"] = "none"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_ca_file: Path | None = None  # trust this CA too, e.g. a self-signed test CA
+    # Credentials never cross an unencrypted connection unless this says they may.
+    smtp_allow_plaintext_auth: bool = False
 
     # services/smtp_sink: the local SMTP server that stores and prints what it receives.
     sink_host: str = "127.0.0.1"
@@ -84,6 +93,11 @@ class Settings(BaseSettings):
     sink_fail_5xx_recipients: CommaSeparated = []
     sink_fail_4xx_rate: Probability = 0.0
     sink_fail_5xx_rate: Probability = 0.0
+    # Optional STARTTLS and AUTH, as a production relay has them (aiosmtpd's own support).
+    sink_tls_cert_file: Path | None = None
+    sink_tls_key_file: Path | None = None
+    sink_require_starttls: bool = False
+    sink_auth_file: Path | None = None  # "username:password" lines, as Mailpit's --smtp-auth-file
 
     # services/console: the live offset picture, read-only; it reads the API and the sink here.
     console_host: str = "127.0.0.1"
@@ -108,11 +122,14 @@ class Settings(BaseSettings):
                 )
         return value
 
-    @field_validator("run_dir", "kafka_libs_dir", "mailpit_cache_dir")
+    @field_validator(
+        "run_dir", "kafka_libs_dir", "mailpit_cache_dir", "smtp_ca_file", "sink_tls_cert_file",
+        "sink_tls_key_file", "sink_auth_file",
+    )  # fmt: skip
     @classmethod
-    def _relative_to_project(cls, value: Path) -> Path:
-        """Relative paths mean the same directory whatever the working directory is."""
-        return value if value.is_absolute() else PROJECT_ROOT / value
+    def _relative_to_project(cls, value: Path | None) -> Path | None:
+        """Relative paths mean the same file whatever the working directory is."""
+        return value if value is None or value.is_absolute() else PROJECT_ROOT / value
 
     @field_validator("dedupe_db_path", "sink_db_path")
     @classmethod
