@@ -97,6 +97,7 @@ class Settings(BaseSettings):
     sink_tls_cert_file: Path | None = None
     sink_tls_key_file: Path | None = None
     sink_require_starttls: bool = False
+    sink_tls_implicit: bool = False  # TLS from the first byte (port 465) instead of STARTTLS
     sink_auth_file: Path | None = None  # "username:password" lines, as Mailpit's --smtp-auth-file
 
     # services/console: the live offset picture, read-only; it reads the API and the sink here.
