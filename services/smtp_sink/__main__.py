@@ -47,14 +47,15 @@ async def serve(settings: Settings) -> None:
     store = MessageStore(settings.sink_db_path)
     await store.open()
     metrics = SinkMetrics()
+    faults = FaultPolicy.of(
+        transient_recipients=settings.sink_fail_4xx_recipients,
+        permanent_recipients=settings.sink_fail_5xx_recipients,
+        transient_rate=settings.sink_fail_4xx_rate,
+        permanent_rate=settings.sink_fail_5xx_rate,
+    )
     handler = SinkHandler(
         store=store,
-        faults=FaultPolicy.of(
-            transient_recipients=settings.sink_fail_4xx_recipients,
-            permanent_recipients=settings.sink_fail_5xx_recipients,
-            transient_rate=settings.sink_fail_4xx_rate,
-            permanent_rate=settings.sink_fail_5xx_rate,
-        ),
+        faults=faults,
         draw=random.random,
         new_id=lambda: secrets.token_urlsafe(16),
         clock=_now,
@@ -74,7 +75,7 @@ async def serve(settings: Settings) -> None:
     )
     http_server = EmbeddedServer(
         uvicorn.Config(
-            build_app(store, smtp_listening=smtp_server.is_serving, metrics=metrics),
+            build_app(store, smtp_listening=smtp_server.is_serving, metrics=metrics, faults=faults),
             log_config=None,
             log_level=settings.log_level.lower(),
             access_log=settings.log_level == "DEBUG",

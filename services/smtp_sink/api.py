@@ -5,19 +5,25 @@ probes, and the web inbox at /. Thin routes: each asks the store, builds a shape
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 from collections.abc import Callable
-from importlib import resources
+from importlib import metadata, resources
+from pathlib import Path
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from services.smtp_sink import shapes
+from services.smtp_sink.faults import ChaosError, FaultPolicy, chaos_triggers
 from services.smtp_sink.mailbox import MailboxPage, SearchPage, SinkStats, StoredMessage
 from services.smtp_sink.metrics import SinkMetrics
 from services.smtp_sink.mime import read_message
 from services.smtp_sink.search import Filter, SearchError, parse_query
+
+log = logging.getLogger(__name__)
 
 DEFAULT_LIMIT = 50  # Mailpit's default page size
 LATEST = "latest"
@@ -52,6 +58,8 @@ INBOX_FILES = {
 
 
 class MailboxReader(Protocol):
+    db_path: Path
+
     async def page(self, start: int, limit: int) -> MailboxPage: ...
     async def latest_id(self) -> str | None: ...
     async def message(
@@ -66,13 +74,18 @@ class MailboxReader(Protocol):
 
 
 def build_app(
-    store: MailboxReader, smtp_listening: Callable[[], bool], metrics: SinkMetrics
+    store: MailboxReader,
+    smtp_listening: Callable[[], bool],
+    metrics: SinkMetrics,
+    faults: FaultPolicy,
 ) -> FastAPI:
+    """The app; faults is the SMTP handler's own policy, whose chaos triggers it sets."""
     app = FastAPI(
         title="SMTP sink",
         summary="Mailpit API v1 routes and shapes, plus /api/v1/stats for duplicate Message-IDs.",
     )
     inbox = _inbox_files()
+    version = _version()
 
     async def resolve(message_id: str) -> str | None:
         return await store.latest_id() if message_id == LATEST else message_id
@@ -98,7 +111,7 @@ def build_app(
             isinstance(message_ids, list) and all(isinstance(i, str) for i in message_ids)
         ):
             return PlainTextResponse("IDs must be a list of message IDs", 400)
-        await store.delete(message_ids or None)
+        metrics.deleted(await store.delete(message_ids or None))
         if not message_ids:
             metrics.forget_latencies()
         return "ok"
@@ -123,7 +136,7 @@ def build_app(
             filters = parse_query(query)
         except SearchError as error:
             return PlainTextResponse(str(error), 400)
-        await store.delete_matching(filters)
+        metrics.deleted(await store.delete_matching(filters))
         return "ok"
 
     async def read(ID: str) -> tuple[shapes.Message, bytes] | None:
@@ -171,6 +184,41 @@ def build_app(
         """The sink's own route: received messages, distinct Message-IDs, and duplicates."""
         return shapes.stats(await store.stats(), metrics.latency())
 
+    @app.get("/api/v1/info", response_model=shapes.AppInformation)
+    async def get_info() -> Any:
+        """Mailpit's application information: the mailbox's counts, the database, and what the
+        sink has counted since it started."""
+        return shapes.app_information(
+            version=version,
+            database=str(store.db_path.absolute()),
+            database_size=_database_size(store.db_path),
+            mailbox=await store.page(0, 0),
+            runtime=metrics.runtime(),
+        )
+
+    @app.get("/api/v1/chaos", response_model=shapes.ChaosTriggers)
+    async def get_chaos() -> Any:
+        """Mailpit's chaos triggers; always enabled here, every probability 0 until set."""
+        return shapes.chaos_triggers(faults.chaos.triggers)
+
+    @app.put("/api/v1/chaos", response_model=shapes.ChaosTriggers)
+    async def set_chaos(request: Request) -> Any:
+        """Set every trigger at once, as Mailpit does: a trigger left out is switched off.
+        A body the sink cannot take changes nothing and is a 400 that says why."""
+        try:
+            triggers = chaos_triggers(json.loads(await request.body()))
+        except ChaosError as error:
+            return PlainTextResponse(str(error), 400)
+        except ValueError:
+            return PlainTextResponse(
+                'invalid JSON body, expected {"Sender": {"ErrorCode": 451, "Probability": 5}, '
+                '"Recipient": {...}, "Authentication": {...}}',
+                400,
+            )
+        faults.chaos.triggers = triggers
+        log.info("chaos triggers set: %s", triggers.describe())
+        return shapes.chaos_triggers(triggers)
+
     @app.get("/metrics")
     async def get_metrics(request: Request) -> Response:
         """Prometheus's text format: messages received, duplicates, end-to-end latency."""
@@ -215,6 +263,24 @@ def _inbox_files() -> dict[str, bytes]:
     """The inbox's files, read once: they are package data and small."""
     folder = resources.files("services.smtp_sink").joinpath("inbox")
     return {name: folder.joinpath(name).read_bytes() for name in INBOX_FILES}
+
+
+def _version() -> str:
+    """What /api/v1/info calls the version: this project's, not a Mailpit release."""
+    try:
+        release = metadata.version("kafka-email-pipeline")
+    except metadata.PackageNotFoundError:
+        release = "unknown"
+    return f"kafka-email-pipeline {release} (SMTP sink, Mailpit API v1)"
+
+
+def _database_size(db_path: Path) -> int:
+    """The database's bytes on disk, with its write-ahead log (where the latest writes are)."""
+    size = 0
+    for path in (db_path, db_path.with_name(db_path.name + "-wal")):
+        with contextlib.suppress(FileNotFoundError):
+            size += path.stat().st_size
+    return size
 
 
 def _not_found(message_id: str) -> PlainTextResponse:

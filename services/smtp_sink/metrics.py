@@ -1,9 +1,16 @@
-"""The sink's Prometheus metrics (GET /metrics) and the latency window behind /api/v1/stats.
-
-The SMTP handler records each stored message here; the HTTP API reads what it has recorded.
+"""The sink's Prometheus metrics (GET /metrics), the latency window behind /api/v1/stats, and the
+run-time counts of /api/v1/info. The SMTP handler and the API record here; the API reads.
 """
 
 from __future__ import annotations
+
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 from prometheus_client import (
     CollectorRegistry,
@@ -24,11 +31,31 @@ LATENCY_BUCKETS_SECONDS = (
 )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class RuntimeStats:
+    """Mailpit's RuntimeStats, counted since this sink started."""
+
+    uptime_seconds: int
+    memory_bytes: int
+    messages_deleted: int  # through the HTTP API
+    smtp_accepted: int  # messages stored and answered 250
+    smtp_accepted_bytes: int
+    smtp_rejected: int  # recipients and messages refused: injected faults and chaos
+
+
 class SinkMetrics:
     """One sink's metrics in a registry of their own: two sinks built in one process (as the
     tests build them) never collide in prometheus_client's global registry."""
 
-    def __init__(self, window_size: int = WINDOW_SIZE) -> None:
+    def __init__(
+        self, window_size: int = WINDOW_SIZE, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._clock = clock
+        self._started = clock()
+        self._accepted = 0
+        self._accepted_bytes = 0
+        self._rejected = 0
+        self._deleted = 0
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
@@ -51,14 +78,35 @@ class SinkMetrics:
         )
         self._latest = LatencyWindow(window_size)
 
-    def stored(self, sighting: Sighting, latency_seconds: float | None) -> None:
-        """A message was stored; its latency is None when it carried no acceptance time."""
+    def stored(self, sighting: Sighting, latency_seconds: float | None, size: int = 0) -> None:
+        """A message of size bytes was stored; its latency is None when it carried no
+        acceptance time."""
+        self._accepted += 1
+        self._accepted_bytes += size
         self._received.inc()
         if sighting.duplicate:
             self._duplicates.inc()
         if latency_seconds is not None:
             self._latency.observe(latency_seconds)
             self._latest.add(latency_seconds)
+
+    def rejected(self) -> None:
+        """The SMTP server refused a recipient or a message."""
+        self._rejected += 1
+
+    def deleted(self, count: int) -> None:
+        """The HTTP API deleted count messages."""
+        self._deleted += count
+
+    def runtime(self) -> RuntimeStats:
+        return RuntimeStats(
+            uptime_seconds=int(self._clock() - self._started),
+            memory_bytes=resident_memory_bytes(),
+            messages_deleted=self._deleted,
+            smtp_accepted=self._accepted,
+            smtp_accepted_bytes=self._accepted_bytes,
+            smtp_rejected=self._rejected,
+        )
 
     def latency(self) -> LatencySummary:
         return self._latest.summary()
@@ -73,3 +121,13 @@ class SinkMetrics:
         Prometheus's text format unless it names OpenMetrics, as prometheus_client serves."""
         encode, content_type = choose_encoder(accept)
         return encode(self.registry), content_type
+
+
+def resident_memory_bytes() -> int:
+    """The process's resident memory now; where /proc is missing (macOS), its peak so far."""
+    try:
+        resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return resident_pages * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, IndexError, ValueError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024  # bytes there, KiB elsewhere

@@ -12,6 +12,7 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
+from services.smtp_sink import faults, metrics
 from services.smtp_sink.latency import LatencySummary
 from services.smtp_sink.mailbox import MailboxPage, SearchPage, SinkStats, StoredMessage
 from services.smtp_sink.mime import Address, MimePart, ParsedMessage, canonical_header_name
@@ -121,6 +122,42 @@ class Stats(BaseModel):
     unique_message_ids: int
     duplicates: int
     latency: Latency
+
+
+class RuntimeStats(BaseModel):
+    Uptime: int
+    Memory: int
+    MessagesDeleted: int
+    SMTPAccepted: int
+    SMTPAcceptedSize: int
+    SMTPRejected: int
+    SMTPIgnored: int
+
+
+class AppInformation(BaseModel):
+    """GET /api/v1/info: Mailpit's application information, of the sink."""
+
+    Version: str
+    LatestVersion: str
+    Database: str
+    DatabaseSize: int
+    Messages: int
+    Unread: int
+    Tags: dict[str, int]
+    RuntimeStats: RuntimeStats
+
+
+class ChaosTrigger(BaseModel):
+    ErrorCode: int
+    Probability: int
+
+
+class ChaosTriggers(BaseModel):
+    """GET and PUT /api/v1/chaos: Mailpit's chaos triggers."""
+
+    Sender: ChaosTrigger
+    Recipient: ChaosTrigger
+    Authentication: ChaosTrigger
 
 
 def message_summary(stored: StoredMessage) -> MessageSummary:
@@ -250,6 +287,47 @@ def stats(sink_stats: SinkStats, latency: LatencySummary) -> Stats:
             p99_seconds=latency.p99_seconds,
         ),
     )
+
+
+def app_information(
+    version: str,
+    database: str,
+    database_size: int,
+    mailbox: MailboxPage,
+    runtime: metrics.RuntimeStats,
+) -> AppInformation:
+    """The sink never asks the internet for a newer release: LatestVersion is Mailpit's
+    "disabled"; it has no tags, and ignores no message (it keeps duplicates, and flags them)."""
+    return AppInformation(
+        Version=version,
+        LatestVersion="disabled",
+        Database=database,
+        DatabaseSize=database_size,
+        Messages=mailbox.total,
+        Unread=mailbox.unread,
+        Tags={},
+        RuntimeStats=RuntimeStats(
+            Uptime=runtime.uptime_seconds,
+            Memory=runtime.memory_bytes,
+            MessagesDeleted=runtime.messages_deleted,
+            SMTPAccepted=runtime.smtp_accepted,
+            SMTPAcceptedSize=runtime.smtp_accepted_bytes,
+            SMTPRejected=runtime.smtp_rejected,
+            SMTPIgnored=0,
+        ),
+    )
+
+
+def chaos_triggers(triggers: faults.ChaosTriggers) -> ChaosTriggers:
+    return ChaosTriggers(
+        Sender=_chaos_trigger(triggers.sender),
+        Recipient=_chaos_trigger(triggers.recipient),
+        Authentication=_chaos_trigger(triggers.authentication),
+    )
+
+
+def _chaos_trigger(trigger: faults.ChaosTrigger) -> ChaosTrigger:
+    return ChaosTrigger(ErrorCode=trigger.error_code, Probability=trigger.probability)
 
 
 def _address(address: Address) -> MailAddress:

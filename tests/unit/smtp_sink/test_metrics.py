@@ -74,3 +74,25 @@ def test_the_exposition_is_prometheus_text_unless_openmetrics_is_asked_for() -> 
     assert plain.startswith("text/plain; version=0.0.4")
     assert open_metrics.startswith("application/openmetrics-text")
     assert body.endswith(b"# EOF\n")
+
+
+def test_runtime_stats_count_since_the_start() -> None:
+    now = [100.0]
+    metrics = SinkMetrics(clock=lambda: now[0])
+    metrics.stored(Sighting(1), None, size=1200)
+    metrics.stored(Sighting(2), None, size=300)
+    metrics.rejected()
+    metrics.deleted(2)
+    metrics.deleted(0)
+    now[0] = 161.9
+
+    runtime = metrics.runtime()
+
+    assert (
+        runtime.uptime_seconds,
+        runtime.smtp_accepted,
+        runtime.smtp_accepted_bytes,
+        runtime.smtp_rejected,
+        runtime.messages_deleted,
+    ) == (61, 2, 1500, 1, 2)
+    assert runtime.memory_bytes > 1024 * 1024, "a Python process holds more than a MiB"

@@ -1,10 +1,12 @@
-"""Mailpit's JSON shapes built from stored messages: field names, addresses, dates, parts."""
+"""Mailpit's JSON shapes built from stored messages (field names, addresses, dates, parts), and
+its application information and chaos triggers."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
 from services.smtp_sink import shapes
+from services.smtp_sink.faults import ChaosTrigger, ChaosTriggers
 from services.smtp_sink.latency import LatencySummary
 from services.smtp_sink.mailbox import (
     Envelope,
@@ -15,6 +17,7 @@ from services.smtp_sink.mailbox import (
     StoredMessage,
     summarize,
 )
+from services.smtp_sink.metrics import RuntimeStats
 from services.smtp_sink.mime import read_message
 from tests.unit.smtp_sink.messages import PLAIN, multipart_with_attachment
 
@@ -177,3 +180,51 @@ def test_stats_without_latencies_have_no_percentiles() -> None:
     stats = shapes.stats(SinkStats(received=0, unique_message_ids=0), latency)
 
     assert stats.latency.model_dump() == {"count": 0, "p50_seconds": None, "p99_seconds": None}
+
+
+def test_app_information_is_mailpits_with_the_mailbox_and_run_time_counts() -> None:
+    runtime = RuntimeStats(
+        uptime_seconds=61,
+        memory_bytes=50_000_000,
+        messages_deleted=2,
+        smtp_accepted=5,
+        smtp_accepted_bytes=4096,
+        smtp_rejected=1,
+    )
+
+    info = shapes.app_information(
+        version="kafka-email-pipeline 0.1.0 (SMTP sink, Mailpit API v1)",
+        database="/run/sink/messages.sqlite3",
+        database_size=8192,
+        mailbox=MailboxPage((), total=3, unread=1),
+        runtime=runtime,
+    ).model_dump(mode="json")
+
+    assert info == {
+        "Version": "kafka-email-pipeline 0.1.0 (SMTP sink, Mailpit API v1)",
+        "LatestVersion": "disabled",
+        "Database": "/run/sink/messages.sqlite3",
+        "DatabaseSize": 8192,
+        "Messages": 3,
+        "Unread": 1,
+        "Tags": {},
+        "RuntimeStats": {
+            "Uptime": 61,
+            "Memory": 50_000_000,
+            "MessagesDeleted": 2,
+            "SMTPAccepted": 5,
+            "SMTPAcceptedSize": 4096,
+            "SMTPRejected": 1,
+            "SMTPIgnored": 0,
+        },
+    }
+
+
+def test_chaos_triggers_are_mailpits_names() -> None:
+    triggers = ChaosTriggers(recipient=ChaosTrigger(451, 50))
+
+    assert shapes.chaos_triggers(triggers).model_dump(mode="json") == {
+        "Sender": {"ErrorCode": 451, "Probability": 0},
+        "Recipient": {"ErrorCode": 451, "Probability": 50},
+        "Authentication": {"ErrorCode": 535, "Probability": 0},
+    }
