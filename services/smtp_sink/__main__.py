@@ -20,12 +20,20 @@ from aiosmtpd.smtp import SMTP
 from services.smtp_sink.api import build_app
 from services.smtp_sink.faults import FaultPolicy
 from services.smtp_sink.metrics import SinkMetrics
+from services.smtp_sink.security import (
+    SecurityError,
+    SmtpSecurity,
+    load_security,
+    quiet_aiosmtpd_repeats,
+)
 from services.smtp_sink.smtp import SinkHandler
 from services.smtp_sink.store import MessageStore
 from shared.event_loop import run
 from shared.http_server import EmbeddedServer
 from shared.logs import configure_logging
 from shared.settings import Settings, load_settings
+
+log = logging.getLogger("services.smtp_sink")
 
 SMTP_HOSTNAME = "smtp-sink"
 SMTP_IDENT = "email-pipeline SMTP sink"
@@ -37,11 +45,13 @@ def main() -> None:
     # aiosmtpd logs every command line at INFO; its warnings and errors are what matter here.
     if settings.log_level != "DEBUG":
         logging.getLogger("mail.log").setLevel(logging.WARNING)
+    quiet_aiosmtpd_repeats()
     run(serve(settings))
 
 
 async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
+    security = _security(settings)
     smtp_socket = _listen(settings.sink_host, settings.sink_smtp_port, "SMTP")
     http_socket = _listen(settings.sink_host, settings.sink_http_port, "HTTP")
     store = MessageStore(settings.sink_db_path)
@@ -69,9 +79,15 @@ async def serve(settings: Settings) -> None:
             enable_SMTPUTF8=True,
             hostname=SMTP_HOSTNAME,
             ident=SMTP_IDENT,
+            tls_context=security.starttls_context,
+            require_starttls=security.plan.require_starttls,
+            authenticator=security.authenticator,
+            auth_required=security.authenticator is not None,
+            auth_require_tls=security.plan.auth_require_tls,
             loop=loop,
         ),
         sock=smtp_socket,
+        ssl=security.listening_context,
     )
     http_server = EmbeddedServer(
         uvicorn.Config(
@@ -93,6 +109,8 @@ async def serve(settings: Settings) -> None:
         f"messages in {settings.sink_db_path}",
         flush=True,
     )
+    for offer in security.offers():
+        log.info("%s", offer)
     try:
         stop_task = asyncio.create_task(stopping.wait())
         await asyncio.wait({http_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
@@ -105,6 +123,14 @@ async def serve(settings: Settings) -> None:
         await handler.finish_discards()
         await store.close()
     print("SMTP sink stopped.", flush=True)
+
+
+def _security(settings: Settings) -> SmtpSecurity:
+    """Read the TLS and AUTH files once, before listening: a bad one is one line and exit 1."""
+    try:
+        return load_security(settings)
+    except SecurityError as error:
+        sys.exit(f"smtp_sink: {error}")
 
 
 def _listen(host: str, port: int, what: str) -> socket.socket:
