@@ -11,16 +11,18 @@ import logging
 import os
 import signal
 import socket
+import sys
 from collections.abc import Awaitable
 
 from aiokafka.structs import TopicPartition
 
 from services.worker.dead_letters import DeadLetters
 from services.worker.dedupe import SqliteDedupeStore
+from services.worker.faults import ConfigurationFaults
 from services.worker.health import create_health_app
 from services.worker.partition import PartitionWorker
 from services.worker.processor import EmailProcessor, RetryPolicy
-from services.worker.smtp import SmtpConnection
+from services.worker.smtp import SmtpConnection, SmtpServer, SmtpSettingsError, smtp_server
 from services.worker.worker import EmailWorker
 from shared.event_loop import run
 from shared.http_server import embedded_server
@@ -33,11 +35,14 @@ log = logging.getLogger("worker")
 CLEANUP_SECONDS = 5.0  # for each of leaving the group and closing the producer
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, smtp: SmtpServer) -> None:
     client_id = f"email-worker-{socket.gethostname()}-{os.getpid()}"
     store = SqliteDedupeStore(settings.dedupe_db_path)
     dead_letter_producer = create_producer(settings, client_id=client_id, request_timeout_ms=30_000)
     consumer = create_consumer(settings, client_id=client_id)
+    configuration_faults = ConfigurationFaults(
+        settings.worker_retry_initial_seconds, settings.worker_retry_max_seconds
+    )
     processor = EmailProcessor(
         store=store,
         dead_letters=DeadLetters(dead_letter_producer, settings.dlq_topic),
@@ -47,13 +52,11 @@ async def serve(settings: Settings) -> None:
             max_seconds=settings.worker_retry_max_seconds,
         ),
         message_id_domain=settings.message_id_domain,
+        configuration_faults=configuration_faults,
     )
 
     def start_partition(partition: TopicPartition) -> PartitionWorker:
-        lanes = [
-            SmtpConnection(settings.smtp_host, settings.smtp_port, settings.smtp_timeout_seconds)
-            for _ in range(settings.worker_lanes_per_partition)
-        ]
+        lanes = [SmtpConnection(smtp) for _ in range(settings.worker_lanes_per_partition)]
         return PartitionWorker(
             partition, processor, lanes, max_ahead=settings.worker_max_batch_records
         )
@@ -65,7 +68,7 @@ async def serve(settings: Settings) -> None:
         max_backlog=settings.worker_max_batch_records,
     )
     health = embedded_server(
-        create_health_app(worker, settings.consumer_group),
+        create_health_app(worker, settings.consumer_group, configuration_faults),
         settings.worker_host,
         settings.worker_port,
     )
@@ -82,9 +85,8 @@ async def serve(settings: Settings) -> None:
             dead_letter_producer, bootstrap, stopping
         ) and await start_when_kafka_answers(consumer, bootstrap, stopping):
             log.info(
-                "consuming %s as %s (client id %s), delivering to %s:%d",
-                settings.email_topic, settings.consumer_group, client_id,
-                settings.smtp_host, settings.smtp_port,
+                "consuming %s as %s (client id %s), delivering to %s",
+                settings.email_topic, settings.consumer_group, client_id, smtp.describe(),
             )  # fmt: skip
             consuming = asyncio.create_task(worker.run(stopping))
             stop_requested = asyncio.create_task(stopping.wait())
@@ -115,8 +117,12 @@ async def finish_within(step: Awaitable[None], seconds: float, what: str) -> Non
 
 def main() -> None:
     settings = load_settings()
+    try:
+        smtp = smtp_server(settings)
+    except SmtpSettingsError as error:
+        sys.exit(f"invalid SMTP settings: {error}")
     configure_logging(settings.log_level)
-    run(serve(settings))
+    run(serve(settings, smtp))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""The worker's small HTTP port: `/healthz` (alive), `/readyz` (a member of the group) and
-`/metrics` (Prometheus)."""
+"""The worker's small HTTP port: `/healthz` (alive), `/readyz` (a member of the group, and the
+SMTP server accepts its settings) and `/metrics` (Prometheus)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client.exposition import choose_encoder
 
+from services.worker.faults import ConfigurationFaults
 from services.worker.metrics import metrics_registry
 from services.worker.worker import EmailWorker
 
 
-def create_health_app(worker: EmailWorker, group: str) -> FastAPI:
+def create_health_app(
+    worker: EmailWorker, group: str, configuration_faults: ConfigurationFaults
+) -> FastAPI:
     app = FastAPI(title="Email worker", openapi_url=None)
     registry = metrics_registry(worker)
 
@@ -23,6 +26,16 @@ def create_health_app(worker: EmailWorker, group: str) -> FastAPI:
     async def readyz() -> JSONResponse:
         if not worker.joined_group:
             return JSONResponse({"status": f"not yet a member of {group}"}, status_code=503)
+        fault = configuration_faults.current
+        if fault is not None:
+            return JSONResponse(
+                {
+                    "status": f"not ready: {fault.reason}",
+                    "configuration_fault": fault.kind,
+                    "for_seconds": round(configuration_faults.seconds, 1),
+                },
+                status_code=503,
+            )
         partitions = sorted(f"{tp.topic}-{tp.partition}" for tp in worker.partitions)
         return JSONResponse(
             {

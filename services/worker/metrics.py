@@ -13,6 +13,8 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from services.worker.delivery import CONFIGURATION_FAULT_KINDS, ConfigurationFaultKind
+
 if TYPE_CHECKING:  # worker.py imports the processor, which imports this module
     from services.worker.worker import EmailWorker
 
@@ -58,6 +60,16 @@ EMAILS_DEAD_LETTERED = Counter(
     ["reason"],
     registry=None,
 )
+CONFIGURATION_FAULTS = Counter(
+    "email_worker_configuration_faults_total",
+    "Tries the SMTP server refused for the worker's own settings, not an email's, by kind: "
+    "authentication (login refused: SMTP_USERNAME/SMTP_PASSWORD), authentication_required "
+    "(mail refused without AUTH or TLS), tls (handshake or certificate: SMTP_TLS, SMTP_CA_FILE), "
+    "starttls_not_offered, auth_not_offered, session_refused (a 5xx before any email). The "
+    "emails wait, neither dead-lettered nor committed past, and /readyz answers 503.",
+    ["kind"],
+    registry=None,
+)
 DELIVERY_DURATION = Histogram(
     "email_worker_delivery_duration_seconds",
     "One SMTP transaction the server took: from MAIL FROM to its 250 after DATA.",
@@ -73,6 +85,8 @@ DELIVERY_LATENCY = Histogram(
 
 for reason in DEAD_LETTER_REASONS:
     EMAILS_DEAD_LETTERED.labels(reason=reason)  # every reason shows from the start, at 0
+for kind in CONFIGURATION_FAULT_KINDS:
+    CONFIGURATION_FAULTS.labels(kind=kind)
 
 
 def delivered(accepted_at: datetime) -> None:
@@ -83,6 +97,10 @@ def delivered(accepted_at: datetime) -> None:
 
 def dead_lettered(reason: DeadLetterReason) -> None:
     EMAILS_DEAD_LETTERED.labels(reason=reason).inc()
+
+
+def configuration_fault(kind: ConfigurationFaultKind) -> None:
+    CONFIGURATION_FAULTS.labels(kind=kind).inc()
 
 
 class PartitionOffsetsCollector:
@@ -132,6 +150,7 @@ def metrics_registry(worker: EmailWorker) -> CollectorRegistry:
         EMAILS_SKIPPED_DUPLICATE,
         DELIVERY_RETRIES,
         EMAILS_DEAD_LETTERED,
+        CONFIGURATION_FAULTS,
         DELIVERY_DURATION,
         DELIVERY_LATENCY,
     ):

@@ -1,5 +1,6 @@
 """What happens to one record: parse it, skip it if its message id is finished, deliver it with
-retries, or dead-letter it. A record leaves `process` finished, or `Stopped` is raised."""
+retries, or dead-letter it; hold it while the SMTP server refuses the worker's own settings.
+A record leaves `process` finished, or `Stopped` is raised."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from aiosmtplib import SMTPResponse
 from services.worker import metrics
 from services.worker.dedupe import DedupeStore, Outcome
 from services.worker.delivery import Failure, accepted_at, backoff_seconds, classify
+from services.worker.faults import ConfigurationFaults
 from services.worker.mime import OutgoingEmail, render_email
 from shared.schema import parse_record
 
@@ -73,11 +75,13 @@ class EmailProcessor:
         dead_letters: DeadLetterSink,
         retry: RetryPolicy,
         message_id_domain: str,
+        configuration_faults: ConfigurationFaults,
     ) -> None:
         self._store = store
         self._dead_letters = dead_letters
         self._retry = retry
         self._message_id_domain = message_id_domain
+        self._configuration_faults = configuration_faults
 
     async def process(
         self,
@@ -174,25 +178,40 @@ class EmailProcessor:
         where: str,
         stopping: asyncio.Event,
     ) -> Delivery:
-        """Send until the server takes the email for some recipients, or says no for good."""
-        attempt = 0
+        """Send until the server takes the email for some recipients, or says no for good.
+
+        While the server refuses the worker's own settings (a wrong password, an untrusted
+        certificate) the email is not at fault: it waits here, however long, and the commit
+        with it."""
+        failures = 0  # the email's own, counted against WORKER_MAX_ATTEMPTS
         while True:
-            attempt += 1
+            await self._wait_for_turn(stopping)
             try:
                 refused = await smtp.send(outgoing, recipients)
             except Exception as error:
                 failure = classify(error)
-                if failure.permanent or self._retry.gives_up_after(attempt):
-                    return Delivery(attempt, failure=failure)
+                if failure.fault is not None:
+                    self._configuration_faults.refused(failure.fault, failure.reason)
+                    continue
+                failures += 1
+                if failure.permanent or self._retry.gives_up_after(failures):
+                    return Delivery(failures, failure=failure)
                 metrics.DELIVERY_RETRIES.inc()
-                delay = self._retry.delay(attempt)
+                delay = self._retry.delay(failures)
                 log.warning(
                     "%s: attempt %d for %s failed (%s); retrying in %.1f s (the commit waits here)",
-                    where, attempt, message_id_of(outgoing), failure.reason, delay,
+                    where, failures, message_id_of(outgoing), failure.reason, delay,
                 )  # fmt: skip
                 await wait_unless_stopping(stopping, delay)
                 continue
-            return Delivery(attempt, refused=refused)
+            self._configuration_faults.accepted()
+            return Delivery(failures + 1, refused=refused)
+
+    async def _wait_for_turn(self, stopping: asyncio.Event) -> None:
+        """At once while the server accepts the worker's settings; while it refuses them, until
+        this lane's turn to try it again, or until another lane finds it accepting."""
+        while (seconds := self._configuration_faults.claim_turn()) > 0:
+            await wait_unless_stopping(stopping, seconds, self._configuration_faults.accepting)
 
     async def _record(
         self, message_id: str, outcome: Outcome, where: str, stopping: asyncio.Event
@@ -247,9 +266,16 @@ def message_id_of(email: OutgoingEmail) -> str:
     return email.message_id.strip("<>").rpartition("@")[0]
 
 
-async def wait_unless_stopping(stopping: asyncio.Event, seconds: float) -> None:
+async def wait_unless_stopping(
+    stopping: asyncio.Event, seconds: float, or_until: asyncio.Event | None = None
+) -> None:
+    """Wait `seconds`, or less if `or_until` is set meanwhile; raise Stopped if asked to stop."""
+    events = [stopping] if or_until is None else [stopping, or_until]
+    waits = {asyncio.ensure_future(event.wait()) for event in events}
     try:
-        await asyncio.wait_for(stopping.wait(), timeout=seconds)
-    except TimeoutError:
-        return
-    raise Stopped
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+    if stopping.is_set():
+        raise Stopped

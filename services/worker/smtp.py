@@ -1,35 +1,123 @@
-"""The worker's edge toward the SMTP server: persistent connections, one per lane."""
+"""The worker's edge toward the SMTP server: persistent connections, one per lane, in the clear,
+over STARTTLS or over TLS, logged in when credentials are set."""
 
 from __future__ import annotations
 
+import ssl
 import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
 from aiosmtplib import (
     SMTP,
+    SMTPAuthenticationError,
     SMTPHeloError,
     SMTPNotSupported,
     SMTPRecipientRefused,
     SMTPRecipientsRefused,
     SMTPResponse,
+    SMTPResponseException,
     SMTPSenderRefused,
     SMTPStatus,
 )
+from pydantic import SecretStr
 
 from services.worker import metrics
+from services.worker.delivery import ConfigurationFault
 from services.worker.mime import OutgoingEmail
+from shared.settings import Settings
+
+TlsMode = Literal["none", "starttls", "tls"]
+
+
+class SmtpSettingsError(Exception):
+    """SMTP settings that cannot work: the worker says which in one line and does not start."""
+
+
+@dataclass(frozen=True)
+class SmtpServer:
+    """Where and how every lane delivers, checked once at start."""
+
+    host: str
+    port: int
+    timeout_seconds: float
+    tls: TlsMode = "none"
+    tls_context: ssl.SSLContext | None = None  # for starttls and tls
+    username: str | None = None
+    password: SecretStr | None = None  # a secret until the moment of AUTH
+    allow_plaintext_auth: bool = False
+
+    def __post_init__(self) -> None:
+        if self.username is not None and self.password is None:
+            raise SmtpSettingsError(
+                "SMTP_USERNAME is set but SMTP_PASSWORD is not: set both, or neither"
+            )
+        if self.password is not None and self.username is None:
+            raise SmtpSettingsError(
+                "SMTP_PASSWORD is set but SMTP_USERNAME is not: set both, or neither"
+            )
+        if self.username is not None and self.tls == "none" and not self.allow_plaintext_auth:
+            raise SmtpSettingsError(
+                "SMTP_USERNAME and SMTP_PASSWORD are set but SMTP_TLS=none would send them "
+                "unencrypted: set SMTP_TLS=starttls (port 587) or SMTP_TLS=tls (port 465), or "
+                "SMTP_ALLOW_PLAINTEXT_AUTH=true if this connection needs no encryption"
+            )
+        if self.tls != "none" and self.tls_context is None:
+            raise SmtpSettingsError(f"SMTP_TLS={self.tls} needs a TLS context")
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def describe(self) -> str:
+        """For the start-up log line: `smtp.example.com:587 (STARTTLS, AUTH as ana)`."""
+        security = {"none": "no TLS", "starttls": "STARTTLS", "tls": "TLS"}[self.tls]
+        login = f", AUTH as {self.username}" if self.username is not None else ""
+        return f"{self.address} ({security}{login})"
+
+
+def smtp_server(settings: Settings) -> SmtpServer:
+    """The server the settings describe; SmtpSettingsError if they cannot work together."""
+    # An empty value in .env (`SMTP_USERNAME=`) means unset, as an absent one does.
+    password = settings.smtp_password
+    return SmtpServer(
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        timeout_seconds=settings.smtp_timeout_seconds,
+        tls=settings.smtp_tls,
+        tls_context=None if settings.smtp_tls == "none" else tls_context(settings.smtp_ca_file),
+        username=settings.smtp_username or None,
+        password=password if password is not None and password.get_secret_value() else None,
+        allow_plaintext_auth=settings.smtp_allow_plaintext_auth,
+    )
+
+
+def tls_context(ca_file: Path | None) -> ssl.SSLContext:
+    """The system's CAs, and ca_file's too: certificates and host names are always verified."""
+    context = ssl.create_default_context()
+    if ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=ca_file)
+        except OSError as error:  # missing, unreadable, or not PEM (ssl.SSLError)
+            raise SmtpSettingsError(
+                f"SMTP_CA_FILE={ca_file} cannot be loaded as PEM certificates: {error}"
+            ) from None
+    return context
 
 
 class SmtpConnection:
     """Opened on first use, reused for every email, and opened afresh after any failure."""
 
-    def __init__(self, host: str, port: int, timeout_seconds: float) -> None:
-        self._host = host
-        self._port = port
-        self._timeout_seconds = timeout_seconds
+    def __init__(self, server: SmtpServer) -> None:
+        self._server = server
         self._client: SMTP | None = None
 
     async def send(self, email: OutgoingEmail, recipients: list[str]) -> dict[str, SMTPResponse]:
-        """Send one email; returns the recipients the server refused while taking the rest."""
+        """Send one email; returns the recipients the server refused while taking the rest.
+
+        Raises ConfigurationFault when the server refuses the connection's settings (TLS,
+        credentials) rather than this email."""
         try:
             client = await self._connected()
             started = time.perf_counter()
@@ -53,13 +141,118 @@ class SmtpConnection:
 
     async def _connected(self) -> SMTP:
         if self._client is None or not self._client.is_connected:
-            self._client = SMTP(hostname=self._host, port=self._port, timeout=self._timeout_seconds)
-            await self._client.connect()
-            try:
-                await self._client.ehlo()
-            except SMTPHeloError:
-                await self._client.helo()
+            server = self._server
+            self._client = SMTP(
+                hostname=server.host,
+                port=server.port,
+                timeout=server.timeout_seconds,
+                use_tls=server.tls == "tls",
+                # Never aiosmtplib's default (upgrade if offered, else carry on in the clear):
+                # STARTTLS happens when the settings say so, and then it must.
+                start_tls=False,
+                tls_context=server.tls_context,
+            )
+            await self._open(self._client)
         return self._client
+
+    async def _open(self, client: SMTP) -> None:
+        """Connect, EHLO, STARTTLS and EHLO again, AUTH: what fails here is about the worker's
+        settings or the server, never about an email."""
+        try:
+            await client.connect()
+            await _greet(client)
+            if self._server.tls == "starttls":
+                await self._start_tls(client)
+            if self._server.username is not None and self._server.password is not None:
+                await self._log_in(client, self._server.username, self._server.password)
+        except ConfigurationFault:
+            raise
+        except Exception as error:
+            address = self._server.address
+            if (tls_error := _ssl_error(error)) is not None:
+                raise ConfigurationFault("tls", _tls_failure(address, tls_error)) from error
+            if isinstance(error, SMTPResponseException) and error.code >= 500:
+                raise ConfigurationFault(
+                    "session_refused",
+                    f"{address} refused the session before any email ({error.code} "
+                    f"{error.message}); check SMTP_HOST and SMTP_PORT",
+                ) from error
+            raise  # lost, refused, timed out, 4xx: transient
+
+    async def _start_tls(self, client: SMTP) -> None:
+        address = self._server.address
+        if not client.supports_extension("starttls"):
+            raise ConfigurationFault(
+                "starttls_not_offered",
+                f"{address} does not offer STARTTLS, and SMTP_TLS=starttls never falls back to "
+                "plaintext; check SMTP_TLS (tls for TLS from the start, usually port 465) and "
+                "SMTP_PORT",
+            )
+        try:
+            await client.starttls()
+        except SMTPResponseException as error:
+            raise ConfigurationFault(
+                "tls",
+                f"{address} refused STARTTLS ({error.code} {error.message}); check SMTP_TLS",
+            ) from error
+        # RFC 3207: what the server offered before TLS no longer holds; ask again.
+        await _greet(client)
+
+    async def _log_in(self, client: SMTP, username: str, password: SecretStr) -> None:
+        address = self._server.address
+        if not client.supports_extension("auth") or not client.supported_auth_methods:
+            offered = ", ".join(client.server_auth_methods) or "no AUTH"
+            raise ConfigurationFault(
+                "auth_not_offered",
+                f"{address} offers no AUTH mechanism the worker speaks (CRAM-MD5, PLAIN, LOGIN; "
+                f"it offers {offered}), and SMTP_USERNAME is set; check SMTP_TLS (servers often "
+                "offer AUTH only over TLS) and SMTP_USERNAME",
+            )
+        try:
+            await client.login(username, password.get_secret_value())
+        except SMTPAuthenticationError as error:
+            if error.code < 500:
+                raise  # 454: a temporary failure on the server's side, retried as any other
+            check = (
+                "SMTP_USERNAME/SMTP_PASSWORD"
+                if error.code == 535
+                else "SMTP_TLS, SMTP_USERNAME and SMTP_PASSWORD"
+            )
+            raise ConfigurationFault(
+                "authentication",
+                f"SMTP authentication refused by {address} ({error.code} {error.message}); "
+                f"check {check}",
+            ) from error
+
+
+async def _greet(client: SMTP) -> None:
+    try:
+        await client.ehlo()
+    except SMTPHeloError:
+        await client.helo()
+
+
+def _ssl_error(error: BaseException) -> ssl.SSLError | None:
+    """The TLS error behind a failure: aiosmtplib wraps a failed handshake at connect."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _tls_failure(address: str, error: ssl.SSLError) -> str:
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return (
+            f"the TLS certificate of {address} is not trusted ({error.verify_message}); check "
+            "SMTP_CA_FILE (a CA to trust besides the system's) and SMTP_HOST (the name the "
+            "certificate is for)"
+        )
+    return (
+        f"TLS with {address} failed ({error.reason or error}); check SMTP_TLS (starttls for "
+        "port 587, tls for port 465) and SMTP_CA_FILE"
+    )
 
 
 async def _transaction(

@@ -12,7 +12,7 @@ from aiosmtplib import SMTPRecipientsRefused, SMTPSenderRefused
 
 from services.worker import metrics
 from services.worker.mime import OutgoingEmail, render_email
-from services.worker.smtp import SmtpConnection
+from services.worker.smtp import SmtpConnection, SmtpServer
 from tests.conftest import free_port
 from tests.unit.worker.fakes import email_record
 
@@ -55,7 +55,7 @@ ANA = ["ana@example.com"]
 
 
 async def test_one_connection_carries_many_emails(port: int, sink: CountingSink) -> None:
-    connection = SmtpConnection("127.0.0.1", port, timeout_seconds=5)
+    connection = SmtpConnection(SmtpServer("127.0.0.1", port, timeout_seconds=5))
 
     for n in range(3):
         assert await connection.send(message(f"m{n}"), ANA) == {}
@@ -68,7 +68,7 @@ async def test_one_connection_carries_many_emails(port: int, sink: CountingSink)
 async def test_a_lost_connection_fails_once_then_reopens(port: int) -> None:
     first_server = CountingSink()
     controller = smtp_server(port, first_server)
-    connection = SmtpConnection("127.0.0.1", port, timeout_seconds=5)
+    connection = SmtpConnection(SmtpServer("127.0.0.1", port, timeout_seconds=5))
     await connection.send(message("before"), ANA)
     controller.stop()
     second_server = CountingSink()
@@ -85,7 +85,7 @@ async def test_a_lost_connection_fails_once_then_reopens(port: int) -> None:
 
 
 async def test_a_refused_connection_raises_for_the_caller_to_retry() -> None:
-    connection = SmtpConnection("127.0.0.1", free_port(), timeout_seconds=2)
+    connection = SmtpConnection(SmtpServer("127.0.0.1", free_port(), timeout_seconds=2))
 
     with pytest.raises(OSError):  # noqa: PT011
         await connection.send(message("nobody-there"), ANA)
@@ -114,7 +114,7 @@ class Refusing(CountingSink):
 async def test_refused_recipients_are_returned_and_the_rest_delivered(port: int) -> None:
     handler = Refusing()
     controller = smtp_server(port, handler)
-    connection = SmtpConnection("127.0.0.1", port, timeout_seconds=5)
+    connection = SmtpConnection(SmtpServer("127.0.0.1", port, timeout_seconds=5))
     email = render_email(email_record("partly", to=["ana@example.com", "nobody@example.com"]), "t")
     blocked = render_email(email_record("blocked", **{"from": "blocked@example.com"}), "t")
     try:
@@ -141,7 +141,7 @@ def timed_transactions() -> float:
 
 async def test_only_the_transactions_the_server_took_are_timed(port: int) -> None:
     controller = smtp_server(port, Refusing())
-    connection = SmtpConnection("127.0.0.1", port, timeout_seconds=5)
+    connection = SmtpConnection(SmtpServer("127.0.0.1", port, timeout_seconds=5))
     email = render_email(email_record("timed", to=["ana@example.com", "nobody@example.com"]), "t")
     before = timed_transactions()
     try:
@@ -166,7 +166,7 @@ async def test_a_mailbox_beyond_ascii_travels_with_smtputf8(port: int) -> None:
 
     controller = Controller(Keeping(), hostname="127.0.0.1", port=port, enable_SMTPUTF8=True)
     controller.start()
-    connection = SmtpConnection("127.0.0.1", port, timeout_seconds=5)
+    connection = SmtpConnection(SmtpServer("127.0.0.1", port, timeout_seconds=5))
     email = render_email(email_record("utf8", to=["José <josé@example.com>"]), "t")
     try:
         assert await connection.send(email, email.recipients) == {}

@@ -1,9 +1,11 @@
-"""Pure delivery decisions: the MIME message, transient or permanent, and the back-off."""
+"""Pure delivery decisions: the MIME message, transient, permanent or a configuration fault, and
+the back-off."""
 
 from __future__ import annotations
 
 import email
 import email.policy
+import ssl
 from datetime import UTC, datetime
 
 import pytest
@@ -17,7 +19,13 @@ from aiosmtplib import (
     SMTPServerDisconnected,
 )
 
-from services.worker.delivery import addresses, backoff_seconds, build_message, classify
+from services.worker.delivery import (
+    ConfigurationFault,
+    addresses,
+    backoff_seconds,
+    build_message,
+    classify,
+)
 from shared.schema import EmailRecord
 
 
@@ -96,6 +104,12 @@ def test_envelope_addresses_are_bare() -> None:
     ]
 
 
+def certificate_not_trusted() -> ssl.SSLCertVerificationError:
+    error = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    error.verify_message = "unable to get local issuer certificate"
+    return error
+
+
 @pytest.mark.parametrize(
     ("error", "permanent"),
     [
@@ -113,7 +127,7 @@ def test_envelope_addresses_are_bare() -> None:
         (SMTPDataError(554, "rejected"), True),
         (SMTPDataError(452, "out of storage"), False),
         (SMTPSenderRefused(553, "bad sender", "demo@example.com"), True),
-        (SMTPAuthenticationError(535, "bad credentials"), False),
+        (SMTPAuthenticationError(454, "temporary authentication failure"), False),
         (SMTPServerDisconnected("lost"), False),
         (SMTPConnectError("refused"), False),
         (ConnectionRefusedError(111, "refused"), False),
@@ -122,7 +136,65 @@ def test_envelope_addresses_are_bare() -> None:
     ],
 )
 def test_failures_are_transient_or_permanent(error: BaseException, permanent: bool) -> None:
-    assert classify(error).permanent is permanent
+    failure = classify(error)
+
+    assert failure.permanent is permanent
+    assert failure.fault is None
+
+
+@pytest.mark.parametrize(
+    ("error", "fault", "settings"),
+    [
+        pytest.param(
+            ConfigurationFault("tls", "the TLS certificate of smtp.example.com:587 is not trusted"),
+            "tls",
+            [],
+            id="raised_by_the_smtp_edge",
+        ),
+        pytest.param(
+            SMTPAuthenticationError(535, "5.7.8 Authentication credentials invalid"),
+            "authentication",
+            ["SMTP_USERNAME/SMTP_PASSWORD"],
+            id="535_at_auth",
+        ),
+        pytest.param(
+            SMTPSenderRefused(530, "5.7.0 Authentication required", "demo@example.com"),
+            "authentication_required",
+            ["SMTP_TLS", "SMTP_USERNAME", "SMTP_PASSWORD"],
+            id="530_at_mail",
+        ),
+        pytest.param(
+            SMTPSenderRefused(530, "5.7.0 Must issue a STARTTLS command first", "d@example.com"),
+            "authentication_required",
+            ["SMTP_TLS"],
+            id="530_starttls_first",
+        ),
+        pytest.param(
+            SMTPRecipientsRefused(
+                [SMTPRecipientRefused(530, "5.7.57 Client was not authenticated", "a@example.com")]
+            ),
+            "authentication_required",
+            ["SMTP_USERNAME"],
+            id="530_at_rcpt",
+        ),
+        pytest.param(
+            SMTPDataError(538, "5.7.11 Encryption required for requested authentication mechanism"),
+            "authentication_required",
+            ["SMTP_TLS"],
+            id="538",
+        ),
+        pytest.param(certificate_not_trusted(), "tls", ["SMTP_CA_FILE"], id="certificate"),
+    ],
+)
+def test_refusals_of_the_workers_settings_are_configuration_faults_not_the_emails(
+    error: BaseException, fault: str, settings: list[str]
+) -> None:
+    failure = classify(error)
+
+    assert failure.fault == fault
+    assert not failure.permanent, "a configuration fault must never dead-letter the email"
+    for setting in settings:
+        assert setting in failure.reason
 
 
 def test_backoff_doubles_up_to_the_maximum_with_jitter() -> None:

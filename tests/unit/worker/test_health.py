@@ -1,10 +1,12 @@
-"""The worker's /readyz: ready once it is a member of the group, with the partitions it owns."""
+"""The worker's /readyz: ready once it is a member of the group, with the partitions it owns, and
+not while the SMTP server refuses its settings."""
 
 from __future__ import annotations
 
 import httpx
 from aiokafka.structs import TopicPartition
 
+from services.worker.faults import ConfigurationFaults
 from services.worker.health import create_health_app
 
 
@@ -16,10 +18,14 @@ class WorkerState:
         self.last_rebalance_seconds: float | None = None
 
 
+def client(worker: WorkerState, faults: ConfigurationFaults) -> httpx.AsyncClient:
+    app = create_health_app(worker, "email-send-group", faults)  # type: ignore[arg-type]
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://w")
+
+
 async def test_ready_only_once_a_member_of_the_group() -> None:
     worker = WorkerState()
-    app = create_health_app(worker, "email-send-group")  # type: ignore[arg-type]
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://w") as c:
+    async with client(worker, ConfigurationFaults(1, 1)) as c:
         assert (await c.get("/healthz")).status_code == 200
         before = await c.get("/readyz")
         worker.joined_group = True
@@ -35,3 +41,27 @@ async def test_ready_only_once_a_member_of_the_group() -> None:
         "rebalances": 1,
         "last_rebalance_seconds": 0.25,
     }
+
+
+async def test_not_ready_while_the_smtp_server_refuses_the_settings() -> None:
+    worker, now = WorkerState(), [100.0]
+    worker.joined_group = True
+    faults = ConfigurationFaults(1, 30, clock=lambda: now[0])
+    reason = (
+        "SMTP authentication refused by smtp.example.com:587 (535 5.7.8 Authentication "
+        "credentials invalid); check SMTP_USERNAME/SMTP_PASSWORD"
+    )
+    async with client(worker, faults) as c:
+        faults.refused("authentication", reason)
+        now[0] += 12
+        refused = await c.get("/readyz")
+        faults.accepted()
+        accepted = await c.get("/readyz")
+
+    assert refused.status_code == 503
+    assert refused.json() == {
+        "status": f"not ready: {reason}",
+        "configuration_fault": "authentication",
+        "for_seconds": 12.0,
+    }
+    assert accepted.status_code == 200

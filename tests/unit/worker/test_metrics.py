@@ -12,6 +12,7 @@ from aiokafka.structs import TopicPartition
 from aiosmtplib import SMTPResponse
 from prometheus_client.parser import text_string_to_metric_families
 
+from services.worker.faults import ConfigurationFaults
 from services.worker.health import create_health_app
 from services.worker.processor import EmailProcessor, RetryPolicy
 from services.worker.worker import PartitionOffsets
@@ -32,6 +33,14 @@ COUNTERS = [
     "email_worker_emails_skipped_duplicate_total",
     "email_worker_delivery_retries_total",
     "email_worker_delivery_latency_seconds_count",
+]
+CONFIGURATION_FAULT_KINDS = [
+    "authentication",
+    "authentication_required",
+    "tls",
+    "starttls_not_offered",
+    "auth_not_offered",
+    "session_refused",
 ]
 DEAD_LETTER_REASONS = [
     "poison_record",
@@ -56,7 +65,11 @@ class WorkerState:
 
 
 async def scrape(worker: WorkerState | None = None) -> Samples:
-    app = create_health_app(worker or WorkerState(), "email-send-group")  # type: ignore[arg-type]
+    app = create_health_app(
+        worker or WorkerState(),  # type: ignore[arg-type]
+        "email-send-group",
+        ConfigurationFaults(0.001, 0.001),
+    )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://w") as c:
         response = await c.get("/metrics")
     assert response.status_code == 200
@@ -83,6 +96,7 @@ def processor(retry: RetryPolicy = NO_WAIT) -> EmailProcessor:
         dead_letters=FakeDeadLetters(),
         retry=retry,
         message_id_domain="pipeline.test",
+        configuration_faults=ConfigurationFaults(retry.initial_seconds, retry.max_seconds),
     )
 
 
@@ -93,6 +107,8 @@ async def test_every_counter_and_reason_shows_from_the_start_with_the_process() 
         assert (name, ()) in samples
     for reason in DEAD_LETTER_REASONS:
         assert ("email_worker_emails_dead_lettered_total", (("reason", reason),)) in samples
+    for kind in CONFIGURATION_FAULT_KINDS:
+        assert ("email_worker_configuration_faults_total", (("kind", kind),)) in samples
     assert ("process_resident_memory_bytes", ()) in samples
 
 
@@ -115,7 +131,9 @@ async def test_a_delivery_counts_once_with_its_latency_from_acceptance() -> None
 async def test_a_duplicate_counts_as_skipped_not_delivered() -> None:
     store = InMemoryDedupeStore()
     store.outcomes["m-dup"] = "delivered"
-    email_processor = EmailProcessor(store, FakeDeadLetters(), NO_WAIT, "pipeline.test")
+    email_processor = EmailProcessor(
+        store, FakeDeadLetters(), NO_WAIT, "pipeline.test", ConfigurationFaults(0.001, 0.001)
+    )
     before = await scrape()
 
     await email_processor.process(kafka_record(1, "m-dup"), FakeMailer(), asyncio.Event())

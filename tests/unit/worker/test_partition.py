@@ -9,6 +9,7 @@ from collections.abc import Callable
 from aiokafka.structs import TopicPartition
 from aiosmtplib import SMTPRecipientRefused, SMTPRecipientsRefused, SMTPResponse
 
+from services.worker.faults import ConfigurationFaults
 from services.worker.mime import OutgoingEmail
 from services.worker.partition import PartitionWorker
 from services.worker.processor import EmailProcessor, RetryPolicy
@@ -25,6 +26,7 @@ def partition_worker(
         dead_letters=FakeDeadLetters(),
         retry=RetryPolicy(max_attempts=0, initial_seconds=retry_seconds, max_seconds=retry_seconds),
         message_id_domain="pipeline.test",
+        configuration_faults=ConfigurationFaults(retry_seconds, retry_seconds),
     )
     return PartitionWorker(PARTITION, processor, [mailer] * lanes, max_ahead)
 

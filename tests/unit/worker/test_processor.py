@@ -7,9 +7,12 @@ import logging
 import sqlite3
 
 import pytest
-from aiosmtplib import SMTPRecipientRefused, SMTPRecipientsRefused, SMTPResponse
+from aiosmtplib import SMTPRecipientRefused, SMTPRecipientsRefused, SMTPResponse, SMTPSenderRefused
 
 from services.worker.dedupe import Outcome
+from services.worker.delivery import ConfigurationFault
+from services.worker.faults import ConfigurationFaults
+from services.worker.mime import OutgoingEmail
 from services.worker.processor import EmailProcessor, RetryPolicy, Stopped
 from tests.unit.worker.fakes import (
     FakeDeadLetters,
@@ -27,12 +30,15 @@ def processor(
     store: InMemoryDedupeStore | None = None,
     dead_letters: FakeDeadLetters | None = None,
     retry: RetryPolicy = NO_WAIT,
+    faults: ConfigurationFaults | None = None,
 ) -> EmailProcessor:
+    faults = faults or ConfigurationFaults(retry.initial_seconds, retry.max_seconds)
     return EmailProcessor(
         store=store or InMemoryDedupeStore(),
         dead_letters=dead_letters or FakeDeadLetters(),
         retry=retry,
         message_id_domain="pipeline.test",
+        configuration_faults=faults,
     )
 
 
@@ -212,3 +218,95 @@ async def test_a_failing_dedupe_write_is_retried_not_a_crash() -> None:
     assert outcome == "delivered"
     assert store.outcomes == {"m-1": "delivered"}
     assert mailer.attempts == 1
+
+
+REFUSED_LOGIN = ConfigurationFault(
+    "authentication",
+    "SMTP authentication refused by relay.example.com:587 (535 5.7.8 Authentication credentials "
+    "invalid); check SMTP_USERNAME/SMTP_PASSWORD",
+)
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        pytest.param(REFUSED_LOGIN, id="login_refused"),
+        pytest.param(
+            SMTPSenderRefused(530, "5.7.0 Authentication required", "demo@example.com"),
+            id="530_at_mail",
+        ),
+    ],
+)
+async def test_a_configuration_fault_holds_the_email_whatever_the_attempts_limit(
+    refusal: Exception,
+) -> None:
+    store, dead_letters = InMemoryDedupeStore(), FakeDeadLetters()
+    retry = RetryPolicy(max_attempts=2, initial_seconds=0.001, max_seconds=0.001)
+    faults = ConfigurationFaults(0.001, 0.001)
+    mailer = FakeMailer([refusal] * 5 + [{}])
+
+    outcome = await processor(store, dead_letters, retry, faults).process(
+        kafka_record(0, "m-1"), mailer, asyncio.Event()
+    )
+
+    assert outcome == "delivered"
+    assert mailer.attempts == 6, "five refusals did not count against WORKER_MAX_ATTEMPTS=2"
+    assert dead_letters.published == []
+    assert store.outcomes == {"m-1": "delivered"}
+    assert faults.current is None, "a delivery shows the server accepts again"
+
+
+async def test_a_held_email_is_neither_recorded_nor_dead_lettered_when_stopped() -> None:
+    store, dead_letters = InMemoryDedupeStore(), FakeDeadLetters()
+    faults = ConfigurationFaults(60, 60)
+    stopping = asyncio.Event()
+    task = asyncio.create_task(
+        processor(store, dead_letters, faults=faults).process(
+            kafka_record(0, "m-1"), FakeMailer([REFUSED_LOGIN]), stopping
+        )
+    )
+    await asyncio.sleep(0.05)
+    assert faults.current is not None
+
+    stopping.set()
+
+    with pytest.raises(Stopped):
+        await asyncio.wait_for(task, timeout=1)
+    assert store.outcomes == {}
+    assert dead_letters.published == []
+
+
+class RefusingRelay(FakeMailer):
+    """Refuses the worker's credentials until `accepting`: every lane shares it, as a relay."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.accepting = False
+        self.refused = 0
+
+    async def send(self, email: OutgoingEmail, recipients: list[str]) -> dict[str, SMTPResponse]:
+        if not self.accepting:
+            self.refused += 1
+            raise REFUSED_LOGIN
+        return await super().send(email, recipients)
+
+
+async def test_while_refused_one_lane_tries_and_every_lane_resumes_once_accepted() -> None:
+    relay, faults = RefusingRelay(), ConfigurationFaults(0.02, 0.02)
+    email_processor = processor(faults=faults)
+    lanes = [
+        asyncio.create_task(
+            email_processor.process(kafka_record(n, f"m-{n}"), relay, asyncio.Event())
+        )
+        for n in range(8)
+    ]
+    await asyncio.sleep(0.2)
+    refused_while_held = relay.refused
+
+    relay.accepting = True
+    outcomes = await asyncio.wait_for(asyncio.gather(*lanes), timeout=1)
+
+    # Each of the 8 lanes on its own would have tried about 80 times in 0.2 s.
+    assert 1 <= refused_while_held <= 8 + 12, f"{refused_while_held} tries"
+    assert outcomes == ["delivered"] * 8
+    assert len(relay.sent) == 8

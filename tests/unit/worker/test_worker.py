@@ -8,6 +8,7 @@ from collections.abc import Callable
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from aiosmtplib import SMTPRecipientRefused, SMTPRecipientsRefused, SMTPResponse
 
+from services.worker.faults import ConfigurationFaults
 from services.worker.mime import OutgoingEmail
 from services.worker.partition import PartitionWorker
 from services.worker.processor import EmailProcessor, RetryPolicy
@@ -97,6 +98,7 @@ def email_worker(consumer: FakeConsumer, mailer: FakeMailer, max_backlog: int = 
         dead_letters=FakeDeadLetters(),
         retry=RetryPolicy(max_attempts=0, initial_seconds=60, max_seconds=60),
         message_id_domain="pipeline.test",
+        configuration_faults=ConfigurationFaults(60, 60),
     )
     return EmailWorker(
         consumer,
