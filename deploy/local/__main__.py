@@ -18,6 +18,7 @@ from deploy.local.chromium import ensure_chromium
 from deploy.local.errors import StackError
 from deploy.local.kafka import KAFKA_TOOLS_DIR, KafkaBroker, fetch_kafka, kafka_version
 from deploy.local.mailpit import MAILPIT_VERSION, fetch_mailpit
+from deploy.local.smtp_link import describe
 from deploy.local.stack import LocalStack, Service
 from shared.kafka import ensure_topics
 from shared.settings import PROJECT_ROOT, Settings, load_settings
@@ -76,6 +77,8 @@ def topics(settings: Settings) -> None:
 
 def start_service(settings: Settings, service: Service) -> None:
     start = LocalStack(settings).start(service)
+    for note in start.notes:
+        print(note)
     if start.already_running:
         print(f"{service.name} is already running (pid {start.pid}).")
     else:
@@ -90,8 +93,11 @@ def stop_service(settings: Settings, service: Service) -> None:
 
 
 def services_up(settings: Settings) -> None:
-    for service in LocalStack(settings).services():
+    stack = LocalStack(settings)
+    for service in stack.services():
         start_service(settings, service)
+    for line in describe(stack.smtp_link):
+        print(line)
 
 
 def services_down(settings: Settings) -> None:

@@ -17,10 +17,12 @@ import httpx
 
 from deploy.local.errors import StackError
 from deploy.local.processes import BackgroundProcess, ensure_port_free, tail
+from deploy.local.smtp_link import plan_smtp_link, prepare
 from shared.settings import Settings
 
 READY_TIMEOUT_SECONDS = 30.0
 PORT_RELEASE_SECONDS = 3.0
+SMTP_LINKED = frozenset({"services.smtp_sink", "services.worker"})
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class ServiceStart:
     pid: int
     already_running: bool
     seconds: float
+    notes: tuple[str, ...] = ()  # what was made for it first, such as its TLS certificate
 
 
 class LocalStack:
@@ -45,6 +48,7 @@ class LocalStack:
         """`env`: the services' environment, where they read their settings (default: ours)."""
         self.settings = settings
         self.env = dict(os.environ if env is None else env)
+        self.smtp_link = plan_smtp_link(settings)
 
     def sink(self) -> Service:
         s = self.settings
@@ -56,6 +60,7 @@ class LocalStack:
                 "SINK_SMTP_PORT": (s.sink_host, s.sink_smtp_port),
                 "SINK_HTTP_PORT": (s.sink_host, s.sink_http_port),
             },
+            env=self.smtp_link.sink_env,
         )
 
     def api(self) -> Service:
@@ -76,7 +81,7 @@ class LocalStack:
             module="services.worker",
             ready_url=f"http://{s.worker_host}:{port}/readyz",
             ports={"WORKER_PORT": (s.worker_host, port)},
-            env={"WORKER_PORT": str(port)},
+            env={"WORKER_PORT": str(port), **self.smtp_link.worker_env},
         )
 
     def console(self) -> Service:
@@ -118,12 +123,18 @@ class LocalStack:
             return ServiceStart(service, running_pid, already_running=True, seconds=0.0)
         for setting, (host, port) in service.ports.items():
             self._wait_for_port(host, port, setting)
+        # The sink's certificate and auth file, and the CA the worker trusts: made by whichever
+        # of the two starts first, checked by the other.
+        notes = prepare(self.smtp_link) if service.module in SMTP_LINKED else []
         pid = process.start(
             [sys.executable, "-m", service.module],
             env={**self.env, "PYTHONUNBUFFERED": "1", **service.env},
         )
         self._wait_until_ready(service, process)
-        return ServiceStart(service, pid, already_running=False, seconds=time.monotonic() - started)
+        seconds = time.monotonic() - started
+        return ServiceStart(
+            service, pid, already_running=False, seconds=seconds, notes=tuple(notes)
+        )
 
     def _wait_for_port(self, host: str, port: int, setting: str) -> None:
         """A process that was just stopped or killed may hold its port a moment longer."""
