@@ -8,9 +8,10 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
-from pydantic import BaseModel
+from pydantic import BaseModel, PlainSerializer
 
 from services.smtp_sink import faults, metrics
 from services.smtp_sink.latency import LatencySummary
@@ -18,6 +19,20 @@ from services.smtp_sink.mailbox import MailboxPage, SearchPage, SinkStats, Store
 from services.smtp_sink.mime import Address, MimePart, ParsedMessage, canonical_header_name
 
 _LINK = re.compile(r"<([^>]*)>")
+
+
+def rfc3339_nano(moment: datetime) -> str:
+    """A time as Go's RFC3339Nano writes it, as Mailpit's JSON has it: no trailing zeros in
+    the fraction, none at all for a whole second, Z for UTC (and for a time without a zone)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    fraction = f".{moment.microsecond:06d}".rstrip("0").rstrip(".")
+    offset = moment.strftime("%z")
+    zone = "Z" if moment.utcoffset() == timedelta(0) else f"{offset[:3]}:{offset[3:5]}"
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + fraction + zone
+
+
+GoTime = Annotated[datetime, PlainSerializer(rfc3339_nano, return_type=str)]
 
 
 class MailAddress(BaseModel):
@@ -57,7 +72,7 @@ class MessageSummary(BaseModel):
     Bcc: list[MailAddress]
     ReplyTo: list[MailAddress]
     Subject: str
-    Created: datetime
+    Created: GoTime
     Username: str
     Tags: list[str]
     Size: int
@@ -71,6 +86,9 @@ class MessageSummary(BaseModel):
 class MessagesSummary(BaseModel):
     total: int
     unread: int
+    # The messages on this page: gone from Mailpit's swagger.json but still in its answers,
+    # where clients written for older Mailpits read it.
+    count: int
     messages_count: int
     messages_unread: int
     start: int
@@ -89,7 +107,7 @@ class Message(BaseModel):
     ReturnPath: str
     Subject: str
     ListUnsubscribe: ListUnsubscribe
-    Date: datetime
+    Date: GoTime
     Tags: list[str]
     Username: str
     Text: str
@@ -187,6 +205,7 @@ def messages_summary(page: MailboxPage, start: int) -> MessagesSummary:
     return MessagesSummary(
         total=page.total,
         unread=page.unread,
+        count=len(page.messages),
         messages_count=page.total,
         messages_unread=page.unread,
         start=start,
@@ -200,6 +219,7 @@ def search_summary(page: SearchPage, start: int) -> MessagesSummary:
     return MessagesSummary(
         total=page.total,
         unread=page.unread,
+        count=len(page.messages),
         messages_count=page.matched,
         messages_unread=page.matched_unread,
         start=start,

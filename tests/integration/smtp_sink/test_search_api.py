@@ -57,6 +57,7 @@ async def test_search_answers_mailpits_summary_of_the_matches(
     assert {key: listing[key] for key in listing if key != "messages"} == {
         "total": 3,  # the mailbox
         "unread": 2,
+        "count": 2,  # on this page
         "messages_count": 2,  # the matches
         "messages_unread": 1,
         "start": 0,

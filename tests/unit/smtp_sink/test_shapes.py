@@ -3,7 +3,9 @@ its application information and chaos triggers."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
 
 from services.smtp_sink import shapes
 from services.smtp_sink.faults import ChaosTrigger, ChaosTriggers
@@ -60,7 +62,7 @@ def test_message_summary_has_mailpits_fields_plus_the_duplicate_fields() -> None
         {"Name": "", "Address": "bob@example.com"},
         {"Name": "Carol", "Address": "carol@example.com"},
     ]
-    assert summary["Created"] == "2025-11-25T18:30:01.123000Z"
+    assert summary["Created"] == "2025-11-25T18:30:01.123Z"  # Go's RFC3339Nano
     assert summary["Size"] == len(PLAIN)
     assert summary["Tags"] == []
     assert summary["Snippet"] == "First line of the body. Second line."
@@ -81,9 +83,11 @@ def test_messages_summary_has_mailpits_fields() -> None:
     listing = shapes.messages_summary(page, start=2).model_dump(mode="json")
 
     assert set(listing) == {
-        "total", "unread", "messages_count", "messages_unread", "start", "tags", "messages",
+        "total", "unread", "count", "messages_count", "messages_unread", "start", "tags",
+        "messages",
     }  # fmt: skip
     assert (listing["total"], listing["unread"], listing["start"]) == (7, 4, 2)
+    assert listing["count"] == 1, "Mailpit's legacy count: the messages on this page"
     assert (listing["messages_count"], listing["messages_unread"]) == (7, 4)
     assert listing["tags"] == []
     assert len(listing["messages"]) == 1
@@ -228,3 +232,23 @@ def test_chaos_triggers_are_mailpits_names() -> None:
         "Recipient": {"ErrorCode": 451, "Probability": 50},
         "Authentication": {"ErrorCode": 535, "Probability": 0},
     }
+
+
+@pytest.mark.parametrize(
+    ("moment", "written"),
+    [
+        (datetime(2025, 11, 25, 18, 30, 1, 123000, tzinfo=UTC), "2025-11-25T18:30:01.123Z"),
+        (datetime(2025, 11, 25, 18, 30, 1, tzinfo=UTC), "2025-11-25T18:30:01Z"),
+        (
+            datetime(2025, 11, 25, 18, 0, tzinfo=timezone(timedelta(hours=1))),
+            "2025-11-25T18:00:00+01:00",
+        ),
+        (
+            datetime(2025, 11, 25, 18, 0, 0, 500, tzinfo=timezone(-timedelta(hours=5, minutes=30))),
+            "2025-11-25T18:00:00.0005-05:30",
+        ),
+        (datetime(2025, 11, 25, 18, 0, 0, 120000), "2025-11-25T18:00:00.12Z"),
+    ],
+)
+def test_times_are_written_as_gos_rfc3339nano(moment: datetime, written: str) -> None:
+    assert shapes.rfc3339_nano(moment) == written
