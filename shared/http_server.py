@@ -14,6 +14,8 @@ from collections.abc import Iterator
 import uvicorn
 from starlette.types import ASGIApp
 
+GRACEFUL_SHUTDOWN_SECONDS = 5
+
 
 class EmbeddedServer(uvicorn.Server):
     @contextlib.contextmanager
@@ -23,7 +25,15 @@ class EmbeddedServer(uvicorn.Server):
 
 def embedded_server(app: ASGIApp, host: str, port: int) -> EmbeddedServer:
     """Run with `await server.serve()`; stop with `server.should_exit = True`."""
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        # A page left open on a stream must not hold up the stop for ever.
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
     return EmbeddedServer(config)
 
 

@@ -88,15 +88,21 @@ async def start_when_kafka_answers(
     return False
 
 
+def create_admin_client(
+    bootstrap_servers: str, client_id: str, request_timeout_ms: int = 10_000
+) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers,
+        request_timeout_ms=request_timeout_ms,
+        client_id=client_id,
+    )
+
+
 @asynccontextmanager
 async def admin_client(
     bootstrap_servers: str, request_timeout_ms: int = 10_000
 ) -> AsyncIterator[AIOKafkaAdminClient]:
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap_servers,
-        request_timeout_ms=request_timeout_ms,
-        client_id="email-pipeline-admin",
-    )
+    admin = create_admin_client(bootstrap_servers, "email-pipeline-admin", request_timeout_ms)
     await admin.start()
     try:
         yield admin

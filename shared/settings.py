@@ -10,7 +10,14 @@ import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -103,9 +110,10 @@ class Settings(BaseSettings):
     # services/console: the live offset picture, read-only; it reads the API and the sink here.
     console_host: str = "127.0.0.1"
     console_port: Port = 8080
-    console_refresh_seconds: Annotated[float, Field(ge=0.1, le=10)] = 0.5
-    console_api_url: str = "http://127.0.0.1:8000"
-    console_sink_url: str = "http://127.0.0.1:8025"
+    console_refresh_seconds: Annotated[float, Field(ge=0.1, le=1)] = 0.5  # pages: ≥ 1 a second
+    # Unset: the API's and the sink's own host and port settings.
+    console_api_url: str | None = None
+    console_sink_url: str | None = None
     # The browser the browser tests and `make screenshot` drive: Debian's chromium by default.
     chromium_path: str = "chromium"
 

@@ -58,29 +58,19 @@ ISOLATED = {
 def stack_env(run_dir: Path, **overrides: str) -> dict[str, str]:
     """The environment of a private local stack: its own run directory and free ports."""
     sink_smtp_port = str(free_port())
-    api_port, sink_http_port = free_port(), free_port()
     return {
         **os.environ,
         "RUN_DIR": str(run_dir),
         "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
         "KAFKA_CONTROLLER_PORT": str(free_port()),
-        "API_PORT": str(api_port),
+        "API_PORT": str(free_port()),
         "WORKER_PORT": str(free_port()),
         "SINK_SMTP_PORT": sink_smtp_port,
         "SMTP_PORT": sink_smtp_port,
-        "SINK_HTTP_PORT": str(sink_http_port),
-        **console_env(api_port, sink_http_port),
+        "SINK_HTTP_PORT": str(free_port()),
+        "CONSOLE_PORT": str(free_port()),
         **ISOLATED,
         **overrides,
-    }
-
-
-def console_env(api_port: int, sink_http_port: int) -> dict[str, str]:
-    """The console of a private stack: a free port, reading that stack's API and sink."""
-    return {
-        "CONSOLE_PORT": str(free_port()),
-        "CONSOLE_API_URL": f"http://127.0.0.1:{api_port}",
-        "CONSOLE_SINK_URL": f"http://127.0.0.1:{sink_http_port}",
     }
 
 

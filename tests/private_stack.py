@@ -21,7 +21,7 @@ from deploy.local.kafka import KafkaBroker
 from deploy.local.stack import LocalStack, Service
 from shared.kafka import admin_client, ensure_topics
 from shared.settings import Settings
-from tests.conftest import ISOLATED, console_env, free_port, settings_for
+from tests.conftest import ISOLATED, free_port, settings_for
 
 
 def private_broker(run_dir: Path, kafka_libs_dir: Path) -> KafkaBroker:
@@ -41,7 +41,6 @@ class PrivateStack:
 
     def __init__(self, name: str, run_dir: Path, bootstrap_servers: str, **overrides: str) -> None:
         sink_smtp_port = str(free_port())
-        api_port, sink_http_port = free_port(), free_port()
         self.name = name
         self.env = {
             **os.environ,
@@ -51,12 +50,12 @@ class PrivateStack:
             "EMAIL_TOPIC": f"email.send.{name}",
             "DLQ_TOPIC": f"email.send.{name}.dlq",
             "CONSUMER_GROUP": f"email-send-group.{name}",
-            "API_PORT": str(api_port),
+            "API_PORT": str(free_port()),
             "WORKER_PORT": str(free_port()),
             "SINK_SMTP_PORT": sink_smtp_port,
             "SMTP_PORT": sink_smtp_port,
-            "SINK_HTTP_PORT": str(sink_http_port),
-            **console_env(api_port, sink_http_port),
+            "SINK_HTTP_PORT": str(free_port()),
+            "CONSOLE_PORT": str(free_port()),
             **overrides,
         }
         self.settings = settings_for(self.env)

@@ -18,8 +18,9 @@ SECONDS_BUCKETS: Final = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
 
-# Not in prometheus_client's default registry: each app gets a registry of its own (below),
-# so several apps in one process (the tests) never clash, and each shows only its own metrics.
+# Not in prometheus_client's default registry: each app gets a registry of its own (below), so
+# building several apps in one process (the tests) never clashes. The counters themselves are
+# the process's: apps built in one process share them.
 EMAILS_ACCEPTED = Counter(
     "email_api_emails_accepted_total",
     "Emails answered 202: Kafka acknowledged their record.",

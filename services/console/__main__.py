@@ -16,44 +16,51 @@ from services.console.snapshot import Picture
 from services.console.sources import ApiSource, SinkSource
 from shared.event_loop import run
 from shared.http_server import embedded_server, listen
+from shared.kafka import create_admin_client
 from shared.logs import configure_logging
 from shared.settings import Settings, load_settings
 
 log = logging.getLogger("console")
 
-READ_TIMEOUT_SECONDS = 1.0  # a tick never waits longer, so pages update at least once a second
+KAFKA_REQUEST_TIMEOUT_SECONDS = 5.0  # a busy broker is slow, not down
+HTTP_TIMEOUT_SECONDS = 1.0
 KAFKA_STALE_SECONDS = 5.0  # /readyz: the last good read of Kafka is at most this old
 
 
 async def serve(settings: Settings) -> None:
     http_socket = listen("console", settings.console_host, settings.console_port)
-    kafka = KafkaReader(
+    admin = create_admin_client(
         settings.kafka_bootstrap_servers,
-        settings.email_topic,
-        settings.dlq_topic,
-        settings.consumer_group,
-        timeout_ms=int(READ_TIMEOUT_SECONDS * 1000),
+        client_id="email-console",
+        request_timeout_ms=int(KAFKA_REQUEST_TIMEOUT_SECONDS * 1000),
     )
-    async with httpx.AsyncClient(timeout=READ_TIMEOUT_SECONDS) as http:
+    kafka = KafkaReader(admin, settings.email_topic, settings.dlq_topic, settings.consumer_group)
+    api_url = settings.console_api_url or local_url(settings.api_host, settings.api_port)
+    sink_url = settings.console_sink_url or local_url(settings.sink_host, settings.sink_http_port)
+    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_SECONDS) as http:
         loop = SnapshotLoop(
             Picture(settings.email_topic, settings.dlq_topic, settings.consumer_group),
             kafka,
-            ApiSource(http, settings.console_api_url),
-            SinkSource(http, settings.console_sink_url),
+            ApiSource(http, api_url).accepted_total,
+            SinkSource(http, sink_url).read,
             interval_seconds=settings.console_refresh_seconds,
-            read_timeout_seconds=READ_TIMEOUT_SECONDS,
+            kafka_timeout_seconds=KAFKA_REQUEST_TIMEOUT_SECONDS + 1,
+            http_timeout_seconds=HTTP_TIMEOUT_SECONDS,
+            inbox_url=sink_url,
         )
         server = embedded_server(
-            create_app(loop, KAFKA_STALE_SECONDS), settings.console_host, settings.console_port
+            create_app(loop, KAFKA_STALE_SECONDS),
+            settings.console_host,
+            settings.console_port,
         )
         stopping = asyncio.Event()
         event_loop = asyncio.get_running_loop()
         for signal_number in (signal.SIGTERM, signal.SIGINT):
             event_loop.add_signal_handler(signal_number, stopping.set)
         log.info(
-            "console on http://%s:%d/ watching %s as %s",
+            "console on http://%s:%d/ watching %s as %s; the API at %s, the sink at %s",
             settings.console_host, settings.console_port,
-            settings.email_topic, settings.consumer_group,
+            settings.email_topic, settings.consumer_group, api_url, sink_url,
         )  # fmt: skip
         serving = asyncio.create_task(server.serve(sockets=[http_socket]))
         try:
@@ -63,6 +70,11 @@ async def serve(settings: Settings) -> None:
             await serving
             await kafka.close()
             log.info("stopped")
+
+
+def local_url(host: str, port: int) -> str:
+    """Where this machine reaches a service that listens on `host`."""
+    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
 
 
 def main() -> None:

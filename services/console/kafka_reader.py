@@ -14,7 +14,8 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
-from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError, for_code
+from aiokafka.errors import UnknownTopicOrPartitionError, for_code
+from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.protocol.offset import OffsetRequest, OffsetResetStrategy
 
 from services.console.snapshot import KafkaReading, Member, PartitionOffsets
@@ -24,17 +25,11 @@ NO_OFFSET = -1
 
 
 class KafkaReader:
-    def __init__(
-        self, bootstrap_servers: str, topic: str, dlq_topic: str, group: str, timeout_ms: int
-    ) -> None:
+    def __init__(self, admin: AIOKafkaAdminClient, topic: str, dlq_topic: str, group: str) -> None:
+        self.admin = admin
         self.topic = topic
         self.dlq_topic = dlq_topic
         self.group = group
-        self.admin = AIOKafkaAdminClient(
-            bootstrap_servers=bootstrap_servers,
-            client_id="email-console",
-            request_timeout_ms=timeout_ms,
-        )
         self.requests_sent = 0
         self._started = False
         self._leaders: dict[tuple[str, int], int] = {}  # (topic, partition) -> leader node id
@@ -57,7 +52,7 @@ class KafkaReader:
                 self._committed_offsets(coordinator),
                 self._describe_group(coordinator),
             )
-        except (KafkaError, OSError, TimeoutError):
+        except BaseException:  # a Kafka error, or the loop giving up on this read
             # Leaders and the coordinator may have moved (or the broker restarted): ask again.
             self._leaders_read_at = 0.0
             self._coordinator = None
@@ -84,8 +79,9 @@ class KafkaReader:
             await self.admin.close()
 
     def _count_requests(self) -> None:
-        """Count every request the admin client sends, metadata included: the console's whole
-        load on Kafka, whatever the number of pages open."""
+        """Count every request the reads send: the console's load on Kafka, whatever the
+        number of pages open. (The client's own metadata refresh every few minutes goes
+        around `send` and is not counted.)"""
         client = self.admin._client
         send = client.send
 
@@ -96,8 +92,12 @@ class KafkaReader:
         client.send = counted_send
 
     async def _read_leaders(self) -> None:
+        # Not admin.describe_topics: its Metadata request lets the broker auto-create a missing
+        # topic (with the broker's default partition count), and the console changes nothing.
+        request = MetadataRequest([self.topic, self.dlq_topic], allow_auto_topic_creation=False)
+        response = await self.admin._client.send(self.admin._client.get_random_node(), request)
         leaders = {}
-        for topic in await self.admin.describe_topics([self.topic, self.dlq_topic]):
+        for topic in response.to_object()["topics"]:
             if topic["error_code"] == UnknownTopicOrPartitionError.errno:
                 raise UnknownTopicOrPartitionError(
                     f"topic {topic['topic']} does not exist (yet): `make topics` creates it"

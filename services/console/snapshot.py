@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 TIMELINE_LENGTH = 50
+# Offsets older than this are not live: the page greys them out and shows their age.
+KAFKA_STALE_SECONDS = 2.0
 RATE_WINDOW_SECONDS = 5.0
 # CURRENT-OFFSET standing still this long while there is lag is a pause (at once when no member
 # owns the partition); moving again is news.
@@ -66,6 +68,7 @@ class SinkReading:
     duplicates_total: int
     latency_p50_seconds: float | None
     latency_p99_seconds: float | None
+    latency_count: int  # the latest messages the latency is over
     recent_messages: tuple[RecentMessage, ...]
 
 
@@ -134,18 +137,19 @@ class Picture:
         self._last_kafka_at: float | None = None
         self._kafka_down_since: float | None = None
         self._progress: dict[int, _Progress] = {}
+        # Who owns what, as of the last Stable look: Kafka tells assignments only then.
+        self._owners: dict[int, Member] = {}
 
     def update(self, reading: Reading) -> dict[str, Any]:
-        """Take one reading; answer the snapshot to show."""
+        """Take one reading; answer the snapshot to show. No Kafka reading and no Kafka
+        error means the read is still on its way: the last offsets stand, with their age."""
         if reading.kafka is not None:
             self._note_kafka_changes(reading.at, reading.kafka)
             self._last_kafka, self._last_kafka_at = reading.kafka, reading.at
-        elif self._kafka_down_since is None:
+        elif "kafka" in reading.errors and self._kafka_down_since is None:
             self._kafka_down_since = reading.at
             self._add(
-                reading.at,
-                "kafka_down",
-                f"Kafka is not answering: {reading.errors.get('kafka', '')}",
+                reading.at, "kafka_down", f"Kafka is not answering: {reading.errors['kafka']}"
             )
         if reading.accepted_total is not None:
             self.accepted.add(reading.at, reading.accepted_total)
@@ -159,6 +163,8 @@ class Picture:
                 at, "kafka_back", f"Kafka answers again after {at - self._kafka_down_since:.1f} s"
             )
             self._kafka_down_since = None
+            for progress in self._progress.values():
+                progress.since = at  # an outage is no pause of the group's
         before = self._last_kafka
         if before is None:
             self._add(at, "first_look", first_look(self.topic, self.group, kafka))
@@ -170,6 +176,7 @@ class Picture:
                     f"group {self.group}: {before.group_state} → {kafka.group_state}",
                 )
             self._note_membership(at, before.members, kafka.members)
+        self._note_assignment(at, kafka)
         self._note_progress(at, kafka)
 
     def _note_membership(self, at: float, before: Sequence[Member], now: Sequence[Member]) -> None:
@@ -179,20 +186,28 @@ class Picture:
             self._add(at, "member_joined", f"{describe(now_by_id[member_id])} joined the group")
         for member_id in before_by_id.keys() - now_by_id.keys():
             self._add(at, "member_left", f"{describe(before_by_id[member_id])} left the group")
-        owner_before = owners(before)
-        owner_now = owners(now)
-        for partition in sorted(owner_now):
-            if owner_now[partition] != owner_before.get(partition):
+
+    def _note_assignment(self, at: float, kafka: KafkaReading) -> None:
+        """While the group rebalances, Kafka shows members without partitions: the owners
+        stand as they were until it is Stable again (or their member has left)."""
+        present = {member.member_id for member in kafka.members}
+        if kafka.group_state != "Stable":
+            self._owners = {p: m for p, m in self._owners.items() if m.member_id in present}
+            return
+        owners_now = owners(kafka.members)
+        for partition in sorted(owners_now):
+            if owners_now[partition] != self._owners.get(partition):
                 self._add(
                     at,
                     "reassigned",
-                    f"{self.topic}-{partition} assigned to {describe(owner_now[partition])}",
+                    f"{self.topic}-{partition} assigned to {describe(owners_now[partition])}",
                 )
+        self._owners = owners_now
 
     def _note_progress(self, at: float, kafka: KafkaReading) -> None:
         """A partition with records to read pauses when no member owns it, or when its
         CURRENT-OFFSET stands still for PAUSE_SECONDS; moving again, it resumes."""
-        owned = owners(kafka.members)
+        owned = self._owners
         for offsets in kafka.partitions:
             partition = offsets.partition
             # With nothing committed yet, the group starts at the beginning of the log.
@@ -225,27 +240,39 @@ class Picture:
     def _snapshot(self, reading: Reading) -> dict[str, Any]:
         kafka = self._last_kafka
         kafka_age = None if self._last_kafka_at is None else reading.at - self._last_kafka_at
+        live = (
+            kafka_age is not None
+            and kafka_age <= KAFKA_STALE_SECONDS
+            and self._kafka_down_since is None
+        )
+        kafka_error = reading.errors.get("kafka")
+        if not live and kafka_error is None and kafka_age is not None:
+            kafka_error = f"no answer for {kafka_age:.0f} s"
         sink = reading.sink
         return {
             "taken_at": iso(reading.at),
             "topic": self.topic,
             "group": self.group,
             "kafka": {
-                "live": reading.kafka is not None,
-                "error": reading.errors.get("kafka"),
+                "live": live,
+                "error": None if live else kafka_error,
                 "as_of": None if self._last_kafka_at is None else iso(self._last_kafka_at),
                 "age_seconds": None if kafka_age is None else round(kafka_age, 3),
             },
             "group_state": kafka.group_state if kafka else None,
-            "partitions": partition_rows(kafka) if kafka else [],
+            "partitions": partition_rows(kafka, self._owners) if kafka else [],
             "total_lag": total_lag(kafka) if kafka else None,
             "dlq": dlq_summary(self.dlq_topic, kafka),
             "members": [member_json(member) for member in kafka.members] if kafka else [],
+            # Nothing is shown as a number a source did not give this time.
             "rates": {
-                "accepted_per_second": rounded(self.accepted.per_second()),
-                "delivered_per_second": rounded(self.delivered.per_second()),
+                "accepted_per_second": rounded(self.accepted.per_second())
+                if reading.accepted_total is not None
+                else None,
+                "delivered_per_second": rounded(self.delivered.per_second()) if sink else None,
                 "latency_p50_seconds": sink.latency_p50_seconds if sink else None,
                 "latency_p99_seconds": sink.latency_p99_seconds if sink else None,
+                "latency_messages": sink.latency_count if sink else None,
                 "accepted_total": reading.accepted_total,
                 "delivered_total": sink.received_total if sink else None,
                 "duplicates_total": sink.duplicates_total if sink else None,
@@ -253,7 +280,7 @@ class Picture:
             "recent_messages": [message_json(m) for m in sink.recent_messages] if sink else [],
             "sources": {
                 name: {"live": name not in reading.errors, "error": reading.errors.get(name)}
-                for name in ("kafka", "api", "sink")
+                for name in ("api", "sink")
             },
             "timeline": [event.as_json() for event in reversed(self.timeline)],
         }
@@ -278,9 +305,8 @@ def describe(member: Member) -> str:
     return f"{member.client_id} ({member.host})"
 
 
-def partition_rows(kafka: KafkaReading) -> list[dict[str, Any]]:
+def partition_rows(kafka: KafkaReading, owner: Mapping[int, Member]) -> list[dict[str, Any]]:
     """One row per partition, in kafka-consumer-groups.sh --describe's terms."""
-    owner = owners(kafka.members)
     rows = []
     for offsets in sorted(kafka.partitions, key=lambda p: p.partition):
         current_offset = kafka.committed_offsets.get(offsets.partition)

@@ -60,6 +60,7 @@ class SinkSource:
             duplicates_total=duplicates,
             latency_p50_seconds=latency.get("p50_seconds"),
             latency_p99_seconds=latency.get("p99_seconds"),
+            latency_count=int(latency.get("count") or 0),
             recent_messages=self._recent,
         )
 

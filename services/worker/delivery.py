@@ -138,9 +138,11 @@ def classify(error: BaseException) -> Failure:
             "check SMTP_USERNAME/SMTP_PASSWORD",
             "authentication" if error.code >= 500 else None,
         )
-    if isinstance(error, ssl.SSLError):
-        # Before ValueError below: a certificate that fails verification is both.
-        return Failure(False, f"TLS failed ({error}); check SMTP_TLS and SMTP_CA_FILE", "tls")
+    if isinstance(error, ssl.SSLCertVerificationError):
+        # Before ValueError below, which it is too.
+        return Failure(
+            False, f"the TLS certificate is not trusted ({error}); check SMTP_CA_FILE", "tls"
+        )
     if (answer := authentication_refusal(error)) is not None:
         return Failure(
             False,

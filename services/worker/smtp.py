@@ -233,9 +233,12 @@ async def _greet(client: SMTP) -> None:
 
 
 def _ssl_error(error: BaseException) -> ssl.SSLError | None:
-    """The TLS error behind a failure: aiosmtplib wraps a failed handshake at connect."""
+    """The TLS error behind a failed handshake (aiosmtplib wraps it at connect), unless it is
+    the connection closing under it: a server restarting is not a configuration fault."""
     seen: BaseException | None = error
     while seen is not None:
+        if isinstance(seen, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+            return None
         if isinstance(seen, ssl.SSLError):
             return seen
         seen = seen.__cause__ or seen.__context__

@@ -17,8 +17,13 @@ UPDATE_SECONDS = 20.0  # generous: a worker's start and the group's rebalance co
 CONSUMED_SUM = """() => [...document.querySelectorAll('[data-testid=partition-lane]')]
     .reduce((sum, lane) => sum + Number(lane.dataset.currentOffset || 0), 0)"""
 
-LANES = """() => [...document.querySelectorAll('[data-testid=partition-lane]')]
-    .map(lane => ({current: lane.dataset.currentOffset, end: lane.dataset.logEndOffset}))"""
+LANES = """() => [...document.querySelectorAll('[data-testid=partition-lane]')].map(lane => ({
+    partition: lane.dataset.partition,
+    current: lane.dataset.currentOffset,
+    end: lane.dataset.logEndOffset,
+    marker_on: lane.querySelector('[data-testid=current-offset-marker]')
+        ?.closest('.slot').dataset.offset ?? "",
+}))"""
 
 
 async def open_console(page: Page, stack: PrivateStack) -> None:
@@ -48,7 +53,8 @@ async def test_the_console_shows_offsets_move_pause_and_resume(
     lanes = await page.evaluate(LANES)
     committed = [lane for lane in lanes if lane["current"] != ""]
     assert all(lane["current"] == lane["end"] for lane in committed), lanes
-    assert await page.get_by_test_id("current-offset-marker").count() == len(committed)
+    # Each ▼ sits on its lane's CURRENT-OFFSET slot: the empty one after the last record.
+    assert all(lane["marker_on"] == lane["current"] for lane in lanes), lanes
     await page.screenshot(path=tmp_path / "2-six-delivered.png", full_page=True)
 
     await stack.stop(stack.stack.worker())
@@ -57,11 +63,22 @@ async def test_the_console_shows_offsets_move_pause_and_resume(
     await expect(total_lag).to_have_text("3", timeout=UPDATE_SECONDS * 1000)
     await expect(page.get_by_test_id("group-state")).to_have_text("Empty")
     assert int(await page.evaluate(CONSUMED_SUM)) == consumed_before + 6  # the pointer stopped
+    stopped_at = {
+        lane["partition"]: int(lane["current"] or 0)
+        for lane in await page.evaluate(LANES)
+        if int(lane["end"]) > int(lane["current"] or 0)
+    }
     await page.screenshot(path=tmp_path / "3-worker-stopped-lag-3.png", full_page=True)
 
     await stack.start(stack.stack.worker())
     resumed = page.locator('[data-testid=timeline-event][data-kind="resumed"]')
-    await expect(resumed.first).to_contain_text("resumed at offset", timeout=UPDATE_SECONDS * 1000)
+    # Every partition that waited resumes exactly where its CURRENT-OFFSET stood.
+    for partition, offset in stopped_at.items():
+        await expect(
+            resumed.filter(
+                has_text=f"{stack.settings.email_topic}-{partition} resumed at offset {offset} "
+            )
+        ).to_have_count(1, timeout=UPDATE_SECONDS * 1000)
     await expect(total_lag).to_have_text("0", timeout=UPDATE_SECONDS * 1000)
     await until_consumed(page, consumed_before + 9)
     await expect(page.get_by_test_id("member-row")).to_have_count(1)
@@ -105,3 +122,21 @@ async def test_kafka_down_is_said_plainly_and_the_page_recovers_by_itself(
     kafka_back = page.locator('[data-testid=timeline-event][data-kind="kafka_back"]')
     await expect(kafka_back.first).to_contain_text("Kafka answers again")
     await page.screenshot(path=tmp_path / "kafka-back.png", full_page=True)
+
+
+async def test_a_long_lag_keeps_the_pointer_on_the_page(
+    page: Page, console_stack: PrivateStack, tmp_path: Path
+) -> None:
+    stack = console_stack
+    await open_console(page, stack)
+    await stack.stop(stack.stack.worker())
+    try:
+        await send_emails(stack, 120)  # ~40 a partition: more than a lane draws
+        await expect(page.get_by_test_id("total-lag")).to_have_text("120", timeout=20_000)
+        lanes = await page.evaluate(LANES)
+        await page.screenshot(path=tmp_path / "long-lag.png", full_page=True)
+    finally:
+        await stack.start(stack.stack.worker())
+
+    assert all(lane["marker_on"] == (lane["current"] or "") for lane in lanes), lanes
+    assert await page.locator(".gap").count() >= 1  # the records between are counted, not drawn

@@ -72,7 +72,7 @@ def test_the_console_reads_the_api_and_the_sink_by_their_service_names() -> None
     services = compose()["services"]
     console = services["console"]
 
-    assert console["ports"] == ["8080:8080"]
+    assert console["ports"] == ["127.0.0.1:8080:8080"]
     assert console["environment"]["CONSOLE_API_URL"] == "http://api:8000"
     assert console["environment"]["CONSOLE_SINK_URL"] == "http://smtp_sink:8025"
     assert console["depends_on"]["api"] == {"condition": "service_healthy"}
@@ -89,10 +89,21 @@ def test_prometheus_is_optional_pinned_and_reads_the_projects_config() -> None:
     assert re.fullmatch(r"v\d+\.\d+\.\d+", version), "a pinned release, not latest"
     assert (COMPOSE_FILE.parent / source).resolve() == PROMETHEUS_CONFIG
     assert target.removesuffix(":ro") == "/etc/prometheus/prometheus.yml"
-    assert prometheus["ports"] == ["9090:9090"]
+    assert prometheus["ports"] == ["127.0.0.1:9090:9090"]
 
 
 def test_compose_builds_from_the_project(tmp_path: Path) -> None:
     build = compose()["services"]["api"]["build"]
 
     assert (COMPOSE_FILE.parent / build["context"] / build["dockerfile"]).is_file()
+
+
+def test_every_published_port_is_on_the_loopback_interface() -> None:
+    """Like the services' own *_HOST defaults: nothing is reachable from the network unless
+    someone widens it."""
+    services = compose()["services"]
+
+    published = [port for service in services.values() for port in service.get("ports", [])]
+
+    assert published
+    assert all(port.startswith("127.0.0.1:") for port in published), published

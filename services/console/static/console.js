@@ -4,7 +4,7 @@
 "use strict";
 
 const SLOTS = 30; // offset boxes drawn per partition; older ones are counted, not drawn
-const STALE_AFTER_SECONDS = 3; // no snapshot for this long: say the page is not live
+const MIN_STALE_SECONDS = 3; // no snapshot for this long (or 3 refreshes): the page is not live
 
 let lastSnapshot = null;
 let lastReceivedAt = 0;
@@ -38,29 +38,47 @@ function timeOf(iso) {
   return Number.isNaN(date.getTime()) ? iso : date.toLocaleTimeString();
 }
 
+// Which offsets a lane draws: the last SLOTS, and when CURRENT-OFFSET is older than those, a
+// few around it too, with the records between them counted (the pointer never leaves the page).
+function runsToDraw(start, current, logEnd) {
+  const lastFirst = Math.max(start, logEnd - SLOTS);
+  if (current === null || current >= lastFirst) return { older: lastFirst - start, runs: [[lastFirst, logEnd]] };
+  const aroundFirst = Math.max(start, current - 3);
+  const aroundLast = current + 8;
+  const tailFirst = Math.max(aroundLast + 1, logEnd - (SLOTS - 12));
+  return { older: aroundFirst - start, runs: [[aroundFirst, aroundLast], [tailFirst, logEnd]] };
+}
+
+function slot(offset, current, logEnd) {
+  const isEnd = offset === logEnd;
+  const consumed = current !== null && offset < current;
+  const node = el("div", {
+    class: `slot${consumed ? " consumed" : ""}${isEnd ? " end" : ""}`,
+    "data-offset": offset,
+    title: isEnd ? `offset ${offset}: the next record written goes here` : `offset ${offset}`,
+  });
+  if (offset === current) {
+    node.append(el("span", { class: "marker current", "data-testid": "current-offset-marker", "data-offset": offset, text: "▼ CURRENT" }));
+  }
+  node.append(el("span", { class: "box", text: isEnd ? "" : String(offset) }));
+  if (isEnd) {
+    node.append(el("span", { class: "marker log-end", "data-testid": "log-end-marker", "data-offset": offset, text: "▲ LOG-END" }));
+  }
+  return node;
+}
+
 function lane(topic, row) {
   const logEnd = row.log_end_offset;
   const current = row.current_offset; // null: the group has committed nothing here yet
-  const first = Math.max(row.log_start_offset, logEnd - SLOTS);
-  const older = first - row.log_start_offset;
+  const { older, runs } = runsToDraw(row.log_start_offset, current, logEnd);
   const slots = el("div", { class: "slots" });
-  for (let offset = first; offset <= logEnd; offset++) {
-    const isEnd = offset === logEnd;
-    const consumed = current !== null && offset < current;
-    const slot = el("div", {
-      class: `slot${consumed ? " consumed" : ""}${isEnd ? " end" : ""}`,
-      "data-offset": offset,
-      title: isEnd ? `offset ${offset}: the next record written goes here` : `offset ${offset}`,
-    });
-    if (offset === current) {
-      slot.append(el("span", { class: "marker current", "data-testid": "current-offset-marker", "data-offset": offset, text: "▼ CURRENT" }));
+  runs.forEach(([first, last], index) => {
+    if (index > 0) {
+      const between = first - runs[index - 1][1] - 1;
+      slots.append(el("span", { class: "gap", title: `${between} records not drawn`, text: `… ${between} …` }));
     }
-    slot.append(el("span", { class: "box", text: isEnd ? "" : String(offset) }));
-    if (isEnd) {
-      slot.append(el("span", { class: "marker log-end", "data-testid": "log-end-marker", "data-offset": offset, text: "▲ LOG-END" }));
-    }
-    slots.append(slot);
-  }
+    for (let offset = first; offset <= last; offset++) slots.append(slot(offset, current, logEnd));
+  });
   const owner = row.member ? `${row.member.client_id} (${row.member.host})` : "no member owns it";
   const lagText = row.lag === null ? "–" : String(row.lag);
   return el(
@@ -135,6 +153,7 @@ function render(snapshot) {
   byId("rate-delivered").textContent = formatNumber(rates.delivered_per_second, 1);
   byId("latency-p50").textContent = formatSeconds(rates.latency_p50_seconds);
   byId("latency-p99").textContent = formatSeconds(rates.latency_p99_seconds);
+  byId("latency-window").textContent = rates.latency_messages ? `over the last ${rates.latency_messages} messages` : "";
   byId("totals").textContent = `${formatNumber(rates.accepted_total)} / ${formatNumber(rates.delivered_total)} / ${formatNumber(rates.duplicates_total)}`;
   const sources = snapshot.sources;
   for (const [source, id] of [["api", "rate-accepted"], ["sink", "rate-delivered"]]) {
@@ -193,9 +212,16 @@ function render(snapshot) {
   byId("loop-cost").textContent = `${cost.pages_open} page(s) open; Kafka requests: ${perSecond === null ? "–" : perSecond.toFixed(1)}/s.`;
 }
 
+// The sink as this browser reaches it: the console's own host, the sink's port.
+function linkInbox(inboxUrl) {
+  const port = new URL(inboxUrl).port || "80";
+  byId("inbox-link").href = `${window.location.protocol}//${window.location.hostname}:${port}/`;
+}
+
 function checkLive() {
   const silentFor = (Date.now() - lastReceivedAt) / 1000;
-  const stale = lastSnapshot !== null && silentFor > STALE_AFTER_SECONDS;
+  const refresh = lastSnapshot ? lastSnapshot.console.refresh_seconds : 1;
+  const stale = lastSnapshot !== null && silentFor > Math.max(MIN_STALE_SECONDS, 3 * refresh);
   document.body.classList.toggle("stale", stale);
   if (stale) {
     byId("kafka-status").textContent = "the console is not answering";
@@ -205,15 +231,13 @@ function checkLive() {
 }
 
 function connect() {
-  const url = new URL(window.location.href);
-  const inbox = byId("inbox-link");
-  inbox.href = `${url.protocol}//${url.hostname}:8025/`;
   const events = new EventSource("/api/events");
   events.onmessage = (message) => {
     lastSnapshot = JSON.parse(message.data);
     lastReceivedAt = Date.now();
     document.body.classList.remove("stale");
     render(lastSnapshot);
+    linkInbox(lastSnapshot.console.inbox_url);
     document.body.dataset.snapshotAt = lastSnapshot.taken_at;
   };
   // EventSource reconnects by itself; checkLive says so meanwhile.

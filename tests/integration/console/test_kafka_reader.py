@@ -9,15 +9,20 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import NewTopic
-from aiokafka.errors import KafkaError
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, NotLeaderForPartitionError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from services.console.kafka_reader import KafkaReader
-from shared.kafka import admin_client
+from services.console.snapshot import KafkaReading
+from shared.kafka import admin_client, create_admin_client
 from shared.settings import Settings
 from tests.conftest import free_port
 from tests.kafka_tools import run_kafka_tool
+
+
+def admin_for(bootstrap_servers: str, timeout_ms: int = 5000) -> AIOKafkaAdminClient:
+    return create_admin_client(bootstrap_servers, "console-test", timeout_ms)
 
 
 @pytest.fixture
@@ -47,6 +52,17 @@ async def produce(bootstrap_servers: str, topic: str, per_partition: dict[int, i
         await producer.stop()
 
 
+async def first_reading(reader: KafkaReader) -> KafkaReading:
+    """Read as the console's loop does, tick after tick, until the new topics' partitions have
+    their leaders (a moment after they are created)."""
+    for _ in range(50):
+        try:
+            return await reader.read()
+        except NotLeaderForPartitionError:
+            await asyncio.sleep(0.1)
+    return await reader.read()
+
+
 def describe_rows(bootstrap_servers: str, group: str) -> dict[int, dict[str, str]]:
     """The tool's table, every column, by partition."""
     result = run_kafka_tool(
@@ -73,7 +89,7 @@ async def test_the_reader_sees_what_kafka_consumer_groups_describe_sees(
         enable_auto_commit=False, auto_offset_reset="earliest",
     )  # fmt: skip
     await member.start()
-    reader = KafkaReader(bootstrap, topic, dlq_topic, group, timeout_ms=5000)
+    reader = KafkaReader(admin_for(bootstrap), topic, dlq_topic, group)
     try:
         while not member.assignment():
             await member.getmany(timeout_ms=200)
@@ -83,7 +99,7 @@ async def test_the_reader_sees_what_kafka_consumer_groups_describe_sees(
              TopicPartition(topic, 1): OffsetAndMetadata(3, "")}
         )  # fmt: skip
 
-        reading = await reader.read()
+        reading = await first_reading(reader)
         described = describe_rows(bootstrap, group)
         requests_before = reader.requests_sent
         await reader.read()
@@ -119,9 +135,9 @@ async def test_a_group_that_never_ran_reads_as_nothing_committed(
     kafka: Settings, topics: tuple[str, str]
 ) -> None:
     topic, dlq_topic = topics
-    reader = KafkaReader(kafka.kafka_bootstrap_servers, topic, dlq_topic, "nobody", 5000)
+    reader = KafkaReader(admin_for(kafka.kafka_bootstrap_servers), topic, dlq_topic, "nobody")
     try:
-        reading = await reader.read()
+        reading = await first_reading(reader)
     finally:
         await reader.close()
 
@@ -131,7 +147,7 @@ async def test_a_group_that_never_ran_reads_as_nothing_committed(
 
 
 async def test_no_broker_is_an_error_not_a_hang() -> None:
-    reader = KafkaReader(f"127.0.0.1:{free_port()}", "t", "t.dlq", "g", timeout_ms=1000)
+    reader = KafkaReader(admin_for(f"127.0.0.1:{free_port()}", timeout_ms=1000), "t", "t.dlq", "g")
     with pytest.raises((KafkaError, OSError)):
         await reader.read()
     await reader.close()
@@ -139,7 +155,7 @@ async def test_no_broker_is_an_error_not_a_hang() -> None:
 
 async def test_a_missing_topic_says_how_to_create_it(kafka: Settings) -> None:
     missing = f"email.send.missing-{uuid.uuid4().hex[:8]}"
-    reader = KafkaReader(kafka.kafka_bootstrap_servers, missing, f"{missing}.dlq", "g", 5000)
+    reader = KafkaReader(admin_for(kafka.kafka_bootstrap_servers), missing, f"{missing}.dlq", "g")
     with pytest.raises(KafkaError, match=f"topic {missing} does not exist .*make topics"):
         await reader.read()
     await reader.close()

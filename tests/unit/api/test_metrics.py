@@ -165,7 +165,8 @@ async def test_every_produce_is_timed_until_kafka_answers_or_the_timeout(answers
     assert (0.02 if answers else 0.1) <= took < 0.5, "from the send to the answer or the timeout"
 
 
-def test_two_apps_in_one_process_each_have_their_registry() -> None:
+def test_two_apps_can_be_built_in_one_process() -> None:
+    """prometheus_client refuses to register a metric twice in one registry."""
     first = create_app(Settings(_env_file=None), FakeEmailQueue())  # type: ignore[arg-type]
     second = create_app(Settings(_env_file=None), FakeEmailQueue())  # type: ignore[arg-type]
 

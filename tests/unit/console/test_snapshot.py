@@ -172,20 +172,25 @@ def test_rates_come_from_counter_differences() -> None:
         duplicates_total=0,
         latency_p50_seconds=0.008,
         latency_p99_seconds=0.017,
+        latency_count=30,
         recent_messages=(
             RecentMessage("a", "<x@d>", "t", "f@example.com", ("t@example.com",), "s", True, 2),
         ),
     )
     view.update(Reading(0.0, None, 100.0, sink))
     snapshot = view.update(
-        Reading(2.0, None, 140.0, SinkReading(30, 1, 0.008, 0.017, sink.recent_messages))
+        Reading(2.0, None, 140.0, SinkReading(30, 1, 0.008, 0.017, 30, sink.recent_messages))
     )
+    api_down = view.update(Reading(3.0, None, None, sink, {"api": "ConnectError"}))
 
     assert snapshot["rates"]["accepted_per_second"] == 20.0
     assert snapshot["rates"]["delivered_per_second"] == 15.0
     assert snapshot["rates"]["latency_p99_seconds"] == 0.017
     assert snapshot["recent_messages"][0]["duplicate"] is True
     assert snapshot["recent_messages"][0]["message_id_count"] == 2
+    # A source that did not answer gives no number, rather than its last one.
+    assert api_down["rates"]["accepted_per_second"] is None
+    assert api_down["sources"]["api"] == {"live": False, "error": "ConnectError"}
 
 
 def test_rate_meter_forgets_old_samples_and_restarted_counters() -> None:
@@ -197,3 +202,46 @@ def test_rate_meter_forgets_old_samples_and_restarted_counters() -> None:
 
     meter.add(21.0, 3.0)  # the service restarted: its counter began again
     assert meter.per_second() is None
+
+
+def test_a_read_still_on_its_way_is_not_an_outage_until_the_offsets_are_old() -> None:
+    view = picture()
+    view.update(Reading(10.0, kafka({0: 6}, {0: 6}), None, None))
+
+    waiting = view.update(Reading(11.0, None, None, None))
+    old = view.update(Reading(13.0, None, None, None))
+
+    assert waiting["kafka"]["live"] is True
+    assert events(waiting, "kafka_down") == []
+    assert old["kafka"]["live"] is False
+    assert old["kafka"]["error"] == "no answer for 3 s"
+    assert old["kafka"]["age_seconds"] == 3.0
+
+
+def test_an_outage_is_not_counted_as_a_pause() -> None:
+    view = picture()
+    view.update(Reading(0.0, kafka({0: 4}, {0: 2}), None, None))
+    view.update(Reading(1.0, None, None, None, {"kafka": "refused"}))
+    back = view.update(Reading(30.0, kafka({0: 4}, {0: 2}), None, None))
+
+    assert events(back, "paused") == []
+
+
+def test_owners_stand_while_the_group_rebalances() -> None:
+    view = picture()
+    view.update(Reading(0.0, kafka({0: 4, 1: 4}, {0: 2, 1: 2}), None, None))
+    # Kafka shows members with no partitions until the group is Stable again.
+    unassigned = Member("m-1", "email-worker-a-1", "127.0.0.1", ())
+    rebalancing = view.update(
+        Reading(
+            1.0, kafka({0: 4, 1: 4}, {0: 2, 1: 2}, (unassigned,), "PreparingRebalance"), None, None
+        )
+    )
+    stable = view.update(Reading(2.0, kafka({0: 4, 1: 4}, {0: 3, 1: 3}), None, None))
+
+    assert rebalancing["partitions"][0]["member"]["client_id"] == "email-worker-a-1"
+    assert events(rebalancing, "paused") == []
+    assert sorted(events(stable, "reassigned")) == [
+        "email.send-0 assigned to email-worker-a-1 (127.0.0.1)",
+        "email.send-1 assigned to email-worker-a-1 (127.0.0.1)",
+    ]  # once, at the first look: nothing moved since

@@ -132,6 +132,7 @@ def certificate_not_trusted() -> ssl.SSLCertVerificationError:
         (SMTPConnectError("refused"), False),
         (ConnectionRefusedError(111, "refused"), False),
         (TimeoutError(), False),
+        (ssl.SSLEOFError(8, "EOF occurred in violation of protocol"), False),
         (ValueError("address contains a newline"), True),
     ],
 )
