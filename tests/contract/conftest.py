@@ -89,7 +89,8 @@ def _wait_until_ready(mailpit: RunningMailpit, timeout: float = 20) -> None:
     raise AssertionError(f"Mailpit was not ready after {timeout} s:\n{mailpit.output()}")
 
 
-async def _reset(base_url: str) -> None:
+async def reset(base_url: str) -> None:
+    """Empty the mailbox and switch every chaos trigger off."""
     async with httpx.AsyncClient(base_url=base_url) as client:
         (await client.delete("/api/v1/messages")).raise_for_status()
         (await client.put("/api/v1/chaos", json={})).raise_for_status()
@@ -98,7 +99,7 @@ async def _reset(base_url: str) -> None:
 @pytest.fixture
 async def sink(contract_sink: RunningSink) -> RunningSink:
     """The session's sink, emptied and without chaos for this test."""
-    await _reset(contract_sink.api)
+    await reset(contract_sink.api)
     return contract_sink
 
 
@@ -111,5 +112,5 @@ async def api(sink: RunningSink) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 async def fresh_mailpit(mailpit: RunningMailpit) -> RunningMailpit:
     """The session's Mailpit, emptied and without chaos for this test."""
-    await _reset(mailpit.api)
+    await reset(mailpit.api)
     return mailpit
