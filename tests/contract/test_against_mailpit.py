@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.contract.conftest import RunningMailpit
 from tests.contract.mails import deliver, mailbox
 from tests.integration.smtp_sink.conftest import RunningSink
+from tests.mailpit import RunningMailpit
 
 pytestmark = pytest.mark.timeout(60)
 
