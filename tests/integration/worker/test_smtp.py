@@ -1,16 +1,19 @@
-"""The worker's SMTP connection against a real aiosmtpd: reused, and reopened after a loss."""
+"""The worker's SMTP connection against a real aiosmtpd: reused, and reopened after a loss; a
+server that refuses the session before any email is a configuration fault, a busy one is not."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Sink
-from aiosmtplib import SMTPRecipientsRefused, SMTPSenderRefused
+from aiosmtplib import SMTPRecipientsRefused, SMTPResponseException, SMTPSenderRefused
 
 from services.worker import metrics
+from services.worker.delivery import ConfigurationFault
 from services.worker.mime import OutgoingEmail, render_email
 from services.worker.smtp import SmtpConnection, SmtpServer
 from tests.conftest import free_port
@@ -178,3 +181,48 @@ async def test_a_mailbox_beyond_ascii_travels_with_smtputf8(port: int) -> None:
     [envelope] = received
     assert envelope.rcpt_tos == ["josé@example.com"]
     assert "SMTPUTF8" in envelope.mail_options
+
+
+async def greeting_server(port: int, greeting: bytes) -> asyncio.Server:
+    """A server that answers every connection with `greeting` and nothing more."""
+
+    async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(greeting)
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    return await asyncio.start_server(greet, "127.0.0.1", port)
+
+
+async def test_a_session_refused_before_any_email_is_a_configuration_fault(port: int) -> None:
+    server = await greeting_server(port, b"554 5.7.1 no SMTP service for you\r\n")
+    connection = SmtpConnection(SmtpServer("127.0.0.1", port, timeout_seconds=5))
+    try:
+        with pytest.raises(ConfigurationFault) as refused:
+            await connection.send(message("refused-session"), ANA)
+    finally:
+        await connection.close()
+        server.close()
+        await server.wait_closed()
+
+    assert refused.value.kind == "session_refused"
+    assert str(refused.value) == (
+        f"127.0.0.1:{port} refused the session before any email (554 5.7.1 no SMTP service for "
+        "you); check SMTP_HOST and SMTP_PORT"
+    )
+
+
+async def test_a_busy_server_at_greeting_is_retried_not_a_fault(port: int) -> None:
+    server = await greeting_server(port, b"421 4.3.2 too busy, try later\r\n")
+    connection = SmtpConnection(SmtpServer("127.0.0.1", port, timeout_seconds=5))
+    try:
+        with pytest.raises(SMTPResponseException) as busy:
+            await connection.send(message("busy"), ANA)
+    finally:
+        await connection.close()
+        server.close()
+        await server.wait_closed()
+
+    assert not isinstance(busy.value, ConfigurationFault)
+    assert busy.value.code == 421
