@@ -62,8 +62,9 @@ class ConfigurationFaults:
 
     def refused(self, kind: ConfigurationFaultKind, reason: str) -> None:
         now = self._clock()
+        first = self.current is None
         changed = self.current is None or self.current.kind != kind
-        if self.current is None:
+        if first:
             self._since = now
             self.accepting.clear()
         self.current = CurrentFault(kind, reason)
@@ -74,7 +75,7 @@ class ConfigurationFaults:
             log.error(
                 "SMTP configuration fault%s: %s. Holding every email (nothing dead-lettered, "
                 "nothing committed past it) and trying again until the server accepts",
-                "" if now == self._since else f" for {now - self._since:.0f} s", reason,
+                "" if first else f" for {now - self._since:.0f} s", reason,
             )  # fmt: skip
 
     def accepted(self) -> None:
