@@ -85,7 +85,7 @@ format: $(INSTALLED) ## Format the code and fix what ruff can fix
 	@$(PY) -m ruff check --fix .
 	@$(PY) -m ruff format .
 
-test: $(INSTALLED) kafka-fetch chromium ## Run every test (starts a private Kafka broker, never the `make up` one)
+test: $(INSTALLED) kafka-fetch mailpit-fetch chromium ## Run every test (starts a private Kafka broker, never the `make up` one)
 	@$(PY) -m pytest
 
 unit-tests: $(INSTALLED) ## Run the unit tests only (no broker)
@@ -106,7 +106,7 @@ screenshot: $(INSTALLED) kafka-fetch chromium ## Write a PNG of the console afte
 chaos: $(INSTALLED) kafka-fetch ## Prove the guarantees under restarts, kills and outages (full counts; ~15 min)
 	@$(PY) -m tests.chaos
 
-bench: $(INSTALLED) kafka-fetch ## Measure every stage's speed side by side on a private stack (~6 min)
+bench: $(INSTALLED) kafka-fetch mailpit-fetch chromium ## Measure every stage's speed side by side on a private stack (~6 min)
 	@$(PY) -m tests.bench
 
 clean: $(INSTALLED) ## Stop everything and delete the run directory (Kafka's data and the logs)

@@ -21,6 +21,7 @@ from shared.event_loop import run
 from shared.settings import load_settings
 from tests.bench.chart import draw_chart
 from tests.bench.console_stage import console_watching
+from tests.bench.mailpit_stage import sink_against_mailpit
 from tests.bench.stages import (
     FULL,
     QUICK,
@@ -48,6 +49,7 @@ TARGETS = {
     "worker_rss_mb": 100.0,
     "api_rss_mb": 120.0,
     "console/drain": 0.95,  # the drain with the console and 50 pages open, against without
+    "sink/mailpit": 1.0,  # SMTP ingest, the same emails over the same connections
 }
 LOWER_IS_BETTER = {"p99_ms", "restart_s", "worker_rss_mb", "api_rss_mb"}
 
@@ -86,6 +88,7 @@ def ratios(stages: dict[str, dict[str, Any]], peak_rss: dict[str, int]) -> dict[
         "api_rss_mb": peak_rss.get("api", 0) / MB,
         "console/drain": stages["console watching"]["drain_emails_per_second"]
         / stages["backlog drain"]["emails_per_second"],
+        "sink/mailpit": stages["sink against Mailpit"]["sink/mailpit"],
     }
 
 
@@ -104,7 +107,8 @@ def summary_line(figures: dict[str, float], rate: float) -> str:
         f"restart={figures['restart_s']:.1f}s "
         f"worker-rss={figures['worker_rss_mb']:.0f}MB "
         f"api-rss={figures['api_rss_mb']:.0f}MB "
-        f"console/drain={figures['console/drain']:.2f}"
+        f"console/drain={figures['console/drain']:.2f} "
+        f"sink/mailpit={figures['sink/mailpit']:.2f}"
     )
 
 
@@ -113,7 +117,7 @@ def stage_rows(stages: dict[str, dict[str, Any]], peak_rss: dict[str, int]) -> l
         return f"{stages[stage]['emails_per_second']:,.0f} emails/s"
 
     latency, api, restart = stages["latency"], stages["API accept rate"], stages["restart"]
-    console = stages["console watching"]
+    console, versus = stages["console watching"], stages["sink against Mailpit"]
     requests = console["kafka_requests_per_second_by_pages"]
     rows = [
         (
@@ -159,6 +163,16 @@ def stage_rows(stages: dict[str, dict[str, Any]], peak_rss: dict[str, int]) -> l
             f"max {console['page_update_max_s'] * 1000:.0f} ms",
         ),
         (
+            "SMTP ingest, our sink against Mailpit",
+            f"{versus['sink_emails_per_second']:,.0f} against "
+            f"{versus['mailpit_emails_per_second']:,.0f} emails/s ("
+            + ", ".join(
+                f"{connections} connections: {rates['sink']:,.0f} / {rates['mailpit']:,.0f}"
+                for connections, rates in versus["by_connections"].items()
+            )
+            + ")",
+        ),
+        (
             "peak RSS",
             ", ".join(f"{kind} {peak / MB:.0f} MB" for kind, peak in sorted(peak_rss.items())),
         ),
@@ -184,6 +198,7 @@ STAGES: list[tuple[str, Callable[[Bench], Awaitable[dict[str, Any]]]]] = [
     ("API accept rate", api_accept_rate),
     ("restart", restart_resumption),
     ("console watching", console_watching),
+    ("sink against Mailpit", sink_against_mailpit),
 ]
 
 

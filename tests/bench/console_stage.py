@@ -77,6 +77,7 @@ async def drain_watched(bench: Bench, attempt: int) -> tuple[float, dict[int, fl
     sink, worker, console = stack.stack.sink(), stack.stack.worker(), stack.stack.console()
     await stack.up_topics()
     await stack.start(sink)
+    await stack.start(stack.stack.api())  # idle, but the console reads its /metrics each tick
     await stack.start(console)
     requests: dict[int, float] = {}
     try:

@@ -38,15 +38,16 @@ class Sizes:
     # more emails/s with more sessions at once (one fsync commits several), up to its limit.
     smtp_connections: tuple[int, ...]
     naive_emails: int  # the naive baseline is slow: a smaller backlog gives its rate
+    versus_connections: tuple[int, ...]  # our sink against Mailpit, the same for both
 
 
 FULL = Sizes(
     emails=20_000, rate=200, latency_seconds=30, api_requests=10_000, clients=32,
-    smtp_connections=(8, 16, 32, 64, 128), naive_emails=2_000,
+    smtp_connections=(8, 16, 32, 64, 128), naive_emails=2_000, versus_connections=(8, 32),
 )  # fmt: skip
 QUICK = Sizes(
     emails=300, rate=100, latency_seconds=2, api_requests=300, clients=8,
-    smtp_connections=(4, 8), naive_emails=50,
+    smtp_connections=(4, 8), naive_emails=50, versus_connections=(8,),
 )  # fmt: skip
 
 
