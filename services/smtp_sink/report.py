@@ -41,6 +41,11 @@ def refusal_line(reply: str, envelope: Envelope, recipient: str | None = None) -
     )
 
 
+def sender_refusal_line(reply: str, mail_from: str) -> str:
+    """A refused sender (MAIL FROM)."""
+    return f"--- refused MAIL from {_shown(mail_from) or '<>'}: {reply}\n"
+
+
 def _message_id(message_id: str) -> str:
     return f"<{_shown(message_id)}>" if message_id else "(none)"
 

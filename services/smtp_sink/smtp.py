@@ -13,10 +13,16 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol, TextIO
 
-from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import MISSING, SMTP, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
-from services.smtp_sink.faults import FaultPolicy, message_refusal, recipient_refusal
+from services.smtp_sink.faults import (
+    FaultPolicy,
+    authentication_refusal,
+    message_refusal,
+    recipient_refusal,
+    sender_refusal,
+)
 from services.smtp_sink.latency import ACCEPTED_AT_HEADER, accepted_at, latency_seconds
 from services.smtp_sink.mailbox import (
     Arrival,
@@ -28,7 +34,7 @@ from services.smtp_sink.mailbox import (
     unread_summary,
 )
 from services.smtp_sink.mime import read_message
-from services.smtp_sink.report import arrival_block, refusal_line
+from services.smtp_sink.report import arrival_block, refusal_line, sender_refusal_line
 from services.smtp_sink.search import envelope_search_text, search_text
 
 log = logging.getLogger(__name__)
@@ -44,11 +50,14 @@ class ArrivalStore(Protocol):
 
 
 class ArrivalMetrics(Protocol):
-    def stored(self, sighting: Sighting, latency_seconds: float | None) -> None: ...
+    def stored(self, sighting: Sighting, latency_seconds: float | None, size: int) -> None: ...
+
+    def rejected(self) -> None: ...
 
 
 class SinkHandler:
-    """aiosmtpd calls handle_RCPT and handle_DATA by name; everything else is its default."""
+    """aiosmtpd calls handle_AUTH, handle_MAIL, handle_RCPT and handle_DATA by name; everything
+    else is its default."""
 
     def __init__(
         self,
@@ -69,6 +78,34 @@ class SinkHandler:
         self._metrics = metrics
         self._discarding: set[asyncio.Task[None]] = set()
 
+    async def handle_AUTH(
+        self, server: SMTP, session: Session, envelope: SmtpEnvelope, args: list[str]
+    ) -> object:
+        """Mailpit's Authentication chaos, before the credentials are read; MISSING lets
+        aiosmtpd go on to check them."""
+        refusal = authentication_refusal(self._faults)
+        if refusal is None:
+            return MISSING
+        self._metrics.rejected()
+        return refusal
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: SmtpEnvelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        refusal = sender_refusal(self._faults)
+        if refusal is not None:
+            self._metrics.rejected()
+            self._print(sender_refusal_line(refusal, address))
+            return refusal
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"  # aiosmtpd's own reply
+
     async def handle_RCPT(
         self,
         server: SMTP,
@@ -82,6 +119,7 @@ class SinkHandler:
             return EMPTY_RECIPIENT_REPLY
         refusal = recipient_refusal(self._faults, address)
         if refusal is not None:
+            self._metrics.rejected()
             self._print(refusal_line(refusal, _envelope(envelope), recipient=address))
             return refusal
         envelope.rcpt_tos.append(address)
@@ -92,6 +130,7 @@ class SinkHandler:
         accepted = _envelope(envelope)
         refusal = message_refusal(self._faults, self._draw())
         if refusal is not None:
+            self._metrics.rejected()
             self._print(refusal_line(refusal, accepted))
             return refusal
         raw = envelope.original_content or b""
@@ -126,7 +165,9 @@ class SinkHandler:
             read=False,
             sighting=sighting,
         )
-        self._metrics.stored(sighting, latency_seconds(accepted_time, arrival.created))
+        self._metrics.stored(
+            sighting, latency_seconds(accepted_time, arrival.created), size=len(raw)
+        )
         self._print(arrival_block(stored))
         return f"250 2.0.0 OK stored as {arrival.id}"
 

@@ -96,3 +96,15 @@ async def test_a_put_it_cannot_take_leaves_the_triggers_working(
     )
     with pytest.raises(aiosmtplib.SMTPRecipientsRefused):
         await send(sink, email())
+
+
+async def test_a_sender_trigger_fails_mail_from_as_mailpits_does(
+    sink: RunningSink, chaos: httpx.AsyncClient
+) -> None:
+    await chaos.put("/api/v1/chaos", json={"Sender": {"ErrorCode": 451, "Probability": 100}})
+
+    with pytest.raises(aiosmtplib.SMTPSenderRefused) as refused:
+        await send(sink, email())
+
+    assert (refused.value.code, refused.value.message) == (451, "Chaos sender error")
+    assert "--- refused MAIL from ann@example.com: 451 Chaos sender error" in sink.output()

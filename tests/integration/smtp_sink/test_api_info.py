@@ -3,11 +3,14 @@ sink has done since it started, counted as the mail comes and goes."""
 
 from __future__ import annotations
 
+from email.policy import SMTP
 from typing import Any
 
+import aiosmtplib
 import httpx
+import pytest
 
-from tests.integration.smtp_sink.conftest import RunningSink, email, send
+from tests.integration.smtp_sink.conftest import LATER, RunningSink, email, send
 
 
 async def info(api: httpx.AsyncClient) -> dict[str, Any]:
@@ -21,8 +24,13 @@ async def test_info_follows_the_mailbox_and_counts_since_the_start(
     sink: RunningSink, api: httpx.AsyncClient
 ) -> None:
     before = (await info(api))["RuntimeStats"]
+    sizes = []
     for subject in ("One", "Two", "Three"):
-        await send(sink, email(subject=subject))
+        message = email(subject=subject)
+        sizes.append(len(message.as_bytes(policy=SMTP)))
+        await send(sink, message)
+    with pytest.raises(aiosmtplib.SMTPRecipientsRefused):
+        await send(sink, email(to=LATER))
     await api.get("/api/v1/message/latest")
     oldest = (await api.get("/api/v1/messages")).json()["messages"][-1]["ID"]
     await api.request("DELETE", "/api/v1/messages", json={"IDs": [oldest]})
@@ -32,6 +40,8 @@ async def test_info_follows_the_mailbox_and_counts_since_the_start(
     assert (after["Messages"], after["Unread"], after["Tags"]) == (2, 1, {})
     runtime = after["RuntimeStats"]
     assert runtime["SMTPAccepted"] - before["SMTPAccepted"] == 3
+    assert runtime["SMTPAcceptedSize"] - before["SMTPAcceptedSize"] == sum(sizes)
+    assert runtime["SMTPRejected"] - before["SMTPRejected"] == 1  # the listed recipient
     assert runtime["MessagesDeleted"] - before["MessagesDeleted"] == 1
     assert runtime["Uptime"] >= before["Uptime"]
     assert runtime["SMTPIgnored"] == 0, "the sink keeps duplicates; it flags them"

@@ -9,12 +9,15 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import cast
 
-from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import MISSING, SMTP, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from services.smtp_sink.faults import (
     PERMANENT_MESSAGE_REPLY,
     TRANSIENT_RECIPIENT_REPLY,
+    Chaos,
+    ChaosTrigger,
+    ChaosTriggers,
     FaultPolicy,
 )
 from services.smtp_sink.mailbox import Arrival, Sighting
@@ -27,9 +30,15 @@ NOW = datetime(2025, 11, 25, 18, 30, tzinfo=UTC)
 class FakeMetrics:
     def __init__(self) -> None:
         self.recorded: list[tuple[Sighting, float | None]] = []
+        self.sizes: list[int] = []
+        self.rejections = 0
 
-    def stored(self, sighting: Sighting, latency_seconds: float | None) -> None:
+    def stored(self, sighting: Sighting, latency_seconds: float | None, size: int) -> None:
         self.recorded.append((sighting, latency_seconds))
+        self.sizes.append(size)
+
+    def rejected(self) -> None:
+        self.rejections += 1
 
 
 class FakeStore:
@@ -235,3 +244,60 @@ async def test_the_arrival_carries_its_search_text() -> None:
     [arrival] = store.arrivals
     assert "hello bob" in arrival.search_text
     assert "first line of the body" in arrival.search_text
+
+
+def chaos(triggers: ChaosTriggers) -> FaultPolicy:
+    live = Chaos(draw=lambda: 0.0)
+    live.triggers = triggers
+    return FaultPolicy.of(chaos=live)
+
+
+async def test_a_sender_trigger_refuses_mail_from_with_its_code() -> None:
+    out, metrics = io.StringIO(), FakeMetrics()
+    sink = handler(
+        FakeStore(), chaos(ChaosTriggers(sender=ChaosTrigger(421, 100))), out=out, metrics=metrics
+    )
+    smtp_envelope = SmtpEnvelope()
+
+    reply = await sink.handle_MAIL(SERVER, SESSION, smtp_envelope, "ann@example.com", [])
+
+    assert reply == "421 Chaos sender error"
+    assert smtp_envelope.mail_from is None
+    assert "refused MAIL from ann@example.com: 421 Chaos sender error" in out.getvalue()
+    assert metrics.rejections == 1
+
+
+async def test_without_a_sender_trigger_mail_from_is_aiosmtpds_own() -> None:
+    smtp_envelope = SmtpEnvelope()
+
+    reply = await handler(FakeStore()).handle_MAIL(
+        SERVER, SESSION, smtp_envelope, "ann@example.com", ["BODY=8BITMIME"]
+    )
+
+    assert reply == "250 OK"
+    assert (smtp_envelope.mail_from, smtp_envelope.mail_options) == (
+        "ann@example.com",
+        ["BODY=8BITMIME"],
+    )
+
+
+async def test_an_authentication_trigger_refuses_auth_before_the_credentials() -> None:
+    refusing = handler(FakeStore(), chaos(ChaosTriggers(authentication=ChaosTrigger(454, 100))))
+
+    assert await refusing.handle_AUTH(SERVER, SESSION, SmtpEnvelope(), ["PLAIN"]) == (
+        "454 Chaos authentication error"
+    )
+    assert await handler(FakeStore()).handle_AUTH(SERVER, SESSION, SmtpEnvelope(), ["PLAIN"]) is (
+        MISSING
+    )
+
+
+async def test_refusals_are_counted_and_stored_sizes_recorded() -> None:
+    metrics = FakeMetrics()
+    faults = FaultPolicy.of(transient_recipients=["later@example.com"])
+    sink = handler(FakeStore(), faults, metrics=metrics)
+
+    await sink.handle_RCPT(SERVER, SESSION, envelope(recipients=()), "later@example.com", [])
+    await sink.handle_DATA(SERVER, SESSION, envelope())
+
+    assert (metrics.rejections, metrics.sizes) == (1, [len(PLAIN)])
