@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 
 .PHONY: help up down status logs sink-logs send demo restart-worker stop-worker start-worker \
         add-worker kafka-fetch mailpit-fetch chromium kafka-up kafka-down topics groups lint format test unit-tests \
-        integration-tests e2e-tests browser-tests screenshot chaos bench clean
+        integration-tests e2e-tests contract-tests browser-tests screenshot chaos bench clean
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -96,6 +96,9 @@ integration-tests: $(INSTALLED) kafka-fetch ## Run the integration tests (real K
 
 e2e-tests: $(INSTALLED) kafka-fetch ## Run the end-to-end tests (the stack as processes)
 	@$(PY) -m pytest tests/e2e
+
+contract-tests: $(INSTALLED) mailpit-fetch ## Run the sink against Mailpit's contract, a real Mailpit and its npm client
+	@$(PY) -m pytest tests/contract
 
 browser-tests: $(INSTALLED) kafka-fetch chromium ## Run the browser tests (Chromium drives the console and the inbox)
 	@$(PY) -m pytest tests/browser

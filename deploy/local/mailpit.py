@@ -14,6 +14,7 @@ from deploy.local.errors import StackError
 
 MAILPIT_MODULE = "github.com/axllent/mailpit"
 MAILPIT_VERSION = "v1.33.1"
+GO_DEFAULT_BIN = "/usr/local/go/bin"
 INSTALL_GO = (
     "Install Go 1.24 or newer (Debian/Ubuntu: sudo apt-get install golang; macOS: brew install "
     "go), or put its bin directory on PATH."
@@ -41,7 +42,8 @@ def fetch_mailpit(cache_dir: Path) -> MailpitBuild:
     binary = mailpit_binary(cache_dir)
     if binary.is_file():
         return MailpitBuild(binary, built=False, seconds=time.monotonic() - started)
-    go = shutil.which("go")
+    # go.dev's installer puts Go in /usr/local/go, which is not always on PATH.
+    go = shutil.which("go") or shutil.which("go", path=GO_DEFAULT_BIN)
     if go is None:
         raise StackError(
             f"Go was not found: it builds Mailpit from the Go module proxy. {INSTALL_GO}"

@@ -18,7 +18,7 @@ def test_a_built_mailpit_is_reused_without_go(
     binary = mailpit_binary(tmp_path)
     binary.parent.mkdir(parents=True)
     binary.write_bytes(b"built before")
-    monkeypatch.setattr(shutil, "which", lambda name: pytest.fail("Go was started"))
+    monkeypatch.setattr(shutil, "which", lambda name, path=None: pytest.fail("Go was started"))
 
     build = fetch_mailpit(tmp_path)
 
@@ -29,7 +29,7 @@ def test_a_built_mailpit_is_reused_without_go(
 def test_without_go_the_error_says_how_to_get_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name, path=None: None)
 
     with pytest.raises(StackError, match=r"Go was not found.*Install Go"):
         fetch_mailpit(tmp_path)
