@@ -23,17 +23,32 @@ from shared.settings import PROJECT_ROOT, Settings
 PORT_RANGE = (15000, 32000)
 
 
-def free_port() -> int:
-    """A port nothing listens on now, outside the range of outgoing connections' ports."""
-    for _ in range(200):
-        port = random.randint(*PORT_RANGE)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
+# Ports this process has handed out: a stack's ports are all picked before any is bound, and
+# two picks must not fall on one port.
+_handed_out: set[int] = set()
+WORKER_PORTS = 6  # `make add-worker` puts worker N on WORKER_PORT + N - 1
+
+
+def free_port(span: int = 1) -> int:
+    """A port nothing listens on now (with the `span - 1` after it), outside the range of
+    outgoing connections' ports, and never one this process handed out before."""
+    for _ in range(500):
+        first = random.randint(PORT_RANGE[0], PORT_RANGE[1] - span)
+        ports = range(first, first + span)
+        if _handed_out.intersection(ports) or not all(_bindable(port) for port in ports):
+            continue
+        _handed_out.update(ports)
+        return first
     raise RuntimeError(f"no free port in {PORT_RANGE}")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 # Settings a developer's .env could point outside a private test stack (a real SMTP server, a
@@ -64,7 +79,7 @@ def stack_env(run_dir: Path, **overrides: str) -> dict[str, str]:
         "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
         "KAFKA_CONTROLLER_PORT": str(free_port()),
         "API_PORT": str(free_port()),
-        "WORKER_PORT": str(free_port()),
+        "WORKER_PORT": str(free_port(span=WORKER_PORTS)),
         "SINK_SMTP_PORT": sink_smtp_port,
         "SMTP_PORT": sink_smtp_port,
         "SINK_HTTP_PORT": str(free_port()),

@@ -21,7 +21,7 @@ from deploy.local.kafka import KafkaBroker
 from deploy.local.stack import LocalStack, Service
 from shared.kafka import admin_client, ensure_topics
 from shared.settings import Settings
-from tests.conftest import ISOLATED, free_port, settings_for
+from tests.conftest import ISOLATED, WORKER_PORTS, free_port, settings_for
 
 
 def private_broker(run_dir: Path, kafka_libs_dir: Path) -> KafkaBroker:
@@ -51,7 +51,7 @@ class PrivateStack:
             "DLQ_TOPIC": f"email.send.{name}.dlq",
             "CONSUMER_GROUP": f"email-send-group.{name}",
             "API_PORT": str(free_port()),
-            "WORKER_PORT": str(free_port()),
+            "WORKER_PORT": str(free_port(span=WORKER_PORTS)),
             "SINK_SMTP_PORT": sink_smtp_port,
             "SMTP_PORT": sink_smtp_port,
             "SINK_HTTP_PORT": str(free_port()),
