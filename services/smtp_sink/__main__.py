@@ -15,7 +15,6 @@ import sys
 from datetime import UTC, datetime
 
 import uvicorn
-from aiosmtpd.smtp import SMTP
 
 from services.smtp_sink.api import build_app
 from services.smtp_sink.faults import FaultPolicy
@@ -26,7 +25,7 @@ from services.smtp_sink.security import (
     load_security,
     quiet_aiosmtpd_repeats,
 )
-from services.smtp_sink.smtp import SinkHandler
+from services.smtp_sink.smtp import SinkHandler, SinkSMTP
 from services.smtp_sink.store import MessageStore
 from shared.event_loop import run
 from shared.http_server import EmbeddedServer
@@ -73,7 +72,7 @@ async def serve(settings: Settings) -> None:
         metrics=metrics,
     )
     smtp_server = await loop.create_server(
-        lambda: SMTP(
+        lambda: SinkSMTP(
             handler,
             data_size_limit=settings.sink_max_message_bytes,
             enable_SMTPUTF8=True,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol, TextIO
@@ -39,6 +40,11 @@ from services.smtp_sink.search import envelope_search_text, search_text
 
 log = logging.getLogger(__name__)
 
+# A plain <local@domain> path, dot-atoms on both sides: what nearly every client sends.
+_PLAIN_PATH = re.compile(
+    r"\s*<((?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>\s*"
+)
 EMPTY_RECIPIENT_REPLY = "501 5.1.3 Bad recipient address syntax: <> is not a recipient"
 STORE_FAILED_REPLY = "451 4.3.0 The sink could not store the message, try again later"
 
@@ -53,6 +59,21 @@ class ArrivalMetrics(Protocol):
     def stored(self, sighting: Sighting, latency_seconds: float | None, size: int) -> None: ...
 
     def rejected(self) -> None: ...
+
+
+class SinkSMTP(SMTP):
+    """aiosmtpd's SMTP session, reading a plain `<local@domain>` path of MAIL and RCPT without
+    the email package's full RFC 5322 parser (a fifth of the sink's time at full speed); any
+    other path still goes through it."""
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        plain = _PLAIN_PATH.match(arg)
+        if plain is None:
+            return super()._getaddr(arg)
+        address = plain.group(1)
+        if self.local_part_limit and len(address.rpartition("@")[0]) > self.local_part_limit:
+            return None, None
+        return address, arg[plain.end() :]
 
 
 class SinkHandler:
