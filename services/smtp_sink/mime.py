@@ -8,6 +8,7 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import html
+import quopri
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +31,17 @@ _NAMED_ADDRESS = re.compile(
     r'<(?P<address>[^\s@<>()\[\],;:"\\]+@[^\s@<>()\[\],;:"\\]+)>'
 )
 SNIPPET_CHARS = 200  # Mailpit's CreateSnippet limit
+# The single-part fast path: a field name as the email package reads one, a text type with at
+# most a charset, the encodings whose bytes are the text, and what sends a message elsewhere.
+_FIELD_NAME = re.compile(r"[!-9;-~]+:")
+_SIMPLE_TEXT_TYPE = re.compile(
+    r"\s*text/(?P<subtype>plain|html)\s*"
+    r'(?:;\s*charset\s*=\s*(?:"(?P<quoted>[A-Za-z0-9._:-]+)"|(?P<bare>[A-Za-z0-9._:-]+))\s*)?',
+    re.IGNORECASE,
+)
+_PLAIN_ENCODINGS = frozenset({"", "7bit", "8bit", "binary"})
+_PARTS_AND_NAMES = ("content-disposition", "content-id")
+_ONE_EACH = ("content-type", "content-transfer-encoding")
 
 
 @dataclass(frozen=True)
@@ -104,12 +116,75 @@ class ParsedMessage:
 
 
 def read_message(raw: bytes) -> ParsedMessage:
+    return _read_single_text_part(raw) or _read_any(raw)
+
+
+def _read_any(raw: bytes) -> ParsedMessage:
     message = _PARSER.parsebytes(raw)
     headers = tuple((name, _unfold(_from_8bit(value))) for name, value in message.raw_items())
-    parsed_headers = _Headers(headers)
     bodies = _Bodies()
     bodies.walk(message, part_id="")
-    text = bodies.text if bodies.text or not bodies.html else html_to_text(bodies.html)
+    return _parsed(headers, bodies.text, bodies.html, bodies.inline, bodies.attachments)
+
+
+def _read_single_text_part(raw: bytes) -> ParsedMessage | None:
+    """Most email is one text/plain or text/html part with plain headers: read it without the
+    email package (a third of the sink's time), giving exactly what _read_any gives (a test
+    holds them to it). None for anything else."""
+    end = raw.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    block = raw[:end].decode("ascii", errors="surrogateescape")
+    if "\r" in block.replace("\r\n", "") or "\n" in block.replace("\r\n", ""):
+        return None  # a bare CR or LF: the email package's reading of it is the reference
+    fields: list[list[str]] = []
+    for line in block.split("\r\n"):
+        if line[:1] in (" ", "\t") and fields:
+            fields[-1].append(line)
+        elif _FIELD_NAME.match(line):
+            fields.append([line])
+        else:
+            return None
+    raw_items = []
+    for first, *continued in fields:
+        name, _, value = first.partition(":")
+        raw_items.append((name, "\r\n".join([value.lstrip(" \t"), *continued])))
+    by_name: dict[str, list[str]] = {}
+    for name, value in raw_items:
+        by_name.setdefault(name.lower(), []).append(value)
+    if any(name in by_name for name in _PARTS_AND_NAMES) or any(
+        len(by_name.get(name, ())) > 1 for name in _ONE_EACH
+    ):
+        return None
+    content_type = _SIMPLE_TEXT_TYPE.fullmatch(
+        _unfold(by_name.get("content-type", ["text/plain"])[0])
+    )
+    encoding = by_name.get("content-transfer-encoding", [""])[0].lower()
+    if content_type is None or encoding not in _PLAIN_ENCODINGS | {"quoted-printable"}:
+        return None
+    payload = raw[end + 4 :]
+    if encoding == "quoted-printable":
+        payload = quopri.decodestring(payload)
+    charset = (content_type["quoted"] or content_type["bare"] or "utf-8").lower()
+    try:
+        decoded = payload.decode(charset, errors="replace")
+    except LookupError:
+        decoded = payload.decode("utf-8", errors="replace")
+    body = decoded.replace("\r\n", "\n")
+    headers = tuple((name, _unfold(_from_8bit(value))) for name, value in raw_items)
+    if content_type["subtype"].lower() == "html":
+        return _parsed(headers, "", body, [], [])
+    return _parsed(headers, body, "", [], [])
+
+
+def _parsed(
+    headers: tuple[tuple[str, str], ...],
+    text: str,
+    html_body: str,
+    inline: list[MimePart],
+    attachments: list[MimePart],
+) -> ParsedMessage:
+    parsed_headers = _Headers(headers)
     return ParsedMessage(
         headers=headers,
         message_id=parsed_headers.first("Message-ID").strip().strip("<>"),
@@ -120,10 +195,10 @@ def read_message(raw: bytes) -> ParsedMessage:
         bcc=parsed_headers.addresses("Bcc"),
         reply_to=parsed_headers.addresses("Reply-To"),
         return_path=parsed_headers.first("Return-Path").strip().strip("<>"),
-        text=text,
-        html=bodies.html,
-        inline=tuple(bodies.inline),
-        attachments=tuple(bodies.attachments),
+        text=text if text or not html_body else html_to_text(html_body),
+        html=html_body,
+        inline=tuple(inline),
+        attachments=tuple(attachments),
     )
 
 
