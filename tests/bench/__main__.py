@@ -33,6 +33,7 @@ from tests.bench.stages import (
     pipeline_through_api,
     restart_resumption,
     sink_ceiling,
+    tls_drain,
 )
 from tests.private_stack import private_broker
 
@@ -118,6 +119,7 @@ def stage_rows(stages: dict[str, dict[str, Any]], peak_rss: dict[str, int]) -> l
 
     latency, api, restart = stages["latency"], stages["API accept rate"], stages["restart"]
     console, versus = stages["console watching"], stages["sink against Mailpit"]
+    tls = stages["drain over STARTTLS and AUTH"]
     requests = console["kafka_requests_per_second_by_pages"]
     rows = [
         (
@@ -148,6 +150,12 @@ def stage_rows(stages: dict[str, dict[str, Any]], peak_rss: dict[str, int]) -> l
             f"{restart['second_worker_start_to_both_owning_s']:.2f} s from its start to both "
             f"owning partitions; the rebalance held the first "
             f"{restart['rebalance_held_first_worker_s']:.3f} s",
+        ),
+        (
+            "backlog drain over STARTTLS and AUTH",
+            f"{tls['emails_per_second']:,.0f} emails/s "
+            f"({tls['emails_per_second'] / stages['backlog drain']['emails_per_second']:.2f} "
+            "of the plain drain)",
         ),
         (
             f"backlog drain, console + {console['pages']} pages open",
@@ -197,6 +205,7 @@ STAGES: list[tuple[str, Callable[[Bench], Awaitable[dict[str, Any]]]]] = [
     ("latency", latency),
     ("API accept rate", api_accept_rate),
     ("restart", restart_resumption),
+    ("drain over STARTTLS and AUTH", tls_drain),
     ("console watching", console_watching),
     ("sink against Mailpit", sink_against_mailpit),
 ]

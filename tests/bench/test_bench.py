@@ -31,7 +31,7 @@ def test_the_quick_bench_reports_every_stage(tmp_path: Path) -> None:
     assert report["machine"]["cores"] >= 1
     assert set(report["stages"]) == {
         "sink ceiling", "backlog drain", "pipeline through the API", "naive baseline",
-        "latency", "API accept rate", "restart", "console watching",
+        "latency", "API accept rate", "restart", "drain over STARTTLS and AUTH", "console watching",
         "sink against Mailpit",
     }  # fmt: skip
     assert {"api", "worker", "smtp_sink", "console"} <= set(report["peak_rss_bytes"])
