@@ -10,7 +10,6 @@ import logging
 import random
 import secrets
 import signal
-import socket
 import sys
 from datetime import UTC, datetime
 
@@ -28,7 +27,7 @@ from services.smtp_sink.security import (
 from services.smtp_sink.smtp import SinkHandler, SinkSMTP
 from services.smtp_sink.store import MessageStore
 from shared.event_loop import run
-from shared.http_server import EmbeddedServer
+from shared.http_server import EmbeddedServer, listen
 from shared.logs import configure_logging
 from shared.settings import Settings, load_settings
 
@@ -51,8 +50,8 @@ def main() -> None:
 async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     security = _security(settings)
-    smtp_socket = _listen(settings.sink_host, settings.sink_smtp_port, "SMTP")
-    http_socket = _listen(settings.sink_host, settings.sink_http_port, "HTTP")
+    smtp_socket = listen("smtp_sink", settings.sink_host, settings.sink_smtp_port, "SMTP")
+    http_socket = listen("smtp_sink", settings.sink_host, settings.sink_http_port, "HTTP")
     store = MessageStore(settings.sink_db_path)
     await store.open()
     metrics = SinkMetrics()
@@ -130,15 +129,6 @@ def _security(settings: Settings) -> SmtpSecurity:
         return load_security(settings)
     except SecurityError as error:
         sys.exit(f"smtp_sink: {error}")
-
-
-def _listen(host: str, port: int, what: str) -> socket.socket:
-    """Bind before anything starts, so that a busy port is one clear line and exit status 1."""
-    try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        return socket.create_server((host, port), family=family)
-    except OSError as error:
-        sys.exit(f"smtp_sink: cannot listen for {what} on {host}:{port}: {error}")
 
 
 def _now() -> datetime:

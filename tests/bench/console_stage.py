@@ -17,7 +17,14 @@ from playwright.async_api import async_playwright
 
 from deploy.local.chromium import CHROMIUM_ARGS, find_chromium
 from shared.settings import Settings
-from tests.bench.stages import Bench, email_record, email_request, first_to_last_stored, preload
+from tests.bench.stages import (
+    Bench,
+    drain_once,
+    email_record,
+    email_request,
+    first_to_last_stored,
+    preload,
+)
 from tests.private_stack import PrivateStack, read_sink
 
 PAGES = 50
@@ -132,12 +139,22 @@ async def page_update_latency(bench: Bench, deliveries: int) -> list[float]:
 
 
 async def console_watching(bench: Bench) -> dict[str, Any]:
-    first_rate, requests = await drain_watched(bench, 1)
-    second_rate, _ = await drain_watched(bench, 2)
+    """Plain and watched drains taken in turns, best of two each: a drain is CPU-bound on
+    these 2 cores, and runs minutes apart differ by more than the console's cost."""
+    plain_rates: list[float] = []
+    watched_rates: list[float] = []
+    requests: dict[int, float] = {}
+    for attempt in (1, 2):
+        plain_rates.append(await drain_once(bench, f"console-plain-{attempt}"))
+        rate, counted = await drain_watched(bench, attempt)
+        watched_rates.append(rate)
+        requests |= counted
     latencies = await page_update_latency(bench, deliveries=3 if bench.sizes.emails < 1000 else 20)
     return {
-        "drain_emails_per_second": max(first_rate, second_rate),
-        "drain_emails_per_second_each_run": [first_rate, second_rate],
+        "drain_emails_per_second": max(watched_rates),
+        "drain_emails_per_second_each_run": watched_rates,
+        "plain_drain_emails_per_second": max(plain_rates),
+        "plain_drain_emails_per_second_each_run": plain_rates,
         "pages": PAGES,
         "kafka_requests_per_second_by_pages": requests,
         "page_update_p50_s": statistics.median(latencies),
