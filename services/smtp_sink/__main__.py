@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import secrets
 import signal
 import sys
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ import uvicorn
 
 from services.smtp_sink.api import build_app
 from services.smtp_sink.faults import FaultPolicy
+from services.smtp_sink.ids import RandomIds
 from services.smtp_sink.metrics import SinkMetrics
 from services.smtp_sink.security import (
     SecurityError,
@@ -65,7 +65,7 @@ async def serve(settings: Settings) -> None:
         store=store,
         faults=faults,
         draw=random.random,
-        new_id=lambda: secrets.token_urlsafe(16),
+        new_id=RandomIds(),
         clock=_now,
         out=sys.stdout,
         metrics=metrics,
