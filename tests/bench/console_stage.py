@@ -25,12 +25,11 @@ from tests.bench.stages import (
     first_to_last_stored,
     preload,
 )
+from tests.browser.console_page import CONSUMED_SUM
 from tests.private_stack import PrivateStack, read_sink
 
 PAGES = 50
 RATE_WINDOW_SECONDS = 6.0  # the console's own request rate is over its last 5 s
-CONSUMED_SUM = """() => [...document.querySelectorAll('[data-testid=partition-lane]')]
-    .reduce((sum, lane) => sum + Number(lane.dataset.currentOffset || 0), 0)"""
 
 
 @asynccontextmanager

@@ -14,12 +14,11 @@ from typing import Any
 import httpx
 
 from deploy.local.mailpit import fetch_mailpit
-from deploy.local.processes import BackgroundProcess
 from services.worker.mime import render_email
 from shared.settings import Settings
 from tests.bench.smtp_blast import blast
 from tests.bench.stages import Bench, email_record
-from tests.conftest import free_port
+from tests.mailpit import running_mailpit
 
 PAGE = 1000
 
@@ -76,36 +75,10 @@ async def mailpit(
     bench: Bench, emails: list[tuple[str, list[str], bytes]], connections: int
 ) -> float:
     binary = fetch_mailpit(Settings().mailpit_cache_dir).binary
-    run_dir = bench.run_dir / f"versus-mailpit-{connections}"
-    smtp_port, http_port = free_port(), free_port()
-    process = BackgroundProcess("mailpit", run_dir, marker=str(binary))
-    argv = [
-        str(binary), "--smtp", f"127.0.0.1:{smtp_port}", "--listen", f"127.0.0.1:{http_port}",
-        "--database", str(run_dir / "mailpit.db"),
-        "--max", "0",  # keep every message (its default keeps the newest 500)
-        "--smtp-disable-rdns",  # ours does no reverse DNS either
-        "--quiet",
-    ]  # fmt: skip
-    await asyncio.to_thread(process.start, argv)
-    api_url = f"http://127.0.0.1:{http_port}"
-    try:
-        await until_ready(api_url)
-        return await ingest_rate(api_url, smtp_port, emails, connections)
-    finally:
-        await asyncio.to_thread(process.stop, 10)
-
-
-async def until_ready(api_url: str) -> None:
-    deadline = time.monotonic() + 30
-    async with httpx.AsyncClient(timeout=2) as client:
-        while time.monotonic() < deadline:
-            try:
-                if (await client.get(f"{api_url}/readyz")).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"Mailpit at {api_url} did not become ready within 30 s")
+    directory = bench.run_dir / f"versus-mailpit-{connections}"
+    # --max 0 keeps every message (its default keeps the newest 500).
+    with running_mailpit(binary, directory, "--max", "0", "--quiet") as server:
+        return await ingest_rate(server.api, server.smtp_port, emails, connections)
 
 
 async def sink_against_mailpit(bench: Bench) -> dict[str, Any]:

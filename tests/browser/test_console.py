@@ -10,20 +10,11 @@ from pathlib import Path
 from playwright.async_api import Page, expect
 
 from deploy.local.kafka import KafkaBroker
+from tests.browser.console_page import CONSUMED_SUM, LANES
 from tests.browser.emails import HOSTILE_SUBJECT, send_emails
 from tests.private_stack import PrivateStack
 
 UPDATE_SECONDS = 20.0  # generous: a worker's start and the group's rebalance come first
-CONSUMED_SUM = """() => [...document.querySelectorAll('[data-testid=partition-lane]')]
-    .reduce((sum, lane) => sum + Number(lane.dataset.currentOffset || 0), 0)"""
-
-LANES = """() => [...document.querySelectorAll('[data-testid=partition-lane]')].map(lane => ({
-    partition: lane.dataset.partition,
-    current: lane.dataset.currentOffset,
-    end: lane.dataset.logEndOffset,
-    marker_on: lane.querySelector('[data-testid=current-offset-marker]')
-        ?.closest('.slot').dataset.offset ?? "",
-}))"""
 
 
 async def open_console(page: Page, stack: PrivateStack) -> None:
