@@ -16,7 +16,7 @@ import uvicorn
 
 from services.smtp_sink.api import build_app
 from services.smtp_sink.faults import FaultPolicy
-from services.smtp_sink.ids import RandomIds
+from services.smtp_sink.ids import TimeOrderedIds
 from services.smtp_sink.metrics import SinkMetrics
 from services.smtp_sink.security import (
     SecurityError,
@@ -65,7 +65,7 @@ async def serve(settings: Settings) -> None:
         store=store,
         faults=faults,
         draw=random.random,
-        new_id=RandomIds(),
+        new_id=TimeOrderedIds(),
         clock=_now,
         out=sys.stdout,
         metrics=metrics,

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Protocol, TextIO
 
 from aiosmtpd.smtp import MISSING, SMTP, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
+from services.smtp_sink.data import read_data_section
 from services.smtp_sink.faults import (
     FaultPolicy,
     authentication_refusal,
@@ -50,7 +51,7 @@ STORE_FAILED_REPLY = "451 4.3.0 The sink could not store the message, try again 
 
 
 class ArrivalStore(Protocol):
-    async def add(self, arrival: Arrival) -> Sighting: ...
+    def add(self, arrival: Arrival) -> Awaitable[Sighting]: ...
 
     async def delete(self, message_ids: Sequence[str] | None) -> int: ...
 
@@ -62,9 +63,12 @@ class ArrivalMetrics(Protocol):
 
 
 class SinkSMTP(SMTP):
-    """aiosmtpd's SMTP session, reading a plain `<local@domain>` path of MAIL and RCPT without
-    the email package's full RFC 5322 parser (a fifth of the sink's time at full speed); any
-    other path still goes through it."""
+    """aiosmtpd's SMTP session with two shortcuts for what nearly every client sends.
+
+    A plain `<local@domain>` path of MAIL and RCPT is read without the email package's full
+    RFC 5322 parser (a fifth of the sink's time at full speed); any other path still goes
+    through it. DATA is read in a few bulk reads rather than one per line (a quarter).
+    """
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         plain = _PLAIN_PATH.match(arg)
@@ -74,6 +78,41 @@ class SinkSMTP(SMTP):
         if self.local_part_limit and len(address.rpartition("@")[0]) > self.local_part_limit:
             return None, None
         return address, arg[plain.end() :]
+
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's smtp_DATA, step for step, with its read loop replaced by
+        services.smtp_sink.data's."""
+        if self._decode_data:
+            await super().smtp_DATA(arg)  # the sink never asks for decoded text
+            return
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        try:
+            section = await read_data_section(
+                self._reader, self.data_size_limit, self.line_length_limit
+            )
+        except asyncio.CancelledError:
+            log.info("Connection lost during DATA")
+            self._writer.close()
+            raise
+        if section.refusal is not None:
+            await self.push(section.refusal)
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            return
+        self.envelope.content = self.envelope.original_content = section.content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push("250 OK" if status is MISSING else status)
 
 
 class SinkHandler:

@@ -131,9 +131,9 @@ class MessageStore:
         await asyncio.to_thread(self._thread.join)
         self._thread = None
 
-    async def add(self, arrival: Arrival) -> Sighting:
-        """Store the message; returns once it is committed to disk."""
-        return await self._run(lambda connection: _insert(connection, arrival))
+    def add(self, arrival: Arrival) -> asyncio.Future[Sighting]:
+        """Store the message; the future is done once it is committed to disk."""
+        return self._submit(lambda connection: _insert(connection, arrival))
 
     async def page(self, start: int, limit: int) -> MailboxPage:
         return await self._run(lambda connection: _page(connection, start, limit))
@@ -168,11 +168,17 @@ class MessageStore:
         await self._run(lambda connection: connection.execute("SELECT 1").fetchone())
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        if self._thread is None or self._loop is None:
-            raise StoreClosedError("the message store is not open")
-        done: asyncio.Future[T] = self._loop.create_future()
-        self._jobs.put(_Job(work, done))
-        return await done
+        return await self._submit(work)
+
+    def _submit(self, work: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """A future of the work's result, done when the transaction it ran in has committed."""
+        loop = self._loop or asyncio.get_running_loop()
+        done: asyncio.Future[T] = loop.create_future()
+        if self._thread is None:
+            done.set_exception(StoreClosedError("the message store is not open"))
+        else:
+            self._jobs.put(_Job(work, done))
+        return done
 
     def _serve_jobs(self, connection: sqlite3.Connection) -> None:
         try:

@@ -1,0 +1,105 @@
+"""Reading an SMTP DATA section in a few bulk reads, where aiosmtpd reads it a line at a time.
+
+The same answers as aiosmtpd's own loop (tests/integration/smtp_sink/test_data_section.py holds
+them side by side): the message ends at a line holding only "."; a leading dot is removed from
+every line (RFC 5321 4.5.2); a section over the size limit is refused with 552 and one with an
+over-long line with 500, both only after the whole section is read (RFC 5321 4.2.5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+# aiosmtpd's own replies, word for word.
+LINE_TOO_LONG_REPLY = "500 Line too long (see RFC5321 4.5.3.1.6)"
+TOO_MUCH_DATA_REPLY = "552 Error: Too much mail data"
+
+_CRLF = b"\r\n"
+# The end of a DATA section is "." CRLF at the start of a line: these three bytes where the
+# section starts or right after a CRLF. Elsewhere they are a line that ends in a dot.
+_DOT_LINE_END = b".\r\n"
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """A DATA section as read: the message (dots unstuffed), or the reply refusing it."""
+
+    content: bytes
+    refusal: str | None = None
+
+
+async def read_data_section(
+    reader: asyncio.StreamReader, size_limit: int | None, line_length_limit: int
+) -> DataSection:
+    """Read up to and including the lone "." line; the reader is left at the next command.
+
+    While the section is read, the reader's buffer limit is the size limit, so that one
+    readuntil takes everything up to the next line that ends in a dot.
+    """
+    limit = size_limit or sys.maxsize
+    kept: list[bytes] = []
+    received = 0
+    refusal: str | None = None
+    last_two = _CRLF  # of what came before: the section starts at the start of a line
+    with _buffer_limit(reader, limit + len(_DOT_LINE_END)):
+        while True:
+            try:
+                chunk = await reader.readuntil(_DOT_LINE_END)
+            except asyncio.LimitOverrunError as overrun:
+                # More than the size limit without a dot line: read it, to throw it away.
+                data = await reader.read(overrun.consumed)
+                ended = False
+            else:
+                data = chunk[: -len(_DOT_LINE_END)]
+                ended = _last_two(last_two, data) == _CRLF
+                if not ended:
+                    data = chunk
+            received += len(data)
+            if refusal is None:
+                kept.append(data)
+                if received > limit:
+                    refusal = _line_refusal(b"".join(kept), line_length_limit)
+                    refusal = refusal or TOO_MUCH_DATA_REPLY
+                    kept.clear()
+            if ended:
+                break
+            last_two = _last_two(last_two, data)
+    if refusal is not None:
+        return DataSection(b"", refusal)
+    section = b"".join(kept)
+    refusal = _line_refusal(section, line_length_limit)
+    if refusal is not None:
+        return DataSection(b"", refusal)
+    return DataSection(unstuff(section))
+
+
+def unstuff(section: bytes) -> bytes:
+    """The section without the dot that a client puts before every line starting with one."""
+    unstuffed = section.replace(b"\r\n.", _CRLF)
+    return unstuffed[1:] if unstuffed.startswith(b".") else unstuffed
+
+
+@contextlib.contextmanager
+def _buffer_limit(reader: asyncio.StreamReader, limit: int) -> Iterator[None]:
+    """aiosmtpd made the reader's limit its line length limit; asyncio has no public way to
+    change it for a while."""
+    line_limit = reader._limit  # type: ignore[attr-defined]
+    reader._limit = limit  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        reader._limit = line_limit  # type: ignore[attr-defined]
+
+
+def _last_two(before: bytes, data: bytes) -> bytes:
+    return data[-2:] if len(data) >= 2 else (before + data)[-2:]
+
+
+def _line_refusal(section: bytes, line_length_limit: int) -> str | None:
+    """500 if a line, its CRLF included, is longer than the limit (aiosmtpd's rule)."""
+    longest = max(map(len, section.split(_CRLF)))
+    return LINE_TOO_LONG_REPLY if longest + len(_CRLF) > line_length_limit else None
