@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+
 from services.smtp_sink.ids import BATCH, TimeOrderedIds
 
 
