@@ -43,7 +43,7 @@ async def read_data_section(
     limit = size_limit or sys.maxsize
     kept: list[bytes] = []
     received = 0
-    refusal: str | None = None
+    refused: _RefusalRules | None = None  # once the section is over the limit
     last_two = _CRLF  # of what came before: the section starts at the start of a line
     with _buffer_limit(reader, limit + len(_DOT_LINE_END)):
         while True:
@@ -59,21 +59,23 @@ async def read_data_section(
                 if not ended:
                     data = chunk
             received += len(data)
-            if refusal is None:
+            if refused is not None:
+                refused.read(data)
+            else:
                 kept.append(data)
                 if received > limit:
-                    refusal = _line_refusal(b"".join(kept), line_length_limit)
-                    refusal = refusal or TOO_MUCH_DATA_REPLY
+                    refused = _RefusalRules(limit, line_length_limit)
+                    refused.read(b"".join(kept))
                     kept.clear()
             if ended:
                 break
             last_two = _last_two(last_two, data)
-    if refusal is not None:
-        return DataSection(b"", refusal)
+    if refused is not None:
+        return DataSection(b"", refused.refusal or TOO_MUCH_DATA_REPLY)
     section = b"".join(kept)
-    refusal = _line_refusal(section, line_length_limit)
-    if refusal is not None:
-        return DataSection(b"", refusal)
+    longest_line = max(map(len, section.split(_CRLF))) + len(_CRLF)
+    if longest_line > line_length_limit:
+        return DataSection(b"", LINE_TOO_LONG_REPLY)
     return DataSection(unstuff(section))
 
 
@@ -99,7 +101,35 @@ def _last_two(before: bytes, data: bytes) -> bytes:
     return data[-2:] if len(data) >= 2 else (before + data)[-2:]
 
 
-def _line_refusal(section: bytes, line_length_limit: int) -> str | None:
-    """500 if a line, its CRLF included, is longer than the limit (aiosmtpd's rule)."""
-    longest = max(map(len, section.split(_CRLF)))
-    return LINE_TOO_LONG_REPLY if longest + len(_CRLF) > line_length_limit else None
+class _RefusalRules:
+    """Which refusal aiosmtpd gives a section, decided line by line in its order: the first
+    line longer than the line limit, or that takes the section over the size limit, decides
+    (a line over the limit before its CRLF came is too long whatever the size)."""
+
+    def __init__(self, size_limit: int, line_length_limit: int) -> None:
+        self._size_limit = size_limit
+        self._line_length_limit = line_length_limit
+        self._received = 0
+        self._unfinished_line = b""
+        self.refusal: str | None = None
+
+    def read(self, data: bytes) -> None:
+        if self.refusal is not None:
+            return
+        *lines, self._unfinished_line = (self._unfinished_line + data).split(_CRLF)
+        for line in lines:
+            self._decide(len(line))
+            if self.refusal is not None:
+                return
+        if len(self._unfinished_line) > self._line_length_limit:
+            self.refusal = LINE_TOO_LONG_REPLY
+
+    def _decide(self, text_length: int) -> None:
+        if text_length > self._line_length_limit:
+            self.refusal = LINE_TOO_LONG_REPLY
+            return
+        self._received += text_length + len(_CRLF)
+        if self._received > self._size_limit:
+            self.refusal = TOO_MUCH_DATA_REPLY
+        elif text_length + len(_CRLF) > self._line_length_limit:
+            self.refusal = LINE_TOO_LONG_REPLY
