@@ -8,7 +8,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-from playwright.async_api import Page, expect
+from playwright.async_api import Page, Route, expect
 
 from tests.browser.emails import HOSTILE_SUBJECT, send_emails
 from tests.private_stack import PrivateStack
@@ -24,8 +24,18 @@ HOSTILE_HTML = (
 async def test_the_inbox_shows_a_hostile_email_as_text_and_runs_none_of_it(
     page: Page, console_stack: PrivateStack, tmp_path: Path
 ) -> None:
-    requested_hosts: set[str] = set()
-    page.on("request", lambda request: requested_hosts.add(urlsplit(request.url).netloc))
+    # What reaches the network: a request the page's policies block never gets to a route
+    # (Chromium may still report it as a "request" event, blocked), and one that did would be
+    # aborted here rather than sent.
+    fetched_hosts: set[str] = set()
+    sink_host = urlsplit(console_stack.sink_url).netloc
+
+    async def fetch(route: Route) -> None:
+        host = urlsplit(route.request.url).netloc
+        fetched_hosts.add(host)
+        await (route.continue_() if host == sink_host else route.abort())
+
+    await page.route("**/*", fetch)
     async with httpx.AsyncClient(timeout=15) as client:
         # Only this test's email in the inbox (the console's tests send one like it).
         (await client.delete(f"{console_stack.sink_url}/api/v1/messages")).raise_for_status()
@@ -61,7 +71,7 @@ async def test_the_inbox_shows_a_hostile_email_as_text_and_runs_none_of_it(
     [frame] = [frame for frame in page.frames if frame != page.main_frame]
     assert "pwned" not in await frame.title()  # neither the script nor the onerror ran inside
     assert await page.locator("img").count() == 0  # none in the page itself, only in the frame
-    assert requested_hosts == {urlsplit(console_stack.sink_url).netloc}
+    assert fetched_hosts == {sink_host}
 
 
 async def test_the_inbox_lists_live_searches_and_clears(
