@@ -8,6 +8,7 @@ message they hand to the handler must be the same, byte for byte.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -45,13 +46,10 @@ async def servers() -> AsyncIterator[tuple[Server, Server]]:
     started = []
     for protocol in (SMTP, SinkSMTP):
         capture = Capture()
-        server = await loop.create_server(
-            lambda protocol=protocol, capture=capture: protocol(
-                capture, data_size_limit=SIZE_LIMIT, enable_SMTPUTF8=True, loop=loop
-            ),
-            "127.0.0.1",
-            0,
+        session = functools.partial(
+            protocol, capture, data_size_limit=SIZE_LIMIT, enable_SMTPUTF8=True, loop=loop
         )
+        server = await loop.create_server(session, "127.0.0.1", 0)
         started.append((server, Server(server.sockets[0].getsockname()[1], capture)))
     try:
         yield started[0][1], started[1][1]
