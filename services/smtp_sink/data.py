@@ -22,6 +22,9 @@ _CRLF = b"\r\n"
 # The end of a DATA section is "." CRLF at the start of a line: these three bytes where the
 # section starts or right after a CRLF. Elsewhere they are a line that ends in a dot.
 _DOT_LINE_END = b".\r\n"
+# The most a reader holds while a section is read (asyncio lets it buffer twice its limit);
+# a larger message comes in several reads.
+_MOST_BUFFERED = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -37,41 +40,46 @@ async def read_data_section(
 ) -> DataSection:
     """Read up to and including the lone "." line; the reader is left at the next command.
 
-    While the section is read, the reader's buffer limit is the size limit, so that one
-    readuntil takes everything up to the next line that ends in a dot.
+    While the section is read, the reader's buffer limit is raised (to at most a megabyte), so
+    that one readuntil takes everything up to the next line that ends in a dot.
     """
-    limit = size_limit or sys.maxsize
+    # None or 0 is aiosmtpd's "no limit"; below 0, it refuses everything but an empty message.
+    limit = max(size_limit or sys.maxsize, 0)
     kept: list[bytes] = []
     received = 0
-    refused: _RefusalRules | None = None  # once the section is over the limit
-    last_two = _CRLF  # of what came before: the section starts at the start of a line
-    with _buffer_limit(reader, limit + len(_DOT_LINE_END)):
+    refusal: _AiosmtpdRefusal | None = None  # once the section is over the size limit
+    # A dot line ends the section only at the start of a line: right after a CRLF, which may
+    # have come in the read before; the section itself starts at the start of a line.
+    last_two = _CRLF
+    with _buffer_limit(reader, min(limit, _MOST_BUFFERED) + len(_DOT_LINE_END)):
         while True:
             try:
                 chunk = await reader.readuntil(_DOT_LINE_END)
             except asyncio.LimitOverrunError as overrun:
-                # More than the size limit without a dot line: read it, to throw it away.
+                # No line ending in a dot within the reader's limit: take what came so far.
                 data = await reader.read(overrun.consumed)
                 ended = False
             else:
                 data = chunk[: -len(_DOT_LINE_END)]
                 ended = _last_two(last_two, data) == _CRLF
                 if not ended:
-                    data = chunk
+                    data = chunk  # a line that ends in a dot: part of the message
             received += len(data)
-            if refused is not None:
-                refused.read(data)
+            if refusal is not None:
+                refusal.read(data)  # the message is refused; read on to its end
             else:
                 kept.append(data)
                 if received > limit:
-                    refused = _RefusalRules(limit, line_length_limit)
-                    refused.read(b"".join(kept))
+                    refusal = _AiosmtpdRefusal(limit, line_length_limit)
+                    refusal.read(b"".join(kept))
                     kept.clear()
             if ended:
                 break
             last_two = _last_two(last_two, data)
-    if refused is not None:
-        return DataSection(b"", refused.refusal or TOO_MUCH_DATA_REPLY)
+    if refusal is not None:
+        # Every line has come, and together they are over the size limit: one of them decided.
+        assert refusal.reply is not None
+        return DataSection(b"", refusal.reply)
     section = b"".join(kept)
     longest_line = max(map(len, section.split(_CRLF))) + len(_CRLF)
     if longest_line > line_length_limit:
@@ -101,8 +109,8 @@ def _last_two(before: bytes, data: bytes) -> bytes:
     return data[-2:] if len(data) >= 2 else (before + data)[-2:]
 
 
-class _RefusalRules:
-    """Which refusal aiosmtpd gives a section, decided line by line in its order: the first
+class _AiosmtpdRefusal:
+    """The reply aiosmtpd refuses a section with, decided line by line in its order: the first
     line longer than the line limit, or that takes the section over the size limit, decides
     (a line over the limit before its CRLF came is too long whatever the size)."""
 
@@ -111,25 +119,26 @@ class _RefusalRules:
         self._line_length_limit = line_length_limit
         self._received = 0
         self._unfinished_line = b""
-        self.refusal: str | None = None
+        self.reply: str | None = None
 
     def read(self, data: bytes) -> None:
-        if self.refusal is not None:
+        if self.reply is not None:
             return
         *lines, self._unfinished_line = (self._unfinished_line + data).split(_CRLF)
         for line in lines:
             self._decide(len(line))
-            if self.refusal is not None:
+            if self.reply is not None:
                 return
-        if len(self._unfinished_line) > self._line_length_limit:
-            self.refusal = LINE_TOO_LONG_REPLY
+        # A CR last may be half of the CRLF that ends the line.
+        if len(self._unfinished_line.removesuffix(b"\r")) > self._line_length_limit:
+            self.reply = LINE_TOO_LONG_REPLY
 
     def _decide(self, text_length: int) -> None:
         if text_length > self._line_length_limit:
-            self.refusal = LINE_TOO_LONG_REPLY
+            self.reply = LINE_TOO_LONG_REPLY
             return
         self._received += text_length + len(_CRLF)
         if self._received > self._size_limit:
-            self.refusal = TOO_MUCH_DATA_REPLY
+            self.reply = TOO_MUCH_DATA_REPLY
         elif text_length + len(_CRLF) > self._line_length_limit:
-            self.refusal = LINE_TOO_LONG_REPLY
+            self.reply = LINE_TOO_LONG_REPLY

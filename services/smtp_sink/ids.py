@@ -1,5 +1,5 @@
-"""Message IDs: 22 URL-safe characters (like Mailpit's) that sort in the order they were made:
-a millisecond clock, then 80 random bits, so the store's index on them grows at one end."""
+"""Message IDs: 22 URL-safe characters (like Mailpit's) that sort by the millisecond they were
+made in: a clock, then 80 random bits, so the store's index on them grows at one end."""
 
 from __future__ import annotations
 

@@ -31,14 +31,13 @@ _NAMED_ADDRESS = re.compile(
     r'<(?P<address>[^\s@<>()\[\],;:"\\]+@[^\s@<>()\[\],;:"\\]+)>'
 )
 SNIPPET_CHARS = 200  # Mailpit's CreateSnippet limit
-# The single-part fast path: a field name as the email package reads one, a text type with at
-# most a charset, the encodings whose bytes are the text, and what sends a message elsewhere.
-# A header block of fields only, each "name:" then its value's first line and continuations
-# (lines starting with a space or tab), and no CR or LF but in a CRLF.
-_HEADER_BLOCK = re.compile(
-    r"[!-9;-~]+:[^\r\n]*(?:\r\n[ \t][^\r\n]*)*(?:\r\n[!-9;-~]+:[^\r\n]*(?:\r\n[ \t][^\r\n]*)*)*"
-)
-# A field of such a block: its name, and its value without the blanks after the colon.
+# The single-part fast path: a header block as the email package reads one, a text type with
+# at most a charset, the encodings whose bytes are the text, and what sends a message elsewhere.
+# A field: "name:" (printable ASCII but the colon), its value's first line, and continuation
+# lines starting with a space or tab; no CR or LF but in a CRLF.
+_FIELD = r"[!-9;-~]+:[^\r\n]*(?:\r\n[ \t][^\r\n]*)*"
+_HEADER_BLOCK = re.compile(rf"{_FIELD}(?:\r\n{_FIELD})*")
+# The name and the value (without the blanks after the colon) of each field of such a block.
 _HEADER_FIELD = re.compile(r"^([!-9;-~]+):[ \t]*([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)", re.MULTILINE)
 _SIMPLE_TEXT_TYPE = re.compile(
     r"\s*text/(?P<subtype>plain|html)\s*"

@@ -80,8 +80,9 @@ class SinkSMTP(SMTP):
         return address, arg[plain.end() :]
 
     async def smtp_DATA(self, arg: str) -> None:
-        """aiosmtpd's smtp_DATA, step for step, with its read loop replaced by
-        services.smtp_sink.data's."""
+        """aiosmtpd's smtp_DATA for a handler with handle_DATA (the sink's), with its read loop
+        replaced by services.smtp_sink.data's; tests/integration/smtp_sink/test_data_section.py
+        holds the two to the same answers."""
         if self._decode_data:
             await super().smtp_DATA(arg)  # the sink never asks for decoded text
             return

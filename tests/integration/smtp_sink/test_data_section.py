@@ -8,6 +8,7 @@ message they hand to the handler must be the same, byte for byte.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import random
 from collections.abc import AsyncIterator, Sequence
@@ -40,14 +41,15 @@ class Server:
     capture: Capture
 
 
-@pytest.fixture
-async def servers() -> AsyncIterator[tuple[Server, Server]]:
+@contextlib.asynccontextmanager
+async def side_by_side(size_limit: int | None) -> AsyncIterator[tuple[Server, Server]]:
+    """aiosmtpd's SMTP and the sink's SinkSMTP, each on a free loopback port."""
     loop = asyncio.get_running_loop()
     started = []
     for protocol in (SMTP, SinkSMTP):
         capture = Capture()
         session = functools.partial(
-            protocol, capture, data_size_limit=SIZE_LIMIT, enable_SMTPUTF8=True, loop=loop
+            protocol, capture, data_size_limit=size_limit, enable_SMTPUTF8=True, loop=loop
         )
         server = await loop.create_server(session, "127.0.0.1", 0)
         started.append((server, Server(server.sockets[0].getsockname()[1], capture)))
@@ -57,6 +59,12 @@ async def servers() -> AsyncIterator[tuple[Server, Server]]:
         for server, _ in started:
             server.close()
             await server.wait_closed()
+
+
+@pytest.fixture
+async def servers() -> AsyncIterator[tuple[Server, Server]]:
+    async with side_by_side(SIZE_LIMIT) as both_servers:
+        yield both_servers
 
 
 async def converse(port: int, pieces: Sequence[bytes], replies_after: int) -> list[str]:
@@ -116,6 +124,12 @@ SECTIONS = {
     "a false end split": [b"a.", b"\r\nb\r", b"\n.", b"\r\n"],
     "a dot line split from its CR": [b"a\r", b"\n.\r\nNOOP\r\n"],
     "over the limit, its end in pieces": [b"z" * 3000, b"z" * 3000 + b"\r", b"\n", b".\r\n"],
+    # a read that ends one byte after a CRLF, then a line of the longest text aiosmtpd reads
+    # whole, which takes the section over the size limit: 552, not 500
+    "over the limit on the longest whole line": [
+        (b"z" * 98 + b"\r\n") * 35 + b"w" * 94 + b"\r\n" + b"x" * 1001 + b"\r\nA",
+        b"\r\n.\r\n",
+    ],
 }
 
 
@@ -157,3 +171,15 @@ async def test_random_sections_in_random_pieces_are_read_as_aiosmtpd_reads_them(
         aiosmtpd_answer, sink_answer = await both(servers, pieces)
 
         assert sink_answer == aiosmtpd_answer, lines
+
+
+@pytest.mark.parametrize("size_limit", [None, 0, -5], ids=["None", "0", "negative"])
+async def test_no_limit_and_a_negative_limit_are_read_as_aiosmtpd_reads_them(
+    size_limit: int | None,
+) -> None:
+    sections = [[b".\r\n"], [b"a\r\n.\r\n"], [b"z" * 3000 + b"\r\n" + b"y" * 900 + b"\r\n.\r\n"]]
+    async with side_by_side(size_limit) as servers:
+        for pieces in sections:
+            aiosmtpd_answer, sink_answer = await both(servers, pieces)
+
+            assert sink_answer == aiosmtpd_answer
