@@ -4,6 +4,7 @@ and the reconciliation of three independent records (the API's 202s, the topic, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import re
@@ -76,6 +77,10 @@ class Traffic:
     errors: list[str] = field(default_factory=list)
 
 
+CONNECTIONS = 500  # to the API, at most, over all the driver's pools
+POOLS = 20
+
+
 class Driver:
     """Sends emails through the API at a steady rate, as a careful client would: every request
     has an Idempotency-Key, and a 503 is retried with the same key."""
@@ -102,14 +107,23 @@ class Driver:
         on_sent: Callable[[int], None] | None = None,
     ) -> Traffic:
         # Enough connections that no request waits in the client: answer times are the API's.
-        limits = httpx.Limits(max_connections=500)
-        async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+        # In small pools: httpcore matches queued requests to a pool's connections in
+        # O(connections x requests) (encode/httpx#3215), and one pool of 500 with a storm of
+        # retries queued held this client's event loop for 10-15 s at a time, which read as
+        # the API's answer time.
+        limits = httpx.Limits(max_connections=CONNECTIONS // POOLS)
+        async with contextlib.AsyncExitStack() as clients:
+            pools = [
+                await clients.enter_async_context(httpx.AsyncClient(timeout=30, limits=limits))
+                for _ in range(POOLS)
+            ]
             started = time.monotonic()
             requests = []
             for number in range(self.sizes.emails):
                 await asyncio.sleep(max(0.0, started + number / self.sizes.rate - time.monotonic()))
                 bounce = bounces(number)
                 key = f"chaos-{self.run_id}-{number}"
+                client = pools[number % POOLS]
                 requests.append(asyncio.create_task(self.send(client, number, key, bounce)))
                 if send_twice:  # the same key again, at once or a little later
                     delay = self.rng.choice([0.0, 0.0, 0.05, 0.5])
