@@ -74,14 +74,24 @@ class Settings(BaseSettings):
     worker_retry_initial_seconds: Seconds = 0.5
     worker_retry_max_seconds: Seconds = 30.0
     dedupe_db_path: Path = Path("worker/delivered.sqlite3")
+    # How long the dedupe store keeps an email's state. Unset: email_topic's retention.ms plus
+    # a day (after that no record of the email can be read again); never, if that is infinite.
+    dedupe_retention_hours: Annotated[float, Field(gt=0)] | None = None
     message_id_domain: str = "email-pipeline.local"
 
     # Where the worker delivers: the local sink by default, any SMTP server in production.
     smtp_host: str = "localhost"
     smtp_port: Port = 1025
+    # Connecting, the greeting, EHLO, STARTTLS and AUTH: nothing is sent yet, so a short wait.
     smtp_timeout_seconds: Annotated[
         float, Field(gt=0, validation_alias=AliasChoices("smtp_timeout_seconds", "smtp_timeout"))
     ] = 10.0
+    # The waits of one email's transaction, RFC 5321 4.5.3.2's defaults: MAIL and RCPT 5 min,
+    # DATA's 354 2 min, and 10 min for the reply to the final "." (the server may be storing
+    # the email then: giving up sooner and sending again would deliver it twice).
+    smtp_command_timeout_seconds: Seconds = 300.0
+    smtp_data_timeout_seconds: Seconds = 120.0
+    smtp_data_end_timeout_seconds: Seconds = 600.0
     # Production relays (port 587) want STARTTLS and AUTH; `tls` is implicit TLS (port 465).
     smtp_tls: Literal["none", "starttls", "tls"] = "none"
     smtp_username: str | None = None
@@ -100,6 +110,10 @@ class Settings(BaseSettings):
     sink_fail_5xx_recipients: CommaSeparated = []
     sink_fail_4xx_rate: Probability = 0.0
     sink_fail_5xx_rate: Probability = 0.0
+    # Greylisting as real servers do it: a recipient at one of these domains is refused with
+    # 451 4.7.1 from its sender's first try until this many seconds later (0: off).
+    sink_greylist_domains: CommaSeparated = []
+    sink_greylist_seconds: Annotated[float, Field(ge=0)] = 0.0
     # Optional STARTTLS and AUTH, as a production relay has them (aiosmtpd's own support).
     sink_tls_cert_file: Path | None = None
     sink_tls_key_file: Path | None = None
@@ -146,7 +160,10 @@ class Settings(BaseSettings):
         run_dir: Path = info.data.get("run_dir", PROJECT_ROOT / "run")
         return value if value.is_absolute() else run_dir / value
 
-    @field_validator("sink_fail_4xx_recipients", "sink_fail_5xx_recipients", mode="before")
+    @field_validator(
+        "sink_fail_4xx_recipients", "sink_fail_5xx_recipients", "sink_greylist_domains",
+        mode="before",
+    )
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
