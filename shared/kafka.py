@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from shared.settings import Settings
@@ -139,3 +140,14 @@ async def ensure_topics(settings: Settings) -> list[TopicState]:
         TopicState(topic["topic"], len(topic["partitions"]), topic["topic"] in created)
         for topic in described
     ]
+
+
+async def topic_configs(bootstrap_servers: str, topic: str) -> dict[str, str]:
+    """A topic's settings as the broker applies them (its own and the broker's defaults):
+    `{"retention.ms": "604800000", "max.message.bytes": "1048588", ...}`."""
+    async with admin_client(bootstrap_servers) as admin:
+        [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    [(error_code, error_message, _, _, entries)] = response.resources
+    if error_code != 0:
+        raise for_code(error_code)(f"cannot read the settings of topic {topic}: {error_message}")
+    return {name: value for name, value, *_ in entries if value is not None}

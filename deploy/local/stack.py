@@ -149,9 +149,13 @@ class LocalStack:
                 time.sleep(0.1)
 
     def stop(self, service: Service) -> bool:
-        # The worker's own bound: its shutdown timeout, then 5 s each to leave the group and to
-        # close its producer; SIGKILL only after that.
-        return self.process(service).stop(self.settings.worker_shutdown_timeout_seconds + 15)
+        # The worker's own bound: its shutdown timeout, the reply to a final "." already sent
+        # (RFC 5321 gives it 10 minutes; a local sink answers in milliseconds), then 5 s each to
+        # leave the group and to close its producer; SIGKILL only after that.
+        settings = self.settings
+        return self.process(service).stop(
+            settings.worker_shutdown_timeout_seconds + settings.smtp_data_end_timeout_seconds + 15
+        )
 
     def _wait_until_ready(self, service: Service, process: BackgroundProcess) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS

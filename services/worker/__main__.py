@@ -14,6 +14,7 @@ import socket
 import sys
 from collections.abc import Awaitable
 
+from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from services.worker.dead_letters import DeadLetters
@@ -22,11 +23,17 @@ from services.worker.faults import ConfigurationFaults
 from services.worker.health import create_health_app
 from services.worker.partition import PartitionWorker
 from services.worker.processor import EmailProcessor, RetryPolicy
+from services.worker.retention import prune_until_stopped, retention_seconds
 from services.worker.smtp import SmtpConnection, SmtpServer, SmtpSettingsError, smtp_server
 from services.worker.worker import EmailWorker
 from shared.event_loop import run
 from shared.http_server import embedded_server
-from shared.kafka import create_consumer, create_producer, start_when_kafka_answers
+from shared.kafka import (
+    create_consumer,
+    create_producer,
+    start_when_kafka_answers,
+    topic_configs,
+)
 from shared.logs import configure_logging
 from shared.settings import Settings, load_settings
 
@@ -58,7 +65,11 @@ async def serve(settings: Settings, smtp: SmtpServer) -> None:
     def start_partition(partition: TopicPartition) -> PartitionWorker:
         lanes = [SmtpConnection(smtp) for _ in range(settings.worker_lanes_per_partition)]
         return PartitionWorker(
-            partition, processor, lanes, max_ahead=settings.worker_max_batch_records
+            partition,
+            processor,
+            lanes,
+            max_ahead=settings.worker_max_batch_records,
+            stop_grace_seconds=settings.worker_shutdown_timeout_seconds,
         )
 
     worker = EmailWorker(
@@ -79,6 +90,7 @@ async def serve(settings: Settings, smtp: SmtpServer) -> None:
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signal_number, stopping.set)
 
+    pruning: asyncio.Task[None] | None = None
     try:
         bootstrap = settings.kafka_bootstrap_servers
         if await start_when_kafka_answers(
@@ -88,18 +100,30 @@ async def serve(settings: Settings, smtp: SmtpServer) -> None:
                 "consuming %s as %s (client id %s), delivering to %s",
                 settings.email_topic, settings.consumer_group, client_id, smtp.describe(),
             )  # fmt: skip
+            keep_seconds = await dedupe_retention_seconds(settings)
+            if keep_seconds is not None:
+                pruning = asyncio.create_task(prune_until_stopped(store, keep_seconds, stopping))
             consuming = asyncio.create_task(worker.run(stopping))
             stop_requested = asyncio.create_task(stopping.wait())
             await asyncio.wait({consuming, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
             stop_requested.cancel()
-            # run() returns once the emails in flight are finished and their offsets committed.
+            # run() returns once the emails in flight are finished and their offsets committed:
+            # within the shutdown timeout, or, for an email whose final "." was sent, when its
+            # reply comes (at most SMTP_DATA_END_TIMEOUT_SECONDS later).
             await finish_within(
-                consuming, settings.worker_shutdown_timeout_seconds, "finishing the email in flight"
+                consuming,
+                settings.worker_shutdown_timeout_seconds
+                + settings.smtp_data_end_timeout_seconds
+                + CLEANUP_SECONDS,
+                "finishing the email in flight",
             )
     finally:
         # consumer.stop() leaves the group, so its partitions move to another worker at once.
         await finish_within(consumer.stop(), CLEANUP_SECONDS, "leaving the group")
         await finish_within(dead_letter_producer.stop(), CLEANUP_SECONDS, "closing the producer")
+        stopping.set()
+        if pruning is not None:
+            await pruning
         store.close()
         health.should_exit = True
         await health_task
@@ -113,6 +137,28 @@ async def finish_within(step: Awaitable[None], seconds: float, what: str) -> Non
             await step
     except TimeoutError:
         log.error("gave up %s after %.0f s; exiting anyway", what, seconds)
+
+
+async def dedupe_retention_seconds(settings: Settings) -> float | None:
+    """DEDUPE_RETENTION_HOURS, or what the topic's retention.ms implies; None: keep for ever."""
+    topic_retention_ms = None
+    if settings.dedupe_retention_hours is None:
+        try:
+            configs = await topic_configs(settings.kafka_bootstrap_servers, settings.email_topic)
+            topic_retention_ms = int(configs.get("retention.ms", "-1"))
+        except (KafkaError, ValueError) as error:
+            log.warning(
+                "cannot read the retention.ms of %s (%r): the dedupe store is not pruned; set "
+                "DEDUPE_RETENTION_HOURS to prune it anyway",
+                settings.email_topic, error,
+            )  # fmt: skip
+            return None
+    keep_seconds = retention_seconds(settings.dedupe_retention_hours, topic_retention_ms)
+    if keep_seconds is None:
+        log.info("%s keeps records for ever: so does the dedupe store", settings.email_topic)
+    else:
+        log.info("the dedupe store keeps each email's state %.0f h", keep_seconds / 3600)
+    return keep_seconds
 
 
 def main() -> None:

@@ -1,21 +1,36 @@
-"""The dedupe store: which message ids are finished (delivered or dead-lettered), so that a
-record read again after a crash or a rebalance is skipped, never sent twice."""
+"""The dedupe store: what became of each message id, per recipient, so that a record read again
+after a crash or a rebalance goes only to the recipients the server has not yet taken."""
 
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime
+import time
+from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
 Outcome = Literal["delivered", "dead-lettered"]
+PRUNE_BATCH = 1000  # rows per delete: each holds the write lock for about a millisecond
+
+
+@dataclass(frozen=True)
+class DeliveryState:
+    """What the store knows of one email."""
+
+    finished: Outcome | None  # None: some recipients are still owed it
+    accepted: frozenset[str] = frozenset()  # recipients the server took (250) in earlier tries
 
 
 class DedupeStore(Protocol):
     """What the worker needs of a store. SQLite serves the workers of one host; a store shared
-    by workers on several hosts (Redis, PostgreSQL) implements the same two methods."""
+    by workers on several hosts (PostgreSQL) implements the same methods."""
 
-    async def outcome_of(self, message_id: str) -> Outcome | None: ...
+    async def state_of(self, message_id: str) -> DeliveryState | None: ...
+
+    async def record_accepted(
+        self, message_id: str, recipients: Collection[str], source: str
+    ) -> None: ...
 
     async def record(self, message_id: str, outcome: Outcome, source: str) -> None: ...
 
@@ -32,29 +47,97 @@ class SqliteDedupeStore:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        # A short wait for another worker's write lock: the event loop must not stall; a
-        # write that still finds it locked is retried by the processor.
-        self._db.execute("PRAGMA busy_timeout=100")
+        self._path = path
+        self._db = _connect(path)
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute(
+                """CREATE TABLE IF NOT EXISTS emails (
+                       message_id TEXT PRIMARY KEY,
+                       outcome    TEXT,  -- delivered | dead-lettered; NULL while some are owed
+                       accepted   TEXT NOT NULL,  -- recipients the server took, one a line
+                       source     TEXT NOT NULL,  -- topic-partition and offset of the last write
+                       updated_at REAL NOT NULL  -- seconds since the epoch, for pruning
+                   ) WITHOUT ROWID"""
+            )
+            self._adopt_finished_emails()
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _adopt_finished_emails(self) -> None:
+        """Earlier versions kept only finished ids, in finished_emails: carry them over once."""
+        known = self._db.execute(
+            "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'finished_emails'"
+        ).fetchone()
+        if known is not None:
+            self._db.execute(
+                """INSERT OR IGNORE INTO emails
+                   SELECT message_id, outcome, '', source, unixepoch(finished_at)
+                   FROM finished_emails"""
+            )
+            self._db.execute("DROP TABLE finished_emails")
+
+    async def state_of(self, message_id: str) -> DeliveryState | None:
+        query = "SELECT outcome, accepted FROM emails WHERE message_id = ?"
+        row = self._db.execute(query, (message_id,)).fetchone()
+        if row is None:
+            return None
+        outcome, accepted = row
+        return DeliveryState(outcome, frozenset(accepted.split("\n")) - {""})
+
+    async def record_accepted(
+        self, message_id: str, recipients: Collection[str], source: str
+    ) -> None:
+        """Add recipients the server took while others are still owed the email."""
         self._db.execute(
-            """CREATE TABLE IF NOT EXISTS finished_emails (
-                   message_id  TEXT PRIMARY KEY,
-                   outcome     TEXT NOT NULL,
-                   source      TEXT NOT NULL,  -- topic-partition@offset it was finished at
-                   finished_at TEXT NOT NULL
-               ) WITHOUT ROWID"""
+            """INSERT INTO emails VALUES (?, NULL, ?, ?, ?)
+               ON CONFLICT (message_id) DO UPDATE
+               SET accepted = accepted || char(10) || excluded.accepted,
+                   source = excluded.source, updated_at = excluded.updated_at
+               WHERE outcome IS NULL""",
+            (message_id, "\n".join(recipients), source, time.time()),
         )
 
-    async def outcome_of(self, message_id: str) -> Outcome | None:
-        query = "SELECT outcome FROM finished_emails WHERE message_id = ?"
-        row = self._db.execute(query, (message_id,)).fetchone()
-        return None if row is None else row[0]
-
     async def record(self, message_id: str, outcome: Outcome, source: str) -> None:
-        row = (message_id, outcome, source, datetime.now(UTC).isoformat())
-        self._db.execute("INSERT OR IGNORE INTO finished_emails VALUES (?, ?, ?, ?)", row)
+        """The email is finished; the first outcome recorded stays."""
+        self._db.execute(
+            """INSERT INTO emails VALUES (?, ?, '', ?, ?)
+               ON CONFLICT (message_id) DO UPDATE
+               SET outcome = excluded.outcome, source = excluded.source,
+                   updated_at = excluded.updated_at
+               WHERE outcome IS NULL""",
+            (message_id, outcome, source, time.time()),
+        )
+
+    def prune(self, older_than: float) -> int:
+        """Delete the states last written before `older_than` (seconds since the epoch), in
+        small batches on a connection of its own: run it in a thread. Returns the count."""
+        db = _connect(self._path, busy_timeout_ms=5000)  # off the loop: it may wait its turn
+        deleted = 0
+        try:
+            while True:
+                batch = db.execute(
+                    """DELETE FROM emails WHERE message_id IN (
+                           SELECT message_id FROM emails WHERE updated_at < ? LIMIT ?)""",
+                    (older_than, PRUNE_BATCH),
+                ).rowcount
+                deleted += batch
+                if batch < PRUNE_BATCH:
+                    return deleted
+        finally:
+            db.close()
 
     def close(self) -> None:
         self._db.close()
+
+
+def _connect(path: Path, busy_timeout_ms: int = 100) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    # By default a short wait for another worker's write lock: the event loop must not stall;
+    # a write that still finds it locked is retried by the processor.
+    db.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+    return db

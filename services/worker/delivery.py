@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email.policy
 import ssl
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -104,6 +105,11 @@ class ConfigurationFault(Exception):
         self.kind = kind
 
 
+class OutcomeUnknown(Exception):
+    """The connection was lost, or the reply did not come in time, after the final "." of
+    DATA: the server may have stored the email or not, and nothing can tell which."""
+
+
 @dataclass(frozen=True)
 class Failure:
     permanent: bool  # True: retrying cannot help (5xx, a malformed message); dead-letter it
@@ -111,6 +117,7 @@ class Failure:
     # Set when the server refuses the worker's settings, not this email: hold it (and every
     # other) until the server accepts, whatever WORKER_MAX_ATTEMPTS says.
     fault: ConfigurationFaultKind | None = None
+    outcome_unknown: bool = False  # the server may have the email already (OutcomeUnknown)
 
 
 def authentication_refusal(error: BaseException) -> str | None:
@@ -130,6 +137,8 @@ def classify(error: BaseException) -> Failure:
     configuration (hold every email until the server accepts the worker's settings)."""
     if isinstance(error, ConfigurationFault):
         return Failure(False, str(error), error.kind)
+    if isinstance(error, OutcomeUnknown):
+        return Failure(False, f"outcome unknown: {error}", outcome_unknown=True)
     if isinstance(error, SMTPAuthenticationError):
         # Wrong credentials are the configuration's fault, not the email's; a 454 is a pause.
         return Failure(
@@ -151,12 +160,14 @@ def classify(error: BaseException) -> Failure:
             "authentication_required",
         )
     if isinstance(error, SMTPRecipientsRefused):
-        refusals = [
-            f"{refused.recipient}: {refused.code} {refused.message}" for refused in error.recipients
-        ]
+        # The replies without the addresses: this text is logged, and Bcc addresses never are
+        # (the dead letter holds the record, and so every recipient).
+        replies = Counter(f"{refused.code} {refused.message}" for refused in error.recipients)
         every_refusal_permanent = all(refused.code >= 500 for refused in error.recipients)
         return Failure(
-            every_refusal_permanent, "every recipient was refused: " + "; ".join(refusals)
+            every_refusal_permanent,
+            "every recipient was refused: "
+            + "; ".join(reply if n == 1 else f"{reply} (x{n})" for reply, n in replies.items()),
         )
     if isinstance(error, SMTPResponseException):
         return Failure(error.code >= 500, f"the server answered {error.code} {error.message}")

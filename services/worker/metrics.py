@@ -60,6 +60,13 @@ EMAILS_DEAD_LETTERED = Counter(
     ["reason"],
     registry=None,
 )
+EMAILS_OUTCOME_UNKNOWN = Counter(
+    "email_worker_emails_outcome_unknown_total",
+    'Transactions whose reply to the final "." of DATA never came (the connection was lost, '
+    "or SMTP_DATA_END_TIMEOUT_SECONDS passed): the server may have stored the email. The worker "
+    "sends it again to the recipients still owed, so they may receive it twice.",
+    registry=None,
+)
 CONFIGURATION_FAULTS = Counter(
     "email_worker_configuration_faults_total",
     "Tries the SMTP server refused for the worker's own settings, not an email's, by kind: "
@@ -149,6 +156,7 @@ def metrics_registry(worker: EmailWorker) -> CollectorRegistry:
         EMAILS_DELIVERED,
         EMAILS_SKIPPED_DUPLICATE,
         DELIVERY_RETRIES,
+        EMAILS_OUTCOME_UNKNOWN,
         EMAILS_DEAD_LETTERED,
         CONFIGURATION_FAULTS,
         DELIVERY_DURATION,

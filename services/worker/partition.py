@@ -24,6 +24,7 @@ class PartitionWorker:
         processor: EmailProcessor,
         lanes: Sequence[Mailer],
         max_ahead: int,
+        stop_grace_seconds: float,
     ) -> None:
         self.partition = partition
         # The offset after the last finished record: the group's CURRENT-OFFSET once committed.
@@ -37,13 +38,14 @@ class PartitionWorker:
         self._keys_in_flight: dict[bytes, asyncio.Event] = {}  # set once that record is done
         self._idle_lanes: set[asyncio.Task[None]] = set()  # waiting for a record to start
         self._max_ahead = max_ahead
+        self._stop_grace_seconds = stop_grace_seconds
         self._room_ahead = asyncio.Event()  # set while fewer than max_ahead are past the commit
         self._room_ahead.set()
         name = f"deliver {partition.topic}-{partition.partition}"
-        self._lanes = [
-            asyncio.create_task(self._run_lane(smtp), name=f"{name} lane {number}")
+        self._lanes = {
+            asyncio.create_task(self._run_lane(smtp), name=f"{name} lane {number}"): smtp
             for number, smtp in enumerate(lanes, start=1)
-        ]
+        }
 
     @property
     def backlog(self) -> int:
@@ -62,10 +64,18 @@ class PartitionWorker:
                 raise RuntimeError(f"delivery for {self.partition} failed") from lane.exception()
 
     async def stop(self) -> None:
-        """Let the emails in flight finish, leave the rest unprocessed (and uncommitted)."""
+        """Let the emails in flight finish, leave the rest unprocessed (and uncommitted).
+
+        An email still in flight after the grace period is abandoned if the server cannot have
+        it yet (the connection closes and the server drops the transaction), and waited for if
+        its final "." has been sent: only the reply says whether the server stored it."""
         self._stopping.set()
         for lane in self._idle_lanes:
             lane.cancel()
+        _, in_flight = await asyncio.wait(self._lanes, timeout=self._stop_grace_seconds)
+        for lane in in_flight:
+            if not self._lanes[lane].awaiting_final_reply:
+                lane.cancel()
         for lane in self._lanes:
             with contextlib.suppress(asyncio.CancelledError):
                 await lane

@@ -19,7 +19,7 @@ from services.worker.dedupe import DedupeStore, Outcome
 from services.worker.delivery import Failure, accepted_at, backoff_seconds, classify
 from services.worker.faults import ConfigurationFaults
 from services.worker.mime import OutgoingEmail, render_email
-from shared.schema import parse_record
+from shared.schema import EmailRecord, parse_record
 
 log = logging.getLogger("worker")
 
@@ -28,6 +28,8 @@ Finished = Literal["delivered", "duplicate", "dead-lettered"]
 
 class Mailer(Protocol):
     """One SMTP connection (services.worker.smtp.SmtpConnection)."""
+
+    awaiting_final_reply: bool  # the final "." of DATA is sent and its reply not yet read
 
     async def send(
         self, email: OutgoingEmail, recipients: list[str]
@@ -100,75 +102,102 @@ class EmailProcessor:
             log.warning("%s: dead-lettered a %s", where, reason)
             return "dead-lettered"
 
-        finished_before = await self._store.outcome_of(email.message_id)
-        if finished_before is not None:
+        state = await self._store.state_of(email.message_id)
+        if state is not None and state.finished is not None:
             metrics.EMAILS_SKIPPED_DUPLICATE.inc()
             log.info(
-                "%s: skipped %s, a duplicate (already %s)", where, email.message_id, finished_before
+                "%s: skipped %s, a duplicate (already %s)", where, email.message_id, state.finished
             )
             return "duplicate"
-
-        delivery = await self._send(smtp, outgoing, outgoing.recipients, where, stopping)
-        if delivery.failure is not None:
-            await self._dead_letter(record, delivery.failure.reason, delivery.attempts, stopping)
-            metrics.dead_lettered(
-                "permanent_failure" if delivery.failure.permanent else "attempts_exhausted"
-            )
-            await self._record(email.message_id, "dead-lettered", where, stopping)
-            log.warning(
-                "%s: dead-lettered %s after %d attempt(s): %s",
-                where, email.message_id, delivery.attempts, delivery.failure.reason,
+        accepted_before = state.accepted if state is not None else frozenset()
+        owed = [address for address in outgoing.recipients if address not in accepted_before]
+        if accepted_before:
+            log.info(
+                "%s: %s was taken for %d recipient(s) before; sending it to the %d still owed",
+                where, email.message_id, len(accepted_before), len(owed),
             )  # fmt: skip
-            return "dead-lettered"
+        return await self._deliver(
+            record, smtp, email, outgoing, owed, len(accepted_before), stopping
+        )
 
-        metrics.delivered(accepted_at(email))
-        # Recorded as soon as the server said 250: from here on, sending it again would reach
-        # the recipients who already have it.
-        await self._record(email.message_id, "delivered", where, stopping)
-        taken = [address for address in outgoing.recipients if address not in delivery.refused]
-        log.info("%s: delivered %s to %s", where, email.message_id, ", ".join(taken))
-        if delivery.refused:
-            await self._finish_refused_recipients(record, smtp, outgoing, delivery, stopping)
-        return "delivered"
-
-    async def _finish_refused_recipients(
+    async def _deliver(
         self,
         record: ConsumerRecord[bytes, bytes],
         smtp: Mailer,
+        email: EmailRecord,
         outgoing: OutgoingEmail,
-        delivery: Delivery,
+        owed: list[str],
+        taken_before: int,
         stopping: asyncio.Event,
-    ) -> None:
-        """Retry the recipients refused with 4xx, alone; dead-letter those refused for good."""
+    ) -> Finished:
+        """Send to the owed recipients until each is taken or refused for good.
+
+        Whenever the server takes the email for some recipients while others are still owed
+        it, those are written to the store at once: if the worker stops while it retries the
+        others, the next owner of the record sends it to the others only."""
         where = f"{record.topic}-{record.partition} offset {record.offset}"
-        refused, given_up = dict(delivery.refused), dict[str, str]()
-        try:
-            while refused:
-                given_up |= {
-                    a: f"{r.code} {r.message}" for a, r in refused.items() if r.code >= 500
-                }
-                pending = [address for address, answer in refused.items() if answer.code < 500]
-                if not pending:
-                    break
+        message_id = email.message_id
+        taken = taken_before
+        refused_for_good: dict[str, str] = {}
+        failure: Failure | None = None
+        attempts = 0
+        while owed:
+            if attempts > 0:  # some were deferred (4xx): wait as after any transient failure
                 metrics.DELIVERY_RETRIES.inc()
-                retry = await self._send(smtp, outgoing, pending, where, stopping)
-                if retry.failure is not None:
-                    given_up |= dict.fromkeys(pending, retry.failure.reason)
-                    break
-                refused = dict(retry.refused)
-        except Stopped:
+                await wait_unless_stopping(stopping, self._retry.delay(attempts))
+            delivery = await self._send(smtp, outgoing, owed, where, stopping)
+            attempts += delivery.attempts
+            if delivery.failure is not None:
+                failure = delivery.failure
+                refused_for_good |= dict.fromkeys(owed, failure.reason)
+                break
+            deferred = [a for a, reply in delivery.refused.items() if reply.code < 500]
+            refused_for_good |= {
+                a: f"{reply.code} {reply.message}"
+                for a, reply in delivery.refused.items()
+                if reply.code >= 500
+            }
+            accepted_now = [a for a in owed if a not in delivery.refused]
+            taken += len(accepted_now)
+            if not deferred and not refused_for_good:
+                # Recorded in the same step that read the server's 250: from here on, sending
+                # it again would reach the recipients who already have it.
+                await self._record(message_id, "delivered", where, stopping)
+                metrics.delivered(accepted_at(email))
+                log.info("%s: delivered %s to %d recipient(s)", where, message_id, taken)
+                return "delivered"
+            await self._record_accepted(message_id, accepted_now, where, stopping)
+            owed = deferred
+            if deferred:
+                first = delivery.refused[deferred[0]]
+                log.info(
+                    "%s: %s taken for %d recipient(s), deferred for %d (%d %s); retrying those",
+                    where, message_id, len(accepted_now), len(deferred), first.code, first.message,
+                )  # fmt: skip
+
+        if taken == 0:
+            reason = failure.reason if failure is not None else _refusals(refused_for_good)
+            permanent = failure is None or failure.permanent
+            await self._dead_letter(record, reason, attempts, stopping)
+            metrics.dead_lettered("permanent_failure" if permanent else "attempts_exhausted")
+            await self._record(message_id, "dead-lettered", where, stopping)
             log.warning(
-                "%s: stopping before %s reached %s; they will not be retried",
-                where, message_id_of(outgoing), ", ".join(refused),
+                "%s: dead-lettered %s after %d attempt(s): %s",
+                where, message_id, attempts, failure.reason if failure else "refused",
             )  # fmt: skip
-            raise
-        if given_up:
-            reason = "delivered, but refused for " + "; ".join(
-                f"{address} ({answer})" for address, answer in given_up.items()
-            )
-            await self._dead_letter(record, reason, delivery.attempts, stopping)
-            metrics.dead_lettered("some_recipients_refused")
-            log.warning("%s: %s was %s", where, message_id_of(outgoing), reason)
+            return "dead-lettered"
+        # The dead letter names the refused addresses; the log only counts them (Bcc).
+        await self._dead_letter(
+            record, "delivered, but refused for " + _refusals(refused_for_good), attempts, stopping
+        )
+        metrics.dead_lettered("some_recipients_refused")
+        await self._record(message_id, "delivered", where, stopping)
+        metrics.delivered(accepted_at(email))
+        log.warning(
+            "%s: %s delivered to %d recipient(s), refused for good for %d (%s); dead-lettered",
+            where, message_id, taken, len(refused_for_good), next(iter(refused_for_good.values())),
+        )  # fmt: skip
+        return "delivered"
 
     async def _send(
         self,
@@ -194,13 +223,17 @@ class EmailProcessor:
                     self._configuration_faults.refused(failure.fault, failure.reason)
                     continue
                 failures += 1
+                if failure.outcome_unknown:
+                    metrics.EMAILS_OUTCOME_UNKNOWN.inc()
                 if failure.permanent or self._retry.gives_up_after(failures):
                     return Delivery(failures, failure=failure)
                 metrics.DELIVERY_RETRIES.inc()
                 delay = self._retry.delay(failures)
                 log.warning(
-                    "%s: attempt %d for %s failed (%s); retrying in %.1f s (the commit waits here)",
+                    "%s: attempt %d for %s failed (%s); retrying in %.1f s (%s)",
                     where, failures, message_id_of(outgoing), failure.reason, delay,
+                    "the server may have stored it: its recipients may get it twice, with the "
+                    "same Message-ID" if failure.outcome_unknown else "the commit waits here",
                 )  # fmt: skip
                 await wait_unless_stopping(stopping, delay)
                 continue
@@ -227,6 +260,24 @@ class EmailProcessor:
             log.error(
                 "%s: stopping with %s %s but not recorded: a redelivery would send it again",
                 where, message_id, outcome,
+            )  # fmt: skip
+            raise
+
+    async def _record_accepted(
+        self, message_id: str, recipients: list[str], where: str, stopping: asyncio.Event
+    ) -> None:
+        """Write the recipients the server took while others are still owed the email."""
+        try:
+            await self._until_done(
+                lambda: self._store.record_accepted(message_id, recipients, where),
+                f"{where}: cannot record the recipients of {message_id} in the dedupe store",
+                stopping,
+            )
+        except Stopped:
+            log.error(
+                "%s: stopping with %s taken for %d recipient(s) but not recorded: a redelivery "
+                "would send it to them again",
+                where, message_id, len(recipients),
             )  # fmt: skip
             raise
 
@@ -259,6 +310,11 @@ class EmailProcessor:
                 delay = self._retry.delay(attempt)
                 log.warning("%s (%s); retrying in %.1f s", failed, error, delay)
                 await wait_unless_stopping(stopping, delay)
+
+
+def _refusals(refused: dict[str, str]) -> str:
+    """`bob@example.com (550 5.1.1 no such user); ...`, for a dead letter's reason."""
+    return "; ".join(f"{address} ({answer})" for address, answer in refused.items())
 
 
 def message_id_of(email: OutgoingEmail) -> str:

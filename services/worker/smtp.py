@@ -26,6 +26,7 @@ from pydantic import SecretStr
 from services.worker import metrics
 from services.worker.delivery import ConfigurationFault
 from services.worker.mime import OutgoingEmail
+from services.worker.smtp_data import send_data
 from shared.settings import Settings
 
 TlsMode = Literal["none", "starttls", "tls"]
@@ -41,7 +42,11 @@ class SmtpServer:
 
     host: str
     port: int
-    timeout_seconds: float
+    timeout_seconds: float  # connecting, the greeting, EHLO, STARTTLS, AUTH
+    # One transaction's waits, RFC 5321 4.5.3.2: MAIL and RCPT, DATA's 354, the final reply.
+    command_timeout_seconds: float = 300.0
+    data_timeout_seconds: float = 120.0
+    data_end_timeout_seconds: float = 600.0
     tls: TlsMode = "none"
     tls_context: ssl.SSLContext | None = None  # for starttls and tls
     username: str | None = None
@@ -85,6 +90,9 @@ def smtp_server(settings: Settings) -> SmtpServer:
         host=settings.smtp_host,
         port=settings.smtp_port,
         timeout_seconds=settings.smtp_timeout_seconds,
+        command_timeout_seconds=settings.smtp_command_timeout_seconds,
+        data_timeout_seconds=settings.smtp_data_timeout_seconds,
+        data_end_timeout_seconds=settings.smtp_data_end_timeout_seconds,
         tls=settings.smtp_tls,
         tls_context=None if settings.smtp_tls == "none" else tls_context(settings.smtp_ca_file),
         username=settings.smtp_username or None,
@@ -112,24 +120,75 @@ class SmtpConnection:
     def __init__(self, server: SmtpServer) -> None:
         self._server = server
         self._client: SMTP | None = None
+        # True from the moment the final "." of DATA is handed to the socket until the reply:
+        # the server may be storing the email, so a stop must wait rather than cut it off.
+        self.awaiting_final_reply = False
 
     async def send(self, email: OutgoingEmail, recipients: list[str]) -> dict[str, SMTPResponse]:
         """Send one email; returns the recipients the server refused while taking the rest.
 
         Raises ConfigurationFault when the server refuses the connection's settings (TLS,
-        credentials) rather than this email."""
+        credentials) rather than this email, and OutcomeUnknown when the reply to the final "."
+        never came."""
         try:
             client = await self._connected()
             started = time.perf_counter()
-            refused = await _transaction(client, email, recipients)
+            refused = await self._transaction(client, email, recipients)
         except BaseException:
             # A half-finished exchange leaves the connection in an unknown state: drop it.
             if self._client is not None:
                 self._client.close()
                 self._client = None
             raise
+        finally:
+            self.awaiting_final_reply = False
         metrics.DELIVERY_DURATION.observe(time.perf_counter() - started)
         return refused
+
+    async def _transaction(
+        self, client: SMTP, email: OutgoingEmail, recipients: list[str]
+    ) -> dict[str, SMTPResponse]:
+        """MAIL, RCPT for each recipient, DATA: what aiosmtplib's sendmail does, raising the
+        same errors, minus its parsing of every address again (a tenth of the worker's CPU):
+        ours are bare addresses already. Each step waits as long as RFC 5321 allows."""
+        server = self._server
+        options = []
+        if email.smtputf8:
+            if not client.supports_extension("smtputf8"):
+                raise SMTPNotSupported(
+                    f"{server.address} does not offer SMTPUTF8, which a mailbox of this email "
+                    "needs (its local part is not ASCII); ask the relay's operator for SMTPUTF8 "
+                    "(RFC 6531), or write the address in ASCII"
+                )
+            options = [b"SMTPUTF8", b"BODY=8BITMIME"]
+        encoding = "utf-8" if email.smtputf8 else "ascii"
+        wait = server.command_timeout_seconds
+
+        sender = b"FROM:<" + email.sender.encode(encoding) + b">"
+        response = await client.execute_command(b"MAIL", sender, *options, timeout=wait)
+        if response.code != SMTPStatus.completed:
+            raise SMTPSenderRefused(response.code, response.message, email.sender)
+        refused: dict[str, SMTPResponse] = {}
+        for recipient in recipients:
+            address = b"TO:<" + recipient.encode(encoding) + b">"
+            response = await client.execute_command(b"RCPT", address, timeout=wait)
+            if response.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
+                refused[recipient] = response
+        if len(refused) == len(recipients):
+            raise SMTPRecipientsRefused(
+                [SMTPRecipientRefused(r.code, r.message, address) for address, r in refused.items()]
+            )
+        await send_data(
+            client,
+            email.data,
+            start_timeout=server.data_timeout_seconds,
+            end_timeout=server.data_end_timeout_seconds,
+            final_dot_sent=self._final_dot_sent,
+        )
+        return refused
+
+    def _final_dot_sent(self) -> None:
+        self.awaiting_final_reply = True
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -256,36 +315,3 @@ def _tls_failure(address: str, error: ssl.SSLError) -> str:
         f"TLS with {address} failed ({error.reason or error}); check SMTP_TLS (starttls for "
         "port 587, tls for port 465) and SMTP_CA_FILE"
     )
-
-
-async def _transaction(
-    client: SMTP, email: OutgoingEmail, recipients: list[str]
-) -> dict[str, SMTPResponse]:
-    """MAIL, RCPT for each recipient, DATA: what aiosmtplib's sendmail does, raising the same
-    errors, minus its parsing of every address again (a tenth of the worker's CPU): ours are
-    bare addresses already."""
-    options = []
-    if email.smtputf8:
-        if not client.supports_extension("smtputf8"):
-            raise SMTPNotSupported(
-                "a mailbox of this email is not ASCII, and the server does not offer SMTPUTF8"
-            )
-        options = [b"SMTPUTF8", b"BODY=8BITMIME"]
-    encoding = "utf-8" if email.smtputf8 else "ascii"
-
-    sender = b"FROM:<" + email.sender.encode(encoding) + b">"
-    response = await client.execute_command(b"MAIL", sender, *options)
-    if response.code != SMTPStatus.completed:
-        raise SMTPSenderRefused(response.code, response.message, email.sender)
-    refused: dict[str, SMTPResponse] = {}
-    for recipient in recipients:
-        address = b"TO:<" + recipient.encode(encoding) + b">"
-        response = await client.execute_command(b"RCPT", address)
-        if response.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
-            refused[recipient] = response
-    if len(refused) == len(recipients):
-        raise SMTPRecipientsRefused(
-            [SMTPRecipientRefused(r.code, r.message, address) for address, r in refused.items()]
-        )
-    await client.data(email.data)
-    return refused

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -10,7 +10,7 @@ from email.message import EmailMessage
 from aiokafka.structs import ConsumerRecord
 from aiosmtplib import SMTPResponse
 
-from services.worker.dedupe import Outcome
+from services.worker.dedupe import DeliveryState, Outcome
 from services.worker.mime import OutgoingEmail
 from shared.schema import EmailRecord
 
@@ -19,6 +19,7 @@ class FakeMailer:
     """Answers each send with the next scripted result: an exception to raise, or refusals."""
 
     def __init__(self, script: Iterable[BaseException | dict[str, SMTPResponse]] = ()) -> None:
+        self.awaiting_final_reply = False
         self.script = list(script)
         self.sent: list[tuple[EmailMessage, str, list[str]]] = []  # parsed back, as received
         self.attempts = 0
@@ -53,9 +54,19 @@ class FakeDeadLetters:
 class InMemoryDedupeStore:
     def __init__(self) -> None:
         self.outcomes: dict[str, Outcome] = {}
+        self.accepted: dict[str, set[str]] = {}  # of emails not finished yet, and finished ones
 
-    async def outcome_of(self, message_id: str) -> Outcome | None:
-        return self.outcomes.get(message_id)
+    async def state_of(self, message_id: str) -> DeliveryState | None:
+        if message_id not in self.outcomes and message_id not in self.accepted:
+            return None
+        accepted = frozenset(self.accepted.get(message_id, ()))
+        return DeliveryState(self.outcomes.get(message_id), accepted)
+
+    async def record_accepted(
+        self, message_id: str, recipients: Collection[str], source: str
+    ) -> None:
+        if message_id not in self.outcomes:
+            self.accepted.setdefault(message_id, set()).update(recipients)
 
     async def record(self, message_id: str, outcome: Outcome, source: str) -> None:
         self.outcomes.setdefault(message_id, outcome)

@@ -19,7 +19,11 @@ PARTITION = TopicPartition("email.send", 1)
 
 
 def partition_worker(
-    mailer: FakeMailer, retry_seconds: float = 0.001, lanes: int = 1, max_ahead: int = 100
+    mailer: FakeMailer,
+    retry_seconds: float = 0.001,
+    lanes: int = 1,
+    max_ahead: int = 100,
+    grace_seconds: float = 5.0,
 ) -> PartitionWorker:
     processor = EmailProcessor(
         store=InMemoryDedupeStore(),
@@ -28,7 +32,9 @@ def partition_worker(
         message_id_domain="pipeline.test",
         configuration_faults=ConfigurationFaults(retry_seconds, retry_seconds),
     )
-    return PartitionWorker(PARTITION, processor, [mailer] * lanes, max_ahead)
+    return PartitionWorker(
+        PARTITION, processor, [mailer] * lanes, max_ahead, stop_grace_seconds=grace_seconds
+    )
 
 
 async def wait_for(condition: Callable[[], bool]) -> None:
@@ -162,3 +168,46 @@ async def test_the_lanes_run_at_most_max_ahead_records_past_an_unfinished_one() 
     assert sorted(message["Subject"] for message, _, _ in mailer.sent) == ["m-1", "m-2"]
     assert worker.backlog == 3, "offsets 3 to 5 wait until offset 0 is finished"
     await asyncio.wait_for(worker.stop(), timeout=1)
+
+
+class SlowServer(FakeMailer):
+    """Holds each transaction `seconds`, before the final "." or after it (its reply)."""
+
+    def __init__(self, seconds: float, after_final_dot: bool) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.after_final_dot = after_final_dot
+        self.in_transaction = asyncio.Event()
+
+    async def send(self, email: OutgoingEmail, recipients: list[str]) -> dict[str, SMTPResponse]:
+        self.in_transaction.set()
+        self.awaiting_final_reply = self.after_final_dot
+        try:
+            await asyncio.sleep(self.seconds)
+        finally:
+            self.awaiting_final_reply = False
+        return await super().send(email, recipients)
+
+
+async def test_a_stop_abandons_a_transaction_the_server_cannot_have_yet() -> None:
+    server = SlowServer(seconds=60, after_final_dot=False)
+    worker = partition_worker(server, grace_seconds=0.05)
+    worker.enqueue([kafka_record(0, "m-0", 1)])
+    await asyncio.wait_for(server.in_transaction.wait(), timeout=1)
+
+    await asyncio.wait_for(worker.stop(), timeout=1)
+
+    assert server.sent == []
+    assert worker.next_offset_to_commit is None, "unfinished: read again by the next owner"
+
+
+async def test_a_stop_waits_for_the_reply_to_a_final_dot_beyond_its_grace() -> None:
+    server = SlowServer(seconds=0.3, after_final_dot=True)
+    worker = partition_worker(server, grace_seconds=0.05)
+    worker.enqueue([kafka_record(0, "m-0", 1)])
+    await asyncio.wait_for(server.in_transaction.wait(), timeout=1)
+
+    await asyncio.wait_for(worker.stop(), timeout=2)
+
+    assert len(server.sent) == 1
+    assert worker.next_offset_to_commit == 1, "the reply came: finished, and committed"

@@ -9,8 +9,9 @@ import sqlite3
 import pytest
 from aiosmtplib import SMTPRecipientRefused, SMTPRecipientsRefused, SMTPResponse, SMTPSenderRefused
 
+from services.worker import metrics
 from services.worker.dedupe import Outcome
-from services.worker.delivery import ConfigurationFault
+from services.worker.delivery import ConfigurationFault, OutcomeUnknown
 from services.worker.faults import ConfigurationFaults
 from services.worker.mime import OutgoingEmail
 from services.worker.processor import EmailProcessor, RetryPolicy, Stopped
@@ -81,7 +82,7 @@ async def test_transient_failures_are_retried_until_delivered(
     assert len(mailer.sent) == 1
     # The log names the message id, as the API answered it: what a person greps for.
     assert "attempt 2 for m-1 failed" in caplog.text
-    assert "delivered m-1 to ana@example.com" in caplog.text
+    assert "delivered m-1 to 1 recipient(s)" in caplog.text
 
 
 async def test_a_permanent_failure_is_dead_lettered_once_with_its_reason() -> None:
@@ -310,3 +311,88 @@ async def test_while_refused_one_lane_tries_and_every_lane_resumes_once_accepted
     assert 1 <= refused_while_held <= 8 + 12, f"{refused_while_held} tries"
     assert outcomes == ["delivered"] * 8
     assert len(relay.sent) == 8
+
+
+async def test_a_deferred_recipient_is_owed_the_email_after_a_stop_and_nobody_else_is() -> None:
+    """Greylisting: the server takes the email for ana and defers bob (451). The worker stops
+    while it waits to retry bob; the next owner of the record sends it to bob alone."""
+    store = InMemoryDedupeStore()
+    slow_retry = RetryPolicy(max_attempts=0, initial_seconds=60, max_seconds=60)
+    record = consumer_record(
+        0, email_record("m-1", to=["ana@example.com", "bob@example.com"]).to_kafka()[1]
+    )
+    first_owner = FakeMailer([{"bob@example.com": SMTPResponse(451, "4.7.1 greylisted")}])
+    stopping = asyncio.Event()
+    task = asyncio.create_task(
+        processor(store, retry=slow_retry).process(record, first_owner, stopping)
+    )
+    await asyncio.sleep(0.05)
+    stopping.set()
+    with pytest.raises(Stopped):
+        await asyncio.wait_for(task, timeout=1)
+    next_owner = FakeMailer()
+
+    outcome = await processor(store).process(record, next_owner, asyncio.Event())
+
+    assert outcome == "delivered"
+    assert [recipients for _, _, recipients in first_owner.sent] == [
+        ["ana@example.com", "bob@example.com"]
+    ]
+    assert [recipients for _, _, recipients in next_owner.sent] == [["bob@example.com"]]
+    assert store.outcomes == {"m-1": "delivered"}
+
+
+async def test_recipients_taken_before_are_not_dead_lettered_with_the_ones_refused_later() -> None:
+    store, dead_letters = InMemoryDedupeStore(), FakeDeadLetters()
+    store.accepted["m-1"] = {"ana@example.com"}
+    record = consumer_record(
+        0, email_record("m-1", to=["ana@example.com", "bob@example.com"]).to_kafka()[1]
+    )
+
+    outcome = await processor(store, dead_letters).process(
+        record, FakeMailer([refused(550, "bob@example.com")]), asyncio.Event()
+    )
+
+    assert outcome == "delivered", "ana has it: the email was delivered, bob refused"
+    [(_, reason, _)] = dead_letters.published
+    assert reason.startswith("delivered, but refused for bob@example.com")
+    assert "ana@example.com" not in reason
+    assert store.outcomes == {"m-1": "delivered"}
+
+
+async def test_an_unknown_outcome_is_counted_and_sent_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    lost_reply = OutcomeUnknown("the connection was lost after the end of DATA")
+    mailer = FakeMailer([lost_reply, {}])
+    before = metrics.EMAILS_OUTCOME_UNKNOWN._value.get()
+
+    with caplog.at_level(logging.WARNING, logger="worker"):
+        outcome = await processor().process(kafka_record(0, "m-1"), mailer, asyncio.Event())
+
+    assert outcome == "delivered"
+    assert mailer.attempts == 2
+    assert metrics.EMAILS_OUTCOME_UNKNOWN._value.get() == before + 1
+    assert "outcome unknown" in caplog.text
+    assert "may get it twice" in caplog.text
+
+
+async def test_no_log_line_names_a_bcc_recipient(caplog: pytest.LogCaptureFixture) -> None:
+    record = consumer_record(
+        0,
+        email_record(
+            "m-1", to=["ana@example.com"], bcc=["secret@example.com", "hidden@example.com"]
+        ).to_kafka()[1],
+    )
+    mailer = FakeMailer(
+        [
+            {"hidden@example.com": SMTPResponse(451, "later")},
+            {"hidden@example.com": SMTPResponse(550, "no")},
+        ]
+    )
+
+    with caplog.at_level(logging.DEBUG):
+        await processor().process(record, mailer, asyncio.Event())
+
+    assert "secret@example.com" not in caplog.text
+    assert "hidden@example.com" not in caplog.text

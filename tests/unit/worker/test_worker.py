@@ -103,7 +103,9 @@ def email_worker(consumer: FakeConsumer, mailer: FakeMailer, max_backlog: int = 
     return EmailWorker(
         consumer,
         TOPIC,
-        lambda partition: PartitionWorker(partition, processor, [mailer], max_ahead=max_backlog),
+        lambda partition: PartitionWorker(
+            partition, processor, [mailer], max_ahead=max_backlog, stop_grace_seconds=5
+        ),
         max_backlog=max_backlog,
     )
 
