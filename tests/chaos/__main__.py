@@ -37,6 +37,13 @@ def describe(result: Result) -> str:
     """The scenario's own evidence, in one line."""
     d = result.details
     facts = [f"redelivered {result.redelivered} (skipped by the dedupe store)"]
+    if "max_worker_loop_lag_ms" in d:
+        facts.append(f"the worker's event loop lagged {d['max_worker_loop_lag_ms']} ms at most")
+    if "recipients_expected" in d:
+        facts.append(
+            f"{d['recipients_expected']} recipients, {d['deferred_then_retried']} deferrals "
+            f"retried, {d['sent_to_the_still_owed_only']} emails sent again to the still owed only"
+        )
     if result.duplicates_in_kill_window:
         facts.append(f"duplicates in the SIGKILL window: {d['kill_window_duplicates']}")
     if "accepted_while_broker_down" in d:

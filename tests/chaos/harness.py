@@ -8,6 +8,7 @@ import contextlib
 import json
 import random
 import re
+import sqlite3
 import time
 import uuid
 from collections import Counter
@@ -59,6 +60,39 @@ class ChaosStack(PrivateStack):
             WORKER_RETRY_MAX_SECONDS="2",
             **overrides,
         )
+        self.max_worker_loop_lag_seconds = 0.0
+        self._watching: asyncio.Task[None] | None = None
+
+    async def up(self, workers: int = 1, console: bool = False) -> None:
+        await super().up(workers, console)
+        self._watching = asyncio.create_task(self._watch_worker_loop_lag())
+
+    async def down(self) -> None:
+        if self._watching is not None:
+            self._watching.cancel()
+        await super().down()
+
+    async def _watch_worker_loop_lag(self) -> None:
+        """The largest event-loop lag any worker reports, read every second from its /metrics
+        (a SIGKILLed worker never logs its own)."""
+        async with httpx.AsyncClient(timeout=2) as client:
+            while True:
+                for worker in self.workers(5):
+                    if self.pid(worker) is None:
+                        continue
+                    metrics_url = worker.ready_url.removesuffix("/readyz") + "/metrics"
+                    with contextlib.suppress(httpx.HTTPError, ValueError):
+                        text = (await client.get(metrics_url)).text
+                        found = LOOP_LAG_MAX.search(text)
+                        if found:
+                            lag = float(found.group(1))
+                            self.max_worker_loop_lag_seconds = max(
+                                self.max_worker_loop_lag_seconds, lag
+                            )
+                await asyncio.sleep(1)
+
+
+LOOP_LAG_MAX = re.compile(r"^email_worker_event_loop_lag_max_seconds (\S+)$", re.MULTILINE)
 
 
 @dataclass
@@ -71,6 +105,7 @@ class Traffic:
     unavailable_at: list[float] = field(default_factory=list)
     ids_by_key: dict[str, set[str]] = field(default_factory=dict)
     partitions: dict[str, int] = field(default_factory=dict)  # message id -> its partition
+    recipients: dict[str, list[str]] = field(default_factory=dict)  # message id -> its "to"
     attempted_at: list[float] = field(default_factory=list)  # every POST, retries included
     answers: list[tuple[float, float, int]] = field(default_factory=list)  # sent, answered, status
     unanswered: list[str] = field(default_factory=list)  # sent again with the same key
@@ -85,17 +120,27 @@ class Driver:
     """Sends emails through the API at a steady rate, as a careful client would: every request
     has an Idempotency-Key, and a 503 is retried with the same key."""
 
-    def __init__(self, stack: ChaosStack, sizes: Sizes, rng: random.Random) -> None:
+    def __init__(
+        self,
+        stack: ChaosStack,
+        sizes: Sizes,
+        rng: random.Random,
+        extra_recipients: Callable[[int], list[str]] = lambda number: [],
+    ) -> None:
         self.stack = stack
         self.sizes = sizes
         self.rng = rng
+        self.extra_recipients = extra_recipients
         self.traffic = Traffic()
         self.run_id = uuid.uuid4().hex[:8]
 
     def email(self, number: int, bounce: bool = False) -> dict[str, Any]:
         return {
             "from": "Chaos <chaos@example.com>",
-            "to": [BOUNCING_RECIPIENT if bounce else f"reader{number % 7}@example.com"],
+            "to": [
+                BOUNCING_RECIPIENT if bounce else f"reader{number % 7}@example.com",
+                *self.extra_recipients(number),
+            ],
             "subject": f"chaos {self.stack.scenario} #{number}",
             "text": f"email {number} of run {self.run_id}",
         }
@@ -168,6 +213,10 @@ class Driver:
             self.traffic.answers.append((sent, time.time(), response.status_code))
             if response.status_code == 202:
                 message_id = response.json()["id"]
+                self.traffic.recipients[message_id] = [
+                    BOUNCING_RECIPIENT if bounce else f"reader{number % 7}@example.com",
+                    *self.extra_recipients(number),
+                ]
                 self.traffic.ids_by_key.setdefault(key, set()).add(message_id)
                 self.traffic.partitions[message_id] = response.json()["partition"]
                 self.traffic.accepted[message_id] = time.time()
@@ -317,8 +366,101 @@ async def reconcile(
             "client_errors": traffic.errors[:20],
             "unanswered_and_sent_again": traffic.unanswered[:20],
             "faults": len(fault_ends),
+            "max_worker_loop_lag_ms": round(1000 * stack.max_worker_loop_lag_seconds),
         },
     )
+
+
+async def reconcile_recipients(
+    stack: ChaosStack,
+    traffic: Traffic,
+    sizes: Sizes,
+    fault_ends: list[float],
+    worker_kills: list[float],
+) -> Result:
+    """As `reconcile`, per recipient: every recipient of every accepted email has exactly one
+    copy, though an email reaches its recipients in several transactions (some deferred)."""
+    expected = {
+        (message_id, recipient.lower())
+        for message_id, recipients in traffic.recipients.items()
+        for recipient in recipients
+        if message_id not in traffic.bounced
+    }
+    deadline = time.monotonic() + sizes.drain_seconds
+    copies = recipient_copies(stack)
+    while time.monotonic() < deadline and not expected <= copies.keys():
+        await asyncio.sleep(1)
+        copies = recipient_copies(stack)
+    await asyncio.sleep(1)  # let the last commits land before counting redeliveries
+    copies = recipient_copies(stack)
+    in_topic, _, _ = await read_topic(stack, stack.settings.email_topic)
+
+    lost = sorted(expected - copies.keys())
+    duplicates = {pair: len(arrivals) - 1 for pair, arrivals in copies.items() if len(arrivals) > 1}
+    worker_logs = stack.worker_logs()
+    in_kill_window = {
+        pair: extra
+        for pair, extra in duplicates.items()
+        if f"for {pair[0]} failed (outcome unknown" not in worker_logs
+        and sum(
+            any(0 <= kill - arrival < KILL_WINDOW_SECONDS for kill in worker_kills)
+            for arrival in sorted(copies[pair])[:-1]
+        )
+        == extra
+    }
+    missing_in_topic = sorted(i for i in traffic.accepted if i not in in_topic)
+    recoveries = [
+        min(later) - end
+        for end in fault_ends
+        if (later := [a for arrivals in copies.values() for a in arrivals if a >= end])
+    ]
+    passed = (
+        not lost
+        and sum(duplicates.values()) == sum(in_kill_window.values())
+        and not missing_in_topic
+        and not traffic.errors
+    )
+    return Result(
+        scenario=stack.scenario,
+        accepted=len(traffic.accepted),
+        delivered=len(expected & copies.keys()),
+        lost=len(lost),
+        duplicates=sum(duplicates.values()),
+        redelivered=worker_logs.count("a duplicate (already"),
+        recovery_seconds=max(recoveries) if recoveries else None,
+        passed=passed,
+        duplicates_in_kill_window=sum(in_kill_window.values()),
+        details={
+            "recipients_expected": len(expected),
+            "deferred_then_retried": worker_logs.count(" deferred for "),
+            "sent_to_the_still_owed_only": worker_logs.count("sending it to the"),
+            "kill_window_duplicates": sorted(in_kill_window)[:20],
+            "unexplained_duplicates": sorted(set(duplicates) - set(in_kill_window))[:20],
+            "lost_ids": lost[:20],
+            "accepted_but_not_in_topic": missing_in_topic[:20],
+            "api_503_answers": traffic.unavailable,
+            "worker_kills": worker_kills,
+            "client_errors": traffic.errors[:20],
+            "faults": len(fault_ends),
+            "max_worker_loop_lag_ms": round(1000 * stack.max_worker_loop_lag_seconds),
+        },
+    )
+
+
+def recipient_copies(stack: ChaosStack) -> dict[tuple[str, str], list[float]]:
+    """(message id, recipient) -> when each copy reached the sink, from the envelopes it
+    stored. Read from the sink's own SQLite file (read-only): its Mailpit-shaped API shows an
+    email's headers, which are the same in every copy, not the envelope each copy went to."""
+    suffix = f"@{stack.settings.message_id_domain}"
+    database = f"file:{stack.settings.sink_db_path}?mode=ro"
+    with contextlib.closing(sqlite3.connect(database, uri=True)) as db:
+        rows = db.execute("SELECT message_id, rcpt_tos, created_ms FROM messages").fetchall()
+    copies: dict[tuple[str, str], list[float]] = {}
+    for message_id, rcpt_tos, created_ms in rows:
+        for recipient in json.loads(rcpt_tos):
+            pair = (message_id.removesuffix(suffix), recipient.lower())
+            copies.setdefault(pair, []).append(created_ms / 1000)
+    return copies
 
 
 def kill_window_duplicates(

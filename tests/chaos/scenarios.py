@@ -24,6 +24,7 @@ from tests.chaos.harness import (
     Sizes,
     read_topic,
     reconcile,
+    reconcile_recipients,
 )
 from tests.private_stack import read_sink
 
@@ -75,23 +76,10 @@ async def worker_cycles(run: Run, hard: bool) -> Result:
     fault_ends: list[float] = []
     kills: list[float] = []
     crashes: list[float] = []
-    worker = stack.stack.worker()
 
     async def faults() -> None:
         for _ in range(run.sizes.cycles):
-            # A random moment in the worker's life, not the instant it joined the group.
-            await asyncio.sleep(run.rng.uniform(0.2, 2.0))
-            pid = stack.pid(worker)
-            if pid is None:
-                crashes.append(time.time())  # it died on its own: a defect, never a fault of ours
-            elif hard:
-                os.kill(pid, signal.SIGKILL)
-                kills.append(time.time())
-                await asyncio.to_thread(wait_for_exit, pid, 10)
-            else:
-                await stack.stop(worker)
-            fault_ends.append(time.time())
-            await stack.start(worker)
+            fault_ends.append(await restart_worker(run, stack, hard, kills, crashes))
 
     try:
         await with_faults(driver.run(), faults)
@@ -106,6 +94,76 @@ async def worker_cycles(run: Run, hard: bool) -> Result:
         clean_stops = stack.worker_logs().count("worker: stopped")
         result.details |= {"worker_died_on_its_own": len(crashes), "clean_stops": clean_stops}
         result.passed = result.passed and not crashes and (hard or clean_stops >= run.sizes.cycles)
+        return result
+    finally:
+        await stack.down()
+
+
+async def restart_worker(
+    run: Run, stack: ChaosStack, hard: bool, kills: list[float], crashes: list[float]
+) -> float:
+    """Stop the worker at a random moment of its life (SIGTERM, or SIGKILL if hard) and start
+    it again; one found dead already counts as a crash. Returns when it was down."""
+    worker = stack.stack.worker()
+    # A random moment in the worker's life, not the instant it joined the group.
+    await asyncio.sleep(run.rng.uniform(0.2, 2.0))
+    pid = stack.pid(worker)
+    if pid is None:
+        crashes.append(time.time())  # it died on its own: a defect, never a fault of ours
+    elif hard:
+        os.kill(pid, signal.SIGKILL)
+        kills.append(time.time())
+        await asyncio.to_thread(wait_for_exit, pid, 10)
+    else:
+        await stack.stop(worker)
+    down = time.time()  # recovery counts from here
+    await stack.start(worker)
+    return down
+
+
+GREY_DOMAIN = "grey.example.com"
+GREYLIST_SECONDS = 3
+GREYLISTING_RATE = 20.0  # emails a second: each deferred one holds a lane for seconds
+
+
+async def greylisting(run: Run) -> Result:
+    """Every other email has one recipient the sink greylists (451 4.7.1 for its first
+    GREYLIST_SECONDS) beside one it accepts, while the worker is stopped cleanly and SIGKILLed
+    in turns: each recipient gets each email exactly once."""
+    stack = run.stack(
+        "greylisting",
+        SINK_GREYLIST_DOMAINS=GREY_DOMAIN,
+        SINK_GREYLIST_SECONDS=str(GREYLIST_SECONDS),
+    )
+    await stack.up()
+    cycles = max(2, run.sizes.cycles // 2)
+    hard_cycles = [number % 2 == 1 for number in range(cycles)]
+    stream_seconds = sum(CYCLE_SECONDS[hard] for hard in hard_cycles)
+    rate = min(run.sizes.rate, GREYLISTING_RATE)
+    sizes = dataclasses.replace(
+        run.sizes, rate=rate, emails=min(run.sizes.emails, int(rate * stream_seconds))
+    )
+    driver = Driver(
+        stack,
+        sizes,
+        run.rng,
+        extra_recipients=lambda number: [f"grey{number}@{GREY_DOMAIN}"] if number % 2 else [],
+    )
+    fault_ends: list[float] = []
+    kills: list[float] = []
+    crashes: list[float] = []
+
+    async def faults() -> None:
+        for hard in hard_cycles:
+            fault_ends.append(await restart_worker(run, stack, hard, kills, crashes))
+
+    try:
+        await with_faults(driver.run(), faults)
+        result = await reconcile_recipients(stack, driver.traffic, sizes, fault_ends, kills)
+        result.details |= {"worker_died_on_its_own": len(crashes)}
+        result.passed = (
+            result.passed and not crashes and result.details["deferred_then_retried"] > 0
+        )
         return result
     finally:
         await stack.down()
@@ -377,4 +435,5 @@ SCENARIOS: dict[str, Callable[[Run], Awaitable[Result]]] = {
     "scale-out-failover": failover,
     "poison-and-bounce": poison_and_bounce,
     "client-retries": client_retries,
+    "greylisting": greylisting,
 }

@@ -10,7 +10,7 @@ from tests.conftest import run_harness
 
 SCENARIOS = (
     "clean-restarts", "hard-kills", "broker-restarts", "smtp-outage",
-    "scale-out-failover", "poison-and-bounce", "client-retries",
+    "scale-out-failover", "poison-and-bounce", "client-retries", "greylisting",
 )  # fmt: skip
 
 
