@@ -161,7 +161,9 @@ class Settings(BaseSettings):
         return value if value.is_absolute() else run_dir / value
 
     @field_validator(
-        "sink_fail_4xx_recipients", "sink_fail_5xx_recipients", "sink_greylist_domains",
+        "sink_fail_4xx_recipients",
+        "sink_fail_5xx_recipients",
+        "sink_greylist_domains",
         mode="before",
     )
     @classmethod
