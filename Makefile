@@ -9,18 +9,36 @@ INSTALLED := $(VENV)/.installed
 
 .PHONY: help up down status logs sink-logs send demo restart-worker stop-worker start-worker \
         add-worker kafka-fetch mailpit-fetch chromium kafka-up kafka-down topics groups lint format test unit-tests \
-        integration-tests e2e-tests contract-tests browser-tests screenshot chaos bench clean
+        integration-tests e2e-tests contract-tests browser-tests screenshot chaos bench clean lock
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-$(INSTALLED): pyproject.toml
+# Exactly the versions in requirements.lock, hash-checked; then the project itself with
+# --no-index, so what pyproject.toml asks for must already be there: a lock that no longer
+# matches it fails here, and nothing the tests did not run with is fetched instead.
+$(INSTALLED): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: Python 3.11 or newer is needed, and $(PYTHON) is " + sys.version.split()[0] + ". Install it (Debian/Ubuntu: sudo apt-get install python3; macOS: brew install python@3.12) or run make PYTHON=/path/to/python3.11 ...")'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "Installing the project into $(VENV) ..."
 	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
+	@$(PY) -m pip install --quiet --disable-pip-version-check --no-index --no-build-isolation -e '.[dev]' \
+		|| { echo "error: the project does not install from requirements.lock alone (pip says why above). If pyproject.toml's dependencies changed, run make lock" >&2; exit 1; }
 	@touch $@
+
+# uv, in a throwaway venv, resolves once for Linux and macOS, CPython 3.11 and newer, with every
+# file's hash, and keeps the lock's pins that pyproject.toml still allows. The lock also pins the
+# build backend and what it asks for to build the editable install, since `make` fetches neither.
+lock: ## Regenerate requirements.lock from pyproject.toml (after changing a dependency; delete it first to upgrade all)
+	@tool=$$(mktemp -d) && trap 'rm -rf "$$tool"' EXIT \
+		&& $(PYTHON) -m venv "$$tool" \
+		&& $(PYTHON) -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' >"$$tool/build.in" \
+		&& "$$tool/bin/pip" install --quiet --disable-pip-version-check uv==0.13.8 -r "$$tool/build.in" \
+		&& "$$tool/bin/python" -c 'import importlib, tomllib; backend = tomllib.load(open("pyproject.toml", "rb"))["build-system"]["build-backend"]; print(*importlib.import_module(backend).get_requires_for_build_editable(), sep="\n")' >>"$$tool/build.in" \
+		&& "$$tool/bin/uv" pip compile --quiet pyproject.toml - --extra dev --universal --python-version 3.11 \
+			--generate-hashes --custom-compile-command 'make lock' --output-file requirements.lock <"$$tool/build.in"
+	@echo "Wrote requirements.lock: commit it with pyproject.toml"
 
 up: $(INSTALLED) ## Start the whole stack in the background and say what runs where
 	@$(PY) -m deploy.local up
