@@ -18,11 +18,15 @@ from shared.settings import Settings
 
 
 def create_app(settings: Settings, email_queue: EmailQueue) -> FastAPI:
+    metrics_registry = metrics.metrics_registry()
+    event_loop_lag = metrics.event_loop_lag(metrics_registry)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await email_queue.start()
-        yield
-        await email_queue.stop()
+        async with event_loop_lag.sampling():
+            await email_queue.start()
+            yield
+            await email_queue.stop()
 
     app = FastAPI(
         title="Email API",
@@ -32,7 +36,7 @@ def create_app(settings: Settings, email_queue: EmailQueue) -> FastAPI:
     )
     app.state.settings = settings
     app.state.email_queue = email_queue
-    app.state.metrics_registry = metrics.metrics_registry()
+    app.state.metrics_registry = metrics_registry
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     app.add_exception_handler(RequestValidationError, invalid_request)  # type: ignore[arg-type]
     app.include_router(router)

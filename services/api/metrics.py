@@ -1,5 +1,5 @@
 """The API's Prometheus metrics, served at `GET /metrics`: emails accepted, emails refused and
-why, and how long Kafka took to acknowledge each record."""
+why, how long Kafka took to acknowledge each record, and the event loop's lag."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+
+from shared.loop_lag import LoopLag
 
 RefusalReason = Literal["invalid", "too_large", "kafka_unavailable"]
 REFUSAL_REASONS: Final[tuple[RefusalReason, ...]] = ("invalid", "too_large", "kafka_unavailable")
@@ -29,7 +31,8 @@ EMAILS_ACCEPTED = Counter(
 EMAILS_REFUSED = Counter(
     "email_api_emails_refused_total",
     "Requests to send an email that were refused, by reason: invalid (400 not JSON, 422 a field "
-    "is invalid), too_large (413), kafka_unavailable (503, Kafka did not acknowledge).",
+    "is invalid), too_large (413: over API_MAX_BODY_BYTES, or a record larger than the topic "
+    "takes), kafka_unavailable (503, Kafka did not acknowledge).",
     ["reason"],
     registry=None,
 )
@@ -58,3 +61,9 @@ def metrics_registry() -> CollectorRegistry:
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
     return registry
+
+
+def event_loop_lag(registry: CollectorRegistry) -> LoopLag:
+    """email_api_event_loop_lag_seconds and email_api_event_loop_lag_max_seconds in one app's
+    registry, sampled while the app runs."""
+    return LoopLag("email_api", registry)

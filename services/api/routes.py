@@ -13,7 +13,7 @@ from prometheus_client.exposition import choose_encoder
 from pydantic import BaseModel
 
 from services.api import metrics
-from services.api.email_queue import EmailQueue, KafkaUnavailable
+from services.api.email_queue import EmailQueue, EmailTooLarge, KafkaUnavailable
 from shared.schema import SCHEMA_VERSION, EmailContent, EmailRecord, message_id_for
 from shared.settings import Settings
 
@@ -84,7 +84,11 @@ router = APIRouter()
     responses={
         200: {"description": "With dry_run=true: the email is valid, and was not queued"},
         400: {"model": Problem, "description": "The body is not JSON"},
-        413: {"model": Problem, "description": "The body is too large"},
+        413: {
+            "model": Problem,
+            "description": "The body is over API_MAX_BODY_BYTES, or its record is larger "
+            "than the Kafka topic takes (max.message.bytes)",
+        },
         422: {"model": Problem, "description": "A field is invalid; `errors` names it"},
         503: {"model": Problem, "description": "Kafka did not acknowledge; retry later"},
     },
@@ -114,6 +118,9 @@ async def send_email(
         return JSONResponse({"id": record.message_id, "status": "valid"})
     try:
         queued = await queue.enqueue(record)
+    except EmailTooLarge as error:
+        metrics.refused("too_large")
+        raise HTTPException(status_code=413, detail=str(error)) from None
     except KafkaUnavailable as error:
         metrics.refused("kafka_unavailable")
         raise HTTPException(

@@ -17,6 +17,7 @@ def create_health_app(
 ) -> FastAPI:
     app = FastAPI(title="Email worker", openapi_url=None)
     registry = metrics_registry(worker)
+    app.state.metrics_registry = registry  # the composition root adds the event loop's lag
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -34,6 +34,11 @@ class FakeEmailQueue:
         return "not connected to Kafka" if self.unavailable else None
 
 
+async def default_topic_configs(bootstrap_servers: str, topic: str) -> dict[str, str]:
+    """What a broker with Kafka's defaults answers for a topic's settings."""
+    return {"max.message.bytes": "1048588", "retention.ms": "604800000"}
+
+
 def email(**fields: Any) -> dict[str, Any]:
     return {
         "from": "demo@example.com",
@@ -193,7 +198,7 @@ class HangingProducer:
 
 async def test_a_producer_that_stops_answering_is_replaced() -> None:
     settings = Settings(_env_file=None, api_produce_timeout_seconds=0.05)
-    queue = EmailQueue(settings, HangingProducer)
+    queue = EmailQueue(settings, HangingProducer, default_topic_configs)
     await queue.start()
     await asyncio.sleep(0.01)
     record = queued_record()
@@ -230,7 +235,7 @@ class StuckThenFreshProducer:
 
 async def test_the_fresh_producer_connects_while_the_stuck_one_is_still_stopping() -> None:
     settings = Settings(_env_file=None, api_produce_timeout_seconds=0.3)
-    queue = EmailQueue(settings, StuckThenFreshProducer)
+    queue = EmailQueue(settings, StuckThenFreshProducer, default_topic_configs)
     await queue.start()
     await asyncio.sleep(0.01)
     record = queued_record()

@@ -12,7 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from services.api.app import create_app
 from services.api.email_queue import EmailQueue, KafkaUnavailable
 from shared.settings import Settings
-from tests.unit.api.test_app import FakeEmailQueue, email, queued_record
+from tests.unit.api.test_app import FakeEmailQueue, default_topic_configs, email, queued_record
+from tests.unit.test_loop_lag import block_the_loop
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -144,7 +145,7 @@ class SlowProducer:
 @pytest.mark.parametrize("answers", [True, False], ids=["acknowledged", "timed_out"])
 async def test_every_produce_is_timed_until_kafka_answers_or_the_timeout(answers: bool) -> None:
     settings = Settings(_env_file=None, api_produce_timeout_seconds=0.1)
-    queue = EmailQueue(settings, lambda: SlowProducer(answers))
+    queue = EmailQueue(settings, lambda: SlowProducer(answers), default_topic_configs)
     app = create_app(settings, queue)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://api"
@@ -171,3 +172,19 @@ def test_two_apps_can_be_built_in_one_process() -> None:
     second = create_app(Settings(_env_file=None), FakeEmailQueue())  # type: ignore[arg-type]
 
     assert first.state.metrics_registry is not second.state.metrics_registry
+
+
+async def test_the_event_loop_lag_is_sampled_while_the_app_runs() -> None:
+    app = create_app(Settings(_env_file=None), FakeEmailQueue())  # type: ignore[arg-type]
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client,
+    ):
+        await asyncio.sleep(0.25)
+        block_the_loop(0.2)
+        await asyncio.sleep(0.15)
+        samples = await scrape(client)
+
+    assert samples[("email_api_event_loop_lag_seconds_count", ())] >= 2
+    assert 0.1 <= samples[("email_api_event_loop_lag_max_seconds", ())] < 0.4
+    assert samples[("email_api_event_loop_lag_seconds_bucket", (("le", "0.01"),))] >= 1
