@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -27,6 +28,7 @@ Seconds = Annotated[float, Field(gt=0)]
 Probability = Annotated[float, Field(ge=0, le=1)]
 # A comma-separated list in the environment: SINK_FAIL_5XX_RECIPIENTS=a@example.com,b@example.com
 CommaSeparated = Annotated[list[str], NoDecode]
+POSTGRES_SCHEMES = ("postgresql", "postgres")  # the two that libpq and asyncpg accept
 
 
 class Settings(BaseSettings):
@@ -43,6 +45,11 @@ class Settings(BaseSettings):
     dlq_topic: str = "email.send.dlq"
     consumer_group: str = "email-send-group"
     topic_partitions: Annotated[int, Field(ge=1, le=1000)] = 3
+    # Copies of each partition of the topics `make topics` creates, and how many must hold a
+    # record before acks=all acknowledges it. Unset: the broker's own min.insync.replicas.
+    # `make up BROKERS=3` makes them 3 and 2 unless they are set.
+    topic_replication_factor: Annotated[int, Field(ge=1, le=32)] = 1
+    topic_min_insync_replicas: Annotated[int, Field(ge=1, le=32)] | None = None
 
     # The local stack (`make up`): the broker listens on the host and port of the first
     # bootstrap server, its controller on kafka_controller_port. Relative paths below are
@@ -53,6 +60,9 @@ class Settings(BaseSettings):
     kafka_controller_port: Port = 9093
     kafka_heap_opts: str = "-Xms256m -Xmx512m"
     kafka_start_timeout_seconds: Seconds = 60.0
+    # 3 (`make up BROKERS=3`): a cluster of three nodes, each a broker and a controller, on
+    # the next ports: 9092/9093, 9094/9095, 9096/9097 (deploy/local/cluster_plan.py).
+    kafka_brokers: Annotated[int, Field(ge=1, le=3)] = 1
 
     # services/api: accepts emails over HTTP and produces them to email_topic.
     api_host: str = "127.0.0.1"
@@ -74,6 +84,10 @@ class Settings(BaseSettings):
     worker_retry_initial_seconds: Seconds = 0.5
     worker_retry_max_seconds: Seconds = 30.0
     dedupe_db_path: Path = Path("worker/delivered.sqlite3")
+    # Where the dedupe store lives. Unset: the SQLite file at dedupe_db_path, which the workers
+    # of one host share. postgresql://user:password@host:5432/database: a PostgreSQL database
+    # that the workers of every host share. A path (no scheme) is a SQLite file too.
+    dedupe_url: str | None = None
     # How long the dedupe store keeps an email's state. Unset: email_topic's retention.ms plus
     # a day (after that no record of the email can be read again); never, if that is infinite.
     dedupe_retention_hours: Annotated[float, Field(gt=0)] | None = None
@@ -145,6 +159,14 @@ class Settings(BaseSettings):
                 )
         return value
 
+    @field_validator("kafka_brokers")
+    @classmethod
+    def _check_brokers(cls, value: int) -> int:
+        # Two voters would stop as soon as either is down: no better than one.
+        if value not in (1, 3):
+            raise ValueError("expected 1 (one node) or 3 (a cluster that survives one down)")
+        return value
+
     @field_validator(
         "run_dir", "kafka_libs_dir", "mailpit_cache_dir", "smtp_ca_file", "sink_tls_cert_file",
         "sink_tls_key_file", "sink_auth_file",
@@ -159,6 +181,26 @@ class Settings(BaseSettings):
     def _relative_to_run_dir(cls, value: Path, info: ValidationInfo) -> Path:
         run_dir: Path = info.data.get("run_dir", PROJECT_ROOT / "run")
         return value if value.is_absolute() else run_dir / value
+
+    @field_validator("dedupe_url")
+    @classmethod
+    def _check_dedupe_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """Empty means unset; a path is a SQLite file, relative to run_dir as dedupe_db_path."""
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        scheme, has_scheme, _ = value.partition("://")
+        if not has_scheme:
+            run_dir: Path = info.data.get("run_dir", PROJECT_ROOT / "run")
+            return str(value if Path(value).is_absolute() else run_dir / value)
+        if scheme not in POSTGRES_SCHEMES:
+            raise ValueError(
+                "expected postgresql://user:password@host:5432/database (a database the "
+                "workers of every host share) or the path of a SQLite file (no scheme), got a "
+                f"{scheme}:// URL"
+            )
+        urlsplit(value).port  # noqa: B018 (it raises ValueError for a port out of range)
+        return value
 
     @field_validator(
         "sink_fail_4xx_recipients",

@@ -60,6 +60,7 @@ ISOLATED = {
     "CONSOLE_HOST": "127.0.0.1",
     "SMTP_HOST": "127.0.0.1",
     "DEDUPE_DB_PATH": "worker/delivered.sqlite3",
+    "DEDUPE_URL": "",  # empty is unset: never a developer's own database from .env
     "SINK_DB_PATH": "sink/messages.sqlite3",
     "SINK_FAIL_4XX_RECIPIENTS": "",
     "SINK_FAIL_5XX_RECIPIENTS": "",

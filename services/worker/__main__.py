@@ -18,7 +18,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from services.worker.dead_letters import DeadLetters
-from services.worker.dedupe import SqliteDedupeStore
+from services.worker.dedupe import CannotOpenDedupeStore, open_dedupe_store
 from services.worker.faults import ConfigurationFaults
 from services.worker.health import create_health_app
 from services.worker.partition import PartitionWorker
@@ -35,6 +35,7 @@ from shared.kafka import (
     topic_configs,
 )
 from shared.logs import configure_logging
+from shared.loop_lag import LoopLag
 from shared.settings import Settings, load_settings
 
 log = logging.getLogger("worker")
@@ -44,7 +45,10 @@ CLEANUP_SECONDS = 5.0  # for each of leaving the group and closing the producer
 
 async def serve(settings: Settings, smtp: SmtpServer) -> None:
     client_id = f"email-worker-{socket.gethostname()}-{os.getpid()}"
-    store = SqliteDedupeStore(settings.dedupe_db_path)
+    try:
+        store = await open_dedupe_store(settings.dedupe_url or settings.dedupe_db_path)
+    except CannotOpenDedupeStore as error:
+        sys.exit(f"cannot open the dedupe store: {error}")
     dead_letter_producer = create_producer(settings, client_id=client_id, request_timeout_ms=30_000)
     consumer = create_consumer(settings, client_id=client_id)
     configuration_faults = ConfigurationFaults(
@@ -78,11 +82,9 @@ async def serve(settings: Settings, smtp: SmtpServer) -> None:
         start_partition,
         max_backlog=settings.worker_max_batch_records,
     )
-    health = embedded_server(
-        create_health_app(worker, settings.consumer_group, configuration_faults),
-        settings.worker_host,
-        settings.worker_port,
-    )
+    health_app = create_health_app(worker, settings.consumer_group, configuration_faults)
+    loop_lag = LoopLag("email_worker", health_app.state.metrics_registry)
+    health = embedded_server(health_app, settings.worker_host, settings.worker_port)
     health_task = asyncio.create_task(health.serve())
 
     stopping = asyncio.Event()
@@ -91,43 +93,50 @@ async def serve(settings: Settings, smtp: SmtpServer) -> None:
         loop.add_signal_handler(signal_number, stopping.set)
 
     pruning: asyncio.Task[None] | None = None
-    try:
-        bootstrap = settings.kafka_bootstrap_servers
-        if await start_when_kafka_answers(
-            dead_letter_producer, bootstrap, stopping
-        ) and await start_when_kafka_answers(consumer, bootstrap, stopping):
-            log.info(
-                "consuming %s as %s (client id %s), delivering to %s",
-                settings.email_topic, settings.consumer_group, client_id, smtp.describe(),
-            )  # fmt: skip
-            keep_seconds = await dedupe_retention_seconds(settings)
-            if keep_seconds is not None:
-                pruning = asyncio.create_task(prune_until_stopped(store, keep_seconds, stopping))
-            consuming = asyncio.create_task(worker.run(stopping))
-            stop_requested = asyncio.create_task(stopping.wait())
-            await asyncio.wait({consuming, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
-            stop_requested.cancel()
-            # run() returns once the emails in flight are finished and their offsets committed:
-            # within the shutdown timeout, or, for an email whose final "." was sent, when its
-            # reply comes (at most SMTP_DATA_END_TIMEOUT_SECONDS later).
+    async with loop_lag.sampling():
+        try:
+            bootstrap = settings.kafka_bootstrap_servers
+            if await start_when_kafka_answers(
+                dead_letter_producer, bootstrap, stopping
+            ) and await start_when_kafka_answers(consumer, bootstrap, stopping):
+                log.info(
+                    "consuming %s as %s (client id %s), delivering to %s",
+                    settings.email_topic, settings.consumer_group, client_id, smtp.describe(),
+                )  # fmt: skip
+                keep_seconds = await dedupe_retention_seconds(settings)
+                if keep_seconds is not None:
+                    pruning = asyncio.create_task(
+                        prune_until_stopped(store, keep_seconds, stopping)
+                    )
+                consuming = asyncio.create_task(worker.run(stopping))
+                stop_requested = asyncio.create_task(stopping.wait())
+                await asyncio.wait({consuming, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
+                stop_requested.cancel()
+                # run() returns once the emails in flight are finished and their offsets committed:
+                # within the shutdown timeout, or, for an email whose final "." was sent, when its
+                # reply comes (at most SMTP_DATA_END_TIMEOUT_SECONDS later).
+                await finish_within(
+                    consuming,
+                    settings.worker_shutdown_timeout_seconds
+                    + settings.smtp_data_end_timeout_seconds
+                    + CLEANUP_SECONDS,
+                    "finishing the email in flight",
+                )
+        finally:
+            # consumer.stop() leaves the group, so its partitions move to another worker at once.
+            await finish_within(consumer.stop(), CLEANUP_SECONDS, "leaving the group")
             await finish_within(
-                consuming,
-                settings.worker_shutdown_timeout_seconds
-                + settings.smtp_data_end_timeout_seconds
-                + CLEANUP_SECONDS,
-                "finishing the email in flight",
+                dead_letter_producer.stop(), CLEANUP_SECONDS, "closing the producer"
             )
-    finally:
-        # consumer.stop() leaves the group, so its partitions move to another worker at once.
-        await finish_within(consumer.stop(), CLEANUP_SECONDS, "leaving the group")
-        await finish_within(dead_letter_producer.stop(), CLEANUP_SECONDS, "closing the producer")
-        stopping.set()
-        if pruning is not None:
-            await pruning
-        store.close()
-        health.should_exit = True
-        await health_task
-        log.info("stopped")
+            stopping.set()
+            if pruning is not None:
+                await pruning
+            await store.close()
+            health.should_exit = True
+            await health_task
+            log.info(
+                "stopped (the event loop lagged %.0f ms at most)", 1000 * loop_lag.max_lag_seconds
+            )
 
 
 async def finish_within(step: Awaitable[None], seconds: float, what: str) -> None:

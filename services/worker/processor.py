@@ -9,7 +9,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 from aiokafka.structs import ConsumerRecord
 from aiosmtplib import SMTPResponse
@@ -24,6 +24,7 @@ from shared.schema import EmailRecord, parse_record
 log = logging.getLogger("worker")
 
 Finished = Literal["delivered", "duplicate", "dead-lettered"]
+T = TypeVar("T")
 
 
 class Mailer(Protocol):
@@ -102,7 +103,11 @@ class EmailProcessor:
             log.warning("%s: dead-lettered a %s", where, reason)
             return "dead-lettered"
 
-        state = await self._store.state_of(email.message_id)
+        state = await self._until_done(
+            lambda: self._store.state_of(email.message_id),
+            f"{where}: cannot read the state of {email.message_id} from the dedupe store",
+            stopping,
+        )
         if state is not None and state.finished is not None:
             metrics.EMAILS_SKIPPED_DUPLICATE.inc()
             log.info(
@@ -296,16 +301,15 @@ class EmailProcessor:
         )
 
     async def _until_done(
-        self, action: Callable[[], Awaitable[None]], failed: str, stopping: asyncio.Event
-    ) -> None:
+        self, action: Callable[[], Awaitable[T]], failed: str, stopping: asyncio.Event
+    ) -> T:
         """Repeat an action on Kafka or the store until it succeeds, with the same back-off as
         SMTP (either way a server is away for a while); raises Stopped if asked to stop."""
         attempt = 0
         while True:
             attempt += 1
             try:
-                await action()
-                return
+                return await action()
             except Exception as error:
                 delay = self._retry.delay(attempt)
                 log.warning("%s (%s); retrying in %.1f s", failed, error, delay)

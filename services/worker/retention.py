@@ -16,7 +16,9 @@ PRUNE_EVERY_SECONDS = 3600.0
 
 
 class PrunableStore(Protocol):
-    def prune(self, older_than: float) -> int: ...
+    """SQLite deletes in a thread of its own, PostgreSQL over the network: the loop runs on."""
+
+    async def prune(self, older_than: float) -> int: ...
 
 
 def retention_seconds(
@@ -34,11 +36,11 @@ def retention_seconds(
 async def prune_until_stopped(
     store: PrunableStore, keep_seconds: float, stopping: asyncio.Event
 ) -> None:
-    """Prune now and every hour, in a thread: deleting a day's states must not stall the loop."""
+    """Prune now and every hour; deleting a day's states must not stall the loop."""
     while not stopping.is_set():
         try:
-            deleted = await asyncio.to_thread(store.prune, time.time() - keep_seconds)
-        except Exception as error:  # a locked or full database: the next round tries again
+            deleted = await store.prune(time.time() - keep_seconds)
+        except Exception as error:  # a locked, full or unreachable database: next round
             log.warning("could not prune the dedupe store (%s); trying again in an hour", error)
         else:
             if deleted:

@@ -10,7 +10,7 @@ import pytest
 from aiosmtplib import SMTPRecipientRefused, SMTPRecipientsRefused, SMTPResponse, SMTPSenderRefused
 
 from services.worker import metrics
-from services.worker.dedupe import Outcome
+from services.worker.dedupe import DeliveryState, Outcome
 from services.worker.delivery import ConfigurationFault, OutcomeUnknown
 from services.worker.faults import ConfigurationFaults
 from services.worker.mime import OutgoingEmail
@@ -396,3 +396,26 @@ async def test_no_log_line_names_a_bcc_recipient(caplog: pytest.LogCaptureFixtur
 
     assert "secret@example.com" not in caplog.text
     assert "hidden@example.com" not in caplog.text
+
+
+class UnreachableStore(InMemoryDedupeStore):
+    """A shared store (PostgreSQL) that is away for the first reads."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def state_of(self, message_id: str) -> DeliveryState | None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionRefusedError("the dedupe store is restarting")
+        return await super().state_of(message_id)
+
+
+async def test_a_failing_dedupe_read_is_retried_not_a_crash() -> None:
+    store, mailer = UnreachableStore(failures=2), FakeMailer()
+
+    outcome = await processor(store).process(kafka_record(0, "m-1"), mailer, asyncio.Event())
+
+    assert outcome == "delivered"
+    assert mailer.attempts == 1

@@ -1,38 +1,15 @@
-"""The dedupe store: what became of each message id, per recipient, so that a record read again
-after a crash or a rebalance goes only to the recipients the server has not yet taken."""
+"""The dedupe store in a SQLite file: the workers of one host share it, each process with its
+own connection, in WAL mode."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from collections.abc import Collection
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
 
-Outcome = Literal["delivered", "dead-lettered"]
-PRUNE_BATCH = 1000  # rows per delete: each holds the write lock for about a millisecond
-
-
-@dataclass(frozen=True)
-class DeliveryState:
-    """What the store knows of one email."""
-
-    finished: Outcome | None  # None: some recipients are still owed it
-    accepted: frozenset[str] = frozenset()  # recipients the server took (250) in earlier tries
-
-
-class DedupeStore(Protocol):
-    """What the worker needs of a store. SQLite serves the workers of one host; a store shared
-    by workers on several hosts (PostgreSQL) implements the same methods."""
-
-    async def state_of(self, message_id: str) -> DeliveryState | None: ...
-
-    async def record_accepted(
-        self, message_id: str, recipients: Collection[str], source: str
-    ) -> None: ...
-
-    async def record(self, message_id: str, outcome: Outcome, source: str) -> None: ...
+from services.worker.dedupe.contract import PRUNE_BATCH, DeliveryState, Outcome
 
 
 class SqliteDedupeStore:
@@ -111,10 +88,14 @@ class SqliteDedupeStore:
             (message_id, outcome, source, time.time()),
         )
 
-    def prune(self, older_than: float) -> int:
-        """Delete the states last written before `older_than` (seconds since the epoch), in
-        small batches on a connection of its own: run it in a thread. Returns the count."""
-        db = _connect(self._path, busy_timeout_ms=5000)  # off the loop: it may wait its turn
+    async def prune(self, older_than: float) -> int:
+        """Delete the states last written before `older_than` (seconds since the epoch), in a
+        thread: deleting a day's states must not stall the loop. Returns the count."""
+        return await asyncio.to_thread(self._prune_in_batches, older_than)
+
+    def _prune_in_batches(self, older_than: float) -> int:
+        """Small batches on a connection of its own, which may wait its turn for the lock."""
+        db = _connect(self._path, busy_timeout_ms=5000)
         deleted = 0
         try:
             while True:
@@ -129,7 +110,7 @@ class SqliteDedupeStore:
         finally:
             db.close()
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self._db.close()
 
 
