@@ -16,6 +16,7 @@ import uvicorn
 
 from services.smtp_sink.api import build_app
 from services.smtp_sink.faults import FaultPolicy
+from services.smtp_sink.greylist import Greylist
 from services.smtp_sink.ids import TimeOrderedIds
 from services.smtp_sink.metrics import SinkMetrics
 from services.smtp_sink.security import (
@@ -50,6 +51,8 @@ def main() -> None:
 async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     security = _security(settings)
+    for warning in security.warnings():
+        log.warning("%s", warning)
     smtp_socket = listen("smtp_sink", settings.sink_host, settings.sink_smtp_port, "SMTP")
     http_socket = listen("smtp_sink", settings.sink_host, settings.sink_http_port, "HTTP")
     store = MessageStore(settings.sink_db_path)
@@ -60,6 +63,7 @@ async def serve(settings: Settings) -> None:
         permanent_recipients=settings.sink_fail_5xx_recipients,
         transient_rate=settings.sink_fail_4xx_rate,
         permanent_rate=settings.sink_fail_5xx_rate,
+        greylist=Greylist(settings.sink_greylist_domains, settings.sink_greylist_seconds),
     )
     handler = SinkHandler(
         store=store,
@@ -109,6 +113,8 @@ async def serve(settings: Settings) -> None:
     )
     for offer in security.offers():
         log.info("%s", offer)
+    if faults.greylist.on:
+        log.info("%s", faults.greylist.describe())
     try:
         stop_task = asyncio.create_task(stopping.wait())
         await asyncio.wait({http_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)

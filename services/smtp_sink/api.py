@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from importlib import metadata, resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
@@ -20,12 +20,14 @@ from services.smtp_sink import shapes
 from services.smtp_sink.faults import ChaosError, FaultPolicy, chaos_triggers
 from services.smtp_sink.mailbox import MailboxPage, SearchPage, SinkStats, StoredMessage
 from services.smtp_sink.metrics import SinkMetrics
-from services.smtp_sink.mime import read_message
+from services.smtp_sink.mime import LARGE_MESSAGE_BYTES, read_message
+from services.smtp_sink.paging import DEFAULT_LIMIT, PagingError, read_paging
 from services.smtp_sink.search import Filter, SearchError, parse_query
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LIMIT = 50  # Mailpit's default page size
+T = TypeVar("T")
+
 LATEST = "latest"
 READY_TIMEOUT_SECONDS = 2.0
 
@@ -92,25 +94,30 @@ def build_app(
 
     @app.get("/api/v1/messages", response_model=shapes.MessagesSummary)
     async def list_messages(start: str = "0", limit: str = str(DEFAULT_LIMIT)) -> Any:
-        """Messages from newest to oldest; like Mailpit, unusable start/limit mean the default."""
-        first = _non_negative(start, default=0)
-        count = _non_negative(limit, default=DEFAULT_LIMIT) or DEFAULT_LIMIT
-        return shapes.messages_summary(await store.page(first, count), first)
+        """Messages from newest to oldest; a start or limit the sink cannot use is a 400."""
+        try:
+            paging = read_paging(start, limit)
+        except PagingError as error:
+            return PlainTextResponse(str(error), 400)
+        page = await store.page(paging.start, paging.limit)
+        return shapes.messages_summary(page, paging.start)
 
     @app.delete("/api/v1/messages", response_class=PlainTextResponse)
     async def delete_messages(request: Request) -> Any:
         """Delete the messages whose IDs are in {"IDs": [...]}, or all without IDs."""
         body = await request.body()
         try:
-            request_json = json.loads(body) if body.strip() else {}
+            request_json = _json(body) if body.strip() else {}
         except ValueError:
             # Mailpit deletes everything on a body it cannot read; the sink refuses instead.
             return PlainTextResponse('invalid JSON body, expected {"IDs": [...]}', 400)
         message_ids = request_json.get("IDs") if isinstance(request_json, dict) else None
         if message_ids is not None and not (
-            isinstance(message_ids, list) and all(isinstance(i, str) for i in message_ids)
+            isinstance(message_ids, list) and all(_is_text(i) for i in message_ids)
         ):
-            return PlainTextResponse("IDs must be a list of message IDs", 400)
+            return PlainTextResponse(
+                "IDs must be a list of message IDs, each a string of Unicode text", 400
+            )
         metrics.deleted(await store.delete(message_ids or None))
         if not message_ids:
             metrics.forget_latencies()
@@ -123,11 +130,11 @@ def build_app(
         """Mailpit's search: the matching messages, newest first; messages_count counts them."""
         try:
             filters = parse_query(query)
-        except SearchError as error:
+            paging = read_paging(start, limit)
+        except (SearchError, PagingError) as error:
             return PlainTextResponse(str(error), 400)
-        first = _non_negative(start, default=0)
-        count = _non_negative(limit, default=DEFAULT_LIMIT) or DEFAULT_LIMIT
-        return shapes.search_summary(await store.search(filters, first, count), first)
+        page = await store.search(filters, paging.start, paging.limit)
+        return shapes.search_summary(page, paging.start)
 
     @app.delete("/api/v1/search", response_class=PlainTextResponse)
     async def delete_search(query: str = "") -> Any:
@@ -146,7 +153,10 @@ def build_app(
         if found is None:
             return None
         stored, raw = found
-        return shapes.message(stored, read_message(raw)), raw
+        message = await _off_the_loop_if_large(
+            raw, lambda: shapes.message(stored, read_message(raw))
+        )
+        return message, raw
 
     @app.get("/api/v1/message/{ID}", response_model=shapes.Message)
     async def get_message(ID: str) -> Any:
@@ -177,7 +187,7 @@ def build_app(
         raw = await store.raw(message_id) if message_id else None
         if raw is None:
             return _not_found(ID)
-        return shapes.headers(read_message(raw))
+        return await _off_the_loop_if_large(raw, lambda: shapes.headers(read_message(raw)))
 
     @app.get("/api/v1/stats", response_model=shapes.Stats)
     async def get_stats() -> Any:
@@ -206,7 +216,7 @@ def build_app(
         """Set every trigger at once, as Mailpit does: a trigger left out is switched off.
         A body the sink cannot take changes nothing and is a 400 that says why."""
         try:
-            triggers = chaos_triggers(json.loads(await request.body()))
+            triggers = chaos_triggers(_json(await request.body()))
         except ChaosError as error:
             return PlainTextResponse(str(error), 400)
         except ValueError:
@@ -289,9 +299,29 @@ def _not_found(message_id: str) -> PlainTextResponse:
     return PlainTextResponse(f"Message not found: no message has ID {message_id!r}", 404)
 
 
-def _non_negative(value: str, default: int) -> int:
+async def _off_the_loop_if_large(raw: bytes, work: Callable[[], T]) -> T:
+    """work(), which reads the raw message: in a thread if it is large (mime.LARGE_MESSAGE_BYTES),
+    so that the SMTP sessions on the event loop are not held up."""
+    if len(raw) < LARGE_MESSAGE_BYTES:
+        return work()
+    return await asyncio.to_thread(work)
+
+
+def _json(body: bytes) -> object:
+    """The body's JSON; ValueError for a body that is none, nested too deep included (json
+    says so with a RecursionError)."""
     try:
-        number = int(value)
-    except ValueError:
-        return default
-    return number if number >= 0 else default
+        return json.loads(body)
+    except RecursionError:
+        raise ValueError("JSON nested too deep") from None
+
+
+def _is_text(value: object) -> bool:
+    """A string SQLite can take: JSON's \\ud800 escapes give Python strings that are not."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -1,11 +1,12 @@
 """The sink's AUTH: the users of an auth file ("username:password" lines, as Mailpit's
---smtp-auth-file) and the aiosmtpd authenticator that checks PLAIN and LOGIN against them."""
+--smtp-auth-file), the aiosmtpd authenticator that checks PLAIN and LOGIN against them, and the
+limit on failed attempts per connection."""
 
 from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
@@ -13,6 +14,13 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 log = logging.getLogger(__name__)
 
 MECHANISMS = ("PLAIN", "LOGIN")  # aiosmtpd's own; both carry the password as it is
+# A password guesser gets this many tries per connection, as Postfix's smtpd caps the errors of
+# one session; the last failed try is answered with this reply, and the connection is closed.
+MAX_FAILED_ATTEMPTS = 3
+TOO_MANY_FAILURES_REPLY = "421 4.7.0 Too many failed authentication attempts"
+
+# aiosmtpd's `authenticator`: (server, session, envelope, mechanism, auth_data) -> AuthResult.
+Authenticator = Callable[[SMTP, Session, Envelope, str, Any], AuthResult]
 
 
 class AuthFileError(ValueError):
@@ -71,11 +79,40 @@ class FileAuthenticator:
             "AUTH %s refused for %r from %s",
             mechanism,
             auth_data.login.decode(errors="replace"),
-            _peer(session),
+            peer_host(session),
         )
         return AuthResult(success=False, handled=False)
 
 
-def _peer(session: Session) -> str:
+class AttemptLimit:
+    """One connection's authenticator: the sink's, until MAX_FAILED_ATTEMPTS of its tries have
+    failed; the last failure is answered with TOO_MANY_FAILURES_REPLY, and `exhausted` tells
+    the session to close the connection."""
+
+    def __init__(
+        self, authenticator: Authenticator, max_failures: int = MAX_FAILED_ATTEMPTS
+    ) -> None:
+        self._authenticator = authenticator
+        self._max_failures = max_failures
+        self.failures = 0
+
+    @property
+    def exhausted(self) -> bool:
+        return self.failures >= self._max_failures
+
+    def __call__(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        result = self._authenticator(server, session, envelope, mechanism, auth_data)
+        if result.success:
+            return result
+        self.failures += 1
+        if self.exhausted and not result.handled:
+            return AuthResult(success=False, handled=False, message=TOO_MANY_FAILURES_REPLY)
+        return result
+
+
+def peer_host(session: Session) -> str:
+    """The client's address, as the sink's log lines name it."""
     peer = session.peer
     return str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)

@@ -25,6 +25,10 @@ _DOT_LINE_END = b".\r\n"
 # The most a reader holds while a section is read (asyncio lets it buffer twice its limit);
 # a larger message comes in several reads.
 _MOST_BUFFERED = 1024 * 1024
+# A read of what is already buffered does not wait, so it does not let the event loop run
+# either: after this many bytes read so, the loop runs once (a section of lines that end in a
+# dot, one read per line, would hold it for a fifth of a second per buffer).
+_BYTES_BETWEEN_YIELDS = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -45,8 +49,14 @@ async def read_data_section(
     """
     # None or 0 is aiosmtpd's "no limit"; below 0, it refuses everything but an empty message.
     limit = max(size_limit or sys.maxsize, 0)
-    kept: list[bytes] = []
+    # Each read is unstuffed and measured as it comes, not the whole section at its end: a
+    # 10 MB section is then a few milliseconds of work per read, never one long stall of the
+    # event loop that every other session waits for.
+    kept: list[bytes] = []  # as received, for a refusal's line-by-line decision
+    unstuffed: list[bytes] = []
+    lines = LineLimit(line_length_limit - len(_CRLF))
     received = 0
+    yielded_at = 0  # received, when the event loop last ran
     refusal: _AiosmtpdRefusal | None = None  # once the section is over the size limit
     # A dot line ends the section only at the start of a line: right after a CRLF, which may
     # have come in the read before; the section itself starts at the start of a line.
@@ -69,28 +79,77 @@ async def read_data_section(
                 refusal.read(data)  # the message is refused; read on to its end
             else:
                 kept.append(data)
+                unstuffed.append(unstuff(data, before=last_two))
+                lines.read(data)
                 if received > limit:
                     refusal = _AiosmtpdRefusal(limit, line_length_limit)
                     refusal.read(b"".join(kept))
                     kept.clear()
+                    unstuffed.clear()
             if ended:
                 break
             last_two = _last_two(last_two, data)
+            if received - yielded_at >= _BYTES_BETWEEN_YIELDS:
+                await asyncio.sleep(0)
+                yielded_at = received
     if refusal is not None:
         # Every line has come, and together they are over the size limit: one of them decided.
         assert refusal.reply is not None
         return DataSection(b"", refusal.reply)
-    section = b"".join(kept)
-    longest_line = max(map(len, section.split(_CRLF))) + len(_CRLF)
-    if longest_line > line_length_limit:
+    if lines.exceeded:
         return DataSection(b"", LINE_TOO_LONG_REPLY)
-    return DataSection(unstuff(section))
+    return DataSection(b"".join(unstuffed))
 
 
-def unstuff(section: bytes) -> bytes:
-    """The section without the dot that a client puts before every line starting with one."""
-    unstuffed = section.replace(b"\r\n.", _CRLF)
-    return unstuffed[1:] if unstuffed.startswith(b".") else unstuffed
+def unstuff(piece: bytes, before: bytes = _CRLF) -> bytes:
+    """The piece without the dot that a client puts before every line starting with one.
+
+    `before` is what came right before the piece, at least its last two bytes: a line may have
+    started in the read before. The default is the start of a section, itself a line's start.
+    """
+    unstuffed = piece.replace(b"\r\n.", _CRLF)
+    # replace() never touches the piece's first two bytes as the end of a CRLF before them.
+    if before.endswith(_CRLF) and unstuffed.startswith(b"."):
+        return unstuffed[1:]
+    if before.endswith(b"\r") and unstuffed.startswith(b"\n."):
+        return b"\n" + unstuffed[2:]
+    return unstuffed
+
+
+class LineLimit:
+    """Whether a section, read piece by piece, has a line of more than `most` bytes without its
+    CRLF: what max(map(len, section.split(CRLF))) > most says of the whole section."""
+
+    def __init__(self, most: int) -> None:
+        self._most = most
+        self._ended_over = False
+        self._open = 0  # the bytes so far of the line not yet ended
+        self._cr_last = False
+
+    @property
+    def exceeded(self) -> bool:
+        return self._ended_over or self._open > self._most
+
+    def read(self, piece: bytes) -> None:
+        if self._cr_last and piece.startswith(b"\n"):
+            # A CRLF split between two reads: the open line ended before its CR.
+            self._ended_over |= self._open - 1 > self._most
+            self._open = 0
+            piece = piece[1:]
+        self._cr_last = piece.endswith(b"\r")
+        if self._open + len(piece) <= self._most:
+            # No line in it can be over the limit: no need to split it (nearly every message
+            # is one such piece).
+            last_crlf = piece.rfind(_CRLF)
+            self._open = self._open + len(piece) if last_crlf < 0 else len(piece) - last_crlf - 2
+            return
+        *ended, last = piece.split(_CRLF)
+        if ended:
+            first_over = self._open + len(ended[0]) > self._most
+            self._ended_over |= first_over or max(map(len, ended)) > self._most
+            self._open = len(last)
+        else:
+            self._open += len(last)
 
 
 @contextlib.contextmanager

@@ -1,8 +1,10 @@
 """Fault injection: which recipients and which messages the sink refuses, and with what reply;
-and Mailpit's chaos triggers, which refuse SMTP steps at random and change through the HTTP API.
+greylisting; and Mailpit's chaos triggers, which refuse SMTP steps at random and change through
+the HTTP API.
 
 Decisions are pure: the caller hands in the recipient or a random draw in [0, 1) and sends the
-reply. Only Chaos holds state, the live triggers, and draws for them.
+reply. Two parts hold state: Chaos, the live triggers, which draws for them; and the Greylist,
+the pairs it has seen and when, by the clock it is handed.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+
+from services.smtp_sink.greylist import Greylist
 
 TRANSIENT_RECIPIENT_REPLY = (
     "451 4.3.0 Injected transient failure for this recipient, try again later"
@@ -92,8 +96,9 @@ class FaultPolicy:
     permanent_recipients: frozenset[str]  # lower-cased
     transient_rate: float
     permanent_rate: float
-    # The one part that changes at run time; the lists and rates are the settings'.
+    # The parts that change at run time; the lists and rates are the settings'.
     chaos: Chaos = field(default_factory=Chaos, compare=False)
+    greylist: Greylist = field(default_factory=Greylist.off, compare=False)
 
     @classmethod
     def of(
@@ -103,6 +108,7 @@ class FaultPolicy:
         transient_rate: float = 0.0,
         permanent_rate: float = 0.0,
         chaos: Chaos | None = None,
+        greylist: Greylist | None = None,
     ) -> FaultPolicy:
         return cls(
             frozenset(address.lower() for address in transient_recipients),
@@ -110,13 +116,15 @@ class FaultPolicy:
             transient_rate,
             permanent_rate,
             chaos or Chaos(),
+            greylist or Greylist.off(),
         )
 
 
-def recipient_refusal(policy: FaultPolicy, address: str) -> str | None:
-    """The reply refusing RCPT TO:<address>, or None to accept it.
+def recipient_refusal(policy: FaultPolicy, address: str, sender: str = "") -> str | None:
+    """The reply refusing RCPT TO:<address> after MAIL FROM:<sender>, or None to accept it.
 
-    A listed recipient always fails as listed, a permanent listing first; any other recipient
+    A listed recipient always fails as listed, a permanent listing first; a recipient at a
+    greylisted domain fails while its pair with the sender is greylisted; any other recipient
     fails as often as the Recipient chaos trigger says.
     """
     recipient = address.lower()
@@ -124,6 +132,9 @@ def recipient_refusal(policy: FaultPolicy, address: str) -> str | None:
         return PERMANENT_RECIPIENT_REPLY
     if recipient in policy.transient_recipients:
         return TRANSIENT_RECIPIENT_REPLY
+    greylisted = policy.greylist.refusal(sender, recipient)
+    if greylisted is not None:
+        return greylisted
     return policy.chaos.refusal(Stage.RECIPIENT)
 
 

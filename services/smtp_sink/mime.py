@@ -10,19 +10,23 @@ import email.policy
 import html
 import quopri
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.header import decode_header, make_header
 from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
-from functools import cached_property
+from functools import cached_property, partial
 
 # compat32 is several times faster than the modern policy and keeps header values raw, which
 # both the /headers route (Mailpit returns raw values) and our own decoding below want.
 _PARSER = email.parser.BytesParser(policy=email.policy.compat32)
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _WHITESPACE = re.compile(r"\s+")
+_VISIBLE = re.compile(r"\S")
+_LINE_BREAK = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")  # where splitlines() splits
 _SCRIPT_OR_STYLE = re.compile(r"<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_SCRIPT_OR_STYLE_START = re.compile(r"<(script|style)\b", re.IGNORECASE)
 _TAG = re.compile(r"<[^>]*>")
 _BLOCK_END = re.compile(r"<(br|/p|/div|/tr|/h[1-6]|/li)\b[^>]*>", re.IGNORECASE)
 _BARE_ADDRESS = re.compile(r'[^\s@<>()\[\],;:"\\]+@[^\s@<>()\[\],;:"\\]+')
@@ -31,6 +35,13 @@ _NAMED_ADDRESS = re.compile(
     r'<(?P<address>[^\s@<>()\[\],;:"\\]+@[^\s@<>()\[\],;:"\\]+)>'
 )
 SNIPPET_CHARS = 200  # Mailpit's CreateSnippet limit
+# A message this large is read in a thread, not on the event loop: reading 10 MB takes a second
+# of CPU, which would hold up every SMTP session and HTTP request the loop serves. A smaller one
+# takes a few milliseconds at most, less than a thread hop would add.
+LARGE_MESSAGE_BYTES = 256 * 1024
+# The most characters one regular expression pass over a large body takes at once: a thread
+# reading a large message holds the GIL through each pass, and the event loop waits for it.
+PASS_CHARS = 256 * 1024
 # The single-part fast path: a header block as the email package reads one, a text type with
 # at most a charset, the encodings whose bytes are the text, and what sends a message elsewhere.
 # A field: "name:" (printable ASCII but the colon), its value's first line, and continuation
@@ -108,16 +119,29 @@ class ParsedMessage:
     @property
     def snippet(self) -> str:
         """Mailpit's snippet: the start of the body text, whitespace collapsed."""
-        collapsed = _WHITESPACE.sub(" ", self.body_text.replace("\ufeff", " ")).strip()
-        if len(collapsed) <= SNIPPET_CHARS:
-            return collapsed
-        return collapsed[:SNIPPET_CHARS] + "..."
+        body = self.body_text
+        # Collapsing the start of the body gives the start of the collapsed body: a large body
+        # needs the few characters the snippet shows, not a pass over all of its megabytes.
+        start_chars = 4 * SNIPPET_CHARS
+        while True:
+            collapsed = _WHITESPACE.sub(" ", body[:start_chars].replace("\ufeff", " ")).strip()
+            if len(collapsed) > SNIPPET_CHARS:
+                return collapsed[:SNIPPET_CHARS] + "..."
+            if start_chars >= len(body):
+                return collapsed
+            start_chars *= 4
 
     @property
     def first_line(self) -> str:
         """The first non-blank line of the text body, for the printed log."""
         source = self.text if self.text.strip() else html_to_text(self.html)
-        return next((line.strip() for line in source.splitlines() if line.strip()), "")
+        # The line around the first visible character: what the first non-blank line of
+        # splitlines() is, without splitting a large body into all of its lines.
+        visible = _VISIBLE.search(source)
+        if visible is None:
+            return ""
+        line_break = _LINE_BREAK.search(source, visible.start())
+        return source[visible.start() : line_break.start() if line_break else None].strip()
 
 
 def read_message(raw: bytes) -> ParsedMessage:
@@ -164,7 +188,7 @@ def _read_single_text_part(raw: bytes) -> ParsedMessage | None:
         decoded = payload.decode(charset, errors="replace")
     except LookupError:
         decoded = payload.decode("utf-8", errors="replace")
-    body = decoded.replace("\r\n", "\n")
+    body = _lf_line_ends(decoded)
     headers = tuple((name, _header_value(value)) for name, value in raw_items)
     if content_type["subtype"].lower() == "html":
         return _parsed(headers, "", body, [], [])
@@ -207,9 +231,57 @@ def decode_words(value: str) -> str:
 
 
 def html_to_text(markup: str) -> str:
-    without_code = _SCRIPT_OR_STYLE.sub(" ", markup)
-    with_breaks = _BLOCK_END.sub("\n", without_code)
-    return html.unescape(_TAG.sub("", with_breaks)).strip()
+    without_code = _without_scripts_and_styles(markup)
+    with_breaks = _replace_tags(_BLOCK_END, "\n", without_code)
+    return html.unescape(_replace_tags(_TAG, "", with_breaks)).strip()
+
+
+def _without_scripts_and_styles(markup: str) -> str:
+    """_SCRIPT_OR_STYLE.sub(" ", markup) in time linear in the markup.
+
+    The expression alone looks for the end of an element that is never closed again from every
+    later opening of its kind: a megabyte of "<script" would take hours. Here an element with no
+    end is looked for once; a later opening of the same name (as the backreference compares
+    it) cannot find an end either.
+    """
+    kept: list[str] = []
+    copied_up_to = searched_from = 0
+    unclosed: set[str] = set()
+    while (start := _SCRIPT_OR_STYLE_START.search(markup, searched_from)) is not None:
+        name = start[1].lower()
+        element = None if name in unclosed else _SCRIPT_OR_STYLE.match(markup, start.start())
+        if element is None:
+            unclosed.add(name)
+            searched_from = start.start() + 1
+            continue
+        kept += (markup[copied_up_to : element.start()], " ")
+        copied_up_to = searched_from = element.end()
+    kept.append(markup[copied_up_to:])
+    return "".join(kept)
+
+
+def _replace_tags(tag: re.Pattern[str], replacement: str, markup: str) -> str:
+    """tag.sub(replacement, markup), for a tag whose match runs from a "<" to the first ">"
+    after it, in time linear in the markup.
+
+    After the last ">" no match can end, so nothing there is tried: each "<" there would scan
+    to the end of the markup, and a megabyte of "<" would take hours.
+    """
+    end_of_tags = markup.rfind(">") + 1
+    replaced = _in_passes(partial(tag.sub, replacement), markup[:end_of_tags], ">")
+    return replaced + markup[end_of_tags:]
+
+
+def _in_passes(step: Callable[[str], str], text: str, cut_after: str) -> str:
+    """step(text) for a step that never acts across the end of a `cut_after` character: a large
+    text in passes of about PASS_CHARS, cut right after one."""
+    done: list[str] = []
+    start = 0
+    while start < len(text):
+        end = text.find(cut_after, start + PASS_CHARS) + 1 or len(text)
+        done.append(step(text[start:end]))
+        start = end
+    return "".join(done)
 
 
 def canonical_header_name(name: str) -> str:
@@ -287,7 +359,11 @@ def _decoded_text(part: Message) -> str:
         decoded = payload.decode(charset, errors="replace")
     except LookupError:
         decoded = payload.decode("utf-8", errors="replace")
-    return decoded.replace("\r\n", "\n")
+    return _lf_line_ends(decoded)
+
+
+def _lf_line_ends(text: str) -> str:
+    return _in_passes(lambda part: part.replace("\r\n", "\n"), text, cut_after="\n")
 
 
 def _from_8bit(value: str) -> str:

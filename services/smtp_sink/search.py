@@ -8,15 +8,23 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import Enum
 
 from services.smtp_sink.mailbox import Envelope
-from services.smtp_sink.mime import ParsedMessage
+from services.smtp_sink.mime import PASS_CHARS, ParsedMessage
+from services.smtp_sink.paging import LARGEST_SQLITE_INTEGER
 
 # Mailpit's cleanString: these characters separate words in both the stored text and a query.
 _SEPARATORS = str.maketrans(dict.fromkeys('\r\n\t<>",;()\ufeff', " "))
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s?([a-z]{1,2})?")
+_SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s?([a-z]{1,2})?")  # ASCII digits, as Go's \d
 _SIZE_UNITS = {"": 1, "k": 1024, "kb": 1024, "m": 1024 * 1024, "mb": 1024 * 1024}
+
+
+# Every term is a condition of its own, all of which must hold: a few distinctive words find
+# what many would. SQLite also refuses an expression nested a thousand deep (a 500, if let by).
+MAX_QUERY_TERMS = 50
+MAX_QUERY_CHARS = 4096
 
 
 class SearchError(ValueError):
@@ -78,12 +86,27 @@ def parse_query(query: str) -> tuple[Filter, ...]:
     Like Mailpit: words are split on spaces outside double quotes (`subject:"two words"`),
     a leading `-` or `!` negates a word, and prefixes are case-insensitive. Unlike Mailpit,
     a filter without a value or an unknown size is an error rather than ignored, so that a
-    DELETE by a mistyped query cannot widen to the whole mailbox.
+    DELETE by a mistyped query cannot widen to the whole mailbox; and a query has at most
+    MAX_QUERY_CHARS characters and MAX_QUERY_TERMS terms.
     """
-    filters = tuple(_filter(word) for word in _words(query) if clean(word))
+    if len(query) > MAX_QUERY_CHARS:
+        raise SearchError(
+            f"Error: the search query is {len(query)} characters long; the sink takes at most "
+            f"{MAX_QUERY_CHARS}: search for fewer or shorter words"
+        )
+    filters: list[Filter] = []
+    for word in _words(query):
+        if not clean(word):
+            continue
+        if len(filters) == MAX_QUERY_TERMS:
+            raise SearchError(
+                f"Error: the search query has more than {MAX_QUERY_TERMS} terms, the most the "
+                "sink takes: every term must match, so search for fewer, more distinctive words"
+            )
+        filters.append(_filter(word))
     if not filters:
         raise SearchError("Error: no search query")
-    return filters
+    return tuple(filters)
 
 
 def sql_condition(filters: tuple[Filter, ...]) -> tuple[str, tuple[str | int, ...]]:
@@ -99,7 +122,18 @@ def sql_condition(filters: tuple[Filter, ...]) -> tuple[str, tuple[str | int, ..
 
 def clean(text: str) -> str:
     """Mailpit's cleanString: separators to spaces, whitespace collapsed, lower case."""
-    return " ".join(text.translate(_SEPARATORS).split()).lower()
+    if len(text) <= PASS_CHARS:
+        return " ".join(text.translate(_SEPARATORS).split()).lower()
+    # A large text in passes, cut at spaces (which no word crosses, nor a lower-casing rule).
+    spaced = text.translate(_SEPARATORS)
+    cleaned: list[str] = []
+    start = 0
+    while start < len(spaced):
+        end = spaced.find(" ", start + PASS_CHARS) + 1 or len(spaced)
+        if words := " ".join(spaced[start:end].split()).lower():
+            cleaned.append(words)
+        start = end
+    return " ".join(cleaned)
 
 
 def search_text(parsed: ParsedMessage) -> str:
@@ -175,7 +209,15 @@ def _bytes(field: Field, size: str) -> int:
     unit = (matched[2] or "") if matched else ""
     if matched is None or unit not in _SIZE_UNITS:
         raise SearchError(f"Error: {field.value} needs a size such as 500, 10kb or 1.5mb")
-    return int(float(matched[1]) * _SIZE_UNITS[unit])
+    # Exact, where Mailpit's float64 is not past 2**53; SQLite compares 64-bit integers.
+    size_bytes = Decimal(matched[1]) * _SIZE_UNITS[unit]
+    if size_bytes > LARGEST_SQLITE_INTEGER:
+        shown = size if len(size) <= 40 else f"{size[:40]}..."
+        raise SearchError(
+            f"Error: {field.value}{shown} is more bytes than the sink can compare (at most "
+            f"{LARGEST_SQLITE_INTEGER}): use a smaller size, such as 10mb"
+        )
+    return int(size_bytes)
 
 
 def _condition(found: Filter) -> tuple[str, tuple[str | int, ...]]:

@@ -1,13 +1,15 @@
 """What the sink's SMTP offers besides plain SMTP: STARTTLS or implicit TLS, and AUTH.
 
 Decided once at start from the settings; settings that contradict each other, or a file that
-cannot be used, are one line naming the setting (SecurityError), never a traceback.
+cannot be used, are one line naming the setting (SecurityError), never a traceback. An auth file
+that other users may read is a warning.
 """
 
 from __future__ import annotations
 
 import logging
 import ssl
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +84,7 @@ class SmtpSecurity:
     plan: SecurityPlan
     tls_context: ssl.SSLContext | None
     authenticator: FileAuthenticator | None
+    auth_file_mode: int | None = None  # its st_mode, as read at start
 
     @property
     def starttls_context(self) -> ssl.SSLContext | None:
@@ -112,6 +115,26 @@ class SmtpSecurity:
             lines.append(f"AUTH required ({', '.join(MECHANISMS)}; {users}), {over}")
         return lines
 
+    def warnings(self) -> list[str]:
+        """What the sink warns about at start, a line each: settings that work but are unsafe."""
+        if self.plan.auth_file is None or self.auth_file_mode is None:
+            return []
+        exposure = auth_file_exposure(self.plan.auth_file, self.auth_file_mode)
+        return [] if exposure is None else [exposure]
+
+
+def auth_file_exposure(auth_file: Path, mode: int) -> str | None:
+    """The warning for an auth file that users other than its owner may read or change (it
+    holds the passwords in clear), or None for one that only its owner may use."""
+    open_to = [who for who, bits in (("its group", 0o070), ("other users", 0o007)) if mode & bits]
+    if not open_to:
+        return None
+    return (
+        f"SINK_AUTH_FILE={auth_file} holds the sink's passwords, but its mode "
+        f"{stat.S_IMODE(mode):04o} opens it to {' and '.join(open_to)}: "
+        f"run chmod 600 {auth_file}"
+    )
+
 
 def load_security(settings: Settings) -> SmtpSecurity:
     """Read the certificate, its key and the auth file once; SecurityError names what failed."""
@@ -119,10 +142,11 @@ def load_security(settings: Settings) -> SmtpSecurity:
     tls_context = None
     if plan.cert_file is not None and plan.key_file is not None:
         tls_context = _server_context(plan.cert_file, plan.key_file)
-    authenticator = None
+    authenticator = auth_file_mode = None
     if plan.auth_file is not None:
         authenticator = FileAuthenticator(_read_users(plan.auth_file))
-    return SmtpSecurity(plan, tls_context, authenticator)
+        auth_file_mode = _mode(plan.auth_file)
+    return SmtpSecurity(plan, tls_context, authenticator, auth_file_mode)
 
 
 def _server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
@@ -168,6 +192,13 @@ def _read_users(auth_file: Path) -> dict[bytes, bytes]:
         return parse_auth_file(text)
     except AuthFileError as error:
         raise SecurityError(f"SINK_AUTH_FILE={auth_file}: {error}") from None
+
+
+def _mode(auth_file: Path) -> int:
+    try:
+        return auth_file.stat().st_mode
+    except OSError as error:
+        raise SecurityError(f"SINK_AUTH_FILE={auth_file}: {error.strerror or error}") from None
 
 
 # aiosmtpd says these again on every connection; the sink says what it offers once, at start.

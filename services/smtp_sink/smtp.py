@@ -12,11 +12,12 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 from aiosmtpd.smtp import MISSING, SMTP, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
+from services.smtp_sink.auth import AttemptLimit, Authenticator, peer_host
 from services.smtp_sink.data import read_data_section
 from services.smtp_sink.faults import (
     FaultPolicy,
@@ -35,7 +36,7 @@ from services.smtp_sink.mailbox import (
     summarize,
     unread_summary,
 )
-from services.smtp_sink.mime import read_message
+from services.smtp_sink.mime import LARGE_MESSAGE_BYTES, read_message
 from services.smtp_sink.report import arrival_block, refusal_line, sender_refusal_line
 from services.smtp_sink.search import envelope_search_text, search_text
 
@@ -63,12 +64,33 @@ class ArrivalMetrics(Protocol):
 
 
 class SinkSMTP(SMTP):
-    """aiosmtpd's SMTP session with two shortcuts for what nearly every client sends.
+    """aiosmtpd's SMTP session with two shortcuts for what nearly every client sends, and a
+    limit on failed AUTH attempts.
 
     A plain `<local@domain>` path of MAIL and RCPT is read without the email package's full
     RFC 5322 parser (a fifth of the sink's time at full speed); any other path still goes
-    through it. DATA is read in a few bulk reads rather than one per line (a quarter).
+    through it. DATA is read in a few bulk reads rather than one per line (a quarter). AUTH is
+    refused and the connection closed after MAX_FAILED_ATTEMPTS failed tries on it.
     """
+
+    def __init__(
+        self, handler: Any, *, authenticator: Authenticator | None = None, **options: Any
+    ) -> None:
+        # aiosmtpd makes an SMTP object per connection: the count of failures is the connection's.
+        self._auth_attempts = None if authenticator is None else AttemptLimit(authenticator)
+        super().__init__(handler, authenticator=self._auth_attempts, **options)
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        await super().smtp_AUTH(arg)
+        if self._auth_attempts is not None and self._auth_attempts.exhausted:
+            assert self.session is not None
+            assert self.transport is not None
+            log.warning(
+                "closed the connection from %s after %d failed AUTH attempts",
+                peer_host(self.session),
+                self._auth_attempts.failures,
+            )
+            self.transport.close()  # as aiosmtpd closes a session over its command limits
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         plain = _PLAIN_PATH.match(arg)
@@ -178,7 +200,7 @@ class SinkHandler:
         if not address.strip("<>"):
             # aiosmtpd lets the null reverse-path <> through as a recipient.
             return EMPTY_RECIPIENT_REPLY
-        refusal = recipient_refusal(self._faults, address)
+        refusal = recipient_refusal(self._faults, address, sender=envelope.mail_from or "")
         if refusal is not None:
             self._metrics.rejected()
             self._print(refusal_line(refusal, _envelope(envelope), recipient=address))
@@ -195,7 +217,10 @@ class SinkHandler:
             self._print(refusal_line(refusal, accepted))
             return refusal
         raw = envelope.original_content or b""
-        summary, text, accepted_time = _read(raw, accepted)
+        if len(raw) < LARGE_MESSAGE_BYTES:
+            summary, text, accepted_time = _read(raw, accepted)
+        else:
+            summary, text, accepted_time = await asyncio.to_thread(_read, raw, accepted)
         arrival = Arrival(
             id=self._new_id(),
             created=self._clock(),

@@ -1,13 +1,21 @@
-"""The sink's auth file and authenticator: what a line may say, and who gets in."""
+"""The sink's auth file and authenticator: what a line may say, who gets in, and how many
+failed tries a connection gets."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
-from aiosmtpd.smtp import SMTP, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from services.smtp_sink.auth import AuthFileError, FileAuthenticator, parse_auth_file
+from services.smtp_sink.auth import (
+    MAX_FAILED_ATTEMPTS,
+    TOO_MANY_FAILURES_REPLY,
+    AttemptLimit,
+    AuthFileError,
+    FileAuthenticator,
+    parse_auth_file,
+)
 
 
 def test_lines_are_username_colon_password_and_the_password_may_hold_colons() -> None:
@@ -72,3 +80,34 @@ def test_anything_else_is_refused(mechanism: str, login: bytes, password: bytes)
 
 def test_it_counts_its_users() -> None:
     assert FileAuthenticator({b"ann": b"pw", b"bob": b"other"}).user_count == 2
+
+
+def attempt(limit: AttemptLimit, password: bytes) -> AuthResult:
+    server = SMTP(handler=object(), loop=asyncio.new_event_loop())
+    session = Session(server.loop)
+    session.peer = "127.0.0.1"
+    result = limit(server, session, Envelope(), "PLAIN", LoginPassword(b"ann", password))
+    server.loop.close()
+    return result
+
+
+def test_the_last_of_the_failed_attempts_a_connection_may_make_is_421() -> None:
+    limit = AttemptLimit(FileAuthenticator({b"ann": b"pw"}))
+
+    results = [attempt(limit, b"wrong") for _ in range(MAX_FAILED_ATTEMPTS)]
+
+    assert [result.success for result in results] == [False] * MAX_FAILED_ATTEMPTS
+    assert [result.message for result in results] == [None, None, TOO_MANY_FAILURES_REPLY]
+    assert TOO_MANY_FAILURES_REPLY == "421 4.7.0 Too many failed authentication attempts"
+    assert limit.exhausted
+
+
+def test_the_right_password_within_the_attempts_gets_in_and_is_no_failure() -> None:
+    limit = AttemptLimit(FileAuthenticator({b"ann": b"pw"}))
+
+    attempt(limit, b"wrong")
+    attempt(limit, b"wrong again")
+    result = attempt(limit, b"pw")
+
+    assert result.success
+    assert (limit.failures, limit.exhausted) == (2, False)

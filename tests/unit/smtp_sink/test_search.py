@@ -7,6 +7,8 @@ import pytest
 from services.smtp_sink.mailbox import Envelope
 from services.smtp_sink.mime import read_message
 from services.smtp_sink.search import (
+    MAX_QUERY_CHARS,
+    MAX_QUERY_TERMS,
     Field,
     Filter,
     SearchError,
@@ -150,3 +152,63 @@ def test_an_unreadable_message_is_found_by_its_envelope() -> None:
     envelope = Envelope("Ann@Example.com", ("bob@example.com", "carol@example.com"))
 
     assert envelope_search_text(envelope) == "ann@example.com bob@example.com carol@example.com"
+
+
+@pytest.mark.parametrize(
+    ("query", "size"),
+    [
+        ("larger:9223372036854775807", 2**63 - 1),  # SQLite's largest integer, exactly
+        ("smaller:8796093022207.99mb", 9223372036854765322),
+        ("larger:0.1kb", 102),
+    ],
+)
+def test_a_size_up_to_sqlites_largest_integer_is_read_exactly(query: str, size: int) -> None:
+    assert parse_query(query)[0].value == size
+
+
+@pytest.mark.parametrize(
+    "size", ["9223372036854775808", "99999999999999999999999", "9999999999999999999mb", "9" * 400]
+)
+def test_a_size_beyond_sqlites_integers_is_an_error_that_says_so(size: str) -> None:
+    with pytest.raises(SearchError) as error:
+        parse_query(f"larger:{size}")
+
+    assert str(error.value).startswith(f"Error: larger:{size[:40]}")
+    assert "is more bytes than the sink can compare (at most 9223372036854775807)" in str(
+        error.value
+    )
+    assert "use a smaller size, such as 10mb" in str(error.value)
+
+
+def test_a_size_is_in_ascii_digits_as_go_reads_them() -> None:
+    with pytest.raises(SearchError, match="larger: needs a size"):
+        parse_query("larger:\uff11\uff12")  # fullwidth "12"
+
+
+def test_a_query_of_up_to_the_most_terms_and_characters_is_read() -> None:
+    terms = " ".join(f"w{n}" for n in range(MAX_QUERY_TERMS))
+
+    assert len(parse_query(terms)) == MAX_QUERY_TERMS
+    assert parse_query("x" * MAX_QUERY_CHARS) == (Filter(Field.TEXT, "x" * MAX_QUERY_CHARS),)
+
+
+def test_more_terms_than_the_most_is_an_error_that_says_how_many() -> None:
+    terms = " ".join(f"w{n}" for n in range(5000))
+
+    with pytest.raises(SearchError) as error:
+        parse_query(terms[: MAX_QUERY_CHARS - 100])
+
+    assert str(error.value) == (
+        "Error: the search query has more than 50 terms, the most the sink takes: every term "
+        "must match, so search for fewer, more distinctive words"
+    )
+
+
+def test_a_query_longer_than_the_most_characters_is_an_error_that_says_how_long() -> None:
+    with pytest.raises(SearchError) as error:
+        parse_query("x" * (MAX_QUERY_CHARS + 1))
+
+    assert str(error.value) == (
+        "Error: the search query is 4097 characters long; the sink takes at most 4096: "
+        "search for fewer or shorter words"
+    )

@@ -1,7 +1,9 @@
-"""What the sink offers, decided from the settings alone; contradictions are one line each."""
+"""What the sink offers, decided from the settings alone; contradictions are one line each, and
+so is the warning for an auth file other users may read."""
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from services.smtp_sink.security import (
     SecurityPlan,
     SmtpSecurity,
     TlsMode,
+    auth_file_exposure,
     plan_security,
 )
 from shared.settings import Settings
@@ -108,3 +111,35 @@ def test_the_start_lines_say_what_clients_can_and_must_do() -> None:
     assert offers("none", users=3) == [
         "AUTH required (PLAIN, LOGIN; 3 users), over plaintext: no TLS is configured"
     ]
+
+
+@pytest.mark.parametrize(
+    ("mode", "open_to"),
+    [
+        (0o644, "its group and other users"),
+        (0o640, "its group"),
+        (0o620, "its group"),  # writable: anyone in it could add a user
+        (0o604, "other users"),
+        (0o666, "its group and other users"),
+    ],
+)
+def test_an_auth_file_others_may_use_is_one_warning_with_its_mode_and_the_fix(
+    mode: int, open_to: str
+) -> None:
+    security = SmtpSecurity(
+        SecurityPlan("none", False, None, None, AUTH),
+        None,
+        FileAuthenticator({b"ann": b"pw"}),
+        auth_file_mode=stat.S_IFREG | mode,
+    )
+
+    assert security.warnings() == [
+        f"SINK_AUTH_FILE=/sink/auth holds the sink's passwords, but its mode {mode:04o} opens "
+        f"it to {open_to}: run chmod 600 /sink/auth"
+    ]
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o400, 0o700])
+def test_an_auth_file_only_its_owner_may_use_is_no_warning(mode: int) -> None:
+    assert auth_file_exposure(AUTH, stat.S_IFREG | mode) is None
+    assert SmtpSecurity(SecurityPlan("none", False, None, None, None), None, None).warnings() == []
