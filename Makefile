@@ -40,10 +40,10 @@ lock: ## Regenerate requirements.lock from pyproject.toml (after changing a depe
 			--generate-hashes --custom-compile-command 'make lock' --output-file requirements.lock <"$$tool/build.in"
 	@echo "Wrote requirements.lock: commit it with pyproject.toml"
 
-up: $(INSTALLED) ## Start the whole stack in the background and say what runs where
-	@$(PY) -m deploy.local up
+up: $(INSTALLED) ## Start the whole stack in the background and say what runs where (BROKERS=3: a 3-node Kafka cluster)
+	@$(if $(BROKERS),KAFKA_BROKERS=$(BROKERS) )$(PY) -m deploy.local up
 
-down: $(INSTALLED) ## Stop everything `make up` started
+down: $(INSTALLED) ## Stop everything `make up` started (one broker or all three)
 	@$(PY) -m deploy.local down
 
 status: $(INSTALLED) ## Say what is running
@@ -82,14 +82,14 @@ mailpit-fetch: $(INSTALLED) ## Build Mailpit (the reference SMTP sink) from the 
 chromium: $(INSTALLED) ## Install Debian's Chromium for the browser tests, if it is missing
 	@$(PY) -m deploy.local chromium
 
-kafka-up: $(INSTALLED) ## Start only the Kafka broker
-	@$(PY) -m deploy.local kafka-up
+kafka-up: $(INSTALLED) ## Start only Kafka: one broker (BROKERS=3: a 3-node cluster)
+	@$(if $(BROKERS),KAFKA_BROKERS=$(BROKERS) )$(PY) -m deploy.local kafka-up
 
-kafka-down: $(INSTALLED) ## Stop only the Kafka broker
+kafka-down: $(INSTALLED) ## Stop only Kafka (the broker, or every node of the cluster)
 	@$(PY) -m deploy.local kafka-down
 
-topics: $(INSTALLED) ## Create email.send and email.send.dlq if they are missing
-	@$(PY) -m deploy.local topics
+topics: $(INSTALLED) ## Create email.send and email.send.dlq if missing; show each partition's leader, replicas, ISR
+	@$(PY) -m deploy.local topics && $(PY) -m deploy.local describe-topics
 
 groups: $(INSTALLED) ## Describe email-send-group with Kafka's own kafka-consumer-groups.sh
 	@$(PY) -m deploy.local groups

@@ -22,6 +22,8 @@ from shared.settings import Settings
 
 TOPIC_ALREADY_EXISTS = TopicAlreadyExistsError.errno
 RETRY_SECONDS = 1.0
+TOPIC_METADATA_POLLS = 100
+TOPIC_METADATA_POLL_SECONDS = 0.1
 
 log = logging.getLogger("kafka")
 
@@ -31,6 +33,7 @@ class TopicState:
     name: str
     partitions: int
     created: bool
+    replication_factor: int  # copies of each partition, as the topic has them
 
 
 def create_producer(
@@ -114,10 +117,19 @@ async def admin_client(
 async def ensure_topics(settings: Settings) -> list[TopicState]:
     """Create `email.send` and its dead-letter topic unless they exist; safe to run again.
 
-    An existing topic is left as it is, whatever its partition count: Kafka can add
-    partitions but never remove them, and adding them would move keys to other partitions.
+    Each gets TOPIC_REPLICATION_FACTOR copies of every partition and, when it is set,
+    TOPIC_MIN_INSYNC_REPLICAS as its min.insync.replicas: with 3 and 2, an acks=all write
+    succeeds while any one broker is down. An existing topic is left as it is, whatever its
+    partition count: Kafka can add partitions but never remove them, and adding them would
+    move keys to other partitions.
     """
     wanted = [settings.email_topic, settings.dlq_topic]
+    # Unset, the topic follows the broker's min.insync.replicas, whatever it becomes.
+    topic_configs = (
+        {}
+        if settings.topic_min_insync_replicas is None
+        else {"min.insync.replicas": str(settings.topic_min_insync_replicas)}
+    )
     async with admin_client(settings.kafka_bootstrap_servers) as admin:
         existing = {
             topic["topic"]
@@ -128,7 +140,15 @@ async def ensure_topics(settings: Settings) -> list[TopicState]:
         created = set()
         if missing:
             response = await admin.create_topics(
-                [NewTopic(name, settings.topic_partitions, 1) for name in missing]
+                [
+                    NewTopic(
+                        name,
+                        settings.topic_partitions,
+                        settings.topic_replication_factor,
+                        topic_configs=topic_configs,
+                    )
+                    for name in missing
+                ]
             )
             for name, error_code, *error_message in response.topic_errors:
                 if error_code == 0:
@@ -136,8 +156,20 @@ async def ensure_topics(settings: Settings) -> list[TopicState]:
                 elif error_code != TOPIC_ALREADY_EXISTS:
                     raise for_code(error_code)(f"cannot create topic {name}: {error_message}")
         described = await admin.describe_topics(wanted)
+        # The broker that answers may learn of a topic just created a moment after the
+        # controller made it (several brokers): until then it describes no partitions.
+        for _ in range(TOPIC_METADATA_POLLS):
+            if all(topic["error_code"] == 0 and topic["partitions"] for topic in described):
+                break
+            await asyncio.sleep(TOPIC_METADATA_POLL_SECONDS)
+            described = await admin.describe_topics(wanted)
     return [
-        TopicState(topic["topic"], len(topic["partitions"]), topic["topic"] in created)
+        TopicState(
+            topic["topic"],
+            len(topic["partitions"]),
+            topic["topic"] in created,
+            replication_factor=max((len(p["replicas"]) for p in topic["partitions"]), default=0),
+        )
         for topic in described
     ]
 

@@ -17,6 +17,13 @@ from deploy.local import demo, sender
 from deploy.local.chromium import ensure_chromium
 from deploy.local.errors import StackError
 from deploy.local.kafka import KAFKA_TOOLS_DIR, KafkaBroker, fetch_kafka, kafka_version
+from deploy.local.kafka_cluster import KafkaCluster
+from deploy.local.kafka_mode import (
+    ensure_no_other_kafka,
+    record_brokers,
+    running_pids,
+    stack_settings,
+)
 from deploy.local.mailpit import MAILPIT_VERSION, fetch_mailpit
 from deploy.local.smtp_link import describe
 from deploy.local.stack import LocalStack, Service
@@ -49,8 +56,14 @@ def chromium_command(settings: Settings) -> None:
 
 
 def kafka_up(settings: Settings) -> None:
-    broker = KafkaBroker(settings)
+    ensure_no_other_kafka(settings)
     fetch_kafka_command(settings)
+    # Recorded before the start, so that `make down` finds nodes left running by a failed one.
+    record_brokers(settings.run_dir, settings.kafka_brokers)
+    if settings.kafka_brokers > 1:
+        cluster_up(settings)
+        return
+    broker = KafkaBroker(settings)
     start = broker.start()
     address = f"{broker.host}:{broker.port}"
     if start.already_running:
@@ -62,17 +75,65 @@ def kafka_up(settings: Settings) -> None:
         )
 
 
+def cluster_up(settings: Settings) -> None:
+    cluster = KafkaCluster(settings)
+    start = cluster.start()
+    if start.already_running:
+        print(
+            f"Kafka is already running: {len(cluster.nodes)} nodes on {cluster.bootstrap_servers}."
+        )
+    else:
+        started = (
+            ""
+            if len(start.started) == len(cluster.nodes)
+            else (
+                f" (started {', '.join(cluster.node(node_id).name for node_id in start.started)})"
+            )
+        )
+        print(
+            f"Kafka {kafka_version(settings.kafka_libs_dir)}: {len(cluster.nodes)} nodes ready "
+            f"after {start.seconds:.1f} s{started}, every one in the controller quorum and "
+            "every partition's replicas in sync."
+        )
+    for node in cluster.nodes:
+        print(
+            f"  {node.name}  {node.address}  controller :{node.controller_port}  "
+            f"pid {start.pids[node.node_id]}  log {shown(cluster.server_log(node))}"
+        )
+
+
 def kafka_down(settings: Settings) -> None:
-    if KafkaBroker(settings).stop():
+    if settings.kafka_brokers > 1:
+        cluster = KafkaCluster(settings)
+        if cluster.stop():
+            print(f"Kafka stopped: {', '.join(node.name for node in cluster.nodes)}.")
+        else:
+            print("Kafka is not running.")
+    elif KafkaBroker(settings).stop():
         print("Kafka stopped.")
     else:
         print("Kafka is not running.")
+    record_brokers(settings.run_dir, None)
 
 
 def topics(settings: Settings) -> None:
     for topic in asyncio.run(ensure_topics(settings)):
         verb = "created" if topic.created else "exists"
-        print(f"Topic {topic.name}: {verb}, {topic.partitions} partitions.")
+        replicas = (
+            f" Replication factor {topic.replication_factor}." if settings.kafka_brokers > 1 else ""
+        )
+        print(f"Topic {topic.name}: {verb}, {topic.partitions} partitions.{replicas}")
+
+
+def describe_topics(settings: Settings) -> None:
+    """Kafka's own view of every topic: each partition's leader, replicas and ISR."""
+    sys.exit(
+        run_tool(
+            settings, "kafka-topics.sh",
+            "--bootstrap-server", settings.kafka_bootstrap_servers,
+            "--describe",
+        )
+    )  # fmt: skip
 
 
 def start_service(settings: Settings, service: Service) -> None:
@@ -120,9 +181,10 @@ def up(settings: Settings) -> None:
         ("API", f"http://{s.api_host}:{s.api_port}", f"docs http://{s.api_host}:{s.api_port}/docs"),
         ("Console", f"http://{s.console_host}:{s.console_port}/", "the live offset picture"),
     ]  # fmt: skip
+    width = max(28, *(len(address) for _, address, _ in rows))  # three brokers are longer
     print(f"\nRunning (logs in {shown(s.run_dir / 'logs')}/):")
     for name, address, more in rows:
-        print(f"  {name:<11} {address:<28} {more}")
+        print(f"  {name:<11} {address:<{width}} {more}")
     print(
         f"""
 Try:
@@ -130,6 +192,7 @@ Try:
   make send              send an email through the API (TO=, SUBJECT=, COUNT=)
   make sink-logs         watch the mail arrive at the SMTP sink
   make groups            {s.consumer_group}'s CURRENT-OFFSET, LOG-END-OFFSET and LAG
+  make topics            each partition's leader, replicas and in-sync replicas (ISR)
   make restart-worker    stop and start the worker: it resumes at the committed offset
   make add-worker        a second worker in {s.consumer_group}: the partitions are split
   make demo              the seed's story, scripted against this stack
@@ -144,8 +207,23 @@ def down(settings: Settings) -> None:
 
 def status(settings: Settings) -> None:
     stack = LocalStack(settings)
-    kafka_pid = KafkaBroker(settings).process.running_pid()
-    print(f"{'kafka':<12}{'running, pid ' + str(kafka_pid) if kafka_pid else 'not running'}")
+    kafka_pids = running_pids(settings)
+    if settings.kafka_brokers > 1:
+        cluster = KafkaCluster(settings)
+        for node in cluster.nodes:
+            pid = kafka_pids.get(node.name)
+            state = f"running, pid {pid}" if pid else "not running"
+            print(f"{node.name:<12}{state} ({node.address})")
+        if kafka_pids:
+            health = cluster.health()
+            lagging = len(health.lagging_partitions)
+            print(
+                f"{'':<12}live brokers {sorted(health.live_brokers) or 'none'}, "
+                f"{lagging} partition{'s' * (lagging != 1)} with a replica out of sync"
+            )
+    else:
+        pid = kafka_pids.get("kafka")
+        print(f"{'kafka':<12}{'running, pid ' + str(pid) if pid else 'not running'}")
     workers = stack.running_workers() or [stack.worker()]
     for service in [stack.sink(), *workers, stack.api(), stack.console()]:
         pid = stack.process(service).running_pid()
@@ -154,15 +232,21 @@ def status(settings: Settings) -> None:
 
 def groups(settings: Settings) -> None:
     """Kafka's own view of the group: CURRENT-OFFSET, LOG-END-OFFSET and LAG per partition."""
-    command = [
-        str(KAFKA_TOOLS_DIR / "kafka-consumer-groups.sh"),
+    returncode = run_tool(
+        settings, "kafka-consumer-groups.sh",
         "--bootstrap-server", settings.kafka_bootstrap_servers,
         "--group", settings.consumer_group,
         "--describe",
-    ]  # fmt: skip
+    )  # fmt: skip
+    sys.exit(returncode)
+
+
+def run_tool(settings: Settings, script: str, *args: str) -> int:
+    """One of Kafka's own tools, shown as the command a reader can type, its output as it is."""
+    command = [str(KAFKA_TOOLS_DIR / script), *args]
     print("$ " + " ".join([shown(command[0]), *command[1:]]), flush=True)
     env = {**os.environ, "KAFKA_LIBS_DIR": str(settings.kafka_libs_dir)}
-    sys.exit(subprocess.run(command, env=env, check=False).returncode)
+    return subprocess.run(command, env=env, check=False).returncode
 
 
 def logs(settings: Settings, name: str | None) -> None:
@@ -199,6 +283,7 @@ def parse_arguments() -> argparse.Namespace:
         ("kafka-up", "start the Kafka broker"),
         ("kafka-down", "stop the Kafka broker"),
         ("topics", "create the topics if they are missing"),
+        ("describe-topics", "describe every topic with kafka-topics.sh: leader, replicas, ISR"),
         ("groups", "describe the consumer group with kafka-consumer-groups.sh"),
         ("services-up", "start the sink, the worker and the API"),
         ("services-down", "stop the API, the workers and the sink"),
@@ -241,7 +326,8 @@ def run(arguments: argparse.Namespace, settings: Settings) -> None:
         "fetch-kafka": fetch_kafka_command, "fetch-mailpit": fetch_mailpit_command,
         "chromium": chromium_command,
         "kafka-up": kafka_up, "kafka-down": kafka_down,
-        "topics": topics, "groups": groups, "services-up": services_up,
+        "topics": topics, "describe-topics": describe_topics, "groups": groups,
+        "services-up": services_up,
         "services-down": services_down, "demo": demo.run,
     }  # fmt: skip
     command = arguments.command
@@ -264,8 +350,12 @@ def run(arguments: argparse.Namespace, settings: Settings) -> None:
 
 def main() -> None:
     arguments = parse_arguments()
-    settings = load_settings()
     try:
+        settings = stack_settings(load_settings(), arguments.command)
+        if settings.kafka_brokers > 1:
+            # The services read their settings from the environment we start them with: every
+            # node of the cluster, not only the first, so any one of them may be down.
+            os.environ["KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers
         run(arguments, settings)
     except StackError as error:
         sys.exit(f"error: {error}")

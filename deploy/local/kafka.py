@@ -158,6 +158,41 @@ def _fetch_result(libs_dir: Path, fetched: bool, started: float) -> FetchResult:
     )
 
 
+def broker_command(java: str, settings: Settings, logs_dir: Path, config_file: Path) -> list[str]:
+    """The broker-and-controller process, as Kafka's kafka-server-start.sh runs it."""
+    return [
+        java,
+        *shlex.split(settings.kafka_heap_opts),
+        *BROKER_JVM_OPTS,
+        f"-Dkafka.logs.dir={logs_dir}",
+        f"-Dlog4j2.configurationFile={BROKER_LOG4J_CONFIG}",
+        "-cp",
+        f"{settings.kafka_libs_dir}/*",
+        "kafka.Kafka",
+        str(config_file),
+    ]
+
+
+def format_command(java: str, settings: Settings, cluster_id: str, config_file: Path) -> list[str]:
+    """Kafka's storage tool formatting the log directories a config names, for cluster_id."""
+    return [
+        java,
+        # A short-lived tool: like deploy/kafka/bin/kafka-run-class.sh, these start it in
+        # about two thirds of the time, which counts when three nodes are formatted at once.
+        "-XX:TieredStopAtLevel=1",
+        "-XX:+UseSerialGC",
+        f"-Dlog4j2.configurationFile={TOOLS_LOG4J_CONFIG}",
+        "-cp",
+        f"{settings.kafka_libs_dir}/*",
+        "kafka.tools.StorageTool",
+        "format",
+        "--cluster-id",
+        cluster_id,
+        "--config",
+        str(config_file),
+    ]
+
+
 @dataclass(frozen=True)
 class BrokerStart:
     pid: int
@@ -196,25 +231,14 @@ class KafkaBroker:
             self._format_storage(java)
 
         self.logs_dir.mkdir(parents=True, exist_ok=True)
-        pid = self.process.start(self._java_command(java, "kafka.Kafka", str(self.config_file)))
+        pid = self.process.start(
+            broker_command(java, self.settings, self.logs_dir, self.config_file)
+        )
         self._wait_until_ready(pid, started)
         return BrokerStart(pid, already_running=False, seconds=time.monotonic() - started)
 
     def stop(self) -> bool:
         return self.process.stop(STOP_GRACE_SECONDS)
-
-    def _java_command(self, java: str, main_class: str, *args: str) -> list[str]:
-        return [
-            java,
-            *shlex.split(self.settings.kafka_heap_opts),
-            *BROKER_JVM_OPTS,
-            f"-Dkafka.logs.dir={self.logs_dir}",
-            f"-Dlog4j2.configurationFile={BROKER_LOG4J_CONFIG}",
-            "-cp",
-            f"{self.settings.kafka_libs_dir}/*",
-            main_class,
-            *args,
-        ]
 
     def _write_config(self) -> None:
         template = Template(SERVER_PROPERTIES_TEMPLATE.read_text())
@@ -231,19 +255,7 @@ class KafkaBroker:
 
     def _format_storage(self, java: str) -> None:
         """Format the data directory once, as Kafka's storage tool does for a new cluster."""
-        cluster_id = new_cluster_id()
-        command = [
-            java,
-            f"-Dlog4j2.configurationFile={TOOLS_LOG4J_CONFIG}",
-            "-cp",
-            f"{self.settings.kafka_libs_dir}/*",
-            "kafka.tools.StorageTool",
-            "format",
-            "--cluster-id",
-            cluster_id,
-            "--config",
-            str(self.config_file),
-        ]
+        command = format_command(java, self.settings, new_cluster_id(), self.config_file)
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise StackError(

@@ -1,0 +1,44 @@
+"""A private three-node Kafka cluster for tests and harnesses: free ports, its own run directory,
+never the user's `make up` stack.
+
+    cluster = private_cluster(run_dir, settings.kafka_libs_dir)
+    cluster.start()              # every node in the quorum, every replica in sync
+    cluster.kill_node(2)         # SIGKILL by pid; stop_node(2) is the clean SIGTERM
+    cluster.start_node(2)        # back as a live broker
+    cluster.wait_until_whole(time.monotonic() + 60)  # and in every ISR again
+    cluster.stop()               # every node, by pid
+    # our services on it, with topics of three replicas (the default is one):
+    PrivateStack(name, run_dir, cluster.bootstrap_servers,
+                 TOPIC_REPLICATION_FACTOR="3", TOPIC_MIN_INSYNC_REPLICAS="2")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deploy.local.kafka_cluster import KafkaCluster
+from shared.kafka import admin_client
+from shared.settings import Settings
+from tests.conftest import free_port
+
+
+def private_cluster(run_dir: Path, kafka_libs_dir: Path, brokers: int = 3) -> KafkaCluster:
+    """Node N on the (2N-1)th and 2Nth of a run of free ports, its data under run_dir/kafka-N."""
+    first_port = free_port(span=2 * brokers)
+    return KafkaCluster(
+        Settings(
+            run_dir=run_dir,
+            kafka_libs_dir=kafka_libs_dir,
+            kafka_bootstrap_servers=f"127.0.0.1:{first_port}",
+            kafka_controller_port=first_port + 1,
+            kafka_brokers=brokers,
+        )
+    )
+
+
+async def partition_leader(cluster: KafkaCluster, topic: str, partition: int = 0) -> int:
+    """The node id that leads a partition now."""
+    async with admin_client(cluster.bootstrap_servers) as admin:
+        [described] = await admin.describe_topics([topic])
+    [leader] = [p["leader"] for p in described["partitions"] if p["partition"] == partition]
+    return int(leader)
