@@ -10,9 +10,10 @@ import functools
 import json
 import re
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from email.utils import getaddresses
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import (
@@ -21,14 +22,41 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 SCHEMA_VERSION: Final = 1
-MAX_SUBJECT_LENGTH = 998  # RFC 5322's limit on the length of one header line
+
+# Bounds on everything that reaches a header, so that rendering any accepted email takes the
+# worker milliseconds and every relay takes what it sends. Counts are checked before the items.
+MAX_RECIPIENTS: Final = 100  # to + cc + bcc: RFC 5321, 4.5.3.1.8, the RCPTs a server must take
+MAX_REPLY_TO: Final = 10  # a reply goes to all: a team's few; a list has an address of its own
+MAX_LOCAL_PART_OCTETS: Final = 64  # RFC 5321, 4.5.3.1.1
+MAX_ADDR_SPEC_OCTETS: Final = 254  # RFC 5321, 4.5.3.1.3: a 256-octet path, less its "<" and ">"
+# A display name goes out as one encoded word (RFC 2047), as readers split several differently:
+# 128 characters of up to 4 UTF-8 octets make at most 696 characters, so the longest address
+# still fits on one line of its own with "Reply-To: ", within RFC 5322's 998 (2.1.1).
+MAX_DISPLAY_NAME_LENGTH: Final = 128
+# As written: a display name with every character escaped and quoted, and the addr-spec in <>.
+MAX_ADDRESS_LENGTH: Final = 2 * MAX_DISPLAY_NAME_LENGTH + len('"" <>') + MAX_ADDR_SPEC_OCTETS
+# A subject or header value: at most one line's worth (RFC 5322, 2.1.1), which the worker folds.
+MAX_SUBJECT_LENGTH = 998
+MAX_HEADER_NAME_LENGTH: Final = 76  # RFC 5322, 2.1.1: "Name: " and a value start in 78
 MAX_HEADER_COUNT = 50
 MAX_TAGS = 20
+# Every header-bound field together, in UTF-8 octets. Encoded (RFC 2047: 4/3 and a few octets a
+# word) and folded, with the headers the worker adds, they stay within 32 KiB (29 KiB at worst):
+# sendmail's default MaxHeadersLength for all headers together, the smallest common relay limit
+# (Postfix takes 100 KiB per header, header_size_limit; Exchange's pickup directory 64 KiB in
+# all). Relays truncate or refuse what is over.
+MAX_HEADER_FIELDS_OCTETS: Final = 16 * 1024
+COUNT_LIMITS: Final = {
+    "reply_to": (MAX_REPLY_TO, "addresses"),
+    "headers": (MAX_HEADER_COUNT, "headers"),
+    "tags": (MAX_TAGS, "tags"),
+}
 
 # Message ids derived from an Idempotency-Key live in their own UUID namespace.
 IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1d7c1e-8a51-4d0c-9d43-0b8f5e0e6a10")
@@ -67,9 +95,25 @@ def _no_line_breaks(value: str) -> str:
     return value
 
 
+@dataclass(frozen=True)
+class Mailbox:
+    """One address as the schema reads it: `Ana <ana@пример.рф>`, and how the worker sends it."""
+
+    display_name: str  # "" when there is none
+    addr_spec: str  # as given: ana@пример.рф
+    # The domain as A-labels (IDNA 2008), in the envelope and the headers alike, so that only
+    # a non-ASCII local part needs the server's SMTPUTF8: ana@xn--e1afmkfd.xn--p1ai
+    outgoing_addr_spec: str
+
+    @property
+    def needs_smtputf8(self) -> bool:
+        return not self.outgoing_addr_spec.isascii()
+
+
 @functools.lru_cache(maxsize=4096)
-def _one_address(value: str) -> str:
-    """One address, bare (`ana@example.com`) or with a display name (`Ana <ana@example.com>`).
+def mailbox(value: str) -> Mailbox:
+    """One address, bare (`ana@example.com`) or with a display name (`Ana <ana@example.com>`);
+    ValueError when it is not one valid address within the bounds.
 
     Cached: the same senders and recipients come back all day, and checking one costs more
     than the rest of a record's validation (an invalid one raises, and is not cached)."""
@@ -77,14 +121,42 @@ def _one_address(value: str) -> str:
     parsed = getaddresses([value])
     if len(parsed) != 1 or not parsed[0][1]:
         raise ValueError(f"expected one email address such as ana@example.com, got {value!r}")
+    display_name, addr_spec = parsed[0]
+    if len(display_name) > MAX_DISPLAY_NAME_LENGTH:
+        raise ValueError(
+            f"the display name has {len(display_name)} characters, at most "
+            f"{MAX_DISPLAY_NAME_LENGTH} fit in one header line: shorten it"
+        )
+    local_part, _, domain = addr_spec.rpartition("@")
+    if len(local_part.encode()) > MAX_LOCAL_PART_OCTETS:
+        raise ValueError(
+            f"{value!r} is not a valid email address: the part before the @-sign has "
+            f"{len(local_part.encode())} octets (UTF-8), at most {MAX_LOCAL_PART_OCTETS} "
+            "(RFC 5321, 4.5.3.1.1)"
+        )
     try:
-        validate_email(parsed[0][1], check_deliverability=False)
+        # It checks the length of the whole address (254 octets), and converts the domain.
+        validated = validate_email(addr_spec, check_deliverability=False)
     except EmailNotValidError as error:
         raise ValueError(f"{value!r} is not a valid email address: {error}") from None
-    return value.strip()
+    outgoing_addr_spec = addr_spec if domain.isascii() else f"{local_part}@{validated.ascii_domain}"
+    if len(outgoing_addr_spec.encode()) > MAX_ADDR_SPEC_OCTETS:
+        raise ValueError(
+            f"{value!r} is not a valid email address: with its domain as A-labels "
+            f"({outgoing_addr_spec}) it has more than {MAX_ADDR_SPEC_OCTETS} octets"
+        )
+    return Mailbox(display_name, addr_spec, outgoing_addr_spec)
 
 
-Address = Annotated[str, AfterValidator(_one_address)]
+def _one_address(value: str) -> str:
+    _no_line_breaks(value)  # as given: strip() would hide a trailing CRLF
+    address = value.strip()
+    mailbox(address)
+    return address
+
+
+# The length first: reading an address costs more the longer it is.
+Address = Annotated[str, Field(max_length=MAX_ADDRESS_LENGTH), AfterValidator(_one_address)]
 HeaderValue = Annotated[str, Field(max_length=MAX_SUBJECT_LENGTH), AfterValidator(_no_line_breaks)]
 Tag = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_no_line_breaks)]
 Body = Annotated[str, AfterValidator(_utf8)]
@@ -96,15 +168,41 @@ class EmailContent(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
     sender: Address = Field(alias="from")
-    to: list[Address] = []
-    cc: list[Address] = []
-    bcc: list[Address] = []
-    reply_to: list[Address] = []
+    to: Annotated[list[Address], Field(max_length=MAX_RECIPIENTS)] = []
+    cc: Annotated[list[Address], Field(max_length=MAX_RECIPIENTS)] = []
+    bcc: Annotated[list[Address], Field(max_length=MAX_RECIPIENTS)] = []
+    reply_to: Annotated[list[Address], Field(max_length=MAX_REPLY_TO)] = []
     subject: HeaderValue
     text: Body | None = None
     html: Body | None = None
     headers: Annotated[dict[str, HeaderValue], Field(max_length=MAX_HEADER_COUNT)] = {}
     tags: Annotated[list[Tag], Field(max_length=MAX_TAGS)] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recipients_counted_first(cls, fields: Any) -> Any:
+        """Before any address is read: reading 20,000 of them took a second only to refuse them."""
+        if isinstance(fields, dict):
+            counts = {
+                name: len(fields[name])
+                for name in ("to", "cc", "bcc")
+                if isinstance(fields.get(name), list)
+            }
+            if sum(counts.values()) > MAX_RECIPIENTS:
+                given = ", ".join(f"{count} in {name}" for name, count in counts.items() if count)
+                raise ValueError(
+                    f"at most {MAX_RECIPIENTS} recipients in to, cc and bcc together, got "
+                    f"{sum(counts.values())} ({given}): send the email in batches"
+                )
+        return fields
+
+    @field_validator("reply_to", "headers", "tags", mode="before")
+    @classmethod
+    def _counted_first(cls, items: Any, info: ValidationInfo) -> Any:
+        limit, what = COUNT_LIMITS[str(info.field_name)]
+        if isinstance(items, list | dict) and len(items) > limit:
+            raise ValueError(f"at most {limit} {what}, got {len(items)}")
+        return items
 
     @model_validator(mode="after")
     def _deliverable(self) -> EmailContent:
@@ -114,12 +212,35 @@ class EmailContent(BaseModel):
             raise ValueError("a body is needed: give text, html or both")
         return self
 
+    @model_validator(mode="after")
+    def _header_fields_within_bound(self) -> EmailContent:
+        header_octets = sum(
+            len(value.encode())
+            for value in [
+                self.sender, *self.to, *self.cc, *self.reply_to, self.subject, *self.tags,
+                *self.headers, *self.headers.values(),
+            ]
+        )  # fmt: skip
+        if header_octets > MAX_HEADER_FIELDS_OCTETS:
+            raise ValueError(
+                f"from, to, cc, reply_to, subject, headers and tags hold {header_octets} octets "
+                f"of UTF-8 together, at most {MAX_HEADER_FIELDS_OCTETS} fit in the header "
+                "section every relay takes: shorten display names, the subject or the headers"
+            )
+        return self
+
     @field_validator("headers")
     @classmethod
     def _custom_headers_only(cls, headers: dict[str, str]) -> dict[str, str]:
         for name in headers:
             if not HEADER_NAME.fullmatch(name):
                 raise ValueError(f"header name {name!r} must be printable ASCII without ':'")
+            if len(name) > MAX_HEADER_NAME_LENGTH:
+                raise ValueError(
+                    f"header name {name!r} has {len(name)} characters, at most "
+                    f"{MAX_HEADER_NAME_LENGTH}, so that it and its value start on a line of 78 "
+                    "(RFC 5322, 2.1.1)"
+                )
             if name.lower() in RESERVED_HEADERS:
                 raise ValueError(
                     f"header {name!r} cannot be set in headers: it comes from the email's own "

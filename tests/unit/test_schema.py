@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from email_validator import ValidatedEmail, validate_email
 from pydantic import ValidationError
 
-from shared.schema import EmailContent, EmailRecord, PoisonRecord, message_id_for, parse_record
+from shared import schema
+from shared.schema import (
+    EmailContent,
+    EmailRecord,
+    Mailbox,
+    PoisonRecord,
+    mailbox,
+    message_id_for,
+    parse_record,
+)
 
 EXAMPLE_RECORD = EmailRecord(
     message_id="0b5e1c2a-8f0e-5a55-9c4e-3f1d2b7a9e10",
@@ -119,3 +130,107 @@ def test_an_idempotency_key_always_gives_the_same_message_id() -> None:
     assert message_id_for("order-42") == message_id_for("order-42")
     assert message_id_for("order-42") != message_id_for("order-43")
     assert message_id_for(None) != message_id_for(None)
+
+
+ADDR_SPEC_254 = "l" * 64 + "@" + "d" * 63 + "." + "e" * 63 + "." + "f" * 57 + ".com"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"to": [f'"{"N" * 129}" <ana@example.com>']}, "129 characters, at most 128"),
+        ({"to": [f"{'l' * 65}@example.com"]}, "65 octets .UTF-8., at most 64"),
+        ({"to": ["é" * 33 + "@example.com"]}, "66 octets .UTF-8., at most 64"),
+        ({"to": [ADDR_SPEC_254 + "m"]}, "too long .1 character too many."),
+        ({"to": ["a@" + "é" * 64 + ".com"]}, "not a valid email address"),
+        ({"to": [f'"{"é" * 600}" <a@example.com>']}, "at most 515 characters"),
+        ({"to": ["Ana <a@١٢٣.com>"]}, "not a valid email address"),  # no A-label form
+        ({"to": ["a@xn--zz.com"]}, "not valid IDNA"),
+        ({"headers": {"X-" + "n" * 75: "1"}}, "77 characters, at most 76"),
+        (
+            {"to": [f"r{n}@example.com" for n in range(60)], "cc": ["c@example.com"] * 41},
+            "at most 100 recipients in to, cc and bcc together, got 101 .60 in to, 41 in cc.",
+        ),
+        ({"reply_to": [f"r{n}@example.com" for n in range(11)]}, "at most 10 addresses, got 11"),
+        ({"headers": {f"X-{n}": "1" for n in range(51)}}, "at most 50 headers, got 51"),
+        ({"tags": ["t"] * 21}, "at most 20 tags, got 21"),
+        (
+            {"headers": {f"X-{n}": "é" * 998 for n in range(9)}},
+            "hold 18024 octets of UTF-8 together, at most 16384",
+        ),
+    ],
+)
+def test_every_field_that_reaches_a_header_is_bounded(
+    fields: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        content(**fields)
+
+
+def test_the_longest_address_and_display_name_are_accepted() -> None:
+    name = "é" * 128
+    email = content(to=[f'"{name}" <{ADDR_SPEC_254}>'], headers={"X-" + "n" * 74: "1"})
+
+    assert mailbox(email.to[0]) == Mailbox(name, ADDR_SPEC_254, ADDR_SPEC_254)
+
+
+@pytest.mark.parametrize(
+    ("value", "outgoing_addr_spec", "needs_smtputf8"),
+    [
+        ("Ana <ana@example.com>", "ana@example.com", False),
+        ("ana@Example.COM", "ana@Example.COM", False),
+        ("Ana <ana@пример.рф>", "ana@xn--e1afmkfd.xn--p1ai", False),
+        ("ana@ПРИМЕР。РФ", "ana@xn--e1afmkfd.xn--p1ai", False),  # UTS 46 maps case and dots
+        ("ana@faß.de", "ana@xn--fa-hia.de", False),  # IDNA 2008 keeps ß
+        ("ana@xn--e1afmkfd.xn--p1ai", "ana@xn--e1afmkfd.xn--p1ai", False),
+        ("josé@пример.рф", "josé@xn--e1afmkfd.xn--p1ai", True),
+    ],
+)
+def test_a_mailbox_goes_out_with_its_domain_as_a_labels(
+    value: str, outgoing_addr_spec: str, needs_smtputf8: bool
+) -> None:
+    address = mailbox(value)
+
+    assert address.outgoing_addr_spec == outgoing_addr_spec
+    assert address.needs_smtputf8 is needs_smtputf8
+
+
+def test_an_idn_address_is_stored_as_given() -> None:
+    """The record keeps what the client wrote; the worker sends the A-labels."""
+    assert content(to=["Ana <ana@пример.рф>"]).to == ["Ana <ana@пример.рф>"]
+
+
+@pytest.fixture
+def addresses_read(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every address the schema hands email_validator from now on."""
+    read: list[str] = []
+
+    def reading(address: str, **options: Any) -> ValidatedEmail:
+        read.append(address)
+        return validate_email(address, **options)
+
+    monkeypatch.setattr(schema, "validate_email", reading)
+    return read
+
+
+@pytest.mark.parametrize("field", ["to", "cc", "bcc", "reply_to"])
+def test_counts_are_checked_before_any_address_is_read(
+    field: str, addresses_read: list[str]
+) -> None:
+    """20,000 addresses took a second to read, only to be refused for their number."""
+    with pytest.raises(ValidationError, match=r"got 2000[01]"):
+        content(**{field: [f"count-first-{n}@example.com" for n in range(20_000)]})
+    assert addresses_read == []
+
+
+def test_a_record_over_the_counts_is_poison_before_any_address_is_read(
+    addresses_read: list[str],
+) -> None:
+    value = EXAMPLE_BYTES.replace(
+        b'"cc":["ops@example.com"]',
+        b'"cc":[' + b",".join(b'"poison-%d@example.com"' % n for n in range(20_000)) + b"]",
+    )
+
+    with pytest.raises(PoisonRecord, match="at most 100 recipients"):
+        parse_record(value)
+    assert addresses_read == []

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+from email_validator import ValidatedEmail, validate_email
 
 from services.api.app import create_app, field_name
 from services.api.email_queue import EmailQueue, KafkaUnavailable, Queued
+from shared import schema
 from shared.schema import EmailRecord, message_id_for
 from shared.settings import Settings
+from tests.unit.worker.largest_email import largest_email
 
 
 class FakeEmailQueue:
@@ -247,3 +251,92 @@ async def test_the_fresh_producer_connects_while_the_stuck_one_is_still_stopping
     await queue.stop()
 
     assert queued == Queued(settings.email_topic, 0, 7)
+
+
+async def test_too_many_recipients_are_refused_before_any_address_is_read(
+    queue: FakeEmailQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """20,000 addresses took the API a second of CPU to read, only to refuse them for their
+    number: API_MAX_RECIPIENTS is counted in the JSON first."""
+    addresses_read: list[str] = []
+
+    def reading(address: str, **options: Any) -> ValidatedEmail:
+        addresses_read.append(address)
+        return validate_email(address, **options)
+
+    monkeypatch.setattr(schema, "validate_email", reading)
+    app = create_app(Settings(_env_file=None), queue)  # type: ignore[arg-type]
+    body = email(to=[f"n{n}@example.com" for n in range(20_000)])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://api"
+    ) as default_client:
+        response = await default_client.post("/emails", json=body)
+
+    assert response.status_code == 422
+    assert response.json()["errors"] == [
+        {"field": "to", "message": "at most 50 recipients in to, cc and bcc together, got 20000"}
+    ]
+    assert addresses_read == []
+    assert queue.records == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        (
+            {"reply_to": [f"r{n}@example.com" for n in range(11)]},
+            "reply_to",
+            "at most 10 addresses, got 11",
+        ),
+        ({"tags": ["t"] * 21}, "tags", "at most 20 tags, got 21"),
+        (
+            {"to": ['"' + "N" * 129 + '" <ana@example.com>']},
+            "to[0]",
+            "the display name has 129 characters, at most 128 fit in one header line: shorten it",
+        ),
+    ],
+)
+async def test_a_count_or_length_over_its_bound_is_422_naming_the_field(
+    client: httpx.AsyncClient, fields: dict[str, Any], field: str, message: str
+) -> None:
+    response = await client.post("/emails", json=email(**fields))
+
+    assert response.status_code == 422
+    assert response.json()["errors"] == [{"field": field, "message": message}]
+
+
+async def test_an_idn_address_is_queued_and_one_without_an_a_label_form_is_422(
+    client: httpx.AsyncClient, queue: FakeEmailQueue
+) -> None:
+    """Every domain the API accepts has an A-label form, which the worker sends: one it could
+    not encode is refused here, not dead-lettered after a 202."""
+    queued = await client.post("/emails", json=email(to=["Ana <ana@пример.рф>"]))
+    refused = await client.post("/emails", json=email(to=["ana@١٢٣.com"]))
+
+    assert queued.status_code == 202
+    assert queue.records[0].to == ["Ana <ana@пример.рф>"]
+    assert refused.status_code == 422
+    assert refused.json()["errors"][0]["field"] == "to[0]"
+    assert "not a valid email address" in refused.json()["errors"][0]["message"]
+
+
+async def test_the_largest_email_the_api_accepts_is_accepted(queue: FakeEmailQueue) -> None:
+    """Every count at the schema's bound (API_MAX_RECIPIENTS raised to its 100), text and html
+    filling API_MAX_BODY_BYTES: what `python -m tests.unit.worker.largest_email` times."""
+    settings = Settings(_env_file=None, api_max_recipients=100)
+    largest = largest_email(settings.api_max_body_bytes)
+    body = largest.model_dump(
+        mode="json", by_alias=True, exclude={"schema_version", "message_id", "created_at"}
+    )
+    app = create_app(settings, queue)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://api"
+    ) as default_client:
+        response = await default_client.post(
+            "/emails",
+            content=json.dumps(body, ensure_ascii=False).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+
+    assert response.status_code == 202, response.text
+    assert queue.records[0].to == largest.to
