@@ -234,12 +234,18 @@ class EmailQueue:
                 "a producer did not stop cleanly (%r); its unsent records were answered 503", error
             )
 
-    async def enqueue(self, record: EmailRecord) -> Queued:
+    def kafka_record(self, record: EmailRecord) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+        """The record's key, value and headers; EmailTooLarge if the topic cannot take it."""
         key, value = record.to_kafka()
         headers = [("schema_version", str(SCHEMA_VERSION).encode())]
         record_bytes = record_size_bytes(key, value, headers)
         if record_bytes > self._record_limit.max_record_bytes:
             raise EmailTooLarge(too_large(record_bytes, self._record_limit))
+        return key, value, headers
+
+    async def enqueue(self, record: EmailRecord) -> Queued:
+        key, value, headers = self.kafka_record(record)
+        record_bytes = record_size_bytes(key, value, headers)
         if self._producer is None or not self._connected:
             raise KafkaUnavailable(
                 f"not connected to Kafka at {self._settings.kafka_bootstrap_servers} yet"

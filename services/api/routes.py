@@ -129,10 +129,10 @@ async def send_email(
         message_id=message_id_for(idempotency_key),
         created_at=datetime.now(UTC),
     )
-    if dry_run:
-        record.to_kafka()
-        return JSONResponse({"id": record.message_id, "status": "valid"})
     try:
+        if dry_run:
+            queue.kafka_record(record)  # everything a send does, short of Kafka
+            return JSONResponse({"id": record.message_id, "status": "valid"})
         queued = await queue.enqueue(record)
     except EmailTooLarge as error:
         metrics.refused("too_large")

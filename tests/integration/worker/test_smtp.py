@@ -226,3 +226,31 @@ async def test_a_busy_server_at_greeting_is_retried_not_a_fault(port: int) -> No
 
     assert not isinstance(busy.value, ConfigurationFault)
     assert busy.value.code == 421
+
+
+async def test_an_international_domain_travels_without_smtputf8(port: int) -> None:
+    """An ASCII local part at an IDN domain goes out with the domain in A-labels: a relay
+    without SMTPUTF8 takes it, instead of the email being dead-lettered after its 202."""
+    received: list[Any] = []
+
+    class Keeping(CountingSink):
+        async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+            received.append(envelope)
+            return "250 OK"
+
+    controller = Controller(Keeping(), hostname="127.0.0.1", port=port, enable_SMTPUTF8=False)
+    controller.start()
+    connection = SmtpConnection(SmtpServer("127.0.0.1", port, timeout_seconds=5))
+    email = render_email(email_record("idn", to=["Иван <info@пример.рф>"]), "t")
+    try:
+        assert await connection.send(email, email.recipients) == {}
+    finally:
+        await connection.close()
+        controller.stop()
+
+    assert not email.smtputf8
+    [envelope] = received
+    assert envelope.rcpt_tos == ["info@xn--e1afmkfd.xn--p1ai"]
+    assert "SMTPUTF8" not in envelope.mail_options
+    assert b"To: =?utf-8?" in envelope.original_content
+    assert b"<info@xn--e1afmkfd.xn--p1ai>" in envelope.original_content

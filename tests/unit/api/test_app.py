@@ -12,7 +12,7 @@ import pytest
 from email_validator import ValidatedEmail, validate_email
 
 from services.api.app import create_app, field_name
-from services.api.email_queue import EmailQueue, KafkaUnavailable, Queued
+from services.api.email_queue import EmailQueue, EmailTooLarge, KafkaUnavailable, Queued
 from shared import schema
 from shared.schema import EmailRecord, message_id_for
 from shared.settings import Settings
@@ -20,15 +20,23 @@ from tests.unit.worker.largest_email import largest_email
 
 
 class FakeEmailQueue:
-    def __init__(self, unavailable: bool = False) -> None:
+    def __init__(self, unavailable: bool = False, max_record_bytes: int = 1_048_576) -> None:
         self.unavailable = unavailable
+        self.max_record_bytes = max_record_bytes
         self.records: list[EmailRecord] = []
 
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
 
+    def kafka_record(self, record: EmailRecord) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+        key, value = record.to_kafka()
+        if len(value) > self.max_record_bytes:
+            raise EmailTooLarge(f"the email is too large: {len(value)} bytes")
+        return key, value, []
+
     async def enqueue(self, record: EmailRecord) -> Queued:
+        self.kafka_record(record)
         if self.unavailable:
             raise KafkaUnavailable("Kafka did not acknowledge within 5 s")
         self.records.append(record)
@@ -96,6 +104,19 @@ async def test_a_dry_run_checks_the_email_and_queues_nothing(
     assert valid.status_code == 200
     assert valid.json() == {"id": message_id_for("k-1"), "status": "valid"}
     assert invalid.status_code == 422
+    assert queue.records == []
+
+
+async def test_a_dry_run_refuses_an_email_too_large_for_the_topic_as_a_send_would(
+    client: httpx.AsyncClient, queue: FakeEmailQueue
+) -> None:
+    queue.max_record_bytes = 200
+
+    dry_run = await client.post("/emails", params={"dry_run": "true"}, json=email())
+    send = await client.post("/emails", json=email())
+
+    assert dry_run.status_code == send.status_code == 413
+    assert "too large" in dry_run.json()["detail"]
     assert queue.records == []
 
 
