@@ -59,6 +59,7 @@ def create_consumer(settings: Settings, client_id: str) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         group_id=settings.consumer_group,
+        group_instance_id=settings.worker_instance_id,
         client_id=client_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

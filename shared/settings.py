@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     # strictly in offset order. Commits never pass an unfinished record either way.
     worker_lanes_per_partition: Annotated[int, Field(ge=1, le=64)] = 8
     worker_shutdown_timeout_seconds: Seconds = 15.0
+    # Static membership (KIP-345): a name of this worker's own, the same after a restart, so
+    # that it gets its partitions back with no rebalance if it returns within the session
+    # timeout (10 s). Unset: a new member at each start, as by default.
+    worker_instance_id: Annotated[str, Field(min_length=1, max_length=249)] | None = None
     worker_max_attempts: Annotated[int, Field(ge=0)] = 0  # 0: retry transient failures forever
     worker_retry_initial_seconds: Seconds = 0.5
     worker_retry_max_seconds: Seconds = 30.0
