@@ -25,6 +25,7 @@ from deploy.local.kafka_mode import (
     stack_settings,
 )
 from deploy.local.mailpit import MAILPIT_VERSION, fetch_mailpit
+from deploy.local.postgres import local_postgres
 from deploy.local.smtp_link import describe
 from deploy.local.stack import LocalStack, Service
 from shared.kafka import ensure_topics
@@ -168,9 +169,28 @@ def services_down(settings: Settings) -> None:
         stop_service(settings, service)
 
 
+def postgres_up(settings: Settings) -> None:
+    server = local_postgres(settings)
+    start = server.start()
+    state = (
+        "is already running" if start.already_running else f"is ready after {start.seconds:.1f} s"
+    )
+    print(
+        f"PostgreSQL {state} on {server.host}:{server.port} (pid {start.pid}, log "
+        f"{shown(server.log_file)}): the dedupe store every worker shares, {server.url}"
+    )
+
+
+def postgres_down(settings: Settings) -> None:
+    if local_postgres(settings).stop():
+        print("PostgreSQL stopped.")
+
+
 def up(settings: Settings) -> None:
     kafka_up(settings)
     topics(settings)
+    if settings.kafka_brokers > 1:
+        postgres_up(settings)
     services_up(settings)
     s = settings
     rows = [
@@ -202,6 +222,7 @@ Try:
 
 def down(settings: Settings) -> None:
     services_down(settings)
+    postgres_down(settings)
     kafka_down(settings)
 
 
@@ -224,6 +245,9 @@ def status(settings: Settings) -> None:
     else:
         pid = kafka_pids.get("kafka")
         print(f"{'kafka':<12}{'running, pid ' + str(pid) if pid else 'not running'}")
+    if settings.kafka_brokers > 1:
+        pid = local_postgres(settings).running_pid()
+        print(f"{'postgres':<12}{'running, pid ' + str(pid) if pid else 'not running'}")
     workers = stack.running_workers() or [stack.worker()]
     for service in [stack.sink(), *workers, stack.api(), stack.console()]:
         pid = stack.process(service).running_pid()
@@ -354,8 +378,12 @@ def main() -> None:
         settings = stack_settings(load_settings(), arguments.command)
         if settings.kafka_brokers > 1:
             # The services read their settings from the environment we start them with: every
-            # node of the cluster, not only the first, so any one of them may be down.
+            # node of the cluster, not only the first, so any one of them may be down; and the
+            # local PostgreSQL as the dedupe store that the workers of every "host" share.
+            if settings.dedupe_url is None:
+                settings = settings.model_copy(update={"dedupe_url": local_postgres(settings).url})
             os.environ["KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers
+            os.environ["DEDUPE_URL"] = str(settings.dedupe_url)
         run(arguments, settings)
     except StackError as error:
         sys.exit(f"error: {error}")

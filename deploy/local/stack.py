@@ -73,15 +73,20 @@ class LocalStack:
         )
 
     def worker(self, number: int = 1) -> Service:
-        """Worker 1 is `worker`; `make add-worker` adds worker-2, worker-3... on the next ports."""
+        """Worker 1 is `worker`; `make add-worker` adds worker-2, worker-3... on the next ports.
+
+        On a cluster (`make up BROKERS=3`) each added worker is as if on a host of its own: a
+        run directory of its own (run/hosts/worker-N), sharing only Kafka and PostgreSQL."""
         s = self.settings
         port = s.worker_port + number - 1
+        name = "worker" if number == 1 else f"worker-{number}"
+        own_host = {"RUN_DIR": str(s.run_dir / "hosts" / name)} if s.kafka_brokers > 1 else {}
         return Service(
-            name="worker" if number == 1 else f"worker-{number}",
+            name=name,
             module="services.worker",
             ready_url=f"http://{s.worker_host}:{port}/readyz",
             ports={"WORKER_PORT": (s.worker_host, port)},
-            env={"WORKER_PORT": str(port), **self.smtp_link.worker_env},
+            env={"WORKER_PORT": str(port), **own_host, **self.smtp_link.worker_env},
         )
 
     def console(self) -> Service:
