@@ -25,6 +25,7 @@ from services.worker.partition import PartitionWorker
 from services.worker.processor import EmailProcessor, RetryPolicy
 from services.worker.retention import prune_until_stopped, retention_seconds
 from services.worker.smtp import SmtpConnection, SmtpServer, SmtpSettingsError, smtp_server
+from services.worker.store_outage import StoreOutage
 from services.worker.worker import EmailWorker
 from shared.event_loop import run
 from shared.http_server import embedded_server
@@ -54,6 +55,7 @@ async def serve(settings: Settings, smtp: SmtpServer) -> None:
     configuration_faults = ConfigurationFaults(
         settings.worker_retry_initial_seconds, settings.worker_retry_max_seconds
     )
+    store_outage = StoreOutage()
     processor = EmailProcessor(
         store=store,
         dead_letters=DeadLetters(dead_letter_producer, settings.dlq_topic),
@@ -64,6 +66,7 @@ async def serve(settings: Settings, smtp: SmtpServer) -> None:
         ),
         message_id_domain=settings.message_id_domain,
         configuration_faults=configuration_faults,
+        store_outage=store_outage,
     )
 
     def start_partition(partition: TopicPartition) -> PartitionWorker:
@@ -82,7 +85,9 @@ async def serve(settings: Settings, smtp: SmtpServer) -> None:
         start_partition,
         max_backlog=settings.worker_max_batch_records,
     )
-    health_app = create_health_app(worker, settings.consumer_group, configuration_faults)
+    health_app = create_health_app(
+        worker, settings.consumer_group, configuration_faults, store_outage
+    )
     loop_lag = LoopLag("email_worker", health_app.state.metrics_registry)
     health = embedded_server(health_app, settings.worker_host, settings.worker_port)
     health_task = asyncio.create_task(health.serve())

@@ -1,5 +1,5 @@
-"""The worker's small HTTP port: `/healthz` (alive), `/readyz` (a member of the group, and the
-SMTP server accepts its settings) and `/metrics` (Prometheus)."""
+"""The worker's small HTTP port: `/healthz` (alive), `/readyz` (a member of the group, the SMTP
+server accepts its settings, the dedupe store answers) and `/metrics` (Prometheus)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,15 @@ from prometheus_client.exposition import choose_encoder
 
 from services.worker.faults import ConfigurationFaults
 from services.worker.metrics import metrics_registry
+from services.worker.store_outage import StoreOutage
 from services.worker.worker import EmailWorker
 
 
 def create_health_app(
-    worker: EmailWorker, group: str, configuration_faults: ConfigurationFaults
+    worker: EmailWorker,
+    group: str,
+    configuration_faults: ConfigurationFaults,
+    store_outage: StoreOutage | None = None,
 ) -> FastAPI:
     app = FastAPI(title="Email worker", openapi_url=None)
     registry = metrics_registry(worker)
@@ -34,6 +38,17 @@ def create_health_app(
                     "status": f"not ready: {fault.reason}",
                     "configuration_fault": fault.kind,
                     "for_seconds": round(configuration_faults.seconds, 1),
+                },
+                status_code=503,
+            )
+        if store_outage is not None and store_outage.reason is not None:
+            # The partitions stay: the emails wait for the store, and no other worker could
+            # deliver them without it either.
+            return JSONResponse(
+                {
+                    "status": "not ready: the dedupe store does not answer "
+                    f"({store_outage.reason})",
+                    "for_seconds": round(store_outage.seconds, 1),
                 },
                 status_code=503,
             )

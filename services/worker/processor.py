@@ -19,6 +19,7 @@ from services.worker.dedupe import DedupeStore, Outcome
 from services.worker.delivery import Failure, accepted_at, backoff_seconds, classify
 from services.worker.faults import ConfigurationFaults
 from services.worker.mime import OutgoingEmail, render_email
+from services.worker.store_outage import StoreOutage
 from shared.schema import EmailRecord, parse_record
 
 log = logging.getLogger("worker")
@@ -79,12 +80,14 @@ class EmailProcessor:
         retry: RetryPolicy,
         message_id_domain: str,
         configuration_faults: ConfigurationFaults,
+        store_outage: StoreOutage | None = None,
     ) -> None:
         self._store = store
         self._dead_letters = dead_letters
         self._retry = retry
         self._message_id_domain = message_id_domain
         self._configuration_faults = configuration_faults
+        self._store_outage = store_outage or StoreOutage()
 
     async def process(
         self,
@@ -107,6 +110,7 @@ class EmailProcessor:
             lambda: self._store.state_of(email.message_id),
             f"{where}: cannot read the state of {email.message_id} from the dedupe store",
             stopping,
+            self._store_outage,
         )
         if state is not None and state.finished is not None:
             metrics.EMAILS_SKIPPED_DUPLICATE.inc()
@@ -260,6 +264,7 @@ class EmailProcessor:
                 lambda: self._store.record(message_id, outcome, where),
                 f"{where}: cannot record {message_id} as {outcome} in the dedupe store",
                 stopping,
+                self._store_outage,
             )
         except Stopped:
             log.error(
@@ -277,6 +282,7 @@ class EmailProcessor:
                 lambda: self._store.record_accepted(message_id, recipients, where),
                 f"{where}: cannot record the recipients of {message_id} in the dedupe store",
                 stopping,
+                self._store_outage,
             )
         except Stopped:
             log.error(
@@ -301,19 +307,30 @@ class EmailProcessor:
         )
 
     async def _until_done(
-        self, action: Callable[[], Awaitable[T]], failed: str, stopping: asyncio.Event
+        self,
+        action: Callable[[], Awaitable[T]],
+        failed: str,
+        stopping: asyncio.Event,
+        outage: StoreOutage | None = None,
     ) -> T:
         """Repeat an action on Kafka or the store until it succeeds, with the same back-off as
-        SMTP (either way a server is away for a while); raises Stopped if asked to stop."""
+        SMTP (either way a server is away for a while); raises Stopped if asked to stop. An
+        outage, if given, is told of every failure and of the first success after them."""
         attempt = 0
         while True:
             attempt += 1
             try:
-                return await action()
+                done = await action()
             except Exception as error:
+                if outage is not None:
+                    outage.failed(f"{type(error).__name__}: {error}")
                 delay = self._retry.delay(attempt)
                 log.warning("%s (%s); retrying in %.1f s", failed, error, delay)
                 await wait_unless_stopping(stopping, delay)
+                continue
+            if outage is not None:
+                outage.answered()
+            return done
 
 
 def _refusals(refused: dict[str, str]) -> str:

@@ -1,5 +1,5 @@
 """The worker's /readyz: ready once it is a member of the group, with the partitions it owns, and
-not while the SMTP server refuses its settings."""
+not while the SMTP server refuses its settings or the dedupe store does not answer."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from aiokafka.structs import TopicPartition
 
 from services.worker.faults import ConfigurationFaults
 from services.worker.health import create_health_app
+from services.worker.store_outage import StoreOutage
 
 
 class WorkerState:
@@ -18,8 +19,10 @@ class WorkerState:
         self.last_rebalance_seconds: float | None = None
 
 
-def client(worker: WorkerState, faults: ConfigurationFaults) -> httpx.AsyncClient:
-    app = create_health_app(worker, "email-send-group", faults)  # type: ignore[arg-type]
+def client(
+    worker: WorkerState, faults: ConfigurationFaults, store_outage: StoreOutage | None = None
+) -> httpx.AsyncClient:
+    app = create_health_app(worker, "email-send-group", faults, store_outage)  # type: ignore[arg-type]
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://w")
 
 
@@ -65,3 +68,25 @@ async def test_not_ready_while_the_smtp_server_refuses_the_settings() -> None:
         "for_seconds": 12.0,
     }
     assert accepted.status_code == 200
+
+
+async def test_not_ready_while_the_dedupe_store_does_not_answer() -> None:
+    worker, now = WorkerState(), [100.0]
+    worker.joined_group = True
+    worker.partitions = {TopicPartition("email.send", 0): object()}
+    outage = StoreOutage(clock=lambda: now[0])
+    async with client(worker, ConfigurationFaults(1, 1), outage) as c:
+        outage.failed("ConnectionRefusedError: [Errno 111] Connect call failed")
+        now[0] += 3
+        away = await c.get("/readyz")
+        outage.answered()
+        back = await c.get("/readyz")
+
+    assert away.status_code == 503
+    assert away.json() == {
+        "status": "not ready: the dedupe store does not answer (ConnectionRefusedError: "
+        "[Errno 111] Connect call failed)",
+        "for_seconds": 3.0,
+    }
+    assert back.status_code == 200
+    assert back.json()["partitions"] == ["email.send-0"], "it held its partitions throughout"

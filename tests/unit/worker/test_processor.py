@@ -15,6 +15,7 @@ from services.worker.delivery import ConfigurationFault, OutcomeUnknown
 from services.worker.faults import ConfigurationFaults
 from services.worker.mime import OutgoingEmail
 from services.worker.processor import EmailProcessor, RetryPolicy, Stopped
+from services.worker.store_outage import StoreOutage
 from tests.unit.worker.fakes import (
     FakeDeadLetters,
     FakeMailer,
@@ -419,3 +420,26 @@ async def test_a_failing_dedupe_read_is_retried_not_a_crash() -> None:
 
     assert outcome == "delivered"
     assert mailer.attempts == 1
+
+
+async def test_the_store_outage_is_known_while_it_lasts_and_cleared_after() -> None:
+    store, outage = UnreachableStore(failures=1_000_000), StoreOutage()
+    email_processor = EmailProcessor(
+        store=store,
+        dead_letters=FakeDeadLetters(),
+        retry=NO_WAIT,
+        message_id_domain="pipeline.test",
+        configuration_faults=ConfigurationFaults(0.001, 0.001),
+        store_outage=outage,
+    )
+    task = asyncio.create_task(
+        email_processor.process(kafka_record(0, "m-1"), FakeMailer(), asyncio.Event())
+    )
+    await asyncio.sleep(0.05)
+    reason_while_away = outage.reason
+    store.failures = 0
+
+    assert await asyncio.wait_for(task, timeout=1) == "delivered"
+    assert reason_while_away is not None
+    assert "restarting" in reason_while_away
+    assert outage.reason is None
