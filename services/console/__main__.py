@@ -39,7 +39,12 @@ async def serve(settings: Settings) -> None:
     sink_url = settings.console_sink_url or local_url(settings.sink_host, settings.sink_http_port)
     async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_SECONDS) as http:
         loop = SnapshotLoop(
-            Picture(settings.email_topic, settings.dlq_topic, settings.consumer_group),
+            Picture(
+                settings.email_topic,
+                settings.dlq_topic,
+                settings.consumer_group,
+                settings.kafka_bootstrap_servers,
+            ),
             kafka,
             ApiSource(http, api_url).accepted_total,
             SinkSource(http, sink_url).read,

@@ -37,7 +37,8 @@ def create_app(loop: SnapshotLoop, kafka_stale_seconds: float) -> FastAPI:
 
     @app.get("/api/snapshot")
     async def snapshot() -> Any:
-        """What the page shows now, as JSON (offsets in kafka-consumer-groups.sh's terms)."""
+        """What the page shows now, as JSON: offsets and members in kafka-consumer-groups.sh's
+        terms, brokers, leaders and in-sync replicas in kafka-topics.sh's."""
         latest = await loop.first_snapshot(FIRST_SNAPSHOT_SECONDS)
         if latest is None:
             return JSONResponse({"detail": "no snapshot yet: the console is starting"}, 503)

@@ -1,27 +1,60 @@
-"""Kafka, as `kafka-consumer-groups.sh --describe` sees it, through one admin client.
+"""Kafka, as `kafka-topics.sh --describe` and `kafka-consumer-groups.sh --describe` see it,
+through one admin client.
 
-Each read is the tool's own requests: ListOffsets for LOG-END-OFFSET (and the log start),
-OffsetFetch for the group's CURRENT-OFFSET, DescribeGroups for its state and members. Topic
-metadata (partitions and their leaders) is asked for only now and then.
+Each look is the tools' own requests: Metadata for the live brokers and each partition's leader,
+replicas and in-sync replicas; ListOffsets to each leader for LOG-END-OFFSET and the log start;
+OffsetFetch for the group's CURRENT-OFFSET; DescribeGroups for its state and members. A broker
+that does not answer holds back only what it serves: the partitions it leads keep their last
+offsets (marked so), the group its last look if it is the coordinator, and the rest is read live.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
+import dataclasses
 from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
-from aiokafka.errors import UnknownTopicOrPartitionError, for_code
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    LeaderNotAvailableError,
+    NodeNotReadyError,
+    RequestTimedOutError,
+    UnknownTopicOrPartitionError,
+    for_code,
+)
 from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.protocol.offset import OffsetRequest, OffsetResetStrategy
 
-from services.console.snapshot import KafkaReading, Member, PartitionOffsets
+from services.console.describe_groups_v4 import DescribeGroupsWithInstanceIds, described_group
+from services.console.snapshot import (
+    Broker,
+    KafkaReading,
+    Member,
+    PartitionOffsets,
+    Replicas,
+    describe_error,
+)
 
-METADATA_MAX_AGE_SECONDS = 30.0
 NO_OFFSET = -1
+NO_LEADER = -1
+# What a broker that is down (or cut off) gives: no answer at all, rather than an error code.
+NO_ANSWER = (NodeNotReadyError, KafkaConnectionError, RequestTimedOutError, OSError, TimeoutError)
+
+TopicPartition = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class _Group:
+    committed_offsets: dict[int, int]
+    state: str
+    protocol: str
+    members: tuple[Member, ...]
 
 
 class KafkaReader:
@@ -32,46 +65,52 @@ class KafkaReader:
         self.group = group
         self.requests_sent = 0
         self._started = False
-        self._leaders: dict[tuple[str, int], int] = {}  # (topic, partition) -> leader node id
-        self._leaders_read_at = 0.0
+        self._metadata_node: int | None = None  # the broker that answered Metadata last
+        self._live_nodes: tuple[int, ...] = ()
         self._coordinator: int | None = None
+        self._offsets: dict[TopicPartition, PartitionOffsets] = {}  # the last ones read
+        self._group: _Group | None = None  # the last one read
 
     async def read(self) -> KafkaReading:
-        """One look at the topic, the dead-letter topic and the group; raises KafkaError."""
+        """One look at the brokers, the topic, the dead-letter topic and the group; raises
+        KafkaError when no broker answers (or, at the first look, one that holds a part)."""
         try:
             if not self._started:
                 await self.admin.start()
                 self._count_requests()
                 self._started = True
-            if time.monotonic() - self._leaders_read_at > METADATA_MAX_AGE_SECONDS:
-                await self._read_leaders()
-            coordinator = await self._group_coordinator()
-            latest, earliest, committed, group = await asyncio.gather(
-                self._list_offsets(OffsetResetStrategy.LATEST),
-                self._list_offsets(OffsetResetStrategy.EARLIEST),
-                self._committed_offsets(coordinator),
-                self._describe_group(coordinator),
+            brokers, replicas = await self._read_metadata()
+            unanswered: dict[int, str] = {}
+            offsets, group_read = await asyncio.gather(
+                self._read_offsets(replicas, unanswered),
+                self._read_group(unanswered),
+                return_exceptions=True,  # each is awaited to its end, whichever fails
             )
+            if isinstance(offsets, BaseException):
+                raise offsets
+            if isinstance(group_read, BaseException):
+                raise group_read
+            group, group_error = group_read
         except BaseException:  # a Kafka error, or the loop giving up on this read
-            # Leaders and the coordinator may have moved (or the broker restarted): ask again.
-            self._leaders_read_at = 0.0
+            # The coordinator may have moved (or the broker restarted): ask again.
             self._coordinator = None
             raise
-        state, members = group
 
         def offsets_of(topic: str) -> tuple[PartitionOffsets, ...]:
-            return tuple(
-                PartitionOffsets(partition, earliest[topic, partition], latest[topic, partition])
-                for (name, partition) in sorted(self._leaders)
-                if name == topic
-            )
+            return tuple(offsets[r.topic, r.partition] for r in replicas if r.topic == topic)
 
         return KafkaReading(
             partitions=offsets_of(self.topic),
             dlq_partitions=offsets_of(self.dlq_topic),
-            committed_offsets=committed,
-            group_state=state,
-            members=members,
+            committed_offsets=group.committed_offsets,
+            group_state=group.state,
+            members=group.members,
+            brokers=brokers,
+            replicas=replicas,
+            group_protocol=group.protocol,
+            coordinator=self._coordinator,
+            unanswered=unanswered,
+            group_error=group_error,
         )
 
     async def close(self) -> None:
@@ -91,13 +130,38 @@ class KafkaReader:
 
         client.send = counted_send
 
-    async def _read_leaders(self) -> None:
-        # Not admin.describe_topics: its Metadata request lets the broker auto-create a missing
-        # topic (with the broker's default partition count), and the console changes nothing.
+    async def _read_metadata(self) -> tuple[tuple[Broker, ...], tuple[Replicas, ...]]:
+        """The live brokers and the two topics' partitions, in one Metadata request, from the
+        broker that answered last, else from the next one that does."""
+        # Not admin.describe_cluster and describe_topics: two requests, the first about every
+        # topic; and the second lets the broker auto-create a missing topic (with the broker's
+        # default partition count), while the console changes nothing.
         request = MetadataRequest([self.topic, self.dlq_topic], allow_auto_topic_creation=False)
-        response = await self.admin._client.send(self.admin._client.get_random_node(), request)
-        leaders = {}
-        for topic in response.to_object()["topics"]:
+        failure: BaseException = KafkaConnectionError("no broker to ask for metadata")
+        for node_id in self._metadata_nodes():
+            try:
+                response = await self.admin._client.send(node_id, request)
+            except NO_ANSWER as error:
+                failure = error
+                continue
+            self._metadata_node = node_id
+            return self._parse_metadata(response.to_object())
+        raise failure
+
+    def _metadata_nodes(self) -> Iterator[int]:
+        """Each known broker once: the one that answered last first."""
+        known = [
+            self._metadata_node,
+            *self._live_nodes,
+            *(broker.nodeId for broker in self.admin._client.cluster.brokers()),
+        ]
+        yield from dict.fromkeys(node_id for node_id in known if node_id is not None)
+
+    def _parse_metadata(
+        self, metadata: dict[str, Any]
+    ) -> tuple[tuple[Broker, ...], tuple[Replicas, ...]]:
+        replicas = []
+        for topic in metadata["topics"]:
             if topic["error_code"] == UnknownTopicOrPartitionError.errno:
                 raise UnknownTopicOrPartitionError(
                     f"topic {topic['topic']} does not exist (yet): `make topics` creates it"
@@ -105,34 +169,114 @@ class KafkaReader:
             if topic["error_code"]:
                 raise for_code(topic["error_code"])(f"cannot describe topic {topic['topic']}")
             for partition in topic["partitions"]:
-                leaders[topic["topic"], partition["partition"]] = partition["leader"]
-        self._leaders = leaders
-        self._leaders_read_at = time.monotonic()
+                leader = partition["leader"]
+                replicas.append(
+                    Replicas(
+                        topic=topic["topic"],
+                        partition=partition["partition"],
+                        leader=None if leader == NO_LEADER else leader,
+                        replicas=tuple(partition["replicas"]),
+                        isr=tuple(sorted(partition["isr"])),
+                    )
+                )
+        brokers = tuple(
+            sorted(
+                (
+                    Broker(broker["node_id"], broker["host"], broker["port"], broker.get("rack"))
+                    for broker in metadata["brokers"]
+                ),
+                key=lambda broker: broker.node_id,
+            )
+        )
+        self._live_nodes = tuple(broker.node_id for broker in brokers)
+        return brokers, tuple(sorted(replicas, key=lambda r: (r.topic, r.partition)))
 
-    async def _list_offsets(self, which: int) -> dict[tuple[str, int], int]:
-        """Every partition's latest (LOG-END-OFFSET) or earliest offset, one request a leader.
+    async def _read_offsets(
+        self, replicas: tuple[Replicas, ...], unanswered: dict[int, str]
+    ) -> dict[TopicPartition, PartitionOffsets]:
+        """Each partition's log start and LOG-END-OFFSET, two requests a leader; the last ones
+        read, marked not live, for the partitions of a leader that does not answer."""
+        by_leader: dict[int, list[TopicPartition]] = defaultdict(list)
+        leaderless = []
+        for r in replicas:
+            if r.leader is None:
+                leaderless.append((r.topic, r.partition))
+            else:
+                by_leader[r.leader].append((r.topic, r.partition))
+        answers = await asyncio.gather(
+            *(self._offsets_from(leader, partitions) for leader, partitions in by_leader.items()),
+            return_exceptions=True,
+        )
+        offsets: dict[TopicPartition, PartitionOffsets] = {}
+        for (leader, partitions), answer in zip(by_leader.items(), answers, strict=True):
+            if isinstance(answer, dict):
+                offsets.update(answer)
+                continue
+            if not isinstance(answer, Exception):
+                raise answer  # cancelled: the loop gave up on this read
+            if isinstance(answer, NO_ANSWER):
+                unanswered[leader] = describe_error(answer)
+            offsets.update(self._last_offsets(partitions, answer))
+        if leaderless:
+            offsets.update(
+                self._last_offsets(leaderless, LeaderNotAvailableError("no leader, no offsets"))
+            )
+        self._offsets = offsets
+        return offsets
+
+    def _last_offsets(
+        self, partitions: list[TopicPartition], error: Exception
+    ) -> dict[TopicPartition, PartitionOffsets]:
+        if any(partition not in self._offsets for partition in partitions):
+            raise error  # nothing to show for them yet
+        return {p: dataclasses.replace(self._offsets[p], live=False) for p in partitions}
+
+    async def _offsets_from(
+        self, leader: int, partitions: list[TopicPartition]
+    ) -> dict[TopicPartition, PartitionOffsets]:
+        latest, earliest = await asyncio.gather(
+            self._list_offsets(leader, partitions, OffsetResetStrategy.LATEST),
+            self._list_offsets(leader, partitions, OffsetResetStrategy.EARLIEST),
+        )
+        return {p: PartitionOffsets(p[1], earliest[p], latest[p]) for p in partitions}
+
+    async def _list_offsets(
+        self, leader: int, partitions: list[TopicPartition], which: int
+    ) -> dict[TopicPartition, int]:
+        """The latest (LOG-END-OFFSET) or earliest offset of partitions a broker leads.
 
         aiokafka's admin client has no list_offsets; this is the request its consumer sends.
         """
-        by_leader: dict[int, dict[str, list[tuple[int, int]]]] = defaultdict(
-            lambda: defaultdict(list)
-        )
-        for (topic, partition), leader in self._leaders.items():
-            by_leader[leader][topic].append((partition, which))
-        responses = await asyncio.gather(
-            *(
-                self.admin._client.send(leader, OffsetRequest(-1, 0, list(topics.items())))
-                for leader, topics in by_leader.items()
-            )
-        )
+        topics: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        for topic, partition in partitions:
+            topics[topic].append((partition, which))
+        response = await self.admin._client.send(leader, OffsetRequest(-1, 0, list(topics.items())))
         offsets = {}
-        for response in responses:
-            for topic, partitions in response.topics:
-                for partition, error_code, _timestamp, offset in partitions:
-                    if error_code:
-                        raise for_code(error_code)(f"cannot list offsets of {topic}-{partition}")
-                    offsets[topic, partition] = offset
+        for topic, answered in response.topics:
+            for partition, error_code, _timestamp, offset in answered:
+                if error_code:
+                    raise for_code(error_code)(f"cannot list offsets of {topic}-{partition}")
+                offsets[topic, partition] = offset
         return offsets
+
+    async def _read_group(self, unanswered: dict[int, str]) -> tuple[_Group, str | None]:
+        """The group, and None; or its last look, and why it was not read now."""
+        coordinator = self._coordinator
+        try:
+            coordinator = await self._group_coordinator()
+            committed, group = await asyncio.gather(
+                self._committed_offsets(coordinator), self._describe_group(coordinator)
+            )
+        except (KafkaError, *NO_ANSWER) as error:
+            self._coordinator = None  # it may have moved: ask again at the next look
+            if self._group is None:
+                raise
+            if coordinator is not None and isinstance(error, NO_ANSWER):
+                unanswered[coordinator] = describe_error(error)
+            return self._group, describe_error(error)
+        state, protocol, members = group
+        self._group = _Group(committed, state, protocol, members)
+        return self._group, None
 
     async def _committed_offsets(self, coordinator: int) -> dict[int, int]:
         """The group's CURRENT-OFFSET of each partition that has one."""
@@ -145,23 +289,31 @@ class KafkaReader:
             if tp.topic == self.topic and offset_and_metadata.offset != NO_OFFSET
         }
 
-    async def _describe_group(self, coordinator: int) -> tuple[str, tuple[Member, ...]]:
-        [response] = await self.admin.describe_consumer_groups(
-            [self.group], group_coordinator_id=coordinator
+    async def _describe_group(self, coordinator: int) -> tuple[str, str, tuple[Member, ...]]:
+        """Its state, assignor and members, static ones with their instance ids."""
+        response = await self.admin._client.send(
+            coordinator, DescribeGroupsWithInstanceIds(self.group)
         )
-        error_code, _group, state, _protocol_type, _protocol, raw_members, *_ = response.groups[0]
-        if error_code:
-            raise for_code(error_code)(f"cannot describe group {self.group}")
+        group = described_group(response)
         members = []
-        for member_id, client_id, client_host, _metadata, raw_assignment in raw_members:
+        for member in group.members:
             partitions: tuple[int, ...] = ()
-            if raw_assignment:
-                assignment = ConsumerProtocolMemberAssignment.decode(raw_assignment)
+            if member.assignment:
+                assignment = ConsumerProtocolMemberAssignment.decode(member.assignment)
                 partitions = tuple(
                     sorted(tp.partition for tp in assignment.partitions() if tp.topic == self.topic)
                 )
-            members.append(Member(member_id, client_id, client_host.lstrip("/"), partitions))
-        return state, tuple(sorted(members, key=lambda member: member.partitions or (1 << 31,)))
+            members.append(
+                Member(
+                    member.member_id,
+                    member.client_id,
+                    member.client_host.lstrip("/"),
+                    partitions,
+                    member.group_instance_id,
+                )
+            )
+        by_partitions = sorted(members, key=lambda member: member.partitions or (1 << 31,))
+        return group.state, group.protocol, tuple(by_partitions)
 
     async def _group_coordinator(self) -> int:
         if self._coordinator is None:

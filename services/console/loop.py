@@ -16,7 +16,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
-from services.console.snapshot import KafkaReading, Picture, RateMeter, Reading, SinkReading
+from services.console.snapshot import (
+    KafkaReading,
+    Picture,
+    RateMeter,
+    Reading,
+    SinkReading,
+    describe_error,
+)
 
 log = logging.getLogger("console")
 
@@ -180,9 +187,3 @@ class SnapshotLoop:
                     self._published.wait_for(lambda: self.snapshot is not None), timeout_seconds
                 )
         return self.snapshot
-
-
-def describe_error(error: Exception) -> str:
-    """One line: the error's text, with its type unless the text already names it."""
-    text, kind = str(error), type(error).__name__
-    return text if text.startswith(kind) else f"{kind}: {text}" if text else kind

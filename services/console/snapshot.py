@@ -1,15 +1,16 @@
 """The console's picture of the pipeline, built from readings: pure, no I/O.
 
-A `Reading` is what one tick of the snapshot loop saw (Kafka's offsets and the group, the API's
-and the sink's counters). `Picture` keeps what must outlive a tick (the last good Kafka reading,
-the rate windows, the timeline) and turns each reading into the JSON-ready snapshot the page
-draws and `GET /api/snapshot` answers.
+A `Reading` is what one tick of the snapshot loop saw (the brokers, where each partition's
+replicas are, Kafka's offsets and the group, the API's and the sink's counters). `Picture` keeps
+what must outlive a tick (the last good Kafka reading, the brokers seen, the rebalances seen, the
+rate windows, the timeline) and turns each reading into the JSON-ready snapshot the page draws
+and `GET /api/snapshot` answers.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +23,8 @@ RATE_WINDOW_SECONDS = 5.0
 # CURRENT-OFFSET standing still this long while there is lag is a pause (at once when no member
 # owns the partition); moving again is news.
 PAUSE_SECONDS = 2.0
+# The group is between generations: its members rejoin (Preparing), then get their partitions.
+REBALANCING = ("PreparingRebalance", "CompletingRebalance")
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,15 @@ class Member:
     client_id: str
     host: str
     partitions: tuple[int, ...]  # of the topic the console watches
+    group_instance_id: str | None = None  # a static member's (WORKER_INSTANCE_ID), KIP-345
+
+    @property
+    def identity(self) -> str:
+        """Who the member is across restarts: a static member keeps its instance id (and its
+        partitions, back within the session timeout); a dynamic one is new at every join."""
+        if self.group_instance_id is None:
+            return self.member_id
+        return f"instance:{self.group_instance_id}"
 
 
 @dataclass(frozen=True)
@@ -37,17 +49,59 @@ class PartitionOffsets:
     partition: int
     log_start_offset: int
     log_end_offset: int
+    live: bool = True  # False: its leader did not answer this look; the last offsets read
+
+
+@dataclass(frozen=True)
+class Broker:
+    node_id: int
+    host: str
+    port: int
+    rack: str | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Replicas:
+    """Where a partition's copies are, as the cluster's metadata says (`kafka-topics.sh
+    --describe`'s Leader, Replicas and Isr)."""
+
+    topic: str
+    partition: int
+    leader: int | None  # None while the partition has no leader
+    replicas: tuple[int, ...]
+    isr: tuple[int, ...]  # the replicas in sync with the leader
+
+    @property
+    def name(self) -> str:
+        return f"{self.topic}-{self.partition}"
+
+    @property
+    def under_replicated(self) -> bool:
+        return len(self.isr) < len(self.replicas)
 
 
 @dataclass(frozen=True)
 class KafkaReading:
-    """One look at Kafka: the topic's and the dead-letter topic's offsets, and the group."""
+    """One look at Kafka: the topic's and the dead-letter topic's offsets, the group, the live
+    brokers and where each partition's replicas are."""
 
     partitions: tuple[PartitionOffsets, ...]
     dlq_partitions: tuple[PartitionOffsets, ...]
     committed_offsets: Mapping[int, int]  # partition -> the group's CURRENT-OFFSET
     group_state: str
     members: tuple[Member, ...]
+    brokers: tuple[Broker, ...] = ()  # the live brokers, as the cluster's metadata lists them
+    replicas: tuple[Replicas, ...] = ()  # of the topic's and the dead-letter topic's partitions
+    group_protocol: str = ""  # the partition assignor the members agreed on
+    coordinator: int | None = None  # the broker that coordinates the group
+    # Brokers the metadata lists but that did not answer the console's request this look.
+    unanswered: Mapping[int, str] = field(default_factory=dict)  # node id -> why
+    # Set when the group (its state, members, CURRENT-OFFSETs) is from an earlier look: why.
+    group_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -126,13 +180,22 @@ class _Progress:
 
 
 class Picture:
-    def __init__(self, topic: str, dlq_topic: str, group: str) -> None:
+    def __init__(self, topic: str, dlq_topic: str, group: str, bootstrap_servers: str = "") -> None:
         self.topic = topic
         self.dlq_topic = dlq_topic
         self.group = group
+        # The brokers the console was told of: one missing from the metadata is down.
+        self.bootstrap_servers = tuple(
+            server.strip() for server in bootstrap_servers.split(",") if server.strip()
+        )
         self.timeline: deque[Event] = deque(maxlen=TIMELINE_LENGTH)
         self.accepted = RateMeter()
         self.delivered = RateMeter()
+        # Kafka tells a group's generation to its members only (JoinGroup, SyncGroup): what
+        # the console can count is the rebalances its looks show, since it started.
+        self.rebalances_seen = 0
+        self._brokers_seen: dict[int, Broker] = {}  # node id -> as the metadata last listed it
+        self._broker_rows: list[dict[str, Any]] = []
         self._last_kafka: KafkaReading | None = None
         self._last_kafka_at: float | None = None
         self._kafka_down_since: float | None = None
@@ -166,6 +229,8 @@ class Picture:
             for progress in self._progress.values():
                 progress.since = at  # an outage is no pause of the group's
         before = self._last_kafka
+        self._note_brokers(at, kafka)
+        self._note_replicas(at, before, kafka)
         if before is None:
             self._add(at, "first_look", first_look(self.topic, self.group, kafka))
         else:
@@ -175,28 +240,106 @@ class Picture:
                     "group_state",
                     f"group {self.group}: {before.group_state} → {kafka.group_state}",
                 )
-            self._note_membership(at, before.members, kafka.members)
+            rebalance = rebalance_between(before, kafka)
+            if rebalance is not None:
+                self.rebalances_seen += 1
+            self._note_membership(at, before.members, kafka.members, rebalance)
+            if rebalance is not None:
+                self._add(
+                    at,
+                    "rebalance",
+                    f"group {self.group} rebalanced ({rebalance}): "
+                    f"{self.rebalances_seen} rebalance(s) seen since the console started",
+                )
         self._note_assignment(at, kafka)
         self._note_progress(at, kafka)
 
-    def _note_membership(self, at: float, before: Sequence[Member], now: Sequence[Member]) -> None:
-        before_by_id = {member.member_id: member for member in before}
-        now_by_id = {member.member_id: member for member in now}
-        for member_id in now_by_id.keys() - before_by_id.keys():
-            self._add(at, "member_joined", f"{describe(now_by_id[member_id])} joined the group")
-        for member_id in before_by_id.keys() - now_by_id.keys():
-            self._add(at, "member_left", f"{describe(before_by_id[member_id])} left the group")
+    def _note_brokers(self, at: float, kafka: KafkaReading) -> None:
+        """A broker is up while the metadata lists it and it answers the console, not
+        answering while only the first holds, down once the metadata no longer lists it."""
+        for broker in kafka.brokers:
+            self._brokers_seen[broker.node_id] = broker
+        rows = broker_rows(self.bootstrap_servers, self._brokers_seen, kafka)
+        before = {row["address"]: row["status"] for row in self._broker_rows}
+        for row in rows:
+            status = row["status"]
+            if status == before.get(row["address"], "up"):
+                continue
+            name = broker_name(row)
+            if status == "up":
+                self._add(at, "broker_up", f"{name} is up again")
+            elif status == "down":
+                self._add(at, "broker_down", f"{name} is down: {row['error']}")
+            else:
+                self._add(at, "broker_unanswered", f"{name} does not answer: {row['error']}")
+        self._broker_rows = rows
+
+    def _note_replicas(self, at: float, before: KafkaReading | None, now: KafkaReading) -> None:
+        """New leaders, and partitions whose in-sync replicas fell short of their replicas or
+        caught up again: one event for each, listing the partitions."""
+        earlier = {r.name: r for r in before.replicas} if before is not None else {}
+        moved, short, whole = [], [], []
+        for replicas in now.replicas:
+            was = earlier.get(replicas.name)
+            if was is not None and was.leader != replicas.leader:
+                moved.append(f"{replicas.name} {node(was.leader)} → {node(replicas.leader)}")
+            if replicas.under_replicated and (was is None or not was.under_replicated):
+                short.append(
+                    f"{replicas.name} (ISR {ids(replicas.isr)} of {ids(replicas.replicas)})"
+                )
+            if was is not None and was.under_replicated and not replicas.under_replicated:
+                whole.append(replicas.name)
+        if moved:
+            self._add(at, "leader_moved", f"new leader: {', '.join(moved)}")
+        if short:
+            self._add(at, "under_replicated", f"under-replicated: {', '.join(short)}")
+        if whole:
+            self._add(at, "in_sync", f"every replica in sync again: {', '.join(whole)}")
+
+    def _note_membership(
+        self, at: float, before: Sequence[Member], now: Sequence[Member], rebalance: str | None
+    ) -> None:
+        """Members joining and leaving; a static member back under a new member id is neither
+        when the group did not rebalance: it got its own partitions back."""
+        before_by_identity = {member.identity: member for member in before}
+        now_by_identity = {member.identity: member for member in now}
+        for identity in now_by_identity.keys() - before_by_identity.keys():
+            self._add(
+                at, "member_joined", f"{describe(now_by_identity[identity])} joined the group"
+            )
+        for identity in before_by_identity.keys() - now_by_identity.keys():
+            self._add(at, "member_left", f"{describe(before_by_identity[identity])} left the group")
+        for identity in now_by_identity.keys() & before_by_identity.keys():
+            member = now_by_identity[identity]
+            if member.member_id == before_by_identity[identity].member_id:
+                continue
+            if rebalance is None:
+                partitions = ", ".join(f"{self.topic}-{p}" for p in member.partitions) or "none"
+                self._add(
+                    at,
+                    "static_member_back",
+                    f"{member.group_instance_id} (static) came back: same partitions "
+                    f"{partitions}, no rebalance (rebalances seen: {self.rebalances_seen}, "
+                    "unchanged)",
+                )
+            else:
+                self._add(
+                    at,
+                    "static_member_back",
+                    f"{member.group_instance_id} (static) came back, and the group rebalanced",
+                )
 
     def _note_assignment(self, at: float, kafka: KafkaReading) -> None:
         """While the group rebalances, Kafka shows members without partitions: the owners
         stand as they were until it is Stable again (or their member has left)."""
-        present = {member.member_id for member in kafka.members}
+        present = {member.identity for member in kafka.members}
         if kafka.group_state != "Stable":
-            self._owners = {p: m for p, m in self._owners.items() if m.member_id in present}
+            self._owners = {p: m for p, m in self._owners.items() if m.identity in present}
             return
         owners_now = owners(kafka.members)
         for partition in sorted(owners_now):
-            if owners_now[partition] != self._owners.get(partition):
+            owner_before = self._owners.get(partition)
+            if owner_before is None or owners_now[partition].identity != owner_before.identity:
                 self._add(
                     at,
                     "reassigned",
@@ -259,8 +402,15 @@ class Picture:
                 "as_of": None if self._last_kafka_at is None else iso(self._last_kafka_at),
                 "age_seconds": None if kafka_age is None else round(kafka_age, 3),
             },
+            "brokers": self._broker_rows,
             "group_state": kafka.group_state if kafka else None,
-            "partitions": partition_rows(kafka, self._owners) if kafka else [],
+            "group_protocol": (kafka.group_protocol or None) if kafka else None,
+            "group_coordinator": kafka.coordinator if kafka else None,
+            "group_error": kafka.group_error if kafka else None,
+            # Kafka's generation id is not told to observers: the rebalances seen stand for it.
+            "rebalances_seen": self.rebalances_seen,
+            "partitions": partition_rows(self.topic, kafka, self._owners) if kafka else [],
+            "under_replicated": under_replicated(kafka) if kafka else [],
             "total_lag": total_lag(kafka) if kafka else None,
             "dlq": dlq_summary(self.dlq_topic, kafka),
             "members": [member_json(member) for member in kafka.members] if kafka else [],
@@ -297,20 +447,119 @@ def first_look(topic: str, group: str, kafka: KafkaReading) -> str:
     )
 
 
+def rebalance_between(before: KafkaReading, now: KafkaReading) -> str | None:
+    """How two looks in a row show that the group rebalanced (took a new generation), or None
+    if they do not. A rebalance that begins and ends between two looks shows only if it changed
+    the members or the partitions they own: the count is a lower bound."""
+    if now.group_state in REBALANCING:
+        if before.group_state in REBALANCING:
+            return None  # the one counted when it began
+        return f"{before.group_state} → {now.group_state}"
+    if before.group_state in REBALANCING:
+        return None
+    if {m.identity for m in before.members} != {m.identity for m in now.members}:
+        return "members changed between two looks"
+    if before.group_state == now.group_state == "Stable" and {
+        m.identity: m.partitions for m in before.members
+    } != {m.identity: m.partitions for m in now.members}:
+        return "partitions moved between two looks"
+    return None
+
+
+def broker_rows(
+    bootstrap_servers: Sequence[str], seen: Mapping[int, Broker], kafka: KafkaReading
+) -> list[dict[str, Any]]:
+    """Every broker the console knows of, by node id, with the partitions it leads."""
+    live = {broker.node_id for broker in kafka.brokers}
+    leads: dict[int, list[str]] = defaultdict(list)
+    for replicas in kafka.replicas:
+        if replicas.leader is not None:
+            leads[replicas.leader].append(replicas.name)
+    rows = []
+    for node_id, broker in sorted(seen.items()):
+        if node_id not in live:
+            status, error = "down", "the cluster's metadata no longer lists it"
+        elif node_id in kafka.unanswered:
+            status, error = "not_answering", kafka.unanswered[node_id]
+        else:
+            status, error = "up", None
+        rows.append(
+            {
+                "node_id": node_id,
+                "address": broker.address,
+                "rack": broker.rack,
+                "status": status,
+                "error": error,
+                "leads": leads[node_id],
+                "coordinator": node_id == kafka.coordinator,
+            }
+        )
+    # A bootstrap server no listed broker has the address of is down since before the
+    # console started, unless it is another name of one: then the list is not short.
+    if len(seen) < len(bootstrap_servers):
+        known = {same_host(broker.address) for broker in seen.values()}
+        for address in bootstrap_servers:
+            if same_host(address) not in known:
+                rows.append(
+                    {
+                        "node_id": None,
+                        "address": address,
+                        "rack": None,
+                        "status": "down",
+                        "error": "a bootstrap server the cluster's metadata has not listed",
+                        "leads": [],
+                        "coordinator": False,
+                    }
+                )
+    return rows
+
+
+def under_replicated(kafka: KafkaReading) -> list[str]:
+    """The partitions of both topics with fewer replicas in sync than they have."""
+    return [replicas.name for replicas in kafka.replicas if replicas.under_replicated]
+
+
+def same_host(address: str) -> str:
+    """An address as the metadata would list it: `localhost` is 127.0.0.1."""
+    host, _, port = address.lower().rpartition(":")
+    return f"{'127.0.0.1' if host in ('localhost', '[::1]') else host}:{port}"
+
+
+def broker_name(row: Mapping[str, Any]) -> str:
+    if row["node_id"] is None:
+        return f"the broker at {row['address']}"
+    return f"broker {row['node_id']} ({row['address']})"
+
+
+def node(node_id: int | None) -> str:
+    return "none" if node_id is None else str(node_id)
+
+
+def ids(node_ids: Sequence[int]) -> str:
+    return f"[{', '.join(map(str, node_ids))}]"
+
+
 def owners(members: Sequence[Member]) -> dict[int, Member]:
     return {partition: member for member in members for partition in member.partitions}
 
 
 def describe(member: Member) -> str:
+    if member.group_instance_id is not None:
+        return f"{member.group_instance_id} (static; {member.client_id}, {member.host})"
     return f"{member.client_id} ({member.host})"
 
 
-def partition_rows(kafka: KafkaReading, owner: Mapping[int, Member]) -> list[dict[str, Any]]:
-    """One row per partition, in kafka-consumer-groups.sh --describe's terms."""
+def partition_rows(
+    topic: str, kafka: KafkaReading, owner: Mapping[int, Member]
+) -> list[dict[str, Any]]:
+    """One row per partition, in kafka-consumer-groups.sh --describe's terms, with where its
+    replicas are in kafka-topics.sh --describe's."""
+    where = {r.partition: r for r in kafka.replicas if r.topic == topic}
     rows = []
     for offsets in sorted(kafka.partitions, key=lambda p: p.partition):
         current_offset = kafka.committed_offsets.get(offsets.partition)
         member = owner.get(offsets.partition)
+        replicas = where.get(offsets.partition)
         rows.append(
             {
                 "partition": offsets.partition,
@@ -320,6 +569,11 @@ def partition_rows(kafka: KafkaReading, owner: Mapping[int, Member]) -> list[dic
                 # As the tool shows it: no committed offset, no lag ("-").
                 "lag": None if current_offset is None else offsets.log_end_offset - current_offset,
                 "member": None if member is None else member_json(member, with_partitions=False),
+                "offsets_live": offsets.live,
+                "leader": replicas.leader if replicas else None,
+                "replicas": list(replicas.replicas) if replicas else [],
+                "isr": list(replicas.isr) if replicas else [],
+                "under_replicated": replicas.under_replicated if replicas else False,
             }
         )
     return rows
@@ -347,6 +601,7 @@ def dlq_summary(dlq_topic: str, kafka: KafkaReading | None) -> dict[str, Any]:
 def member_json(member: Member, with_partitions: bool = True) -> dict[str, Any]:
     answer: dict[str, Any] = {
         "member_id": member.member_id,
+        "group_instance_id": member.group_instance_id,
         "client_id": member.client_id,
         "host": member.host,
     }
@@ -374,3 +629,9 @@ def iso(unix_time: float) -> str:
 
 def rounded(value: float | None) -> float | None:
     return None if value is None or math.isnan(value) else round(value, 1)
+
+
+def describe_error(error: Exception) -> str:
+    """One line: the error's text, with its type unless the text already names it."""
+    text, kind = str(error), type(error).__name__
+    return text if text.startswith(kind) else f"{kind}: {text}" if text else kind

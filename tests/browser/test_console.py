@@ -36,6 +36,16 @@ async def test_the_console_shows_offsets_move_pause_and_resume(
     stack = console_stack
     await open_console(page, stack)
     consumed_before = int(await page.evaluate(CONSUMED_SUM))
+    # The one broker is up and leads every partition, the only replica, in sync.
+    [broker] = await page.get_by_test_id("broker").all()
+    await expect(broker).to_have_attribute("data-status", "up")
+    node_id = await broker.get_attribute("data-node-id")
+    assert {(lane["leader"], lane["isr"]) for lane in await page.evaluate(LANES)} == {
+        (node_id, node_id)
+    }
+    await expect(page.get_by_test_id("replication")).to_have_text(
+        "every partition has all its replicas in sync"
+    )
     await page.screenshot(path=tmp_path / "1-opened.png", full_page=True)
 
     await send_emails(stack, 6)
@@ -73,6 +83,9 @@ async def test_the_console_shows_offsets_move_pause_and_resume(
     await expect(total_lag).to_have_text("0", timeout=UPDATE_SECONDS * 1000)
     await until_consumed(page, consumed_before + 9)
     await expect(page.get_by_test_id("member-row")).to_have_count(1)
+    await expect(page.get_by_test_id("member-instance-id")).to_contain_text("dynamic")
+    # Its stop and its start each rebalanced the group, as the console saw.
+    assert int(await page.get_by_test_id("rebalances-seen").text_content() or 0) >= 2
     await page.screenshot(path=tmp_path / "4-resumed-lag-0.png", full_page=True)
 
 

@@ -5,6 +5,7 @@
 
 const SLOTS = 30; // offset boxes drawn per partition; older ones are counted, not drawn
 const MIN_STALE_SECONDS = 3; // no snapshot for this long (or 3 refreshes): the page is not live
+const BROKER_STATUS = { up: "up", down: "down", not_answering: "not answering" };
 
 let lastSnapshot = null;
 let lastReceivedAt = 0;
@@ -79,17 +80,22 @@ function lane(topic, row) {
     }
     for (let offset = first; offset <= last; offset++) slots.append(slot(offset, current, logEnd));
   });
-  const owner = row.member ? `${row.member.client_id} (${row.member.host})` : "no member owns it";
+  const owner = row.member ? memberName(row.member) : "no member owns it";
   const lagText = row.lag === null ? "–" : String(row.lag);
   return el(
     "div",
     {
-      class: `lane${row.lag ? " lagging" : ""}`,
+      class: `lane${row.lag ? " lagging" : ""}${row.offsets_live ? "" : " stale"}`,
       "data-testid": "partition-lane",
       "data-partition": row.partition,
       "data-current-offset": current === null ? "" : current,
       "data-log-end-offset": logEnd,
       "data-lag": row.lag === null ? "" : row.lag,
+      "data-leader": row.leader === null ? "" : row.leader,
+      "data-replicas": row.replicas.join(","),
+      "data-isr": row.isr.join(","),
+      "data-under-replicated": row.under_replicated,
+      "data-offsets-live": row.offsets_live,
     },
     el(
       "div",
@@ -101,6 +107,7 @@ function lane(topic, row) {
       el("span", { "data-testid": "lane-log-end-offset", text: String(logEnd) }),
       el("span", { class: "dim", text: " LAG " }),
       el("strong", { class: "lag", "data-testid": "lane-lag", text: lagText }),
+      replicasOf(row),
       el("span", { class: "owner", "data-testid": "lane-owner", text: owner }),
     ),
     el(
@@ -110,6 +117,58 @@ function lane(topic, row) {
       slots,
     ),
   );
+}
+
+// Where the partition's copies are, as kafka-topics.sh --describe says it: Leader, Replicas, Isr.
+function replicasOf(row) {
+  const where = el("span", { class: "replicas", "data-testid": "lane-replicas" });
+  if (row.replicas.length === 0) return where;
+  where.append(
+    el("span", { class: "dim", text: " leader " }),
+    el("span", { "data-testid": "lane-leader", text: row.leader === null ? "none" : String(row.leader) }),
+    el("span", { class: "dim", text: " ISR " }),
+    el("span", { "data-testid": "lane-isr", text: row.isr.join(",") || "none" }),
+    el("span", { class: "dim", text: ` of ${row.replicas.join(",")}` }),
+  );
+  if (row.under_replicated) {
+    where.append(" ", el("span", { class: "badge", "data-testid": "under-replicated-badge", text: "UNDER-REPLICATED" }));
+  }
+  if (!row.offsets_live) {
+    where.append(el("span", { class: "dim", text: " offsets as last read: the leader does not answer" }));
+  }
+  return where;
+}
+
+function memberName(member) {
+  const name = `${member.client_id} (${member.host})`;
+  return member.group_instance_id ? `${member.group_instance_id} (static) · ${name}` : name;
+}
+
+function renderBrokers(snapshot) {
+  byId("brokers").replaceChildren(
+    ...snapshot.brokers.map((broker) =>
+      el(
+        "span",
+        {
+          class: `broker ${broker.status}`,
+          "data-testid": "broker",
+          "data-node-id": broker.node_id === null ? "" : broker.node_id,
+          "data-status": broker.status,
+          title: broker.error || (broker.leads.length ? `leads ${broker.leads.join(", ")}` : "leads no partition of these topics"),
+        },
+        el("strong", { text: broker.node_id === null ? "broker ?" : `broker ${broker.node_id}` }),
+        el("span", { class: "address", text: ` ${broker.address} ` }),
+        el("span", { class: "broker-status", "data-testid": "broker-status", text: BROKER_STATUS[broker.status] || broker.status }),
+        el("span", { class: "dim", text: ` · leads ${broker.leads.length}${broker.coordinator ? " · group coordinator" : ""}` }),
+      ),
+    ),
+  );
+  const short = snapshot.under_replicated;
+  const replication = byId("replication");
+  replication.textContent = short.length
+    ? `under-replicated (fewer replicas in sync than the partition has): ${short.join(", ")}`
+    : snapshot.brokers.length ? "every partition has all its replicas in sync" : "";
+  replication.className = short.length ? "short" : "dim";
 }
 
 function renderKafkaStatus(snapshot) {
@@ -136,7 +195,13 @@ function render(snapshot) {
   byId("group").textContent = snapshot.group;
   const state = byId("group-state");
   state.textContent = snapshot.group_state || "?";
-  state.className = `pill ${snapshot.group_state === "Stable" ? "ok" : "warn"}`;
+  state.className = `pill ${snapshot.group_state === "Stable" ? "ok" : "warn"}${snapshot.group_error ? " stale" : ""}`;
+  const coordinator = snapshot.group_coordinator === null ? "" : `, coordinator broker ${snapshot.group_coordinator}`;
+  state.title = snapshot.group_error
+    ? `as last read: ${snapshot.group_error}`
+    : `assignor ${snapshot.group_protocol || "–"}${coordinator}`;
+  byId("rebalances-seen").textContent = String(snapshot.rebalances_seen);
+  renderBrokers(snapshot);
   byId("total-lag").textContent = snapshot.total_lag === null ? "?" : String(snapshot.total_lag);
 
   byId("lanes").replaceChildren(...snapshot.partitions.map((row) => lane(snapshot.topic, row)));
@@ -168,12 +233,13 @@ function render(snapshot) {
         { "data-testid": "member-row" },
         el("td", { text: member.client_id }),
         el("td", { text: member.host }),
+        el("td", { "data-testid": "member-instance-id", text: member.group_instance_id || "– (dynamic)" }),
         el("td", { text: member.partitions.map((p) => `${snapshot.topic}-${p}`).join(", ") || "none" }),
       ),
     ),
   );
   if (snapshot.members.length === 0) {
-    byId("members").append(el("tr", {}, el("td", { colspan: 3, class: "dim", text: "no member: no worker is running" })));
+    byId("members").append(el("tr", {}, el("td", { colspan: 4, class: "dim", text: "no member: no worker is running" })));
   }
 
   byId("timeline").replaceChildren(

@@ -1,5 +1,6 @@
 """The console's Kafka reader against the real broker: the same offsets, members and hosts as
-Kafka's own `kafka-consumer-groups.sh --describe`, for a few requests a look."""
+Kafka's own `kafka-consumer-groups.sh --describe`, the broker and each partition's leader and
+in-sync replicas, for a few requests a look."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from collections.abc import AsyncIterator
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, NotLeaderForPartitionError
+from aiokafka.errors import KafkaError, LeaderNotAvailableError, NotLeaderForPartitionError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from services.console.kafka_reader import KafkaReader
-from services.console.snapshot import KafkaReading
+from services.console.snapshot import KafkaReading, Replicas
 from shared.kafka import admin_client, create_admin_client
 from shared.settings import Settings
 from tests.conftest import free_port
@@ -58,7 +59,7 @@ async def first_reading(reader: KafkaReader) -> KafkaReading:
     for _ in range(50):
         try:
             return await reader.read()
-        except NotLeaderForPartitionError:
+        except (NotLeaderForPartitionError, LeaderNotAvailableError):
             await asyncio.sleep(0.1)
     return await reader.read()
 
@@ -127,8 +128,19 @@ async def test_the_reader_sees_what_kafka_consumer_groups_describe_sees(
     assert owner.partitions == (0, 1, 2)
     assert reading.group_state == "Stable"
     assert [p.log_end_offset for p in reading.dlq_partitions] == [0, 2, 0]
-    # ListOffsets twice (end, start), OffsetFetch and DescribeGroups: whatever the pages open.
-    assert requests_per_look == 4
+    [broker] = reading.brokers
+    assert broker.address == bootstrap
+    assert reading.replicas == tuple(
+        Replicas(name, partition, broker.node_id, (broker.node_id,), (broker.node_id,))
+        for name in sorted((topic, dlq_topic))
+        for partition in range(3)
+    )
+    assert owner.group_instance_id is None
+    assert reading.coordinator == broker.node_id
+    assert reading.unanswered == {}
+    # Metadata, ListOffsets twice (end, start), OffsetFetch and DescribeGroups, whatever the
+    # pages open; ListOffsets twice a leader on a cluster.
+    assert requests_per_look == 5
 
 
 async def test_a_group_that_never_ran_reads_as_nothing_committed(

@@ -9,9 +9,14 @@ from fastapi.routing import APIRoute
 from services.console.app import create_app
 from tests.unit.console.test_loop import Counting, FakeKafka, snapshot_loop
 
-SNAPSHOT_KEYS = {"topic", "group", "group_state", "partitions", "dlq", "members", "rates"}
+SNAPSHOT_KEYS = {
+    "topic", "group", "group_state", "partitions", "dlq", "members", "rates",
+    "brokers", "under_replicated", "rebalances_seen", "group_protocol", "group_coordinator",
+    "group_error",
+}  # fmt: skip
 PARTITION_KEYS = {
     "partition", "log_start_offset", "log_end_offset", "current_offset", "lag", "member",
+    "offsets_live", "leader", "replicas", "isr", "under_replicated",
 }  # fmt: skip
 
 

@@ -9,8 +9,14 @@ import json
 
 from aiokafka.errors import NodeNotReadyError
 
-from services.console.loop import SnapshotLoop, describe_error
-from services.console.snapshot import KafkaReading, PartitionOffsets, Picture, SinkReading
+from services.console.loop import SnapshotLoop
+from services.console.snapshot import (
+    KafkaReading,
+    PartitionOffsets,
+    Picture,
+    SinkReading,
+    describe_error,
+)
 
 PAGES = 50
 

@@ -1,4 +1,5 @@
-"""The console's picture: offsets in kafka-consumer-groups.sh's terms, and the timeline."""
+"""The console's picture: offsets in kafka-consumer-groups.sh's terms, brokers and replicas in
+kafka-topics.sh's, the rebalances seen, and the timeline."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Any
 
 from services.console.snapshot import (
     PAUSE_SECONDS,
+    Broker,
     KafkaReading,
     Member,
     PartitionOffsets,
@@ -13,11 +15,14 @@ from services.console.snapshot import (
     RateMeter,
     Reading,
     RecentMessage,
+    Replicas,
     SinkReading,
 )
 
 WORKER = Member("m-1", "email-worker-a-1", "127.0.0.1", (0, 1))
 OTHER_WORKER = Member("m-2", "email-worker-b-2", "10.0.0.2", (1,))
+BOOTSTRAP = "127.0.0.1:19092,127.0.0.1:19094,127.0.0.1:19096"
+NODES = {n: Broker(n, "127.0.0.1", 19090 + 2 * n) for n in (1, 2, 3)}
 
 
 def kafka(
@@ -26,18 +31,35 @@ def kafka(
     members: tuple[Member, ...] = (WORKER,),
     state: str = "Stable",
     dlq_ends: dict[int, int] | None = None,
+    brokers: tuple[Broker, ...] = (),
+    replicas: tuple[Replicas, ...] = (),
+    unanswered: dict[int, str] | None = None,
+    stale: tuple[int, ...] = (),
 ) -> KafkaReading:
     return KafkaReading(
-        partitions=tuple(PartitionOffsets(p, 0, end) for p, end in ends.items()),
+        partitions=tuple(PartitionOffsets(p, 0, end, p not in stale) for p, end in ends.items()),
         dlq_partitions=tuple(PartitionOffsets(p, 0, end) for p, end in (dlq_ends or {}).items()),
         committed_offsets=committed,
         group_state=state,
         members=members,
+        brokers=brokers,
+        replicas=replicas,
+        unanswered=unanswered or {},
     )
 
 
-def picture() -> Picture:
-    return Picture("email.send", "email.send.dlq", "email-send-group")
+def on_three_nodes(
+    leaders: dict[int, int], isr: dict[int, tuple[int, ...]]
+) -> tuple[Replicas, ...]:
+    """email.send's partitions with three replicas each, their leaders and ISR as given."""
+    return tuple(
+        Replicas("email.send", p, leader, (1, 2, 3), isr.get(p, (1, 2, 3)))
+        for p, leader in leaders.items()
+    )
+
+
+def picture(bootstrap_servers: str = "") -> Picture:
+    return Picture("email.send", "email.send.dlq", "email-send-group", bootstrap_servers)
 
 
 def events(snapshot: dict[str, Any], kind: str) -> list[str]:
@@ -45,8 +67,18 @@ def events(snapshot: dict[str, Any], kind: str) -> list[str]:
 
 
 def test_rows_are_kafka_consumer_groups_describe_columns() -> None:
-    snapshot = picture().update(Reading(100.0, kafka({0: 6, 1: 2}, {0: 4}), None, None))
+    one_broker = Replicas("email.send", 0, 1, (1,), (1,)), Replicas("email.send", 1, 1, (1,), (1,))
+    reading = kafka({0: 6, 1: 2}, {0: 4}, brokers=(NODES[1],), replicas=one_broker)
 
+    snapshot = picture().update(Reading(100.0, reading, None, None))
+
+    owner = {
+        "member_id": "m-1",
+        "group_instance_id": None,
+        "client_id": "email-worker-a-1",
+        "host": "127.0.0.1",
+    }
+    where = {"leader": 1, "replicas": [1], "isr": [1], "under_replicated": False}
     assert snapshot["partitions"] == [
         {
             "partition": 0,
@@ -54,7 +86,9 @@ def test_rows_are_kafka_consumer_groups_describe_columns() -> None:
             "log_end_offset": 6,
             "current_offset": 4,
             "lag": 2,
-            "member": {"member_id": "m-1", "client_id": "email-worker-a-1", "host": "127.0.0.1"},
+            "member": owner,
+            "offsets_live": True,
+            **where,
         },
         {
             "partition": 1,
@@ -62,7 +96,9 @@ def test_rows_are_kafka_consumer_groups_describe_columns() -> None:
             "log_end_offset": 2,
             "current_offset": None,  # the tool prints "-": nothing committed yet
             "lag": None,
-            "member": {"member_id": "m-1", "client_id": "email-worker-a-1", "host": "127.0.0.1"},
+            "member": owner,
+            "offsets_live": True,
+            **where,
         },
     ]
     # A partition with nothing committed is read from the beginning: all of it is lag.
@@ -245,3 +281,202 @@ def test_owners_stand_while_the_group_rebalances() -> None:
         "email.send-0 assigned to email-worker-a-1 (127.0.0.1)",
         "email.send-1 assigned to email-worker-a-1 (127.0.0.1)",
     ]  # once, at the first look: nothing moved since
+
+
+def test_one_broker_is_up_and_leads_every_partition() -> None:
+    one_broker = (
+        Replicas("email.send", 0, 1, (1,), (1,)),
+        Replicas("email.send.dlq", 0, 1, (1,), (1,)),
+    )
+    reading = kafka({0: 1}, {0: 1}, brokers=(NODES[1],), replicas=one_broker)
+
+    snapshot = picture("127.0.0.1:19092").update(Reading(1.0, reading, None, None))
+
+    assert snapshot["brokers"] == [
+        {
+            "node_id": 1,
+            "address": "127.0.0.1:19092",
+            "rack": None,
+            "status": "up",
+            "error": None,
+            "leads": ["email.send-0", "email.send.dlq-0"],
+            "coordinator": False,
+        }
+    ]
+    assert snapshot["under_replicated"] == []
+    assert {e["kind"] for e in snapshot["timeline"]} == {"first_look", "reassigned"}
+
+
+def test_a_stopped_broker_is_down_and_the_partitions_it_led_have_a_new_leader_and_a_short_isr() -> (
+    None
+):
+    view = picture(BOOTSTRAP)
+    whole = on_three_nodes({0: 1, 1: 2, 2: 3}, {})
+    view.update(
+        Reading(
+            0.0,
+            kafka({0: 0, 1: 0, 2: 0}, {}, brokers=tuple(NODES.values()), replicas=whole),
+            None,
+            None,
+        )
+    )
+    # Node 2 stops: the metadata no longer lists it, node 3 leads partition 1, and no ISR has 2.
+    without_2 = on_three_nodes({0: 1, 1: 3, 2: 3}, {0: (1, 3), 1: (1, 3), 2: (1, 3)})
+    down = view.update(
+        Reading(
+            1.0,
+            kafka({0: 0, 1: 0, 2: 0}, {}, brokers=(NODES[1], NODES[3]), replicas=without_2),
+            None,
+            None,
+        )
+    )
+    back = view.update(
+        Reading(
+            9.0,
+            kafka(
+                {0: 0, 1: 0, 2: 0},
+                {},
+                brokers=tuple(NODES.values()),
+                replicas=on_three_nodes({0: 1, 1: 3, 2: 3}, {}),
+            ),
+            None,
+            None,
+        )
+    )
+
+    assert [(b["node_id"], b["status"]) for b in down["brokers"]] == [
+        (1, "up"),
+        (2, "down"),
+        (3, "up"),
+    ]
+    assert down["brokers"][2]["leads"] == ["email.send-1", "email.send-2"]
+    lane = down["partitions"][1]
+    assert (lane["leader"], lane["isr"], lane["under_replicated"]) == (3, [1, 3], True)
+    assert down["under_replicated"] == ["email.send-0", "email.send-1", "email.send-2"]
+    assert events(down, "broker_down") == [
+        "broker 2 (127.0.0.1:19094) is down: the cluster's metadata no longer lists it"
+    ]
+    assert events(down, "leader_moved") == ["new leader: email.send-1 2 → 3"]
+    assert events(down, "under_replicated") == [
+        "under-replicated: email.send-0 (ISR [1, 3] of [1, 2, 3]), "
+        "email.send-1 (ISR [1, 3] of [1, 2, 3]), email.send-2 (ISR [1, 3] of [1, 2, 3])"
+    ]
+    assert [b["status"] for b in back["brokers"]] == ["up", "up", "up"]
+    assert back["under_replicated"] == []
+    assert events(back, "broker_up") == ["broker 2 (127.0.0.1:19094) is up again"]
+    assert events(back, "in_sync") == [
+        "every replica in sync again: email.send-0, email.send-1, email.send-2"
+    ]
+
+
+def test_a_broker_that_does_not_answer_greys_only_the_partitions_it_leads() -> None:
+    view = picture(BOOTSTRAP)
+    replicas = on_three_nodes({0: 1, 1: 2, 2: 3}, {})
+    reading = kafka(
+        {0: 5, 1: 5, 2: 5},
+        {0: 5, 1: 5, 2: 5},
+        brokers=tuple(NODES.values()),
+        replicas=replicas,
+        unanswered={2: "NodeNotReadyError: node 2 is not ready"},
+        stale=(1,),
+    )
+
+    snapshot = view.update(Reading(1.0, reading, None, None))
+
+    assert snapshot["kafka"]["live"] is True
+    assert [lane["offsets_live"] for lane in snapshot["partitions"]] == [True, False, True]
+    assert snapshot["brokers"][1]["status"] == "not_answering"
+    assert events(snapshot, "broker_unanswered") == [
+        "broker 2 (127.0.0.1:19094) does not answer: NodeNotReadyError: node 2 is not ready"
+    ]
+
+
+def test_a_bootstrap_server_never_listed_is_down_only_when_the_metadata_lists_fewer() -> None:
+    started_without_3 = kafka({0: 0}, {}, brokers=(NODES[1], NODES[2]))
+    another_name = kafka({0: 0}, {}, brokers=(NODES[1],))
+
+    short = picture(BOOTSTRAP).update(Reading(1.0, started_without_3, None, None))
+    alias = picture("localhost:19092").update(Reading(1.0, another_name, None, None))
+
+    assert [(b["node_id"], b["address"], b["status"]) for b in short["brokers"]] == [
+        (1, "127.0.0.1:19092", "up"),
+        (2, "127.0.0.1:19094", "up"),
+        (None, "127.0.0.1:19096", "down"),
+    ]
+    assert events(short, "broker_down") == [
+        "the broker at 127.0.0.1:19096 is down: a bootstrap server the cluster's metadata has "
+        "not listed"
+    ]
+    assert [(b["node_id"], b["status"]) for b in alias["brokers"]] == [(1, "up")]
+
+
+STATIC_A = Member("worker-a-1f3c", "email-worker-h-101", "10.0.0.1", (0, 1), "worker-a")
+STATIC_B = Member("worker-b-77aa", "email-worker-h-102", "10.0.0.2", (2,), "worker-b")
+
+
+def test_a_static_member_back_within_the_session_timeout_is_not_a_rebalance() -> None:
+    view = picture()
+    view.update(Reading(0.0, kafka({0: 0, 1: 0, 2: 0}, {}, (STATIC_A, STATIC_B)), None, None))
+    # worker-a restarted: Kafka kept its place, gave it a new member id and its own partitions.
+    restarted = Member("worker-a-9e02", "email-worker-h-230", "10.0.0.1", (0, 1), "worker-a")
+    back = view.update(
+        Reading(3.0, kafka({0: 0, 1: 0, 2: 0}, {}, (restarted, STATIC_B)), None, None)
+    )
+
+    assert events(back, "static_member_back") == [
+        "worker-a (static) came back: same partitions email.send-0, email.send-1, no rebalance "
+        "(rebalances seen: 0, unchanged)"
+    ]
+    assert back["rebalances_seen"] == 0
+    assert events(back, "member_joined") == events(back, "member_left") == []
+    assert sorted(events(back, "reassigned")) == [
+        "email.send-0 assigned to worker-a (static; email-worker-h-101, 10.0.0.1)",
+        "email.send-1 assigned to worker-a (static; email-worker-h-101, 10.0.0.1)",
+        "email.send-2 assigned to worker-b (static; email-worker-h-102, 10.0.0.2)",
+    ]  # at the first look only: the partitions did not move
+    assert back["members"][0]["group_instance_id"] == "worker-a"
+    assert back["partitions"][0]["member"]["member_id"] == "worker-a-9e02"
+
+
+def test_an_ordinary_leave_and_join_are_rebalances_and_counted() -> None:
+    view = picture()
+    view.update(Reading(0.0, kafka({0: 0, 1: 0}, {}, (WORKER,)), None, None))
+    # The worker restarts, dynamic: a new member id, and the group rebalances (seen mid-way).
+    rebalancing = view.update(
+        Reading(1.0, kafka({0: 0, 1: 0}, {}, (), "PreparingRebalance"), None, None)
+    )
+    empty = view.update(Reading(2.0, kafka({0: 0, 1: 0}, {}, (), "Empty"), None, None))
+    again = Member("m-9", "email-worker-a-7", "127.0.0.1", (0, 1))
+    # Its join and the rebalance after it happen between two looks: the members tell it.
+    joined = view.update(Reading(3.0, kafka({0: 0, 1: 0}, {}, (again,)), None, None))
+
+    assert rebalancing["rebalances_seen"] == 1
+    assert empty["rebalances_seen"] == 1  # the one seen while it was on its way
+    assert joined["rebalances_seen"] == 2
+    assert events(rebalancing, "member_left") == ["email-worker-a-1 (127.0.0.1) left the group"]
+    assert events(joined, "member_joined") == ["email-worker-a-7 (127.0.0.1) joined the group"]
+    assert events(joined, "rebalance") == [
+        "group email-send-group rebalanced (members changed between two looks): "
+        "2 rebalance(s) seen since the console started",
+        "group email-send-group rebalanced (Stable → PreparingRebalance): "
+        "1 rebalance(s) seen since the console started",
+    ]
+    assert events(joined, "static_member_back") == []
+
+
+def test_partitions_moving_between_two_stable_looks_is_a_rebalance() -> None:
+    view = picture()
+    split = Member("m-1", "email-worker-a-1", "127.0.0.1", (0,))
+    view.update(Reading(0.0, kafka({0: 0, 1: 0}, {}, (split, OTHER_WORKER)), None, None))
+    swapped = (
+        Member("m-1", "email-worker-a-1", "127.0.0.1", (1,)),
+        Member("m-2", "email-worker-b-2", "10.0.0.2", (0,)),
+    )
+
+    moved = view.update(Reading(1.0, kafka({0: 0, 1: 0}, {}, swapped), None, None))
+
+    assert moved["rebalances_seen"] == 1
+    assert events(moved, "rebalance") == [
+        "group email-send-group rebalanced (partitions moved between two looks): "
+        "1 rebalance(s) seen since the console started"
+    ]

@@ -1,0 +1,117 @@
+"""What the console's timeline says when a member restarts, against the real broker: a static
+member (a group instance id) back within the session timeout came back with its partitions and
+no rebalance; a dynamic one left and joined, and the group rebalanced."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import NewTopic
+
+from services.console.kafka_reader import KafkaReader
+from services.console.snapshot import Picture, Reading
+from shared.kafka import admin_client, create_admin_client
+from shared.settings import Settings
+
+PARTITIONS = 4
+LOOK_SECONDS = 0.5  # the console's default refresh
+
+
+def member(kafka: Settings, topic: str, name: str, static: bool) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        topic, bootstrap_servers=kafka.kafka_bootstrap_servers, group_id=f"group-{topic}",
+        group_instance_id=name if static else None, client_id=f"email-worker-{name}",
+        enable_auto_commit=False,
+    )  # fmt: skip
+
+
+class Console:
+    """The console's reader and picture, looking every LOOK_SECONDS as its loop does."""
+
+    def __init__(self, kafka: Settings, topic: str) -> None:
+        admin = create_admin_client(kafka.kafka_bootstrap_servers, "console-test", 5000)
+        self.reader = KafkaReader(admin, topic, f"{topic}.dlq", f"group-{topic}")
+        self.picture = Picture(topic, f"{topic}.dlq", f"group-{topic}")
+        self.snapshot: dict[str, Any] = {}
+
+    async def look(self) -> dict[str, Any]:
+        self.snapshot = self.picture.update(
+            Reading(time.time(), await self.reader.read(), None, None)
+        )
+        return self.snapshot
+
+    async def look_for(self, seconds: float, until: str = "") -> None:
+        """Look for `seconds`, or until an event of the kind `until` is told."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and until not in kinds(self.snapshot):
+            await self.look()
+            await asyncio.sleep(LOOK_SECONDS)
+
+    def texts(self, kind: str) -> list[str]:
+        return [event["text"] for event in self.snapshot["timeline"] if event["kind"] == kind]
+
+
+def kinds(snapshot: dict[str, Any]) -> set[str]:
+    return {event["kind"] for event in snapshot.get("timeline", [])}
+
+
+async def restart_a_member(kafka: Settings, static: bool) -> Console:
+    """worker-a and worker-b share the topic; worker-a stops and is back 2 s later (the
+    session timeout is 10 s). The console looks all along."""
+    topic = f"console.members.{uuid.uuid4().hex[:8]}"
+    async with admin_client(kafka.kafka_bootstrap_servers) as admin:
+        await admin.create_topics([NewTopic(topic, PARTITIONS, 1), NewTopic(f"{topic}.dlq", 1, 1)])
+    console = Console(kafka, topic)
+    first, second = (
+        member(kafka, topic, "worker-a", static),
+        member(kafka, topic, "worker-b", static),
+    )
+    await first.start()
+    await second.start()
+    back = member(kafka, topic, "worker-a", static)
+    try:
+        async with asyncio.timeout(30):
+            while len(first.assignment()) + len(second.assignment()) != PARTITIONS:
+                await asyncio.gather(first.getmany(timeout_ms=100), second.getmany(timeout_ms=100))
+        await console.look_for(2)  # settled
+        await first.stop()
+        await console.look_for(2)
+        await back.start()
+        await console.look_for(8, until="static_member_back" if static else "member_joined")
+        await console.look_for(3)  # a rebalance, if any, shows in the looks after
+    finally:
+        await asyncio.gather(back.stop(), second.stop())
+        await console.reader.close()
+    return console
+
+
+async def test_a_static_member_back_in_time_is_told_apart_from_a_rebalance(kafka: Settings) -> None:
+    console = await restart_a_member(kafka, static=True)
+
+    [came_back] = console.texts("static_member_back")
+    assert came_back.startswith("worker-a (static) came back: same partitions "), came_back
+    assert came_back.endswith("no rebalance (rebalances seen: 0, unchanged)"), came_back
+    assert console.snapshot["rebalances_seen"] == 0
+    assert console.texts("member_left") == console.texts("member_joined") == []
+    assert sorted(m["group_instance_id"] for m in console.snapshot["members"]) == [
+        "worker-a",
+        "worker-b",
+    ]
+
+
+async def test_a_dynamic_member_restarting_leaves_joins_and_the_group_rebalances(
+    kafka: Settings,
+) -> None:
+    console = await restart_a_member(kafka, static=False)
+
+    [left] = console.texts("member_left")
+    assert re.fullmatch(r"email-worker-worker-a \(.+\) left the group", left), left
+    assert len(console.texts("member_joined")) == 1
+    assert console.texts("static_member_back") == []
+    assert console.snapshot["rebalances_seen"] >= 2  # one for the leave, one for the join
+    assert all(m["group_instance_id"] is None for m in console.snapshot["members"])

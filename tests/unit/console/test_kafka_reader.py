@@ -1,0 +1,164 @@
+"""The Kafka reader against a fake cluster of three brokers: a broker that does not answer holds
+back only what it serves (the partitions it leads, the group if it coordinates it), Metadata is
+asked of the next broker, and nothing is made up at the first look."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiokafka.errors import NodeNotReadyError
+from aiokafka.protocol.metadata import MetadataRequest
+from aiokafka.protocol.offset import OffsetRequest, OffsetResetStrategy
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
+
+from services.console.describe_groups_v4 import (
+    DescribeGroupsResponse_v4,
+    DescribeGroupsWithInstanceIds,
+)
+from services.console.kafka_reader import KafkaReader
+from services.console.snapshot import PartitionOffsets
+
+TOPIC, DLQ, GROUP = "email.send", "email.send.dlq", "email-send-group"
+COORDINATOR = 3
+
+
+class FakeCluster:
+    """Three brokers; partition p of each topic led by broker p + 1, every ISR whole."""
+
+    def __init__(self) -> None:
+        self.down: set[int] = set()
+        self.log_end = 10
+        self.asked: list[tuple[int, str]] = []  # (node, request) in the order sent
+        self.cluster = SimpleNamespace(
+            brokers=lambda: [SimpleNamespace(nodeId=n) for n in (1, 2, 3) if n not in self.down]
+        )
+
+    async def send(self, node_id: int, request: Any) -> Any:
+        self.asked.append((node_id, type(request).__name__))
+        if node_id in self.down:
+            raise NodeNotReadyError(f"node {node_id} is not ready")
+        if isinstance(request, MetadataRequest):
+            return SimpleNamespace(to_object=self.metadata)
+        if isinstance(request, OffsetRequest):
+            asked = request.prepare({2: (1, 1)}).to_object()["topics"]
+            return SimpleNamespace(
+                topics=[
+                    (
+                        topic["topic"],
+                        [
+                            (p["partition"], 0, -1, self.offset(p["timestamp"]))
+                            for p in topic["partitions"]
+                        ],
+                    )
+                    for topic in asked
+                ]
+            )
+        assert isinstance(request, DescribeGroupsWithInstanceIds)
+        member = ("worker-a-1f3c", "worker-a", "email-worker-h-1", "/10.0.0.1", b"", b"")
+        group = (0, GROUP, "Stable", "consumer", "roundrobin", [member], 0)
+        return DescribeGroupsResponse_v4(0, [group])
+
+    def offset(self, which: int) -> int:
+        return self.log_end if which == OffsetResetStrategy.LATEST else 0
+
+    def metadata(self) -> dict[str, Any]:
+        live = [n for n in (1, 2, 3) if n not in self.down]
+        return {
+            "brokers": [{"node_id": n, "host": "127.0.0.1", "port": 19090 + 2 * n} for n in live],
+            "topics": [
+                {
+                    "error_code": 0,
+                    "topic": topic,
+                    "partitions": [
+                        {"partition": p, "leader": p + 1, "replicas": [1, 2, 3], "isr": [1, 2, 3]}
+                        for p in range(3)
+                    ],
+                }
+                for topic in (TOPIC, DLQ)
+            ],
+        }
+
+
+class FakeAdmin:
+    def __init__(self, cluster: FakeCluster) -> None:
+        self._client = cluster
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def find_coordinator(self, group: str) -> int:
+        return COORDINATOR
+
+    async def list_consumer_group_offsets(
+        self, group: str, group_coordinator_id: int
+    ) -> dict[TopicPartition, OffsetAndMetadata]:
+        if group_coordinator_id in self._client.down:
+            raise NodeNotReadyError(f"node {group_coordinator_id} is not ready")
+        return {TopicPartition(TOPIC, 0): OffsetAndMetadata(4, "")}
+
+
+def reader_of(cluster: FakeCluster) -> KafkaReader:
+    return KafkaReader(FakeAdmin(cluster), TOPIC, DLQ, GROUP)
+
+
+async def test_a_leader_that_does_not_answer_keeps_its_partitions_last_offsets_only() -> None:
+    cluster = FakeCluster()
+    reader = reader_of(cluster)
+    await reader.read()
+    cluster.down.add(2)  # leads partition 1 of both topics
+    cluster.log_end = 12
+
+    reading = await reader.read()
+
+    assert reading.partitions == (
+        PartitionOffsets(0, 0, 12),
+        PartitionOffsets(1, 0, 10, live=False),
+        PartitionOffsets(2, 0, 12),
+    )
+    assert reading.unanswered == {2: "NodeNotReadyError: node 2 is not ready"}
+    assert reading.group_error is None
+    assert [m.group_instance_id for m in reading.members] == ["worker-a"]
+
+
+async def test_metadata_is_asked_of_the_next_broker_when_the_last_one_is_down() -> None:
+    cluster = FakeCluster()
+    reader = reader_of(cluster)
+    await reader.read()
+    [(first, _)] = [asked for asked in cluster.asked if asked[1] == "MetadataRequest"]
+    cluster.down.add(first)
+    cluster.asked.clear()
+
+    reading = await reader.read()
+
+    metadata_asked = [node for node, request in cluster.asked if request == "MetadataRequest"]
+    assert metadata_asked[0] == first
+    assert len(metadata_asked) == 2  # one more broker, which answered
+    assert [broker.node_id for broker in reading.brokers] == sorted({1, 2, 3} - {first})
+
+
+async def test_a_coordinator_that_does_not_answer_leaves_the_group_as_last_seen() -> None:
+    cluster = FakeCluster()
+    reader = reader_of(cluster)
+    before = await reader.read()
+    cluster.down.add(COORDINATOR)
+
+    reading = await reader.read()
+
+    assert (reading.group_state, reading.members) == (before.group_state, before.members)
+    assert reading.committed_offsets == {0: 4}
+    assert reading.group_error == "NodeNotReadyError: node 3 is not ready"
+    assert COORDINATOR in reading.unanswered
+
+
+async def test_nothing_is_made_up_at_the_first_look() -> None:
+    cluster = FakeCluster()
+    cluster.down.add(2)  # listed by nobody's metadata yet, but leading partitions in ours
+    cluster.metadata = FakeCluster().metadata  # type: ignore[method-assign]
+
+    with pytest.raises(NodeNotReadyError):
+        await reader_of(cluster).read()
