@@ -6,6 +6,8 @@ never the user's `make up` stack.
     cluster.kill_node(2)         # SIGKILL by pid; stop_node(2) is the clean SIGTERM
     cluster.start_node(2)        # back as a live broker
     cluster.wait_until_whole(time.monotonic() + 60)  # and in every ISR again
+    await partition_leaders(cluster, topic)   # {partition: leader node}, None if none answers
+    quorum_leader(cluster)       # the node leading the controller quorum (a JVM tool: blocks)
     cluster.stop()               # every node, by pid
     # our services on it, with topics of three replicas (the default is one):
     PrivateStack(name, run_dir, cluster.bootstrap_servers,
@@ -14,7 +16,12 @@ never the user's `make up` stack.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from aiokafka.errors import KafkaError
 
 from deploy.local.kafka_cluster import KafkaCluster
 from shared.kafka import admin_client
@@ -42,3 +49,32 @@ async def partition_leader(cluster: KafkaCluster, topic: str, partition: int = 0
         [described] = await admin.describe_topics([topic])
     [leader] = [p["leader"] for p in described["partitions"] if p["partition"] == partition]
     return int(leader)
+
+
+async def partition_leaders(cluster: KafkaCluster, topic: str) -> dict[int, int] | None:
+    """Each partition's leader (-1 while it has none), as a live node sees it; None while no
+    node answers. Quiet: refused connections are expected while nodes are down."""
+    with _quiet_aiokafka():
+        try:
+            async with admin_client(cluster.bootstrap_servers, request_timeout_ms=3000) as admin:
+                [described] = await admin.describe_topics([topic])
+        except (KafkaError, OSError):
+            return None
+    return {int(p["partition"]): int(p["leader"]) for p in described["partitions"]}
+
+
+def quorum_leader(cluster: KafkaCluster) -> int | None:
+    """The node that leads the controller quorum now (kafka-metadata-quorum.sh, a JVM: it
+    blocks for a second or two); None if the tool could not say."""
+    return next((voter.node_id for voter in cluster.quorum() if voter.status == "Leader"), None)
+
+
+@contextmanager
+def _quiet_aiokafka() -> Iterator[None]:
+    aiokafka_logger = logging.getLogger("aiokafka")
+    level = aiokafka_logger.level
+    aiokafka_logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        aiokafka_logger.setLevel(level)

@@ -1,6 +1,7 @@
 """`python -m tests.chaos [--quick] [--scenario NAME ...]`: run the fault scenarios against a
-private stack (its own broker, run directory and ports), print one row per scenario, write the
-results as JSON, and exit 1 if any scenario lost or duplicated an email."""
+private stack (its own broker, or three-node cluster, run directory and ports), print one row
+per scenario, write the results as JSON, and exit 1 if any scenario lost or duplicated an email
+(or if the per-host SQLite control did not send any twice)."""
 
 from __future__ import annotations
 
@@ -15,22 +16,47 @@ from pathlib import Path
 
 from shared.logs import configure_logging
 from shared.settings import load_settings
+from tests.chaos.cluster_scenarios import CLUSTER_SCENARIOS
 from tests.chaos.harness import FULL, HEADER, QUICK, Result, write_report
 from tests.chaos.scenarios import SCENARIOS, Run
+from tests.private_cluster import private_cluster
 from tests.private_stack import private_broker
+
+ALL_SCENARIOS = SCENARIOS | CLUSTER_SCENARIOS
 
 
 async def run_scenarios(run: Run, names: list[str]) -> list[Result]:
     results = []
     print(HEADER, flush=True)
-    for name in names:
+    for index, name in enumerate(names):
         try:
-            result = await SCENARIOS[name](run)
+            await start_kafka_for(run, name)
+            result = await ALL_SCENARIOS[name](run)
         except Exception as error:  # one broken scenario still leaves the others' evidence
             result = Result(name, 0, 0, 0, 0, 0, None, False, details={"error": repr(error)})
         print(result.row(), flush=True)
         results.append(result)
+        await stop_kafka_unneeded(run, names[index + 1 :])
     return results
+
+
+async def start_kafka_for(run: Run, name: str) -> None:
+    """The single broker or the three-node cluster, whichever the scenario runs on: started
+    before the first scenario that needs it (again if a scenario left it down)."""
+    if name in CLUSTER_SCENARIOS:
+        assert run.cluster is not None
+        await asyncio.to_thread(run.cluster.start)
+    else:
+        await asyncio.to_thread(run.broker.start)
+
+
+async def stop_kafka_unneeded(run: Run, later: list[str]) -> None:
+    """Stop, by pid, what no later scenario runs on: three JVMs idling beside the single broker
+    would weigh on the timings of two cores."""
+    if all(name in CLUSTER_SCENARIOS for name in later):
+        await asyncio.to_thread(run.broker.stop)
+    if run.cluster is not None and not any(name in CLUSTER_SCENARIOS for name in later):
+        await asyncio.to_thread(run.cluster.stop)
 
 
 def describe(result: Result) -> str:
@@ -67,6 +93,8 @@ def describe(result: Result) -> str:
             f"{d['dead_letters']} dead letters, {d['dead_letters_with_headers']} with headers, "
             f"lag {d['lag_after_drain']}"
         )
+    if d.get("summary"):
+        facts.append(d["summary"])
     if d.get("lost_ids"):
         facts.append(f"lost: {d['lost_ids']}")
     if d.get("error"):
@@ -84,7 +112,7 @@ def describe(result: Result) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.chaos", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small counts, as in make test")
-    parser.add_argument("--scenario", action="append", choices=SCENARIOS, help="only these")
+    parser.add_argument("--scenario", action="append", choices=ALL_SCENARIOS, help="only these")
     parser.add_argument("--run-dir", type=Path, help="default: RUN_DIR/chaos/<time>")
     parser.add_argument("--seed", type=int, default=None, help="for repeatable fault moments")
     parser.add_argument("--emails", type=int, help="override the size's email count")
@@ -101,17 +129,25 @@ def main() -> None:
             sizes, emails=arguments.emails or sizes.emails, cycles=arguments.cycles or sizes.cycles
         )
     seed = arguments.seed if arguments.seed is not None else random.randrange(1_000_000)
+    names = arguments.scenario or list(ALL_SCENARIOS)
     broker = private_broker(run_dir, settings.kafka_libs_dir)
+    # Made (not started) only when a scenario runs on it.
+    cluster = (
+        private_cluster(run_dir / "cluster", settings.kafka_libs_dir)
+        if any(name in CLUSTER_SCENARIOS for name in names)
+        else None
+    )
     print(f"chaos: {'quick' if arguments.quick else 'full'} run, seed {seed}, in {run_dir}")
     # SIGTERM (a test's timeout, Ctrl+C's sibling) unwinds like Ctrl+C, so every stack started
     # so far is stopped by the finally blocks instead of left running.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    broker.start()
     try:
-        run = Run(broker, run_dir, sizes, random.Random(seed))
-        results = asyncio.run(run_scenarios(run, arguments.scenario or list(SCENARIOS)))
+        run = Run(broker, run_dir, sizes, random.Random(seed), cluster)
+        results = asyncio.run(run_scenarios(run, names))
     finally:
         broker.stop()
+        if cluster is not None:
+            cluster.stop()
     print()
     for result in results:
         print(f"{result.scenario}: {describe(result)}")

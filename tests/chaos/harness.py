@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import random
 import re
@@ -110,6 +111,8 @@ class Traffic:
     answers: list[tuple[float, float, int]] = field(default_factory=list)  # sent, answered, status
     unanswered: list[str] = field(default_factory=list)  # sent again with the same key
     errors: list[str] = field(default_factory=list)
+    # message id -> (its first request left this client, its 202 arrived): retries included
+    waited_for_202: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 CONNECTIONS = 500  # to the API, at most, over all the driver's pools
@@ -150,7 +153,10 @@ class Driver:
         bounces: Callable[[int], bool] = lambda number: False,
         send_twice: bool = False,
         on_sent: Callable[[int], None] | None = None,
+        until: asyncio.Event | None = None,
     ) -> Traffic:
+        """Send the sizes' count of emails at its rate; or, given `until`, keep sending at that
+        rate until it is set, however many that makes."""
         # Enough connections that no request waits in the client: answer times are the API's.
         # In small pools: httpcore matches queued requests to a pool's connections in
         # O(connections x requests) (encode/httpx#3215), and one pool of 500 with a storm of
@@ -164,7 +170,10 @@ class Driver:
             ]
             started = time.monotonic()
             requests = []
-            for number in range(self.sizes.emails):
+            for number in itertools.count():
+                finished = until.is_set() if until is not None else number >= self.sizes.emails
+                if finished:
+                    break
                 await asyncio.sleep(max(0.0, started + number / self.sizes.rate - time.monotonic()))
                 bounce = bounces(number)
                 key = f"chaos-{self.run_id}-{number}"
@@ -185,6 +194,7 @@ class Driver:
     ) -> None:
         await asyncio.sleep(delay)
         deadline = time.monotonic() + 120
+        first_sent: float | None = None
         while time.monotonic() < deadline:
             self.traffic.attempted_at.append(time.time())
             sent = time.time()
@@ -204,15 +214,19 @@ class Driver:
                     extensions={"trace": on_the_wire},
                 )
             except httpx.TransportError as error:
+                first_sent = first_sent or sent
                 # No answer at all, e.g. the API closed an idle keep-alive connection just as
                 # this request went out on it. The request may or may not have been queued:
                 # as a careful client, send it again with the same key.
                 self.traffic.unanswered.append(f"#{number}: {error!r}")
                 await asyncio.sleep(1)
                 continue
-            self.traffic.answers.append((sent, time.time(), response.status_code))
+            answered = time.time()
+            self.traffic.answers.append((sent, answered, response.status_code))
+            first_sent = first_sent or sent
             if response.status_code == 202:
                 message_id = response.json()["id"]
+                self.traffic.waited_for_202[message_id] = (first_sent, answered)
                 self.traffic.recipients[message_id] = [
                     BOUNCING_RECIPIENT if bounce else f"reader{number % 7}@example.com",
                     *self.extra_recipients(number),
@@ -287,14 +301,15 @@ class Result:
         recovery = "-" if self.recovery_seconds is None else f"{self.recovery_seconds:.1f}s"
         verdict = "pass" if self.passed else "FAIL"
         return (
-            f"{self.scenario:<20} {self.accepted:>8} {self.delivered:>9} {self.lost:>5} "
+            f"{self.scenario:<{NAME_WIDTH}} {self.accepted:>8} {self.delivered:>9} {self.lost:>5} "
             f"{self.duplicates:>10} {self.duplicates_in_kill_window:>14} {self.redelivered:>11} "
             f"{recovery:>9}  {verdict}"
         )
 
 
+NAME_WIDTH = len("worker-host-lost-sqlite-control")  # the longest scenario name
 HEADER = (
-    f"{'scenario':<20} {'accepted':>8} {'delivered':>9} {'lost':>5} "
+    f"{'scenario':<{NAME_WIDTH}} {'accepted':>8} {'delivered':>9} {'lost':>5} "
     f"{'duplicates':>10} {'of which window':>14} {'redelivered':>11} {'recovery':>9}  result"
 )
 # The sink stores an email (with an fsync) before its 250; a kill up to this long after the

@@ -16,6 +16,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 
 from deploy.local.kafka import KafkaBroker
+from deploy.local.kafka_cluster import KafkaCluster
 from deploy.local.processes import wait_for_exit
 from tests.chaos.harness import (
     ChaosStack,
@@ -35,6 +36,9 @@ class Run:
     run_dir: Path
     sizes: Sizes
     rng: random.Random
+    # Three nodes for the cluster scenarios (tests/chaos/cluster_scenarios.py): started before
+    # the first of them runs, never for a run that has none.
+    cluster: KafkaCluster | None = None
 
     def stack(self, name: str, **overrides: str) -> ChaosStack:
         return ChaosStack(
