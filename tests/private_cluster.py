@@ -16,14 +16,11 @@ never the user's `make up` stack.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from aiokafka.errors import KafkaError
 
-from deploy.local.kafka_cluster import KafkaCluster
+from deploy.local.kafka_cluster import KafkaCluster, quiet_aiokafka
 from shared.kafka import admin_client
 from shared.settings import Settings
 from tests.conftest import free_port
@@ -54,7 +51,7 @@ async def partition_leader(cluster: KafkaCluster, topic: str, partition: int = 0
 async def partition_leaders(cluster: KafkaCluster, topic: str) -> dict[int, int] | None:
     """Each partition's leader (-1 while it has none), as a live node sees it; None while no
     node answers. Quiet: refused connections are expected while nodes are down."""
-    with _quiet_aiokafka():
+    with quiet_aiokafka():
         try:
             async with admin_client(cluster.bootstrap_servers, request_timeout_ms=3000) as admin:
                 [described] = await admin.describe_topics([topic])
@@ -67,14 +64,3 @@ def quorum_leader(cluster: KafkaCluster) -> int | None:
     """The node that leads the controller quorum now (kafka-metadata-quorum.sh, a JVM: it
     blocks for a second or two); None if the tool could not say."""
     return next((voter.node_id for voter in cluster.quorum() if voter.status == "Leader"), None)
-
-
-@contextmanager
-def _quiet_aiokafka() -> Iterator[None]:
-    aiokafka_logger = logging.getLogger("aiokafka")
-    level = aiokafka_logger.level
-    aiokafka_logger.setLevel(logging.CRITICAL + 1)
-    try:
-        yield
-    finally:
-        aiokafka_logger.setLevel(level)

@@ -318,7 +318,7 @@ class KafkaCluster:
 async def cluster_health(bootstrap_servers: str) -> ClusterHealth:
     """The live (registered, unfenced) brokers and the partitions whose ISR lacks a replica,
     as one of the brokers sees them; nothing live if none answers."""
-    with _quiet_aiokafka():
+    with quiet_aiokafka():
         try:
             async with admin_client(bootstrap_servers, request_timeout_ms=3000) as admin:
                 brokers = (await admin.describe_cluster())["brokers"]
@@ -335,7 +335,7 @@ async def cluster_health(bootstrap_servers: str) -> ClusterHealth:
 async def ask_group_coordinator(bootstrap_servers: str, group: str) -> None:
     """Ask for the consumer group's coordinator: the broker creates __consumer_offsets, if it
     is missing, to answer."""
-    with _quiet_aiokafka():
+    with quiet_aiokafka():
         try:
             async with admin_client(bootstrap_servers, request_timeout_ms=3000) as admin:
                 await admin.find_coordinator(group)
@@ -344,7 +344,7 @@ async def ask_group_coordinator(bootstrap_servers: str, group: str) -> None:
 
 
 @contextmanager
-def _quiet_aiokafka() -> Iterator[None]:
+def quiet_aiokafka() -> Iterator[None]:
     """Refused connections are expected while nodes start or stop: not worth a log line."""
     aiokafka_logger = logging.getLogger("aiokafka")
     level = aiokafka_logger.level
