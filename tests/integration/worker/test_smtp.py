@@ -159,7 +159,8 @@ async def test_only_the_transactions_the_server_took_are_timed(port: int) -> Non
     assert timed_transactions() == before + 2
 
 
-async def test_a_mailbox_beyond_ascii_travels_with_smtputf8(port: int) -> None:
+async def envelope_received(port: int, email: OutgoingEmail, smtputf8: bool) -> Any:
+    """Send `email` to an aiosmtpd that offers SMTPUTF8 or not; the one envelope it received."""
     received: list[Any] = []
 
     class Keeping(CountingSink):
@@ -167,18 +168,24 @@ async def test_a_mailbox_beyond_ascii_travels_with_smtputf8(port: int) -> None:
             received.append(envelope)
             return "250 OK"
 
-    controller = Controller(Keeping(), hostname="127.0.0.1", port=port, enable_SMTPUTF8=True)
+    controller = Controller(Keeping(), hostname="127.0.0.1", port=port, enable_SMTPUTF8=smtputf8)
     controller.start()
     connection = SmtpConnection(SmtpServer("127.0.0.1", port, timeout_seconds=5))
-    email = render_email(email_record("utf8", to=["José <josé@example.com>"]), "t")
     try:
         assert await connection.send(email, email.recipients) == {}
     finally:
         await connection.close()
         controller.stop()
+    [envelope] = received
+    return envelope
+
+
+async def test_a_mailbox_beyond_ascii_travels_with_smtputf8(port: int) -> None:
+    email = render_email(email_record("utf8", to=["José <josé@example.com>"]), "t")
+
+    envelope = await envelope_received(port, email, smtputf8=True)
 
     assert email.smtputf8
-    [envelope] = received
     assert envelope.rcpt_tos == ["josé@example.com"]
     assert "SMTPUTF8" in envelope.mail_options
 
@@ -231,25 +238,11 @@ async def test_a_busy_server_at_greeting_is_retried_not_a_fault(port: int) -> No
 async def test_an_international_domain_travels_without_smtputf8(port: int) -> None:
     """An ASCII local part at an IDN domain goes out with the domain in A-labels: a relay
     without SMTPUTF8 takes it, instead of the email being dead-lettered after its 202."""
-    received: list[Any] = []
-
-    class Keeping(CountingSink):
-        async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
-            received.append(envelope)
-            return "250 OK"
-
-    controller = Controller(Keeping(), hostname="127.0.0.1", port=port, enable_SMTPUTF8=False)
-    controller.start()
-    connection = SmtpConnection(SmtpServer("127.0.0.1", port, timeout_seconds=5))
     email = render_email(email_record("idn", to=["Иван <info@пример.рф>"]), "t")
-    try:
-        assert await connection.send(email, email.recipients) == {}
-    finally:
-        await connection.close()
-        controller.stop()
+
+    envelope = await envelope_received(port, email, smtputf8=False)
 
     assert not email.smtputf8
-    [envelope] = received
     assert envelope.rcpt_tos == ["info@xn--e1afmkfd.xn--p1ai"]
     assert "SMTPUTF8" not in envelope.mail_options
     assert b"To: =?utf-8?" in envelope.original_content
