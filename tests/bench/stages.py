@@ -88,10 +88,13 @@ class Bench:
     peak_rss_bytes: dict[str, int] = field(default_factory=dict)
     timelines: dict[str, Timeline] = field(default_factory=dict)
 
-    def stack(self, name: str, **overrides: str) -> PrivateStack:
+    def stack(
+        self, name: str, bootstrap_servers: str | None = None, **overrides: str
+    ) -> PrivateStack:
+        """A private stack on the run's broker, or on the brokers `bootstrap_servers` lists."""
         return PrivateStack(
-            f"bench-{name}", self.run_dir / name, self.broker.settings.kafka_bootstrap_servers,
-            **overrides,
+            f"bench-{name}", self.run_dir / name,
+            bootstrap_servers or self.broker.settings.kafka_bootstrap_servers, **overrides,
         )  # fmt: skip
 
     def note_peak_rss(self, stack: PrivateStack, services: list[Service]) -> None:
@@ -223,8 +226,10 @@ async def tls_drain(bench: Bench) -> dict[str, Any]:
     return {"emails_per_second": max(rates), "emails_per_second_each_run": rates}
 
 
-async def drain_once(bench: Bench, name: str, **overrides: str) -> float:
-    stack = bench.stack(name, **overrides)
+async def drain_once(
+    bench: Bench, name: str, bootstrap_servers: str | None = None, **overrides: str
+) -> float:
+    stack = bench.stack(name, bootstrap_servers, **overrides)
     sink, worker = stack.stack.sink(), stack.stack.worker()
     await stack.up_topics()
     await stack.start(sink)
