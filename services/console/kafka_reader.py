@@ -3,7 +3,8 @@ through one admin client.
 
 Each look is the tools' own requests: Metadata for the live brokers and each partition's leader,
 replicas and in-sync replicas; ListOffsets to each leader for LOG-END-OFFSET and the log start;
-OffsetFetch for the group's CURRENT-OFFSET; DescribeGroups for its state and members. A broker
+OffsetFetch for the group's CURRENT-OFFSET; DescribeGroups for its state and members; and one
+Fetch of the coordinator's own record of the group for its generation. A broker
 that does not answer holds back only what it serves: the partitions it leads keep their last
 offsets (marked so), the group its last look if it is the coordinator, and the rest is read live.
 """
@@ -32,6 +33,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.protocol.offset import OffsetRequest, OffsetResetStrategy
 
 from services.console.describe_groups_v4 import DescribeGroupsWithInstanceIds, described_group
+from services.console.group_generation import GenerationReader
 from services.console.snapshot import (
     Broker,
     KafkaReading,
@@ -55,6 +57,7 @@ class _Group:
     state: str
     protocol: str
     members: tuple[Member, ...]
+    generation: int | None
 
 
 class KafkaReader:
@@ -70,6 +73,7 @@ class KafkaReader:
         self._coordinator: int | None = None
         self._offsets: dict[TopicPartition, PartitionOffsets] = {}  # the last ones read
         self._group: _Group | None = None  # the last one read
+        self._generation = GenerationReader(group)
 
     async def read(self) -> KafkaReading:
         """One look at the brokers, the topic, the dead-letter topic and the group; raises
@@ -108,6 +112,7 @@ class KafkaReader:
             brokers=brokers,
             replicas=replicas,
             group_protocol=group.protocol,
+            group_generation=group.generation,
             coordinator=self._coordinator,
             unanswered=unanswered,
             group_error=group_error,
@@ -264,8 +269,10 @@ class KafkaReader:
         coordinator = self._coordinator
         try:
             coordinator = await self._group_coordinator()
-            committed, group = await asyncio.gather(
-                self._committed_offsets(coordinator), self._describe_group(coordinator)
+            committed, group, generation = await asyncio.gather(
+                self._committed_offsets(coordinator),
+                self._describe_group(coordinator),
+                self._generation.read(self.admin._client.send, coordinator),
             )
         except (KafkaError, *NO_ANSWER) as error:
             self._coordinator = None  # it may have moved: ask again at the next look
@@ -275,7 +282,7 @@ class KafkaReader:
                 unanswered[coordinator] = describe_error(error)
             return self._group, describe_error(error)
         state, protocol, members = group
-        self._group = _Group(committed, state, protocol, members)
+        self._group = _Group(committed, state, protocol, members, generation)
         return self._group, None
 
     async def _committed_offsets(self, coordinator: int) -> dict[int, int]:

@@ -2,7 +2,7 @@
 
 A `Reading` is what one tick of the snapshot loop saw (the brokers, where each partition's
 replicas are, Kafka's offsets and the group, the API's and the sink's counters). `Picture` keeps
-what must outlive a tick (the last good Kafka reading, the brokers seen, the rebalances seen, the
+what must outlive a tick (the last good Kafka reading, the brokers seen, the
 rate windows, the timeline) and turns each reading into the JSON-ready snapshot the page draws
 and `GET /api/snapshot` answers.
 """
@@ -97,6 +97,9 @@ class KafkaReading:
     brokers: tuple[Broker, ...] = ()  # the live brokers, as the cluster's metadata lists them
     replicas: tuple[Replicas, ...] = ()  # of the topic's and the dead-letter topic's partitions
     group_protocol: str = ""  # the partition assignor the members agreed on
+    # As the coordinator last wrote it to __consumer_offsets: None until the console has read
+    # that far, or while the group has none.
+    group_generation: int | None = None
     coordinator: int | None = None  # the broker that coordinates the group
     # Brokers the metadata lists but that did not answer the console's request this look.
     unanswered: Mapping[int, str] = field(default_factory=dict)  # node id -> why
@@ -191,9 +194,6 @@ class Picture:
         self.timeline: deque[Event] = deque(maxlen=TIMELINE_LENGTH)
         self.accepted = RateMeter()
         self.delivered = RateMeter()
-        # Kafka tells a group's generation to its members only (JoinGroup, SyncGroup): what
-        # the console can count is the rebalances its looks show, since it started.
-        self.rebalances_seen = 0
         self._brokers_seen: dict[int, Broker] = {}  # node id -> as the metadata last listed it
         self._broker_rows: list[dict[str, Any]] = []
         self._last_kafka: KafkaReading | None = None
@@ -241,16 +241,10 @@ class Picture:
                     f"group {self.group}: {before.group_state} → {kafka.group_state}",
                 )
             rebalance = rebalance_between(before, kafka)
+            self._note_membership(at, before, kafka, rebalance)
             if rebalance is not None:
-                self.rebalances_seen += 1
-            self._note_membership(at, before.members, kafka.members, rebalance)
-            if rebalance is not None:
-                self._add(
-                    at,
-                    "rebalance",
-                    f"group {self.group} rebalanced ({rebalance}): "
-                    f"{self.rebalances_seen} rebalance(s) seen since the console started",
-                )
+                self._add(at, "rebalance", f"group {self.group} rebalanced ({rebalance})")
+            self._note_generation(at, before.group_generation, kafka.group_generation)
         self._note_assignment(at, kafka)
         self._note_progress(at, kafka)
 
@@ -296,13 +290,22 @@ class Picture:
         if whole:
             self._add(at, "in_sync", f"every replica in sync again: {', '.join(whole)}")
 
+    def _note_generation(self, at: float, before: int | None, now: int | None) -> None:
+        """The generation the coordinator wrote when a rebalance completed: every rebalance
+        shows here, those begun and ended between two looks too."""
+        if now is not None and now != before:
+            was = "" if before is None else f" (was {before})"
+            self._add(at, "generation", f"group {self.group} is at generation {now}{was}")
+
     def _note_membership(
-        self, at: float, before: Sequence[Member], now: Sequence[Member], rebalance: str | None
+        self, at: float, before: KafkaReading, now: KafkaReading, rebalance: str | None
     ) -> None:
         """Members joining and leaving; a static member back under a new member id is neither
         when the group did not rebalance: it got its own partitions back."""
-        before_by_identity = {member.identity: member for member in before}
-        now_by_identity = {member.identity: member for member in now}
+        before_by_identity = {member.identity: member for member in before.members}
+        now_by_identity = {member.identity: member for member in now.members}
+        generation = now.group_generation
+        rebalanced = rebalance is not None or generation != before.group_generation
         for identity in now_by_identity.keys() - before_by_identity.keys():
             self._add(
                 at, "member_joined", f"{describe(now_by_identity[identity])} joined the group"
@@ -313,14 +316,14 @@ class Picture:
             member = now_by_identity[identity]
             if member.member_id == before_by_identity[identity].member_id:
                 continue
-            if rebalance is None:
+            if not rebalanced:
                 partitions = ", ".join(f"{self.topic}-{p}" for p in member.partitions) or "none"
+                unchanged = "" if generation is None else f" (generation {generation}, unchanged)"
                 self._add(
                     at,
                     "static_member_back",
                     f"{member.group_instance_id} (static) came back: same partitions "
-                    f"{partitions}, no rebalance (rebalances seen: {self.rebalances_seen}, "
-                    "unchanged)",
+                    f"{partitions}, no rebalance{unchanged}",
                 )
             else:
                 self._add(
@@ -407,8 +410,7 @@ class Picture:
             "group_protocol": (kafka.group_protocol or None) if kafka else None,
             "group_coordinator": kafka.coordinator if kafka else None,
             "group_error": kafka.group_error if kafka else None,
-            # Kafka's generation id is not told to observers: the rebalances seen stand for it.
-            "rebalances_seen": self.rebalances_seen,
+            "group_generation": kafka.group_generation if kafka else None,
             "partitions": partition_rows(self.topic, kafka, self._owners) if kafka else [],
             "under_replicated": under_replicated(kafka) if kafka else [],
             "total_lag": total_lag(kafka) if kafka else None,
@@ -441,9 +443,10 @@ def first_look(topic: str, group: str, kafka: KafkaReading) -> str:
         f"{topic}-{p.partition} at {kafka.committed_offsets.get(p.partition, '-')}"
         for p in sorted(kafka.partitions, key=lambda p: p.partition)
     )
+    generation = "" if kafka.group_generation is None else f", generation {kafka.group_generation}"
     return (
-        f"first look: {group} is {kafka.group_state} with {len(kafka.members)} member(s); "
-        f"CURRENT-OFFSET {positions}"
+        f"first look: {group} is {kafka.group_state} with {len(kafka.members)} member(s)"
+        f"{generation}; CURRENT-OFFSET {positions}"
     )
 
 

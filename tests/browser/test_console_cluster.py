@@ -1,11 +1,12 @@
 """The console of a stack on a private three-node cluster, in a real browser: a killed node is
 marked down and the partitions it led under-replicated, with their new leader; started again,
-it is up and every replica back in sync. A screenshot of each step is saved in the test's
-temporary directory."""
+it is up and every replica back in sync; the group's generation is read throughout. A
+screenshot of each step is saved in the test's temporary directory."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -64,6 +65,8 @@ async def test_a_killed_node_is_marked_down_and_its_partitions_under_replicated_
     await expect(page.get_by_test_id("replication")).to_have_text(
         "every partition has all its replicas in sync"
     )
+    generation = page.get_by_test_id("group-generation")
+    await expect(generation).to_have_text(re.compile(r"^\d+$"))
     victim = int(await lanes.first.get_attribute("data-leader") or 0)
     led = [
         lane["partition"] for lane in await page.evaluate(LANES) if lane["leader"] == str(victim)
@@ -102,6 +105,8 @@ async def test_a_killed_node_is_marked_down_and_its_partitions_under_replicated_
     )
     in_sync = page.locator('[data-testid=timeline-event][data-kind="in_sync"]')
     await expect(in_sync.first).to_be_visible()
+    # Read on through the group's coordinator, wherever the node loss moved it.
+    await expect(generation).to_have_text(re.compile(r"^\d+$"))
     await page.screenshot(path=tmp_path / "3-back-in-sync.png", full_page=True)
     # Leave the cluster whole for whatever runs next on it.
     await asyncio.to_thread(cluster.wait_until_whole, time.monotonic() + WHOLE_AGAIN_SECONDS)

@@ -200,7 +200,7 @@ function render(snapshot) {
   state.title = snapshot.group_error
     ? `as last read: ${snapshot.group_error}`
     : `assignor ${snapshot.group_protocol || "–"}${coordinator}`;
-  byId("rebalances-seen").textContent = String(snapshot.rebalances_seen);
+  byId("group-generation").textContent = snapshot.group_generation === null ? "?" : String(snapshot.group_generation);
   renderBrokers(snapshot);
   byId("total-lag").textContent = snapshot.total_lag === null ? "?" : String(snapshot.total_lag);
 

@@ -138,9 +138,12 @@ async def test_the_reader_sees_what_kafka_consumer_groups_describe_sees(
     assert owner.group_instance_id is None
     assert reading.coordinator == broker.node_id
     assert reading.unanswered == {}
-    # Metadata, ListOffsets twice (end, start), OffsetFetch and DescribeGroups, whatever the
-    # pages open; ListOffsets twice a leader on a cluster.
-    assert requests_per_look == 5
+    assert reading.group_generation is not None
+    assert reading.group_generation >= 1
+    # Metadata, ListOffsets twice (end, start), OffsetFetch, DescribeGroups and a Fetch of the
+    # group's record in __consumer_offsets, whatever the pages open; ListOffsets twice a leader
+    # on a cluster.
+    assert requests_per_look == 6
 
 
 async def test_a_group_that_never_ran_reads_as_nothing_committed(

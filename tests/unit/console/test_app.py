@@ -11,7 +11,7 @@ from tests.unit.console.test_loop import Counting, FakeKafka, snapshot_loop
 
 SNAPSHOT_KEYS = {
     "topic", "group", "group_state", "partitions", "dlq", "members", "rates",
-    "brokers", "under_replicated", "rebalances_seen", "group_protocol", "group_coordinator",
+    "brokers", "under_replicated", "group_generation", "group_protocol", "group_coordinator",
     "group_error",
 }  # fmt: skip
 PARTITION_KEYS = {

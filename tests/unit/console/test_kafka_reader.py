@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from aiokafka.errors import NodeNotReadyError
+from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.protocol.offset import OffsetRequest, OffsetResetStrategy
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
@@ -17,6 +18,7 @@ from services.console.describe_groups_v4 import (
     DescribeGroupsResponse_v4,
     DescribeGroupsWithInstanceIds,
 )
+from services.console.group_generation import OFFSETS_TOPIC
 from services.console.kafka_reader import KafkaReader
 from services.console.snapshot import PartitionOffsets
 
@@ -40,7 +42,13 @@ class FakeCluster:
         if node_id in self.down:
             raise NodeNotReadyError(f"node {node_id} is not ready")
         if isinstance(request, MetadataRequest):
+            if request.prepare({3: (0, 5)}).to_object()["topics"] == [OFFSETS_TOPIC]:
+                return SimpleNamespace(to_object=self.offsets_topic_metadata)
             return SimpleNamespace(to_object=self.metadata)
+        if isinstance(request, FetchRequest):  # of __consumer_offsets: empty here
+            [(topic, [(partition, _offset, _max_bytes)])] = request.topics
+            no_records: tuple[Any, ...] = (partition, 0, 0, 0, 0, [], -1, None)
+            return SimpleNamespace(API_VERSION=11, topics=[(topic, [no_records])])
         if isinstance(request, OffsetRequest):
             asked = request.prepare({2: (1, 1)}).to_object()["topics"]
             return SimpleNamespace(
@@ -62,6 +70,10 @@ class FakeCluster:
 
     def offset(self, which: int) -> int:
         return self.log_end if which == OffsetResetStrategy.LATEST else 0
+
+    def offsets_topic_metadata(self) -> dict[str, Any]:
+        partitions = [{"partition": p, "leader": COORDINATOR} for p in range(50)]
+        return {"topics": [{"error_code": 0, "topic": OFFSETS_TOPIC, "partitions": partitions}]}
 
     def metadata(self) -> dict[str, Any]:
         live = [n for n in (1, 2, 3) if n not in self.down]
@@ -129,7 +141,8 @@ async def test_metadata_is_asked_of_the_next_broker_when_the_last_one_is_down() 
     cluster = FakeCluster()
     reader = reader_of(cluster)
     await reader.read()
-    [(first, _)] = [asked for asked in cluster.asked if asked[1] == "MetadataRequest"]
+    # The first: the topics' (the second, once, asks the coordinator about __consumer_offsets).
+    first = next(node for node, request in cluster.asked if request == "MetadataRequest")
     cluster.down.add(first)
     cluster.asked.clear()
 

@@ -1,5 +1,5 @@
 """The console's picture: offsets in kafka-consumer-groups.sh's terms, brokers and replicas in
-kafka-topics.sh's, the rebalances seen, and the timeline."""
+kafka-topics.sh's, the group's generation, and the timeline."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ def kafka(
     replicas: tuple[Replicas, ...] = (),
     unanswered: dict[int, str] | None = None,
     stale: tuple[int, ...] = (),
+    generation: int | None = None,
 ) -> KafkaReading:
     return KafkaReading(
         partitions=tuple(PartitionOffsets(p, 0, end, p not in stale) for p, end in ends.items()),
@@ -45,6 +46,7 @@ def kafka(
         brokers=brokers,
         replicas=replicas,
         unanswered=unanswered or {},
+        group_generation=generation,
     )
 
 
@@ -416,18 +418,23 @@ STATIC_B = Member("worker-b-77aa", "email-worker-h-102", "10.0.0.2", (2,), "work
 
 def test_a_static_member_back_within_the_session_timeout_is_not_a_rebalance() -> None:
     view = picture()
-    view.update(Reading(0.0, kafka({0: 0, 1: 0, 2: 0}, {}, (STATIC_A, STATIC_B)), None, None))
+    view.update(
+        Reading(0.0, kafka({0: 0, 1: 0, 2: 0}, {}, (STATIC_A, STATIC_B), generation=4), None, None)
+    )
     # worker-a restarted: Kafka kept its place, gave it a new member id and its own partitions.
     restarted = Member("worker-a-9e02", "email-worker-h-230", "10.0.0.1", (0, 1), "worker-a")
     back = view.update(
-        Reading(3.0, kafka({0: 0, 1: 0, 2: 0}, {}, (restarted, STATIC_B)), None, None)
+        Reading(3.0, kafka({0: 0, 1: 0, 2: 0}, {}, (restarted, STATIC_B), generation=4), None, None)
     )
 
     assert events(back, "static_member_back") == [
         "worker-a (static) came back: same partitions email.send-0, email.send-1, no rebalance "
-        "(rebalances seen: 0, unchanged)"
+        "(generation 4, unchanged)"
     ]
-    assert back["rebalances_seen"] == 0
+    assert back["group_generation"] == 4
+    [first_look] = events(back, "first_look")
+    assert "is Stable with 2 member(s), generation 4;" in first_look
+    assert events(back, "generation") == []
     assert events(back, "member_joined") == events(back, "member_left") == []
     assert sorted(events(back, "reassigned")) == [
         "email.send-0 assigned to worker-a (static; email-worker-h-101, 10.0.0.1)",
@@ -438,30 +445,57 @@ def test_a_static_member_back_within_the_session_timeout_is_not_a_rebalance() ->
     assert back["partitions"][0]["member"]["member_id"] == "worker-a-9e02"
 
 
-def test_an_ordinary_leave_and_join_are_rebalances_and_counted() -> None:
+def test_a_static_member_back_under_a_new_generation_came_back_to_a_rebalance() -> None:
     view = picture()
-    view.update(Reading(0.0, kafka({0: 0, 1: 0}, {}, (WORKER,)), None, None))
-    # The worker restarts, dynamic: a new member id, and the group rebalances (seen mid-way).
-    rebalancing = view.update(
-        Reading(1.0, kafka({0: 0, 1: 0}, {}, (), "PreparingRebalance"), None, None)
+    view.update(Reading(0.0, kafka({0: 0}, {}, (STATIC_A, STATIC_B), generation=4), None, None))
+    restarted = Member("worker-a-9e02", "email-worker-h-230", "10.0.0.1", (0, 1), "worker-a")
+    # The group rebalanced and settled between two looks, with the same owners.
+    back = view.update(
+        Reading(3.0, kafka({0: 0}, {}, (restarted, STATIC_B), generation=5), None, None)
     )
-    empty = view.update(Reading(2.0, kafka({0: 0, 1: 0}, {}, (), "Empty"), None, None))
+
+    assert events(back, "static_member_back") == [
+        "worker-a (static) came back, and the group rebalanced"
+    ]
+
+
+def test_an_ordinary_leave_and_join_are_rebalances_each_a_generation() -> None:
+    view = picture()
+    view.update(Reading(0.0, kafka({0: 0, 1: 0}, {}, (WORKER,), generation=1), None, None))
+    # The worker restarts, dynamic: a new member id, and the group rebalances (seen mid-way).
+    view.update(
+        Reading(1.0, kafka({0: 0, 1: 0}, {}, (), "PreparingRebalance", generation=1), None, None)
+    )
+    empty = view.update(
+        Reading(2.0, kafka({0: 0, 1: 0}, {}, (), "Empty", generation=2), None, None)
+    )
     again = Member("m-9", "email-worker-a-7", "127.0.0.1", (0, 1))
     # Its join and the rebalance after it happen between two looks: the members tell it.
-    joined = view.update(Reading(3.0, kafka({0: 0, 1: 0}, {}, (again,)), None, None))
+    joined = view.update(Reading(3.0, kafka({0: 0, 1: 0}, {}, (again,), generation=3), None, None))
 
-    assert rebalancing["rebalances_seen"] == 1
-    assert empty["rebalances_seen"] == 1  # the one seen while it was on its way
-    assert joined["rebalances_seen"] == 2
-    assert events(rebalancing, "member_left") == ["email-worker-a-1 (127.0.0.1) left the group"]
+    assert empty["group_generation"] == 2
+    assert joined["group_generation"] == 3
+    assert events(joined, "member_left") == ["email-worker-a-1 (127.0.0.1) left the group"]
     assert events(joined, "member_joined") == ["email-worker-a-7 (127.0.0.1) joined the group"]
     assert events(joined, "rebalance") == [
-        "group email-send-group rebalanced (members changed between two looks): "
-        "2 rebalance(s) seen since the console started",
-        "group email-send-group rebalanced (Stable → PreparingRebalance): "
-        "1 rebalance(s) seen since the console started",
+        "group email-send-group rebalanced (members changed between two looks)",
+        "group email-send-group rebalanced (Stable → PreparingRebalance)",
     ]
+    assert events(joined, "generation") == [
+        "group email-send-group is at generation 3 (was 2)",
+        "group email-send-group is at generation 2 (was 1)",
+    ]  # the first look told generation 1 in its own words
     assert events(joined, "static_member_back") == []
+
+
+def test_a_generation_not_read_yet_is_unknown_and_not_a_change() -> None:
+    view = picture()
+    first = view.update(Reading(0.0, kafka({0: 0}, {}, (WORKER,)), None, None))
+    read = view.update(Reading(1.0, kafka({0: 0}, {}, (WORKER,), generation=7), None, None))
+
+    assert first["group_generation"] is None
+    assert read["group_generation"] == 7
+    assert events(read, "generation") == ["group email-send-group is at generation 7"]
 
 
 def test_partitions_moving_between_two_stable_looks_is_a_rebalance() -> None:
@@ -475,8 +509,6 @@ def test_partitions_moving_between_two_stable_looks_is_a_rebalance() -> None:
 
     moved = view.update(Reading(1.0, kafka({0: 0, 1: 0}, {}, swapped), None, None))
 
-    assert moved["rebalances_seen"] == 1
     assert events(moved, "rebalance") == [
-        "group email-send-group rebalanced (partitions moved between two looks): "
-        "1 rebalance(s) seen since the console started"
+        "group email-send-group rebalanced (partitions moved between two looks)"
     ]
