@@ -378,11 +378,13 @@ def main() -> None:
         settings = stack_settings(load_settings(), arguments.command)
         if settings.kafka_brokers > 1:
             # The services read their settings from the environment we start them with: every
-            # node of the cluster, not only the first, so any one of them may be down; and the
-            # local PostgreSQL as the dedupe store that the workers of every "host" share.
+            # node of the cluster, not only the first, so any one of them may be down; the API's
+            # wait for a failover; and the local PostgreSQL as the dedupe store that the
+            # workers of every "host" share.
             if settings.dedupe_url is None:
                 settings = settings.model_copy(update={"dedupe_url": local_postgres(settings).url})
             os.environ["KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers
+            os.environ["API_PRODUCE_TIMEOUT_SECONDS"] = str(settings.api_produce_timeout_seconds)
             os.environ["DEDUPE_URL"] = str(settings.dedupe_url)
         run(arguments, settings)
     except StackError as error:

@@ -18,6 +18,11 @@ from shared.settings import Settings
 PORTS_PER_NODE = 2
 REPLICATION_FACTOR = 3  # deploy/kafka/cluster.properties' default.replication.factor
 MIN_INSYNC_REPLICAS = 2  # and its min.insync.replicas
+# A partition's leader lost, its new leader takes writes 3-4 s later, 5-6 s when the node also
+# led the controller quorum (make chaos, cluster-leader-kill): the API waits that out with a
+# 202 rather than answering 503 for the loss of one node of three. Two nodes down, the 503
+# comes after these 10 s.
+API_PRODUCE_TIMEOUT_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -85,8 +90,9 @@ def bootstrap_list(nodes: Iterable[ClusterNode]) -> str:
 
 def cluster_client_settings(settings: Settings) -> Settings:
     """The settings the stack's clients use with `settings.kafka_brokers` local nodes: every
-    node as a bootstrap server, and topics with three replicas of which two must acknowledge,
-    unless TOPIC_REPLICATION_FACTOR or TOPIC_MIN_INSYNC_REPLICAS say otherwise."""
+    node as a bootstrap server, topics with three replicas of which two must acknowledge, and
+    an API that waits out a failover; unless TOPIC_REPLICATION_FACTOR,
+    TOPIC_MIN_INSYNC_REPLICAS or API_PRODUCE_TIMEOUT_SECONDS say otherwise."""
     if settings.kafka_brokers == 1:
         return settings
     nodes = plan_cluster(
@@ -98,6 +104,8 @@ def cluster_client_settings(settings: Settings) -> Settings:
         update["topic_replication_factor"] = REPLICATION_FACTOR
     if "topic_min_insync_replicas" not in chosen:
         update["topic_min_insync_replicas"] = MIN_INSYNC_REPLICAS
+    if "api_produce_timeout_seconds" not in chosen:
+        update["api_produce_timeout_seconds"] = API_PRODUCE_TIMEOUT_SECONDS
     return settings.model_copy(update=update)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from deploy.local.cluster_plan import API_PRODUCE_TIMEOUT_SECONDS
 from deploy.local.kafka_cluster import KafkaCluster
 from deploy.local.processes import wait_for_exit
 from deploy.local.stack import Service
@@ -45,12 +46,14 @@ from tests.postgres import private_postgres
 from tests.private_cluster import partition_leaders, quorum_leader
 
 # What `make up BROKERS=3` gives the services: every node to bootstrap from, topics of three
-# replicas of which two must hold a record before the API's 202, and each worker a run
-# directory of its own, as if on a host of its own (deploy/local/stack.py).
+# replicas of which two must hold a record before the API's 202, an API that waits out a
+# leader's failover, and each worker a run directory of its own, as if on a host of its own
+# (deploy/local/stack.py).
 ON_THE_CLUSTER = {
     "KAFKA_BROKERS": "3",
     "TOPIC_REPLICATION_FACTOR": "3",
     "TOPIC_MIN_INSYNC_REPLICAS": "2",
+    "API_PRODUCE_TIMEOUT_SECONDS": str(API_PRODUCE_TIMEOUT_SECONDS),
 }
 # Three JVMs, the services and the client share two cores: a rate they all keep up with, so that
 # the times measured are the faults', not a queue's. 25 a second still puts a 202 on each

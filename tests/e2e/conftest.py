@@ -36,14 +36,14 @@ class RunningStack:
     def sink_url(self) -> str:
         return f"http://127.0.0.1:{self.settings.sink_http_port}"
 
-    def command(self, *arguments: str, **env: str) -> str:
+    def command(self, *arguments: str, timeout: float = 120, **env: str) -> str:
         """`python -m deploy.local ...` against this stack; its output, or the test fails."""
         result = subprocess.run(
             [sys.executable, "-m", "deploy.local", *arguments],
             env={**self.env, **env},
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=timeout,
             check=False,
         )
         assert result.returncode == 0, result.stdout + result.stderr

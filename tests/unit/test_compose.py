@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from deploy.local.cluster_plan import plan_cluster
+from deploy.local.cluster_plan import API_PRODUCE_TIMEOUT_SECONDS, plan_cluster
 from shared.settings import PROJECT_ROOT, Settings
 
 COMPOSE_FILE = PROJECT_ROOT / "deploy" / "compose.yaml"
@@ -234,6 +234,8 @@ def test_with_the_cluster_every_service_knows_every_node() -> None:
     topics = services["topics"]
     assert topics["environment"]["TOPIC_REPLICATION_FACTOR"] == "3"
     assert topics["environment"]["TOPIC_MIN_INSYNC_REPLICAS"] == "2"
+    api_wait = float(services["api"]["environment"]["API_PRODUCE_TIMEOUT_SECONDS"])
+    assert api_wait == API_PRODUCE_TIMEOUT_SECONDS, "as make up BROKERS=3 waits out a failover"
     assert set(topics["depends_on"]) == set(CLUSTER_NODES), "three replicas need three brokers"
     for node in CLUSTER_NODES:
         assert topics["depends_on"][node] == {"condition": "service_healthy"}

@@ -75,16 +75,19 @@ def test_a_cluster_tells_its_clients_every_node_and_three_replicas() -> None:
 
     assert clients.kafka_bootstrap_servers == "localhost:9092,localhost:9094,localhost:9096"
     assert (clients.topic_replication_factor, clients.topic_min_insync_replicas) == (3, 2)
+    assert clients.api_produce_timeout_seconds == 10  # longer than a leader's failover
 
 
-def test_replication_settings_given_on_purpose_are_kept() -> None:
+def test_settings_given_on_purpose_are_kept() -> None:
     settings = Settings(
-        _env_file=None, kafka_brokers=3, topic_replication_factor=2, topic_min_insync_replicas=1
-    )
+        _env_file=None, kafka_brokers=3, topic_replication_factor=2, topic_min_insync_replicas=1,
+        api_produce_timeout_seconds=4,
+    )  # fmt: skip
 
     clients = cluster_client_settings(settings)
 
     assert (clients.topic_replication_factor, clients.topic_min_insync_replicas) == (2, 1)
+    assert clients.api_produce_timeout_seconds == 4
 
 
 def test_one_broker_changes_nothing() -> None:
@@ -92,6 +95,7 @@ def test_one_broker_changes_nothing() -> None:
 
     assert cluster_client_settings(settings) is settings
     assert (settings.topic_replication_factor, settings.topic_min_insync_replicas) == (1, None)
+    assert settings.api_produce_timeout_seconds == 5
 
 
 def test_two_brokers_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
