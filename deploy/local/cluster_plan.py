@@ -18,7 +18,7 @@ from shared.settings import Settings
 PORTS_PER_NODE = 2
 REPLICATION_FACTOR = 3  # deploy/kafka/cluster.properties' default.replication.factor
 MIN_INSYNC_REPLICAS = 2  # and its min.insync.replicas
-# A partition's leader lost, its new leader takes writes 3-4 s later, 5-6 s when the node also
+# A partition's leader lost, its new leader takes writes 3-4 s later, 5-7 s when the node also
 # led the controller quorum (make chaos, cluster-leader-kill): the API waits that out with a
 # 202 rather than answering 503 for the loss of one node of three. Two nodes down, the 503
 # comes after these 10 s.
