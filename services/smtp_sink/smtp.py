@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol, TextIO
@@ -17,8 +16,8 @@ from typing import Any, Protocol, TextIO
 from aiosmtpd.smtp import MISSING, SMTP, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
+from services.smtp_sink.aiosmtpd_internals import FastPathSMTP
 from services.smtp_sink.auth import AttemptLimit, Authenticator, peer_host
-from services.smtp_sink.data import read_data_section
 from services.smtp_sink.faults import (
     FaultPolicy,
     authentication_refusal,
@@ -42,11 +41,6 @@ from services.smtp_sink.search import envelope_search_text, search_text
 
 log = logging.getLogger(__name__)
 
-# A plain <local@domain> path, dot-atoms on both sides: what nearly every client sends.
-_PLAIN_PATH = re.compile(
-    r"\s*<((?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>\s*"
-)
 EMPTY_RECIPIENT_REPLY = "501 5.1.3 Bad recipient address syntax: <> is not a recipient"
 STORE_FAILED_REPLY = "451 4.3.0 The sink could not store the message, try again later"
 
@@ -63,14 +57,10 @@ class ArrivalMetrics(Protocol):
     def rejected(self) -> None: ...
 
 
-class SinkSMTP(SMTP):
-    """aiosmtpd's SMTP session with two shortcuts for what nearly every client sends, and a
-    limit on failed AUTH attempts.
-
-    A plain `<local@domain>` path of MAIL and RCPT is read without the email package's full
-    RFC 5322 parser (a fifth of the sink's time at full speed); any other path still goes
-    through it. DATA is read in a few bulk reads rather than one per line (a quarter). AUTH is
-    refused and the connection closed after MAX_FAILED_ATTEMPTS failed tries on it.
+class SinkSMTP(FastPathSMTP):
+    """The sink's SMTP session: aiosmtpd's with the fast paths of FastPathSMTP, and a limit on
+    failed AUTH attempts: AUTH is refused and the connection closed after MAX_FAILED_ATTEMPTS
+    failed tries on it.
     """
 
     def __init__(
@@ -91,51 +81,6 @@ class SinkSMTP(SMTP):
                 self._auth_attempts.failures,
             )
             self.transport.close()  # as aiosmtpd closes a session over its command limits
-
-    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        plain = _PLAIN_PATH.match(arg)
-        if plain is None:
-            return super()._getaddr(arg)
-        address = plain.group(1)
-        if self.local_part_limit and len(address.rpartition("@")[0]) > self.local_part_limit:
-            return None, None
-        return address, arg[plain.end() :]
-
-    async def smtp_DATA(self, arg: str) -> None:
-        """aiosmtpd's smtp_DATA for a handler with handle_DATA (the sink's), with its read loop
-        replaced by services.smtp_sink.data's; tests/integration/smtp_sink/test_data_section.py
-        holds the two to the same answers."""
-        if self._decode_data:
-            await super().smtp_DATA(arg)  # the sink never asks for decoded text
-            return
-        if await self.check_helo_needed():
-            return
-        if await self.check_auth_needed("DATA"):
-            return
-        assert self.envelope is not None
-        if not self.envelope.rcpt_tos:
-            await self.push("503 Error: need RCPT command")
-            return
-        if arg:
-            await self.push("501 Syntax: DATA")
-            return
-        await self.push("354 End data with <CR><LF>.<CR><LF>")
-        try:
-            section = await read_data_section(
-                self._reader, self.data_size_limit, self.line_length_limit
-            )
-        except asyncio.CancelledError:
-            log.info("Connection lost during DATA")
-            self._writer.close()
-            raise
-        if section.refusal is not None:
-            await self.push(section.refusal)
-            self._set_post_data_state()  # type: ignore[no-untyped-call]
-            return
-        self.envelope.content = self.envelope.original_content = section.content
-        status = await self._call_handler_hook("DATA")
-        self._set_post_data_state()  # type: ignore[no-untyped-call]
-        await self.push("250 OK" if status is MISSING else status)
 
 
 class SinkHandler:
