@@ -9,10 +9,10 @@ over-long line with 500, both only after the whole section is read (RFC 5321 4.2
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
+
+from services.smtp_sink.asyncio_internals import stream_reader_limit
 
 # aiosmtpd's own replies, word for word.
 LINE_TOO_LONG_REPLY = "500 Line too long (see RFC5321 4.5.3.1.6)"
@@ -44,8 +44,9 @@ async def read_data_section(
 ) -> DataSection:
     """Read up to and including the lone "." line; the reader is left at the next command.
 
-    While the section is read, the reader's buffer limit is raised (to at most a megabyte), so
-    that one readuntil takes everything up to the next line that ends in a dot.
+    While the section is read, the reader's buffer limit is raised (to at most a megabyte, by
+    services.smtp_sink.asyncio_internals), so that one readuntil takes everything up to the
+    next line that ends in a dot.
     """
     # None or 0 is aiosmtpd's "no limit"; below 0, it refuses everything but an empty message.
     limit = max(size_limit or sys.maxsize, 0)
@@ -61,7 +62,7 @@ async def read_data_section(
     # A dot line ends the section only at the start of a line: right after a CRLF, which may
     # have come in the read before; the section itself starts at the start of a line.
     last_two = _CRLF
-    with _buffer_limit(reader, min(limit, _MOST_BUFFERED) + len(_DOT_LINE_END)):
+    with stream_reader_limit(reader, min(limit, _MOST_BUFFERED) + len(_DOT_LINE_END)):
         while True:
             try:
                 chunk = await reader.readuntil(_DOT_LINE_END)
@@ -150,18 +151,6 @@ class LineLimit:
             self._open = len(last)
         else:
             self._open += len(last)
-
-
-@contextlib.contextmanager
-def _buffer_limit(reader: asyncio.StreamReader, limit: int) -> Iterator[None]:
-    """aiosmtpd made the reader's limit its line length limit; asyncio has no public way to
-    change it for a while."""
-    line_limit = reader._limit  # type: ignore[attr-defined]
-    reader._limit = limit  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        reader._limit = line_limit  # type: ignore[attr-defined]
 
 
 def _last_two(before: bytes, data: bytes) -> bytes:
