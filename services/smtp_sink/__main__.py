@@ -17,6 +17,7 @@ import uvicorn
 from services.smtp_sink.api import build_app
 from services.smtp_sink.faults import FaultPolicy
 from services.smtp_sink.greylist import Greylist
+from services.smtp_sink.handler import SinkHandler
 from services.smtp_sink.ids import TimeOrderedIds
 from services.smtp_sink.metrics import SinkMetrics
 from services.smtp_sink.security import (
@@ -25,7 +26,7 @@ from services.smtp_sink.security import (
     load_security,
     quiet_aiosmtpd_repeats,
 )
-from services.smtp_sink.smtp import SinkHandler, SinkSMTP
+from services.smtp_sink.session import SinkSMTP
 from services.smtp_sink.store import MessageStore
 from shared.event_loop import run
 from shared.http_server import EmbeddedServer, listen

@@ -29,7 +29,7 @@ from aiosmtpd.smtp import MISSING, SMTP
 
 from services.smtp_sink.data import read_data_section
 
-# The SMTP session's log lines keep the name they have always had.
+# The name on the SMTP side's log lines, whichever of its modules writes them.
 log = logging.getLogger("services.smtp_sink.smtp")
 
 # A plain <local@domain> path, dot-atoms on both sides: what nearly every client sends.

@@ -18,7 +18,7 @@ from itertools import pairwise
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from services.smtp_sink.smtp import SinkSMTP
+from services.smtp_sink.session import SinkSMTP
 
 SIZE_LIMIT = 4096  # small, so that the 552 path is cheap to reach
 LONGEST_LINE = b"x" * (SMTP.line_length_limit - 2) + b"\r\n"  # 1001 bytes, CRLF included

@@ -20,8 +20,8 @@ from services.smtp_sink.faults import (
     ChaosTriggers,
     FaultPolicy,
 )
+from services.smtp_sink.handler import STORE_FAILED_REPLY, SinkHandler
 from services.smtp_sink.mailbox import Arrival, Sighting
-from services.smtp_sink.smtp import STORE_FAILED_REPLY, SinkHandler
 from tests.unit.smtp_sink.messages import PLAIN
 
 NOW = datetime(2025, 11, 25, 18, 30, tzinfo=UTC)

@@ -11,13 +11,11 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any, Protocol, TextIO
+from typing import Protocol, TextIO
 
 from aiosmtpd.smtp import MISSING, SMTP, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
-from services.smtp_sink.aiosmtpd_internals import FastPathSMTP
-from services.smtp_sink.auth import AttemptLimit, Authenticator, peer_host
 from services.smtp_sink.faults import (
     FaultPolicy,
     authentication_refusal,
@@ -39,7 +37,8 @@ from services.smtp_sink.mime import LARGE_MESSAGE_BYTES, read_message
 from services.smtp_sink.report import arrival_block, refusal_line, sender_refusal_line
 from services.smtp_sink.search import envelope_search_text, search_text
 
-log = logging.getLogger(__name__)
+# The name on the SMTP side's log lines, whichever of its modules writes them.
+log = logging.getLogger("services.smtp_sink.smtp")
 
 EMPTY_RECIPIENT_REPLY = "501 5.1.3 Bad recipient address syntax: <> is not a recipient"
 STORE_FAILED_REPLY = "451 4.3.0 The sink could not store the message, try again later"
@@ -55,32 +54,6 @@ class ArrivalMetrics(Protocol):
     def stored(self, sighting: Sighting, latency_seconds: float | None, size: int) -> None: ...
 
     def rejected(self) -> None: ...
-
-
-class SinkSMTP(FastPathSMTP):
-    """The sink's SMTP session: aiosmtpd's with the fast paths of FastPathSMTP, and a limit on
-    failed AUTH attempts: AUTH is refused and the connection closed after MAX_FAILED_ATTEMPTS
-    failed tries on it.
-    """
-
-    def __init__(
-        self, handler: Any, *, authenticator: Authenticator | None = None, **options: Any
-    ) -> None:
-        # aiosmtpd makes an SMTP object per connection: the count of failures is the connection's.
-        self._auth_attempts = None if authenticator is None else AttemptLimit(authenticator)
-        super().__init__(handler, authenticator=self._auth_attempts, **options)
-
-    async def smtp_AUTH(self, arg: str) -> None:
-        await super().smtp_AUTH(arg)
-        if self._auth_attempts is not None and self._auth_attempts.exhausted:
-            assert self.session is not None
-            assert self.transport is not None
-            log.warning(
-                "closed the connection from %s after %d failed AUTH attempts",
-                peer_host(self.session),
-                self._auth_attempts.failures,
-            )
-            self.transport.close()  # as aiosmtpd closes a session over its command limits
 
 
 class SinkHandler:
