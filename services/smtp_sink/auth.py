@@ -11,7 +11,8 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-log = logging.getLogger(__name__)
+# Written out: its log lines keep this name wherever the module is (readers and tests look for it).
+log = logging.getLogger("services.smtp_sink.auth")
 
 MECHANISMS = ("PLAIN", "LOGIN")  # aiosmtpd's own; both carry the password as it is
 # A password guesser gets this many tries per connection, as Postfix's smtpd caps the errors of

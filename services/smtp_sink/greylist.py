@@ -15,7 +15,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-log = logging.getLogger(__name__)
+# Written out: its log lines keep this name wherever the module is (readers and tests look for it).
+log = logging.getLogger("services.smtp_sink.greylist")
 
 RETENTION_SECONDS = 24 * 60 * 60
 MAX_PAIRS = 100_000
