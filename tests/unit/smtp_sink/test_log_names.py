@@ -8,7 +8,10 @@ from types import ModuleType
 import pytest
 
 import services.smtp_sink.__main__ as composition_root
-from services.smtp_sink import aiosmtpd_internals, api, auth, greylist, handler, session, store
+from services.smtp_sink.api import app
+from services.smtp_sink.fast_paths import aiosmtpd_internals
+from services.smtp_sink.simulator import greylist
+from services.smtp_sink.smtp import auth, handler, session, store
 
 
 @pytest.mark.parametrize(
@@ -21,7 +24,7 @@ from services.smtp_sink import aiosmtpd_internals, api, auth, greylist, handler,
         (auth, "services.smtp_sink.auth"),
         (store, "services.smtp_sink.store"),
         (greylist, "services.smtp_sink.greylist"),
-        (api, "services.smtp_sink.api"),
+        (app, "services.smtp_sink.api"),
     ],
     ids=lambda value: value.__name__ if isinstance(value, ModuleType) else value,
 )
