@@ -14,19 +14,20 @@ from datetime import UTC, datetime
 
 import uvicorn
 
-from services.smtp_sink.api import build_app
-from services.smtp_sink.faults import FaultPolicy
-from services.smtp_sink.greylist import Greylist
-from services.smtp_sink.ids import TimeOrderedIds
-from services.smtp_sink.metrics import SinkMetrics
-from services.smtp_sink.security import (
+from services.smtp_sink.api.app import build_app
+from services.smtp_sink.api.metrics import SinkMetrics
+from services.smtp_sink.simulator.faults import FaultPolicy
+from services.smtp_sink.simulator.greylist import Greylist
+from services.smtp_sink.smtp.handler import SinkHandler
+from services.smtp_sink.smtp.ids import TimeOrderedIds
+from services.smtp_sink.smtp.security import (
     SecurityError,
     SmtpSecurity,
     load_security,
     quiet_aiosmtpd_repeats,
 )
-from services.smtp_sink.smtp import SinkHandler, SinkSMTP
-from services.smtp_sink.store import MessageStore
+from services.smtp_sink.smtp.session import SinkSMTP
+from services.smtp_sink.smtp.store import MessageStore
 from shared.event_loop import run
 from shared.http_server import EmbeddedServer, listen
 from shared.logs import configure_logging

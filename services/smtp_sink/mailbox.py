@@ -46,7 +46,7 @@ class Arrival:
     envelope: Envelope
     summary: Summary
     raw: bytes
-    search_text: str  # what a search's free words match: services.smtp_sink.search
+    search_text: str  # what a search's free words match: services.smtp_sink.api.search
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,10 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from services.smtp_sink import mime, search
+from services.smtp_sink import mime
+from services.smtp_sink.api import search
+from services.smtp_sink.api.search import clean
 from services.smtp_sink.mime import SNIPPET_CHARS, html_to_text, read_message
-from services.smtp_sink.search import clean
 
 # Passes of a few characters, so that small examples cross many cuts.
 TINY_PASSES = 3
