@@ -10,13 +10,12 @@ import signal
 import httpx
 
 from services.console.app import create_app
-from services.console.kafka_reader import KafkaReader
+from services.console.kafka_reader import create_kafka_reader
 from services.console.loop import SnapshotLoop
 from services.console.snapshot import Picture
 from services.console.sources import ApiSource, SinkSource
 from shared.event_loop import run
 from shared.http_server import embedded_server, listen
-from shared.kafka import create_admin_client
 from shared.logs import configure_logging
 from shared.settings import Settings, load_settings
 
@@ -29,12 +28,14 @@ KAFKA_STALE_SECONDS = 5.0  # /readyz: the last good read of Kafka is at most thi
 
 async def serve(settings: Settings) -> None:
     http_socket = listen("console", settings.console_host, settings.console_port)
-    admin = create_admin_client(
+    kafka = create_kafka_reader(
         settings.kafka_bootstrap_servers,
         client_id="email-console",
         request_timeout_ms=int(KAFKA_REQUEST_TIMEOUT_SECONDS * 1000),
+        topic=settings.email_topic,
+        dlq_topic=settings.dlq_topic,
+        group=settings.consumer_group,
     )
-    kafka = KafkaReader(admin, settings.email_topic, settings.dlq_topic, settings.consumer_group)
     api_url = settings.console_api_url or local_url(settings.api_host, settings.api_port)
     sink_url = settings.console_sink_url or local_url(settings.sink_host, settings.sink_http_port)
     async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_SECONDS) as http:

@@ -7,6 +7,7 @@ OffsetFetch for the group's CURRENT-OFFSET; DescribeGroups for its state and mem
 Fetch of the coordinator's own record of the group for its generation. A broker
 that does not answer holds back only what it serves: the partitions it leads keep their last
 offsets (marked so), the group its last look if it is the coordinator, and the rest is read live.
+The requests public aiokafka does not send go through services/console/aiokafka_protocol.py.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.errors import (
     KafkaConnectionError,
     KafkaError,
@@ -29,10 +29,8 @@ from aiokafka.errors import (
     UnknownTopicOrPartitionError,
     for_code,
 )
-from aiokafka.protocol.metadata import MetadataRequest
-from aiokafka.protocol.offset import OffsetRequest, OffsetResetStrategy
 
-from services.console.describe_groups_v4 import DescribeGroupsWithInstanceIds, described_group
+from services.console.aiokafka_protocol import ProtocolClient
 from services.console.group_generation import GenerationReader
 from services.console.snapshot import (
     Broker,
@@ -42,6 +40,7 @@ from services.console.snapshot import (
     Replicas,
     describe_error,
 )
+from shared.kafka import create_admin_client
 
 NO_OFFSET = -1
 NO_LEADER = -1
@@ -60,13 +59,33 @@ class _Group:
     generation: int | None
 
 
+def create_kafka_reader(
+    bootstrap_servers: str,
+    client_id: str,
+    request_timeout_ms: int,
+    topic: str,
+    dlq_topic: str,
+    group: str,
+) -> KafkaReader:
+    """The reader and its admin client, not yet connected: it connects at its first look."""
+    admin = create_admin_client(bootstrap_servers, client_id, request_timeout_ms)
+    return KafkaReader(admin, ProtocolClient(admin), topic, dlq_topic, group)
+
+
 class KafkaReader:
-    def __init__(self, admin: AIOKafkaAdminClient, topic: str, dlq_topic: str, group: str) -> None:
+    def __init__(
+        self,
+        admin: AIOKafkaAdminClient,
+        protocol: ProtocolClient,
+        topic: str,
+        dlq_topic: str,
+        group: str,
+    ) -> None:
         self.admin = admin
+        self.protocol = protocol
         self.topic = topic
         self.dlq_topic = dlq_topic
         self.group = group
-        self.requests_sent = 0
         self._started = False
         self._metadata_node: int | None = None  # the broker that answered Metadata last
         self._live_nodes: tuple[int, ...] = ()
@@ -81,7 +100,6 @@ class KafkaReader:
         try:
             if not self._started:
                 await self.admin.start()
-                self._count_requests()
                 self._started = True
             brokers, replicas = await self._read_metadata()
             unanswered: dict[int, str] = {}
@@ -118,22 +136,15 @@ class KafkaReader:
             group_error=group_error,
         )
 
+    @property
+    def requests_sent(self) -> int:
+        """Every request the reads sent: the console's load on Kafka, whatever the number of
+        pages open."""
+        return self.protocol.requests_sent
+
     async def close(self) -> None:
         if self._started:
             await self.admin.close()
-
-    def _count_requests(self) -> None:
-        """Count every request the reads send: the console's load on Kafka, whatever the
-        number of pages open. (The client's own metadata refresh every few minutes goes
-        around `send` and is not counted.)"""
-        client = self.admin._client
-        send = client.send
-
-        async def counted_send(*args: Any, **kwargs: Any) -> Any:
-            self.requests_sent += 1
-            return await send(*args, **kwargs)
-
-        client.send = counted_send
 
     async def _read_metadata(self) -> tuple[tuple[Broker, ...], tuple[Replicas, ...]]:
         """The live brokers and the two topics' partitions, in one Metadata request, from the
@@ -141,25 +152,20 @@ class KafkaReader:
         # Not admin.describe_cluster and describe_topics: two requests, the first about every
         # topic; and the second lets the broker auto-create a missing topic (with the broker's
         # default partition count), while the console changes nothing.
-        request = MetadataRequest([self.topic, self.dlq_topic], allow_auto_topic_creation=False)
         failure: BaseException = KafkaConnectionError("no broker to ask for metadata")
         for node_id in self._metadata_nodes():
             try:
-                response = await self.admin._client.send(node_id, request)
+                metadata = await self.protocol.metadata(node_id, [self.topic, self.dlq_topic])
             except NO_ANSWER as error:
                 failure = error
                 continue
             self._metadata_node = node_id
-            return self._parse_metadata(response.to_object())
+            return self._parse_metadata(metadata)
         raise failure
 
     def _metadata_nodes(self) -> Iterator[int]:
         """Each known broker once: the one that answered last first."""
-        known = [
-            self._metadata_node,
-            *self._live_nodes,
-            *(broker.nodeId for broker in self.admin._client.cluster.brokers()),
-        ]
+        known = [self._metadata_node, *self._live_nodes, *self.protocol.known_brokers()]
         yield from dict.fromkeys(node_id for node_id in known if node_id is not None)
 
     def _parse_metadata(
@@ -240,29 +246,10 @@ class KafkaReader:
         self, leader: int, partitions: list[TopicPartition]
     ) -> dict[TopicPartition, PartitionOffsets]:
         latest, earliest = await asyncio.gather(
-            self._list_offsets(leader, partitions, OffsetResetStrategy.LATEST),
-            self._list_offsets(leader, partitions, OffsetResetStrategy.EARLIEST),
+            self.protocol.list_offsets(leader, partitions, earliest=False),
+            self.protocol.list_offsets(leader, partitions, earliest=True),
         )
         return {p: PartitionOffsets(p[1], earliest[p], latest[p]) for p in partitions}
-
-    async def _list_offsets(
-        self, leader: int, partitions: list[TopicPartition], which: int
-    ) -> dict[TopicPartition, int]:
-        """The latest (LOG-END-OFFSET) or earliest offset of partitions a broker leads.
-
-        aiokafka's admin client has no list_offsets; this is the request its consumer sends.
-        """
-        topics: dict[str, list[tuple[int, int]]] = defaultdict(list)
-        for topic, partition in partitions:
-            topics[topic].append((partition, which))
-        response = await self.admin._client.send(leader, OffsetRequest(-1, 0, list(topics.items())))
-        offsets = {}
-        for topic, answered in response.topics:
-            for partition, error_code, _timestamp, offset in answered:
-                if error_code:
-                    raise for_code(error_code)(f"cannot list offsets of {topic}-{partition}")
-                offsets[topic, partition] = offset
-        return offsets
 
     async def _read_group(self, unanswered: dict[int, str]) -> tuple[_Group, str | None]:
         """The group, and None; or its last look, and why it was not read now."""
@@ -272,7 +259,7 @@ class KafkaReader:
             committed, group, generation = await asyncio.gather(
                 self._committed_offsets(coordinator),
                 self._describe_group(coordinator),
-                self._generation.read(self.admin._client.send, coordinator),
+                self._generation.read(self.protocol, coordinator),
             )
         except (KafkaError, *NO_ANSWER) as error:
             self._coordinator = None  # it may have moved: ask again at the next look
@@ -298,27 +285,17 @@ class KafkaReader:
 
     async def _describe_group(self, coordinator: int) -> tuple[str, str, tuple[Member, ...]]:
         """Its state, assignor and members, static ones with their instance ids."""
-        response = await self.admin._client.send(
-            coordinator, DescribeGroupsWithInstanceIds(self.group)
-        )
-        group = described_group(response)
-        members = []
-        for member in group.members:
-            partitions: tuple[int, ...] = ()
-            if member.assignment:
-                assignment = ConsumerProtocolMemberAssignment.decode(member.assignment)
-                partitions = tuple(
-                    sorted(tp.partition for tp in assignment.partitions() if tp.topic == self.topic)
-                )
-            members.append(
-                Member(
-                    member.member_id,
-                    member.client_id,
-                    member.client_host.lstrip("/"),
-                    partitions,
-                    member.group_instance_id,
-                )
+        group = await self.protocol.describe_group(coordinator, self.group)
+        members = [
+            Member(
+                member.member_id,
+                member.client_id,
+                member.client_host.lstrip("/"),
+                tuple(sorted(p for topic, p in member.assignment if topic == self.topic)),
+                member.group_instance_id,
             )
+            for member in group.members
+        ]
         by_partitions = sorted(members, key=lambda member: member.partitions or (1 << 31,))
         return group.state, group.protocol, tuple(by_partitions)
 

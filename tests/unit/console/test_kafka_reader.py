@@ -4,20 +4,13 @@ asked of the next broker, and nothing is made up at the first look."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from aiokafka.errors import NodeNotReadyError
-from aiokafka.protocol.fetch import FetchRequest
-from aiokafka.protocol.metadata import MetadataRequest
-from aiokafka.protocol.offset import OffsetRequest, OffsetResetStrategy
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
-from services.console.describe_groups_v4 import (
-    DescribeGroupsResponse_v4,
-    DescribeGroupsWithInstanceIds,
-)
+from services.console.aiokafka_protocol import DescribedGroup, DescribedMember, FetchedRecords
 from services.console.group_generation import OFFSETS_TOPIC
 from services.console.kafka_reader import KafkaReader
 from services.console.snapshot import PartitionOffsets
@@ -27,55 +20,32 @@ COORDINATOR = 3
 
 
 class FakeCluster:
-    """Three brokers; partition p of each topic led by broker p + 1, every ISR whole."""
+    """Three brokers; partition p of each topic led by broker p + 1, every ISR whole. It answers
+    the requests of services/console/aiokafka_protocol.py."""
 
     def __init__(self) -> None:
         self.down: set[int] = set()
         self.log_end = 10
         self.asked: list[tuple[int, str]] = []  # (node, request) in the order sent
-        self.cluster = SimpleNamespace(
-            brokers=lambda: [SimpleNamespace(nodeId=n) for n in (1, 2, 3) if n not in self.down]
-        )
+        self.requests_sent = 0
 
-    async def send(self, node_id: int, request: Any) -> Any:
-        self.asked.append((node_id, type(request).__name__))
+    def ask(self, node_id: int, request: str) -> None:
+        self.asked.append((node_id, request))
+        self.requests_sent += 1
         if node_id in self.down:
             raise NodeNotReadyError(f"node {node_id} is not ready")
-        if isinstance(request, MetadataRequest):
-            if request.prepare({3: (0, 5)}).to_object()["topics"] == [OFFSETS_TOPIC]:
-                return SimpleNamespace(to_object=self.offsets_topic_metadata)
-            return SimpleNamespace(to_object=self.metadata)
-        if isinstance(request, FetchRequest):  # of __consumer_offsets: empty here
-            [(topic, [(partition, _offset, _max_bytes)])] = request.topics
-            no_records: tuple[Any, ...] = (partition, 0, 0, 0, 0, [], -1, None)
-            return SimpleNamespace(API_VERSION=11, topics=[(topic, [no_records])])
-        if isinstance(request, OffsetRequest):
-            asked = request.prepare({2: (1, 1)}).to_object()["topics"]
-            return SimpleNamespace(
-                topics=[
-                    (
-                        topic["topic"],
-                        [
-                            (p["partition"], 0, -1, self.offset(p["timestamp"]))
-                            for p in topic["partitions"]
-                        ],
-                    )
-                    for topic in asked
-                ]
-            )
-        assert isinstance(request, DescribeGroupsWithInstanceIds)
-        member = ("worker-a-1f3c", "worker-a", "email-worker-h-1", "/10.0.0.1", b"", b"")
-        group = (0, GROUP, "Stable", "consumer", "roundrobin", [member], 0)
-        return DescribeGroupsResponse_v4(0, [group])
 
-    def offset(self, which: int) -> int:
-        return self.log_end if which == OffsetResetStrategy.LATEST else 0
+    def known_brokers(self) -> list[int]:
+        return [n for n in (1, 2, 3) if n not in self.down]
 
-    def offsets_topic_metadata(self) -> dict[str, Any]:
-        partitions = [{"partition": p, "leader": COORDINATOR} for p in range(50)]
-        return {"topics": [{"error_code": 0, "topic": OFFSETS_TOPIC, "partitions": partitions}]}
+    async def metadata(self, node_id: int, topics: list[str]) -> dict[str, Any]:
+        self.ask(node_id, "Metadata")
+        if topics == [OFFSETS_TOPIC]:
+            partitions = [{"partition": p, "leader": COORDINATOR} for p in range(50)]
+            return {"topics": [{"error_code": 0, "topic": OFFSETS_TOPIC, "partitions": partitions}]}
+        return self.topics_metadata()
 
-    def metadata(self) -> dict[str, Any]:
+    def topics_metadata(self) -> dict[str, Any]:
         live = [n for n in (1, 2, 3) if n not in self.down]
         return {
             "brokers": [{"node_id": n, "host": "127.0.0.1", "port": 19090 + 2 * n} for n in live],
@@ -92,10 +62,29 @@ class FakeCluster:
             ],
         }
 
+    async def list_offsets(
+        self, leader: int, partitions: list[tuple[str, int]], earliest: bool
+    ) -> dict[tuple[str, int], int]:
+        self.ask(leader, "ListOffsets")
+        return dict.fromkeys(partitions, 0 if earliest else self.log_end)
+
+    async def describe_group(self, node_id: int, group: str) -> DescribedGroup:
+        self.ask(node_id, "DescribeGroups")
+        member = DescribedMember(
+            "worker-a-1f3c", "worker-a", "email-worker-h-1", "/10.0.0.1", ((TOPIC, 0),)
+        )
+        return DescribedGroup("Stable", "roundrobin", (member,))
+
+    async def fetch(
+        self, node_id: int, topic: str, partition: int, offset: int, max_bytes: int
+    ) -> FetchedRecords:
+        self.ask(node_id, "Fetch")  # of __consumer_offsets: empty here
+        return FetchedRecords(0, (), offset)
+
 
 class FakeAdmin:
     def __init__(self, cluster: FakeCluster) -> None:
-        self._client = cluster
+        self.cluster = cluster
 
     async def start(self) -> None:
         pass
@@ -109,13 +98,12 @@ class FakeAdmin:
     async def list_consumer_group_offsets(
         self, group: str, group_coordinator_id: int
     ) -> dict[TopicPartition, OffsetAndMetadata]:
-        if group_coordinator_id in self._client.down:
-            raise NodeNotReadyError(f"node {group_coordinator_id} is not ready")
+        self.cluster.ask(group_coordinator_id, "OffsetFetch")
         return {TopicPartition(TOPIC, 0): OffsetAndMetadata(4, "")}
 
 
 def reader_of(cluster: FakeCluster) -> KafkaReader:
-    return KafkaReader(FakeAdmin(cluster), TOPIC, DLQ, GROUP)
+    return KafkaReader(FakeAdmin(cluster), cluster, TOPIC, DLQ, GROUP)  # type: ignore[arg-type]
 
 
 async def test_a_leader_that_does_not_answer_keeps_its_partitions_last_offsets_only() -> None:
@@ -142,13 +130,13 @@ async def test_metadata_is_asked_of_the_next_broker_when_the_last_one_is_down() 
     reader = reader_of(cluster)
     await reader.read()
     # The first: the topics' (the second, once, asks the coordinator about __consumer_offsets).
-    first = next(node for node, request in cluster.asked if request == "MetadataRequest")
+    first = next(node for node, request in cluster.asked if request == "Metadata")
     cluster.down.add(first)
     cluster.asked.clear()
 
     reading = await reader.read()
 
-    metadata_asked = [node for node, request in cluster.asked if request == "MetadataRequest"]
+    metadata_asked = [node for node, request in cluster.asked if request == "Metadata"]
     assert metadata_asked[0] == first
     assert len(metadata_asked) == 2  # one more broker, which answered
     assert [broker.node_id for broker in reading.brokers] == sorted({1, 2, 3} - {first})
@@ -171,7 +159,7 @@ async def test_a_coordinator_that_does_not_answer_leaves_the_group_as_last_seen(
 async def test_nothing_is_made_up_at_the_first_look() -> None:
     cluster = FakeCluster()
     cluster.down.add(2)  # listed by nobody's metadata yet, but leading partitions in ours
-    cluster.metadata = FakeCluster().metadata  # type: ignore[method-assign]
+    cluster.topics_metadata = FakeCluster().topics_metadata  # type: ignore[method-assign]
 
     with pytest.raises(NodeNotReadyError):
         await reader_of(cluster).read()
