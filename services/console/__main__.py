@@ -1,5 +1,6 @@
-"""`python -m services.console`: the console's composition root: settings, one Kafka admin
-client, one HTTP client for the API and the sink, the snapshot loop and the web server."""
+"""`python -m services.console`: the console's composition root: settings, the Kafka reader
+(an admin client and a group-less consumer), one HTTP client for the API and the sink, the
+snapshot loop and the web server."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """aiokafka's internals, in this one module: the console's requests that aiokafka's public API
-does not send, sent over the admin client's connection, and the count of the requests it sends.
+does not send, sent over the admin client's connection, and the count of the requests the
+console's clients send.
 
 What it relies on, and why public aiokafka does not do:
 
@@ -11,43 +12,48 @@ What it relies on, and why public aiokafka does not do:
   partition's leader, replicas and in-sync replicas in one request. `describe_topics` asks a
   random broker (one that is down fails the look) and lets the broker auto-create a missing
   topic, while the console changes nothing; `describe_cluster` is a second request, about every
-  topic. The same request tells the partition count of `__consumer_offsets`.
+  topic; a consumer's `partitions_for_topic` knows neither replicas nor ISR. The same request
+  tells the partition count of `__consumer_offsets`.
 - DescribeGroups v4, built from aiokafka's protocol building blocks (`Request`, `RequestStruct`,
   `Response` and the field types of `aiokafka.protocol`): `describe_consumer_groups` stops at
   v3, whose answer has no group instance ids (KIP-345); without them the console cannot tell a
   static member (WORKER_INSTANCE_ID) coming back from an ordinary leave and join. Kafka has
   answered v4 since 2.4. `aiokafka.coordinator.protocol.ConsumerProtocolMemberAssignment`
   decodes each member's assignment, as `kafka-consumer-groups.sh` does.
-- ListOffsets (`aiokafka.protocol.offset.OffsetRequest`) to one leader for the latest or the
-  earliest offset of the partitions it leads: the admin client has no `list_offsets`.
 - Fetch (`aiokafka.protocol.fetch.FetchRequest`, read with
   `aiokafka.record.memory_records.MemoryRecords`) of one partition of `__consumer_offsets` from
   an offset, once a look, for the group's generation (services/console/group_generation.py): a
   consumer assigned that partition would fetch it in the background all along instead.
-- `AIOKafkaClient.send`, wrapped on the admin client's `AIOKafkaClient`, counts the requests the
-  console sends: its load on Kafka, shown on the page and measured by `make bench`, whatever the
-  number of pages open. aiokafka counts nothing.
+- `AIOKafkaClient.send` and `AIOKafkaClient._metadata_update`, wrapped on the `_client` of the
+  admin client and of the group-less consumer (whose public `beginning_offsets` and
+  `end_offsets` read the offsets), count the requests the console sends: its load on Kafka,
+  shown on the page and measured by `make bench`, whatever the number of pages open. aiokafka
+  counts nothing. `send` carries every request but the clients' metadata refreshes, which
+  `_metadata_update` sends: every 5 minutes, and after a broker stops answering or a
+  partition's leader moves. A `send` that finds no connection (`NodeNotReadyError`) sends
+  nothing and is not counted.
 
 Guards: tests/unit/console/test_aiokafka_protocol.py pins DescribeGroups v4 byte for byte and
 fails once aiokafka's own DescribeGroups carries the instance id (then use it and delete that
-part), and pins the attributes and signatures relied on here;
-tests/integration/console/test_kafka_reader.py counts a look's requests against the real broker,
-and tests/integration/console/test_group_generation.py reads the Fetch's records.
+part), and pins the attributes, signatures and layouts relied on here;
+tests/integration/console/test_aiokafka_protocol.py counts requests against the real broker,
+tests/integration/console/test_kafka_reader.py a look's, and
+tests/integration/console/test_group_generation.py reads the Fetch's records.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
-from aiokafka.errors import OffsetOutOfRangeError, for_code
+from aiokafka.errors import NodeNotReadyError, OffsetOutOfRangeError, for_code
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.protocol.metadata import MetadataRequest
-from aiokafka.protocol.offset import OffsetRequest, OffsetResetStrategy
 from aiokafka.protocol.types import Array, Boolean, Bytes, Int16, Int32, Schema, String
 from aiokafka.record.memory_records import MemoryRecords
 
@@ -58,23 +64,35 @@ FIRST_FETCH_WITH_LOG_START = 5  # the version from which Fetch answers the log s
 
 class ProtocolClient:
     """Requests to a chosen broker over the admin client's connection, and the count of every
-    request that connection sends."""
+    request the `counted` clients send (the console's: its admin client and its consumer)."""
 
-    def __init__(self, admin: AIOKafkaAdminClient) -> None:
+    def __init__(
+        self,
+        admin: AIOKafkaAdminClient,
+        counted: Iterable[AIOKafkaAdminClient | AIOKafkaConsumer] = (),
+    ) -> None:
         self._client = admin._client
         self.requests_sent = 0
-        self._count_requests(self._client)
+        for client in counted:
+            self._count_requests(client._client)
 
     def _count_requests(self, client: Any) -> None:
-        """Count every request sent through `client.send`: the console's load on Kafka. (The
-        client's own metadata refresh every few minutes goes around `send`, uncounted.)"""
-        send = client.send
+        send, metadata_update = client.send, client._metadata_update
 
         async def counted_send(*args: Any, **kwargs: Any) -> Any:
             self.requests_sent += 1
-            return await send(*args, **kwargs)
+            try:
+                return await send(*args, **kwargs)
+            except NodeNotReadyError:
+                self.requests_sent -= 1  # no connection to the broker: nothing went out
+                raise
+
+        async def counted_metadata_update(*args: Any, **kwargs: Any) -> Any:
+            self.requests_sent += 1
+            return await metadata_update(*args, **kwargs)
 
         client.send = counted_send
+        client._metadata_update = counted_metadata_update
 
     def known_brokers(self) -> list[int]:
         """The node ids of the brokers the admin client knows of."""
@@ -88,23 +106,6 @@ class ProtocolClient:
         response = await self._client.send(node_id, request)
         metadata: dict[str, Any] = response.to_object()
         return metadata
-
-    async def list_offsets(
-        self, leader: int, partitions: list[tuple[str, int]], earliest: bool
-    ) -> dict[tuple[str, int], int]:
-        """The latest (LOG-END-OFFSET) or the earliest offset of partitions a broker leads."""
-        which = OffsetResetStrategy.EARLIEST if earliest else OffsetResetStrategy.LATEST
-        topics: dict[str, list[tuple[int, int]]] = defaultdict(list)
-        for topic, partition in partitions:
-            topics[topic].append((partition, which))
-        response = await self._client.send(leader, OffsetRequest(-1, 0, list(topics.items())))
-        offsets = {}
-        for topic, answered in response.topics:
-            for partition, error_code, _timestamp, offset in answered:
-                if error_code:
-                    raise for_code(error_code)(f"cannot list offsets of {topic}-{partition}")
-                offsets[topic, partition] = offset
-        return offsets
 
     async def describe_group(self, node_id: int, group: str) -> DescribedGroup:
         """DescribeGroups v4 of one group, from its coordinator; raises the group's error."""

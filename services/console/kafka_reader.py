@@ -1,13 +1,14 @@
 """Kafka, as `kafka-topics.sh --describe` and `kafka-consumer-groups.sh --describe` see it,
-through one admin client.
+through an admin client and a consumer that joins no group.
 
 Each look is the tools' own requests: Metadata for the live brokers and each partition's leader,
-replicas and in-sync replicas; ListOffsets to each leader for LOG-END-OFFSET and the log start;
-OffsetFetch for the group's CURRENT-OFFSET; DescribeGroups for its state and members; and one
-Fetch of the coordinator's own record of the group for its generation. A broker
-that does not answer holds back only what it serves: the partitions it leads keep their last
-offsets (marked so), the group its last look if it is the coordinator, and the rest is read live.
-The requests public aiokafka does not send go through services/console/aiokafka_protocol.py.
+replicas and in-sync replicas; the consumer's `end_offsets` and `beginning_offsets` for
+LOG-END-OFFSET and the log start (a ListOffsets to each leader each); OffsetFetch for the
+group's CURRENT-OFFSET; DescribeGroups for its state and members; and one Fetch of the
+coordinator's own record of the group for its generation. A broker that does not answer holds
+back only what it serves: the partitions it leads keep their last offsets (marked so), the group
+its last look if it is the coordinator, and the rest is read live. The requests public aiokafka
+does not send go through services/console/aiokafka_protocol.py.
 """
 
 from __future__ import annotations
@@ -19,16 +20,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import (
     KafkaConnectionError,
     KafkaError,
+    KafkaTimeoutError,
     LeaderNotAvailableError,
     NodeNotReadyError,
     RequestTimedOutError,
     UnknownTopicOrPartitionError,
     for_code,
 )
+from aiokafka.structs import TopicPartition
 
 from services.console.aiokafka_protocol import ProtocolClient
 from services.console.group_generation import GenerationReader
@@ -45,9 +49,11 @@ from shared.kafka import create_admin_client
 NO_OFFSET = -1
 NO_LEADER = -1
 # What a broker that is down (or cut off) gives: no answer at all, rather than an error code.
-NO_ANSWER = (NodeNotReadyError, KafkaConnectionError, RequestTimedOutError, OSError, TimeoutError)
-
-TopicPartition = tuple[str, int]
+# The consumer's offset calls retry the leader until their request timeout (KafkaTimeoutError).
+NO_ANSWER = (
+    NodeNotReadyError, KafkaConnectionError, RequestTimedOutError, KafkaTimeoutError,
+    OSError, TimeoutError,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -67,21 +73,32 @@ def create_kafka_reader(
     dlq_topic: str,
     group: str,
 ) -> KafkaReader:
-    """The reader and its admin client, not yet connected: it connects at its first look."""
+    """The reader and its two clients, not yet connected: they connect at its first look."""
     admin = create_admin_client(bootstrap_servers, client_id, request_timeout_ms)
-    return KafkaReader(admin, ProtocolClient(admin), topic, dlq_topic, group)
+    # No group_id: it joins no group, is assigned nothing and fetches nothing; it only asks
+    # the leaders for offsets, and gives up on one after request_timeout_ms.
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        client_id=client_id,
+        request_timeout_ms=request_timeout_ms,
+        group_id=None,
+    )
+    protocol = ProtocolClient(admin, counted=(admin, consumer))
+    return KafkaReader(admin, consumer, protocol, topic, dlq_topic, group)
 
 
 class KafkaReader:
     def __init__(
         self,
         admin: AIOKafkaAdminClient,
+        consumer: AIOKafkaConsumer,
         protocol: ProtocolClient,
         topic: str,
         dlq_topic: str,
         group: str,
     ) -> None:
         self.admin = admin
+        self.consumer = consumer  # group-less: for the offsets
         self.protocol = protocol
         self.topic = topic
         self.dlq_topic = dlq_topic
@@ -100,6 +117,7 @@ class KafkaReader:
         try:
             if not self._started:
                 await self.admin.start()
+                await self.consumer.start()
                 self._started = True
             brokers, replicas = await self._read_metadata()
             unanswered: dict[int, str] = {}
@@ -119,7 +137,9 @@ class KafkaReader:
             raise
 
         def offsets_of(topic: str) -> tuple[PartitionOffsets, ...]:
-            return tuple(offsets[r.topic, r.partition] for r in replicas if r.topic == topic)
+            return tuple(
+                offsets[TopicPartition(r.topic, r.partition)] for r in replicas if r.topic == topic
+            )
 
         return KafkaReading(
             partitions=offsets_of(self.topic),
@@ -143,8 +163,8 @@ class KafkaReader:
         return self.protocol.requests_sent
 
     async def close(self) -> None:
-        if self._started:
-            await self.admin.close()
+        await self.consumer.stop()
+        await self.admin.close()
 
     async def _read_metadata(self) -> tuple[tuple[Broker, ...], tuple[Replicas, ...]]:
         """The live brokers and the two topics' partitions, in one Metadata request, from the
@@ -206,16 +226,17 @@ class KafkaReader:
         self, replicas: tuple[Replicas, ...], unanswered: dict[int, str]
     ) -> dict[TopicPartition, PartitionOffsets]:
         """Each partition's log start and LOG-END-OFFSET, two requests a leader; the last ones
-        read, marked not live, for the partitions of a leader that does not answer."""
+        read, marked not live, for the partitions of a leader that does not answer (asked one
+        leader at a time, so that one that does not answer fails only its own)."""
         by_leader: dict[int, list[TopicPartition]] = defaultdict(list)
         leaderless = []
         for r in replicas:
             if r.leader is None:
-                leaderless.append((r.topic, r.partition))
+                leaderless.append(TopicPartition(r.topic, r.partition))
             else:
-                by_leader[r.leader].append((r.topic, r.partition))
+                by_leader[r.leader].append(TopicPartition(r.topic, r.partition))
         answers = await asyncio.gather(
-            *(self._offsets_from(leader, partitions) for leader, partitions in by_leader.items()),
+            *(self._offsets_from(partitions) for partitions in by_leader.values()),
             return_exceptions=True,
         )
         offsets: dict[TopicPartition, PartitionOffsets] = {}
@@ -243,13 +264,13 @@ class KafkaReader:
         return {p: dataclasses.replace(self._offsets[p], live=False) for p in partitions}
 
     async def _offsets_from(
-        self, leader: int, partitions: list[TopicPartition]
+        self, partitions: list[TopicPartition]
     ) -> dict[TopicPartition, PartitionOffsets]:
-        latest, earliest = await asyncio.gather(
-            self.protocol.list_offsets(leader, partitions, earliest=False),
-            self.protocol.list_offsets(leader, partitions, earliest=True),
+        """The offsets of partitions one broker leads: a ListOffsets to it for each."""
+        log_end, log_start = await asyncio.gather(
+            self.consumer.end_offsets(partitions), self.consumer.beginning_offsets(partitions)
         )
-        return {p: PartitionOffsets(p[1], earliest[p], latest[p]) for p in partitions}
+        return {p: PartitionOffsets(p.partition, log_start[p], log_end[p]) for p in partitions}
 
     async def _read_group(self, unanswered: dict[int, str]) -> tuple[_Group, str | None]:
         """The group, and None; or its last look, and why it was not read now."""

@@ -144,9 +144,9 @@ async def test_the_reader_sees_what_kafka_consumer_groups_describe_sees(
     assert reading.unanswered == {}
     assert reading.group_generation is not None
     assert reading.group_generation >= 1
-    # Metadata, ListOffsets twice (end, start), OffsetFetch, DescribeGroups and a Fetch of the
-    # group's record in __consumer_offsets, whatever the pages open; ListOffsets twice a leader
-    # on a cluster.
+    # Metadata, ListOffsets twice (the consumer's end_offsets and beginning_offsets),
+    # OffsetFetch, DescribeGroups and a Fetch of the group's record in __consumer_offsets,
+    # whatever the pages open; ListOffsets twice a leader on a cluster.
     assert requests_per_look == 6
 
 

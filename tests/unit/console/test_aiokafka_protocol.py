@@ -1,8 +1,9 @@
 """The aiokafka internals the console relies on (services/console/aiokafka_protocol.py), pinned:
 DescribeGroups v4 byte for byte as Kafka's protocol lays it out (DescribeGroupsRequest.json and
 DescribeGroupsResponse.json), the layouts of aiokafka's Fetch and Metadata it reads, the client
-attribute it sends and counts through, and a pin on aiokafka: when its own DescribeGroups
-reaches v4, that part of the module is no longer needed."""
+attributes it sends and counts through (the admin client's and the consumer's public calls go
+through them), and a pin on aiokafka: when its own DescribeGroups reaches v4, that part of the
+module is no longer needed."""
 
 from __future__ import annotations
 
@@ -12,14 +13,21 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.client import AIOKafkaClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
-from aiokafka.errors import GroupAuthorizationFailedError, OffsetOutOfRangeError
+from aiokafka.errors import (
+    GroupAuthorizationFailedError,
+    NodeNotReadyError,
+    OffsetOutOfRangeError,
+    RequestTimedOutError,
+)
 from aiokafka.protocol.admin import DescribeGroupsRequest
 from aiokafka.protocol.fetch import FetchResponse_v11
 from aiokafka.protocol.metadata import MetadataResponse_v1
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka.structs import TopicPartition
 
 from services.console.aiokafka_protocol import (
     DescribedMember,
@@ -180,13 +188,13 @@ async def test_metadata_is_asked_for_the_topics_without_creating_them() -> None:
     assert prepared == {"topics": [TOPIC, f"{TOPIC}.dlq"], "allow_auto_topic_creation": False}
 
 
-async def test_the_admin_clients_public_calls_are_counted_as_sent() -> None:
+async def test_the_admin_clients_group_calls_are_counted() -> None:
     """The count wraps the admin client's `_client.send`, which its group calls go through."""
     admin = AIOKafkaAdminClient(bootstrap_servers="127.0.0.1:9")
     assert isinstance(admin._client, AIOKafkaClient)
     connection = FakeConnection(SimpleNamespace(error_code=0, coordinator_id=1, topics=[]))
     admin._client.send = connection.send
-    protocol = ProtocolClient(admin)
+    protocol = ProtocolClient(admin, counted=[admin])
 
     coordinator = await admin.find_coordinator("email-send-group")
     await admin.list_consumer_group_offsets("email-send-group", group_coordinator_id=coordinator)
@@ -197,6 +205,92 @@ async def test_the_admin_clients_public_calls_are_counted_as_sent() -> None:
         "OffsetFetchRequest",
     ]
     await admin.close()
+
+
+def one_broker_leading(partition: int) -> Any:
+    """Metadata as a broker answers it: node 1 leads `partition` of the topic."""
+    partitions = [(0, partition, 1, [1], [1])]
+    return MetadataResponse_v1([(1, "127.0.0.1", 19092, None)], 1, [(0, TOPIC, False, partitions)])
+
+
+async def test_the_consumers_offsets_are_counted_one_request_a_call() -> None:
+    """The count wraps the consumer's `_client.send`, which `end_offsets` and
+    `beginning_offsets` go through: one ListOffsets each to the partition's leader."""
+    admin = AIOKafkaAdminClient(bootstrap_servers="127.0.0.1:9")
+    consumer = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:9")
+    assert isinstance(consumer._client, AIOKafkaClient)
+
+    async def bootstrap() -> None:  # as if a broker had answered the first Metadata
+        consumer._client.cluster.update_metadata(one_broker_leading(0))
+
+    consumer._client.bootstrap = bootstrap
+    answer = SimpleNamespace(API_VERSION=1, topics=[(TOPIC, [(0, 0, -1, 42)])])
+    connection = FakeConnection(answer)
+    consumer._client.send = connection.send
+    protocol = ProtocolClient(admin, counted=[consumer])
+    await consumer.start()
+    try:
+        log_end = await consumer.end_offsets([TopicPartition(TOPIC, 0)])
+        log_start = await consumer.beginning_offsets([TopicPartition(TOPIC, 0)])
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+    assert log_end == log_start == {TopicPartition(TOPIC, 0): 42}
+    assert protocol.requests_sent == 2
+    assert [(node_id, type(request).__name__) for node_id, request in connection.sent] == [
+        (1, "OffsetRequest"),
+        (1, "OffsetRequest"),
+    ]
+
+
+async def test_a_metadata_refresh_is_counted() -> None:
+    """The clients' metadata refreshes go around `send`, through `_metadata_update`: the
+    background one every metadata_max_age_ms, and a consumer's `topics()`."""
+    assert "self._metadata_update(" in inspect.getsource(AIOKafkaClient._md_synchronizer)
+    assert list(inspect.signature(AIOKafkaClient._metadata_update).parameters) == [
+        "self",
+        "cluster_metadata",
+        "topics",
+    ]
+    admin = AIOKafkaAdminClient(bootstrap_servers="127.0.0.1:9")
+    consumer = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:9")
+    refreshed: list[Any] = []
+
+    async def metadata_update(cluster_metadata: Any, topics: Any) -> bool:
+        refreshed.append(topics)
+        return True
+
+    consumer._client._metadata_update = metadata_update
+    protocol = ProtocolClient(admin, counted=[consumer])
+
+    await consumer.topics()
+
+    assert (refreshed, protocol.requests_sent) == ([None], 1)
+    await consumer.stop()
+    await admin.close()
+
+
+async def test_a_send_with_no_connection_is_not_counted() -> None:
+    """`send` raises NodeNotReadyError before it sends anything; a request that times out was
+    sent."""
+
+    async def no_connection(node_id: int, request: Any, **kwargs: Any) -> Any:
+        raise NodeNotReadyError(f"node {node_id} is not ready")
+
+    async def no_answer(node_id: int, request: Any, **kwargs: Any) -> Any:
+        raise RequestTimedOutError()
+
+    admin = SimpleNamespace(_client=SimpleNamespace(send=no_connection, _metadata_update=None))
+    protocol = ProtocolClient(admin, counted=[admin])
+    with pytest.raises(NodeNotReadyError):
+        await protocol.metadata(2, [TOPIC])
+    admin._client.send = no_answer
+    protocol = ProtocolClient(admin, counted=[admin])
+    with pytest.raises(RequestTimedOutError):
+        await protocol.metadata(2, [TOPIC])
+
+    assert protocol.requests_sent == 1
 
 
 async def test_the_brokers_known_are_the_admin_clients() -> None:

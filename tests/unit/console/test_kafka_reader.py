@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from aiokafka.errors import NodeNotReadyError
+from aiokafka.errors import KafkaTimeoutError, NodeNotReadyError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from services.console.aiokafka_protocol import DescribedGroup, DescribedMember, FetchedRecords
@@ -25,6 +25,7 @@ class FakeCluster:
 
     def __init__(self) -> None:
         self.down: set[int] = set()
+        self.leaderless: set[int] = set()  # partitions with no leader (of both topics)
         self.log_end = 10
         self.asked: list[tuple[int, str]] = []  # (node, request) in the order sent
         self.requests_sent = 0
@@ -54,19 +55,18 @@ class FakeCluster:
                     "error_code": 0,
                     "topic": topic,
                     "partitions": [
-                        {"partition": p, "leader": p + 1, "replicas": [1, 2, 3], "isr": [1, 2, 3]}
+                        {
+                            "partition": p,
+                            "leader": -1 if p in self.leaderless else p + 1,
+                            "replicas": [1, 2, 3],
+                            "isr": [1, 2, 3],
+                        }
                         for p in range(3)
                     ],
                 }
                 for topic in (TOPIC, DLQ)
             ],
         }
-
-    async def list_offsets(
-        self, leader: int, partitions: list[tuple[str, int]], earliest: bool
-    ) -> dict[tuple[str, int], int]:
-        self.ask(leader, "ListOffsets")
-        return dict.fromkeys(partitions, 0 if earliest else self.log_end)
 
     async def describe_group(self, node_id: int, group: str) -> DescribedGroup:
         self.ask(node_id, "DescribeGroups")
@@ -102,8 +102,41 @@ class FakeAdmin:
         return {TopicPartition(TOPIC, 0): OffsetAndMetadata(4, "")}
 
 
+class FakeConsumer:
+    """A group-less consumer's offset calls: one ListOffsets to each leader; one that does not
+    answer is retried until the request timeout, as aiokafka's consumer does."""
+
+    def __init__(self, cluster: FakeCluster) -> None:
+        self.cluster = cluster
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    async def beginning_offsets(
+        self, partitions: list[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        return await self.list_offsets(partitions, 0)
+
+    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return await self.list_offsets(partitions, self.cluster.log_end)
+
+    async def list_offsets(
+        self, partitions: list[TopicPartition], offset: int
+    ) -> dict[TopicPartition, int]:
+        for leader in sorted({tp.partition + 1 for tp in partitions}):
+            try:
+                self.cluster.ask(leader, "ListOffsets")
+            except NodeNotReadyError:
+                raise KafkaTimeoutError("Failed to get offsets by times in 5000 ms") from None
+        return dict.fromkeys(partitions, offset)
+
+
 def reader_of(cluster: FakeCluster) -> KafkaReader:
-    return KafkaReader(FakeAdmin(cluster), cluster, TOPIC, DLQ, GROUP)  # type: ignore[arg-type]
+    protocol: Any = cluster
+    return KafkaReader(FakeAdmin(cluster), FakeConsumer(cluster), protocol, TOPIC, DLQ, GROUP)
 
 
 async def test_a_leader_that_does_not_answer_keeps_its_partitions_last_offsets_only() -> None:
@@ -120,9 +153,41 @@ async def test_a_leader_that_does_not_answer_keeps_its_partitions_last_offsets_o
         PartitionOffsets(1, 0, 10, live=False),
         PartitionOffsets(2, 0, 12),
     )
-    assert reading.unanswered == {2: "NodeNotReadyError: node 2 is not ready"}
+    assert reading.unanswered == {2: "KafkaTimeoutError: Failed to get offsets by times in 5000 ms"}
     assert reading.group_error is None
     assert [m.group_instance_id for m in reading.members] == ["worker-a"]
+
+
+async def test_each_leader_is_asked_twice_for_the_offsets_of_its_partitions() -> None:
+    cluster = FakeCluster()
+    reader = reader_of(cluster)
+    await reader.read()
+    cluster.asked.clear()
+
+    reading = await reader.read()
+
+    asked = sorted(node for node, request in cluster.asked if request == "ListOffsets")
+    assert asked == [1, 1, 2, 2, 3, 3]  # the log end and the log start, of both topics at once
+    assert reading.dlq_partitions == tuple(PartitionOffsets(p, 0, 10) for p in range(3))
+
+
+async def test_a_leaderless_partition_keeps_its_last_offsets_and_is_not_asked() -> None:
+    cluster = FakeCluster()
+    reader = reader_of(cluster)
+    await reader.read()
+    cluster.leaderless.add(1)
+    cluster.log_end = 12
+    cluster.asked.clear()
+
+    reading = await reader.read()
+
+    assert reading.partitions == (
+        PartitionOffsets(0, 0, 12),
+        PartitionOffsets(1, 0, 10, live=False),
+        PartitionOffsets(2, 0, 12),
+    )
+    assert 2 not in [node for node, request in cluster.asked if request == "ListOffsets"]
+    assert reading.unanswered == {}
 
 
 async def test_metadata_is_asked_of_the_next_broker_when_the_last_one_is_down() -> None:
@@ -161,5 +226,5 @@ async def test_nothing_is_made_up_at_the_first_look() -> None:
     cluster.down.add(2)  # listed by nobody's metadata yet, but leading partitions in ours
     cluster.topics_metadata = FakeCluster().topics_metadata  # type: ignore[method-assign]
 
-    with pytest.raises(NodeNotReadyError):
+    with pytest.raises(KafkaTimeoutError):
         await reader_of(cluster).read()
