@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 
 import httpx
 
@@ -19,6 +18,7 @@ from shared.event_loop import run
 from shared.http_server import embedded_server, listen
 from shared.logs import configure_logging
 from shared.settings import Settings, load_settings
+from shared.signals import stop_on_signals
 
 log = logging.getLogger("console")
 
@@ -60,10 +60,7 @@ async def serve(settings: Settings) -> None:
             settings.console_host,
             settings.console_port,
         )
-        stopping = asyncio.Event()
-        event_loop = asyncio.get_running_loop()
-        for signal_number in (signal.SIGTERM, signal.SIGINT):
-            event_loop.add_signal_handler(signal_number, stopping.set)
+        stopping = stop_on_signals()
         log.info(
             "console on http://%s:%d/ watching %s as %s; the API at %s, the sink at %s",
             settings.console_host, settings.console_port,
