@@ -12,8 +12,9 @@ What it relies on, and why public aiokafka does not do:
   partition's leader, replicas and in-sync replicas in one request. `describe_topics` asks a
   random broker (one that is down fails the look) and lets the broker auto-create a missing
   topic, while the console changes nothing; `describe_cluster` is a second request, about every
-  topic; a consumer's `partitions_for_topic` knows neither replicas nor ISR. The same request
-  tells the partition count of `__consumer_offsets`.
+  topic; a consumer's `partitions_for_topic` knows neither replicas nor ISR. One request a
+  look where the public calls take two. The same request tells the partition count of
+  `__consumer_offsets`.
 - DescribeGroups v4, built from aiokafka's protocol building blocks (`Request`, `RequestStruct`,
   `Response` and the field types of `aiokafka.protocol`): `describe_consumer_groups` stops at
   v3, whose answer has no group instance ids (KIP-345); without them the console cannot tell a
@@ -31,7 +32,7 @@ What it relies on, and why public aiokafka does not do:
   counts nothing. `send` carries every request but the clients' metadata refreshes, which
   `_metadata_update` sends: every 5 minutes, and after a broker stops answering or a
   partition's leader moves. A `send` that finds no connection (`NodeNotReadyError`) sends
-  nothing and is not counted.
+  nothing and is not counted. A look on one broker counts 6.
 
 Guards: tests/unit/console/test_aiokafka_protocol.py pins DescribeGroups v4 byte for byte and
 fails once aiokafka's own DescribeGroups carries the instance id (then use it and delete that
