@@ -1,7 +1,16 @@
 """A uvicorn server run as one task inside a service's own event loop, beside its other work.
 
-The service owns SIGTERM and SIGINT: uvicorn's own handlers would end the process without the
-service's clean stop (finish the email in flight, commit, leave the group).
+The service owns SIGTERM and SIGINT (shared.signals): uvicorn's own handlers would stop the
+server at the signal, ahead of the service's clean stop (finish the email in flight, commit,
+leave the group; end the console's open streams), and its probes would go unanswered meanwhile.
+
+The one reliance on uvicorn's internals, here only: `uvicorn.Server.serve` installs its
+handlers for SIGINT and SIGTERM inside `self.capture_signals()`, a context manager it does not
+document, and raises the signal again once it has stopped; uvicorn has no public setting to
+leave the signals alone. EmbeddedServer replaces that context manager with one that does
+nothing. tests/unit/test_http_server.py fails if the service's handlers are replaced while the
+server serves, and once uvicorn's own server no longer takes the signals (then the override
+can go).
 """
 
 from __future__ import annotations
@@ -18,6 +27,8 @@ GRACEFUL_SHUTDOWN_SECONDS = 5
 
 
 class EmbeddedServer(uvicorn.Server):
+    """uvicorn's server, without its signal handlers: the service's stay in place."""
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 from pydantic import BaseModel
 
 from services.api import metrics
@@ -173,9 +172,7 @@ async def readyz(queue: Queue) -> dict[str, str]:
     response_class=Response,
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
 )
-async def prometheus_metrics(request: Request, registry: MetricsRegistry) -> Response:
+async def prometheus_metrics(registry: MetricsRegistry) -> Response:
     """The API's metrics for Prometheus: emails accepted and refused, Kafka's acknowledgement
     time, and the process's memory and CPU."""
-    # The format the scraper asks for: Prometheus' text format, or OpenMetrics.
-    encode, content_type = choose_encoder(request.headers.get("accept", ""))
-    return Response(encode(registry), media_type=content_type)
+    return metrics.PrometheusAnswer(registry)

@@ -1,24 +1,24 @@
-"""`python -m services.console`: the console's composition root: settings, one Kafka admin
-client, one HTTP client for the API and the sink, the snapshot loop and the web server."""
+"""`python -m services.console`: the console's composition root: settings, the Kafka reader
+(an admin client and a group-less consumer), one HTTP client for the API and the sink, the
+snapshot loop and the web server."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 
 import httpx
 
 from services.console.app import create_app
-from services.console.kafka_reader import KafkaReader
+from services.console.kafka_reader import create_kafka_reader
 from services.console.loop import SnapshotLoop
 from services.console.snapshot import Picture
 from services.console.sources import ApiSource, SinkSource
 from shared.event_loop import run
 from shared.http_server import embedded_server, listen
-from shared.kafka import create_admin_client
 from shared.logs import configure_logging
 from shared.settings import Settings, load_settings
+from shared.signals import stop_on_signals
 
 log = logging.getLogger("console")
 
@@ -29,12 +29,14 @@ KAFKA_STALE_SECONDS = 5.0  # /readyz: the last good read of Kafka is at most thi
 
 async def serve(settings: Settings) -> None:
     http_socket = listen("console", settings.console_host, settings.console_port)
-    admin = create_admin_client(
+    kafka = create_kafka_reader(
         settings.kafka_bootstrap_servers,
         client_id="email-console",
         request_timeout_ms=int(KAFKA_REQUEST_TIMEOUT_SECONDS * 1000),
+        topic=settings.email_topic,
+        dlq_topic=settings.dlq_topic,
+        group=settings.consumer_group,
     )
-    kafka = KafkaReader(admin, settings.email_topic, settings.dlq_topic, settings.consumer_group)
     api_url = settings.console_api_url or local_url(settings.api_host, settings.api_port)
     sink_url = settings.console_sink_url or local_url(settings.sink_host, settings.sink_http_port)
     async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_SECONDS) as http:
@@ -58,10 +60,7 @@ async def serve(settings: Settings) -> None:
             settings.console_host,
             settings.console_port,
         )
-        stopping = asyncio.Event()
-        event_loop = asyncio.get_running_loop()
-        for signal_number in (signal.SIGTERM, signal.SIGINT):
-            event_loop.add_signal_handler(signal_number, stopping.set)
+        stopping = stop_on_signals()
         log.info(
             "console on http://%s:%d/ watching %s as %s; the API at %s, the sink at %s",
             settings.console_host, settings.console_port,

@@ -13,28 +13,23 @@ look, and keeps the newest generation: what this prints, record by record,
 The record's layout is the coordinator's own (GroupMetadataKey v2; GroupMetadataValue v0 to
 v4), not a client API: `generation_in` reads only its first fields, and
 tests/integration/console/test_group_generation.py fails if the broker writes them otherwise.
-The Fetch goes over the admin client's connection, as the reader's other requests do.
+The Fetch is one of the requests public aiokafka does not send: see
+services/console/aiokafka_protocol.py.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Awaitable, Callable
-from typing import Any
 
-from aiokafka.errors import OffsetOutOfRangeError, for_code
-from aiokafka.protocol.fetch import FetchRequest
-from aiokafka.protocol.metadata import MetadataRequest
-from aiokafka.record.memory_records import MemoryRecords
+from aiokafka.errors import for_code
+
+from services.console.aiokafka_protocol import ProtocolClient
 
 OFFSETS_TOPIC = "__consumer_offsets"
 GROUP_METADATA_KEY_VERSION = 2  # 0 and 1 are offset commits; 3 and on, other kinds of group
 FIRST_FLEXIBLE_VALUE_VERSION = 4  # compact strings from here on
 FETCH_MAX_BYTES = 1 << 20
 FETCHES_PER_LOOK = 8  # catching up on a long log takes a few looks rather than one long one
-READ_UNCOMMITTED = 0
-
-Send = Callable[[int, Any], Awaitable[Any]]
 
 
 def offsets_partition(group: str, partitions: int) -> int:
@@ -92,48 +87,26 @@ class GenerationReader:
         self._partition: int | None = None
         self._position = 0  # the next offset to read
 
-    async def read(self, send: Send, coordinator: int) -> int | None:
+    async def read(self, kafka: ProtocolClient, coordinator: int) -> int | None:
         """Read on from the last position, through the coordinator: it leads the partition."""
         if self._partition is None:
-            self._partition = await self._partition_of_group(send, coordinator)
+            self._partition = await self._partition_of_group(kafka, coordinator)
         for _ in range(FETCHES_PER_LOOK):
-            high_watermark = await self._fetch(send, coordinator, self._partition)
-            self.caught_up = self._position >= high_watermark
+            fetched = await kafka.fetch(
+                coordinator, OFFSETS_TOPIC, self._partition, self._position, FETCH_MAX_BYTES
+            )
+            for key, value in fetched.records:
+                is_ours, generation = generation_in(key, value, self.group)
+                if is_ours:
+                    self.generation = generation
+            self._position = fetched.next_offset
+            self.caught_up = self._position >= fetched.high_watermark
             if self.caught_up:
                 break
         return self.generation if self.caught_up else None
 
-    async def _partition_of_group(self, send: Send, coordinator: int) -> int:
-        request = MetadataRequest([OFFSETS_TOPIC], allow_auto_topic_creation=False)
-        [topic] = (await send(coordinator, request)).to_object()["topics"]
+    async def _partition_of_group(self, kafka: ProtocolClient, coordinator: int) -> int:
+        [topic] = (await kafka.metadata(coordinator, [OFFSETS_TOPIC]))["topics"]
         if topic["error_code"]:
             raise for_code(topic["error_code"])(f"cannot describe {OFFSETS_TOPIC}")
         return offsets_partition(self.group, len(topic["partitions"]))
-
-    async def _fetch(self, send: Send, coordinator: int, partition: int) -> int:
-        """One Fetch from the position on; the partition's high watermark."""
-        request = FetchRequest(
-            max_wait_time=0, min_bytes=0, max_bytes=FETCH_MAX_BYTES,
-            isolation_level=READ_UNCOMMITTED,
-            topics=[(OFFSETS_TOPIC, [(partition, self._position, FETCH_MAX_BYTES)])],
-        )  # fmt: skip
-        response = await send(coordinator, request)
-        [(_topic, [(_partition, error_code, high_watermark, *fields)])] = response.topics
-        if error_code == OffsetOutOfRangeError.errno:
-            # Compaction or retention removed the front of the log: its start, from v5 on.
-            self._position = fields[1] if response.API_VERSION >= 5 else 0
-            return int(high_watermark)
-        if error_code:
-            raise for_code(error_code)(f"cannot read {OFFSETS_TOPIC}-{partition}")
-        if fields[-1]:  # no records: None or empty, by version
-            self._read_records(MemoryRecords(fields[-1]))
-        return int(high_watermark)
-
-    def _read_records(self, records: Any) -> None:
-        while (batch := records.next_batch()) is not None:
-            if not batch.is_control_batch:
-                for record in batch:
-                    is_ours, generation = generation_in(record.key, record.value, self.group)
-                    if is_ours:
-                        self.generation = generation
-            self._position = batch.next_offset

@@ -1,12 +1,14 @@
 """Kafka, as `kafka-topics.sh --describe` and `kafka-consumer-groups.sh --describe` see it,
-through one admin client.
+through an admin client and a consumer that joins no group.
 
 Each look is the tools' own requests: Metadata for the live brokers and each partition's leader,
-replicas and in-sync replicas; ListOffsets to each leader for LOG-END-OFFSET and the log start;
-OffsetFetch for the group's CURRENT-OFFSET; DescribeGroups for its state and members; and one
-Fetch of the coordinator's own record of the group for its generation. A broker
-that does not answer holds back only what it serves: the partitions it leads keep their last
-offsets (marked so), the group its last look if it is the coordinator, and the rest is read live.
+replicas and in-sync replicas; the consumer's `end_offsets` and `beginning_offsets` for
+LOG-END-OFFSET and the log start (a ListOffsets to each leader each); OffsetFetch for the
+group's CURRENT-OFFSET; DescribeGroups for its state and members; and one Fetch of the
+coordinator's own record of the group for its generation. A broker that does not answer holds
+back only what it serves: the partitions it leads keep their last offsets (marked so), the group
+its last look if it is the coordinator, and the rest is read live. The requests public aiokafka
+does not send go through services/console/aiokafka_protocol.py.
 """
 
 from __future__ import annotations
@@ -18,21 +20,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.errors import (
     KafkaConnectionError,
     KafkaError,
+    KafkaTimeoutError,
     LeaderNotAvailableError,
     NodeNotReadyError,
     RequestTimedOutError,
     UnknownTopicOrPartitionError,
     for_code,
 )
-from aiokafka.protocol.metadata import MetadataRequest
-from aiokafka.protocol.offset import OffsetRequest, OffsetResetStrategy
+from aiokafka.structs import TopicPartition
 
-from services.console.describe_groups_v4 import DescribeGroupsWithInstanceIds, described_group
+from services.console.aiokafka_protocol import ProtocolClient
 from services.console.group_generation import GenerationReader
 from services.console.snapshot import (
     Broker,
@@ -42,13 +44,16 @@ from services.console.snapshot import (
     Replicas,
     describe_error,
 )
+from shared.kafka import create_admin_client
 
 NO_OFFSET = -1
 NO_LEADER = -1
 # What a broker that is down (or cut off) gives: no answer at all, rather than an error code.
-NO_ANSWER = (NodeNotReadyError, KafkaConnectionError, RequestTimedOutError, OSError, TimeoutError)
-
-TopicPartition = tuple[str, int]
+# The consumer's offset calls retry the leader until their request timeout (KafkaTimeoutError).
+NO_ANSWER = (
+    NodeNotReadyError, KafkaConnectionError, RequestTimedOutError, KafkaTimeoutError,
+    OSError, TimeoutError,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -60,13 +65,44 @@ class _Group:
     generation: int | None
 
 
+def create_kafka_reader(
+    bootstrap_servers: str,
+    client_id: str,
+    request_timeout_ms: int,
+    topic: str,
+    dlq_topic: str,
+    group: str,
+) -> KafkaReader:
+    """The reader and its two clients, not yet connected: they connect at its first look."""
+    admin = create_admin_client(bootstrap_servers, client_id, request_timeout_ms)
+    # No group_id: it joins no group, is assigned nothing and fetches nothing; it only asks
+    # the leaders for offsets, and gives up on one after request_timeout_ms.
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        client_id=client_id,
+        request_timeout_ms=request_timeout_ms,
+        group_id=None,
+    )
+    protocol = ProtocolClient(admin, counted=(admin, consumer))
+    return KafkaReader(admin, consumer, protocol, topic, dlq_topic, group)
+
+
 class KafkaReader:
-    def __init__(self, admin: AIOKafkaAdminClient, topic: str, dlq_topic: str, group: str) -> None:
+    def __init__(
+        self,
+        admin: AIOKafkaAdminClient,
+        consumer: AIOKafkaConsumer,
+        protocol: ProtocolClient,
+        topic: str,
+        dlq_topic: str,
+        group: str,
+    ) -> None:
         self.admin = admin
+        self.consumer = consumer  # group-less: for the offsets
+        self.protocol = protocol
         self.topic = topic
         self.dlq_topic = dlq_topic
         self.group = group
-        self.requests_sent = 0
         self._started = False
         self._metadata_node: int | None = None  # the broker that answered Metadata last
         self._live_nodes: tuple[int, ...] = ()
@@ -81,7 +117,7 @@ class KafkaReader:
         try:
             if not self._started:
                 await self.admin.start()
-                self._count_requests()
+                await self.consumer.start()
                 self._started = True
             brokers, replicas = await self._read_metadata()
             unanswered: dict[int, str] = {}
@@ -101,7 +137,9 @@ class KafkaReader:
             raise
 
         def offsets_of(topic: str) -> tuple[PartitionOffsets, ...]:
-            return tuple(offsets[r.topic, r.partition] for r in replicas if r.topic == topic)
+            return tuple(
+                offsets[TopicPartition(r.topic, r.partition)] for r in replicas if r.topic == topic
+            )
 
         return KafkaReading(
             partitions=offsets_of(self.topic),
@@ -118,22 +156,15 @@ class KafkaReader:
             group_error=group_error,
         )
 
+    @property
+    def requests_sent(self) -> int:
+        """Every request the reads sent: the console's load on Kafka, whatever the number of
+        pages open."""
+        return self.protocol.requests_sent
+
     async def close(self) -> None:
-        if self._started:
-            await self.admin.close()
-
-    def _count_requests(self) -> None:
-        """Count every request the reads send: the console's load on Kafka, whatever the
-        number of pages open. (The client's own metadata refresh every few minutes goes
-        around `send` and is not counted.)"""
-        client = self.admin._client
-        send = client.send
-
-        async def counted_send(*args: Any, **kwargs: Any) -> Any:
-            self.requests_sent += 1
-            return await send(*args, **kwargs)
-
-        client.send = counted_send
+        await self.consumer.stop()
+        await self.admin.close()
 
     async def _read_metadata(self) -> tuple[tuple[Broker, ...], tuple[Replicas, ...]]:
         """The live brokers and the two topics' partitions, in one Metadata request, from the
@@ -141,25 +172,20 @@ class KafkaReader:
         # Not admin.describe_cluster and describe_topics: two requests, the first about every
         # topic; and the second lets the broker auto-create a missing topic (with the broker's
         # default partition count), while the console changes nothing.
-        request = MetadataRequest([self.topic, self.dlq_topic], allow_auto_topic_creation=False)
         failure: BaseException = KafkaConnectionError("no broker to ask for metadata")
         for node_id in self._metadata_nodes():
             try:
-                response = await self.admin._client.send(node_id, request)
+                metadata = await self.protocol.metadata(node_id, [self.topic, self.dlq_topic])
             except NO_ANSWER as error:
                 failure = error
                 continue
             self._metadata_node = node_id
-            return self._parse_metadata(response.to_object())
+            return self._parse_metadata(metadata)
         raise failure
 
     def _metadata_nodes(self) -> Iterator[int]:
         """Each known broker once: the one that answered last first."""
-        known = [
-            self._metadata_node,
-            *self._live_nodes,
-            *(broker.nodeId for broker in self.admin._client.cluster.brokers()),
-        ]
+        known = [self._metadata_node, *self._live_nodes, *self.protocol.known_brokers()]
         yield from dict.fromkeys(node_id for node_id in known if node_id is not None)
 
     def _parse_metadata(
@@ -200,16 +226,17 @@ class KafkaReader:
         self, replicas: tuple[Replicas, ...], unanswered: dict[int, str]
     ) -> dict[TopicPartition, PartitionOffsets]:
         """Each partition's log start and LOG-END-OFFSET, two requests a leader; the last ones
-        read, marked not live, for the partitions of a leader that does not answer."""
+        read, marked not live, for the partitions of a leader that does not answer (asked one
+        leader at a time, so that one that does not answer fails only its own)."""
         by_leader: dict[int, list[TopicPartition]] = defaultdict(list)
         leaderless = []
         for r in replicas:
             if r.leader is None:
-                leaderless.append((r.topic, r.partition))
+                leaderless.append(TopicPartition(r.topic, r.partition))
             else:
-                by_leader[r.leader].append((r.topic, r.partition))
+                by_leader[r.leader].append(TopicPartition(r.topic, r.partition))
         answers = await asyncio.gather(
-            *(self._offsets_from(leader, partitions) for leader, partitions in by_leader.items()),
+            *(self._offsets_from(partitions) for partitions in by_leader.values()),
             return_exceptions=True,
         )
         offsets: dict[TopicPartition, PartitionOffsets] = {}
@@ -237,32 +264,13 @@ class KafkaReader:
         return {p: dataclasses.replace(self._offsets[p], live=False) for p in partitions}
 
     async def _offsets_from(
-        self, leader: int, partitions: list[TopicPartition]
+        self, partitions: list[TopicPartition]
     ) -> dict[TopicPartition, PartitionOffsets]:
-        latest, earliest = await asyncio.gather(
-            self._list_offsets(leader, partitions, OffsetResetStrategy.LATEST),
-            self._list_offsets(leader, partitions, OffsetResetStrategy.EARLIEST),
+        """The offsets of partitions one broker leads: a ListOffsets to it for each."""
+        log_end, log_start = await asyncio.gather(
+            self.consumer.end_offsets(partitions), self.consumer.beginning_offsets(partitions)
         )
-        return {p: PartitionOffsets(p[1], earliest[p], latest[p]) for p in partitions}
-
-    async def _list_offsets(
-        self, leader: int, partitions: list[TopicPartition], which: int
-    ) -> dict[TopicPartition, int]:
-        """The latest (LOG-END-OFFSET) or earliest offset of partitions a broker leads.
-
-        aiokafka's admin client has no list_offsets; this is the request its consumer sends.
-        """
-        topics: dict[str, list[tuple[int, int]]] = defaultdict(list)
-        for topic, partition in partitions:
-            topics[topic].append((partition, which))
-        response = await self.admin._client.send(leader, OffsetRequest(-1, 0, list(topics.items())))
-        offsets = {}
-        for topic, answered in response.topics:
-            for partition, error_code, _timestamp, offset in answered:
-                if error_code:
-                    raise for_code(error_code)(f"cannot list offsets of {topic}-{partition}")
-                offsets[topic, partition] = offset
-        return offsets
+        return {p: PartitionOffsets(p.partition, log_start[p], log_end[p]) for p in partitions}
 
     async def _read_group(self, unanswered: dict[int, str]) -> tuple[_Group, str | None]:
         """The group, and None; or its last look, and why it was not read now."""
@@ -272,7 +280,7 @@ class KafkaReader:
             committed, group, generation = await asyncio.gather(
                 self._committed_offsets(coordinator),
                 self._describe_group(coordinator),
-                self._generation.read(self.admin._client.send, coordinator),
+                self._generation.read(self.protocol, coordinator),
             )
         except (KafkaError, *NO_ANSWER) as error:
             self._coordinator = None  # it may have moved: ask again at the next look
@@ -298,27 +306,17 @@ class KafkaReader:
 
     async def _describe_group(self, coordinator: int) -> tuple[str, str, tuple[Member, ...]]:
         """Its state, assignor and members, static ones with their instance ids."""
-        response = await self.admin._client.send(
-            coordinator, DescribeGroupsWithInstanceIds(self.group)
-        )
-        group = described_group(response)
-        members = []
-        for member in group.members:
-            partitions: tuple[int, ...] = ()
-            if member.assignment:
-                assignment = ConsumerProtocolMemberAssignment.decode(member.assignment)
-                partitions = tuple(
-                    sorted(tp.partition for tp in assignment.partitions() if tp.topic == self.topic)
-                )
-            members.append(
-                Member(
-                    member.member_id,
-                    member.client_id,
-                    member.client_host.lstrip("/"),
-                    partitions,
-                    member.group_instance_id,
-                )
+        group = await self.protocol.describe_group(coordinator, self.group)
+        members = [
+            Member(
+                member.member_id,
+                member.client_id,
+                member.client_host.lstrip("/"),
+                tuple(sorted(p for topic, p in member.assignment if topic == self.topic)),
+                member.group_instance_id,
             )
+            for member in group.members
+        ]
         by_partitions = sorted(members, key=lambda member: member.partitions or (1 << 31,))
         return group.state, group.protocol, tuple(by_partitions)
 

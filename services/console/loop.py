@@ -32,7 +32,8 @@ HEARTBEAT_SECONDS = 15.0  # an SSE comment now and then keeps idle proxies from 
 
 
 class KafkaSource(Protocol):
-    requests_sent: int
+    @property
+    def requests_sent(self) -> int: ...
 
     async def read(self) -> KafkaReading: ...
 

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from deploy.local.kafka_cluster import KafkaCluster
-from services.console.kafka_reader import KafkaReader
+from services.console.kafka_reader import create_kafka_reader
 from services.console.snapshot import Picture, Reading
-from shared.kafka import create_admin_client, ensure_topics
+from shared.kafka import ensure_topics
 from shared.settings import Settings
 from tests.private_cluster import private_cluster
 
@@ -36,9 +36,10 @@ class Console:
     """The console's reader and picture on the cluster, every bootstrap server configured."""
 
     def __init__(self, settings: Settings) -> None:
-        admin = create_admin_client(settings.kafka_bootstrap_servers, "console-test", 5000)
         topics = (settings.email_topic, settings.dlq_topic, settings.consumer_group)
-        self.reader = KafkaReader(admin, *topics)
+        self.reader = create_kafka_reader(
+            settings.kafka_bootstrap_servers, "console-test", 5000, *topics
+        )
         self.picture = Picture(*topics, settings.kafka_bootstrap_servers)
         self.failed_looks: list[str] = []
 

@@ -12,6 +12,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import NewTopic
 
+from services.console.aiokafka_protocol import ProtocolClient
 from services.console.group_generation import OFFSETS_TOPIC, GenerationReader
 from shared.kafka import admin_client
 from shared.settings import Settings
@@ -65,19 +66,20 @@ async def test_the_generation_is_the_one_the_coordinator_wrote(kafka: Settings) 
         return AIOKafkaConsumer(topic, bootstrap_servers=servers, group_id=group)
 
     async with admin_client(servers) as admin:
+        protocol = ProtocolClient(admin)
         await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
         first, second = member(), member()
         await first.start()
         try:
             await until_assigned(first)
             coordinator = await admin.find_coordinator(group)
-            alone = await reader.read(admin._client.send, coordinator)
+            alone = await reader.read(protocol, coordinator)
             await second.start()
             await until_assigned(first, second)
-            together = await reader.read(admin._client.send, coordinator)
+            together = await reader.read(protocol, coordinator)
         finally:
             await asyncio.gather(first.stop(), second.stop())
-        after_both_left = await reader.read(admin._client.send, coordinator)
+        after_both_left = await reader.read(protocol, coordinator)
 
     assert reader.caught_up
     assert alone is not None

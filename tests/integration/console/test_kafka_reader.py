@@ -10,20 +10,24 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import KafkaError, LeaderNotAvailableError, NotLeaderForPartitionError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
-from services.console.kafka_reader import KafkaReader
+from services.console.kafka_reader import KafkaReader, create_kafka_reader
 from services.console.snapshot import KafkaReading, Replicas
-from shared.kafka import admin_client, create_admin_client
+from shared.kafka import admin_client
 from shared.settings import Settings
 from tests.conftest import free_port
 from tests.kafka_tools import run_kafka_tool
 
 
-def admin_for(bootstrap_servers: str, timeout_ms: int = 5000) -> AIOKafkaAdminClient:
-    return create_admin_client(bootstrap_servers, "console-test", timeout_ms)
+def reader_for(
+    bootstrap_servers: str, topic: str, dlq_topic: str, group: str, timeout_ms: int = 5000
+) -> KafkaReader:
+    return create_kafka_reader(
+        bootstrap_servers, "console-test", timeout_ms, topic, dlq_topic, group
+    )
 
 
 @pytest.fixture
@@ -90,7 +94,7 @@ async def test_the_reader_sees_what_kafka_consumer_groups_describe_sees(
         enable_auto_commit=False, auto_offset_reset="earliest",
     )  # fmt: skip
     await member.start()
-    reader = KafkaReader(admin_for(bootstrap), topic, dlq_topic, group)
+    reader = reader_for(bootstrap, topic, dlq_topic, group)
     try:
         while not member.assignment():
             await member.getmany(timeout_ms=200)
@@ -140,9 +144,9 @@ async def test_the_reader_sees_what_kafka_consumer_groups_describe_sees(
     assert reading.unanswered == {}
     assert reading.group_generation is not None
     assert reading.group_generation >= 1
-    # Metadata, ListOffsets twice (end, start), OffsetFetch, DescribeGroups and a Fetch of the
-    # group's record in __consumer_offsets, whatever the pages open; ListOffsets twice a leader
-    # on a cluster.
+    # Metadata, ListOffsets twice (the consumer's end_offsets and beginning_offsets),
+    # OffsetFetch, DescribeGroups and a Fetch of the group's record in __consumer_offsets,
+    # whatever the pages open; ListOffsets twice a leader on a cluster.
     assert requests_per_look == 6
 
 
@@ -150,7 +154,7 @@ async def test_a_group_that_never_ran_reads_as_nothing_committed(
     kafka: Settings, topics: tuple[str, str]
 ) -> None:
     topic, dlq_topic = topics
-    reader = KafkaReader(admin_for(kafka.kafka_bootstrap_servers), topic, dlq_topic, "nobody")
+    reader = reader_for(kafka.kafka_bootstrap_servers, topic, dlq_topic, "nobody")
     try:
         reading = await first_reading(reader)
     finally:
@@ -162,7 +166,7 @@ async def test_a_group_that_never_ran_reads_as_nothing_committed(
 
 
 async def test_no_broker_is_an_error_not_a_hang() -> None:
-    reader = KafkaReader(admin_for(f"127.0.0.1:{free_port()}", timeout_ms=1000), "t", "t.dlq", "g")
+    reader = reader_for(f"127.0.0.1:{free_port()}", "t", "t.dlq", "g", timeout_ms=1000)
     with pytest.raises((KafkaError, OSError)):
         await reader.read()
     await reader.close()
@@ -170,7 +174,7 @@ async def test_no_broker_is_an_error_not_a_hang() -> None:
 
 async def test_a_missing_topic_says_how_to_create_it(kafka: Settings) -> None:
     missing = f"email.send.missing-{uuid.uuid4().hex[:8]}"
-    reader = KafkaReader(admin_for(kafka.kafka_bootstrap_servers), missing, f"{missing}.dlq", "g")
+    reader = reader_for(kafka.kafka_bootstrap_servers, missing, f"{missing}.dlq", "g")
     with pytest.raises(KafkaError, match=f"topic {missing} does not exist .*make topics"):
         await reader.read()
     await reader.close()

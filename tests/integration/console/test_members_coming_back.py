@@ -13,9 +13,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import NewTopic
 
-from services.console.kafka_reader import KafkaReader
+from services.console.kafka_reader import create_kafka_reader
 from services.console.snapshot import Picture, Reading
-from shared.kafka import admin_client, create_admin_client
+from shared.kafka import admin_client
 from shared.settings import Settings
 
 PARTITIONS = 4
@@ -34,8 +34,10 @@ class Console:
     """The console's reader and picture, looking every LOOK_SECONDS as its loop does."""
 
     def __init__(self, kafka: Settings, topic: str) -> None:
-        admin = create_admin_client(kafka.kafka_bootstrap_servers, "console-test", 5000)
-        self.reader = KafkaReader(admin, topic, f"{topic}.dlq", f"group-{topic}")
+        self.reader = create_kafka_reader(
+            kafka.kafka_bootstrap_servers, "console-test", 5000,
+            topic, f"{topic}.dlq", f"group-{topic}",
+        )  # fmt: skip
         self.picture = Picture(topic, f"{topic}.dlq", f"group-{topic}")
         self.snapshot: dict[str, Any] = {}
         self.generation_when_settled: int | None = None

@@ -66,6 +66,31 @@ async def test_metrics_are_prometheus_text_with_every_reason_from_the_start(
     assert ("process_resident_memory_bytes", ()) in samples
 
 
+async def test_openmetrics_when_the_scraper_asks_and_never_compressed(
+    client: httpx.AsyncClient,
+) -> None:
+    openmetrics = await client.get(
+        "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+    )
+    gzip_accepted = await client.get("/metrics", headers={"Accept-Encoding": "gzip"})
+
+    assert openmetrics.headers["content-type"].startswith("application/openmetrics-text")
+    assert openmetrics.text.endswith("# EOF\n")
+    assert gzip_accepted.status_code == 200
+    assert "content-encoding" not in gzip_accepted.headers
+
+
+async def test_metrics_is_a_documented_get_only_route(client: httpx.AsyncClient) -> None:
+    app = create_app(Settings(_env_file=None), FakeEmailQueue())  # type: ignore[arg-type]
+
+    head = await client.head("/metrics")
+    post = await client.post("/metrics")
+
+    assert list(app.openapi()["paths"]["/metrics"]) == ["get"]
+    assert [head.status_code, post.status_code] == [405, 405]
+    assert post.json() == {"detail": "Method Not Allowed"}
+
+
 async def test_a_202_counts_as_accepted_and_nothing_else(client: httpx.AsyncClient) -> None:
     before = await scrape(client)
 

@@ -4,20 +4,13 @@ asked of the next broker, and nothing is made up at the first look."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from aiokafka.errors import NodeNotReadyError
-from aiokafka.protocol.fetch import FetchRequest
-from aiokafka.protocol.metadata import MetadataRequest
-from aiokafka.protocol.offset import OffsetRequest, OffsetResetStrategy
+from aiokafka.errors import KafkaTimeoutError, NodeNotReadyError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
-from services.console.describe_groups_v4 import (
-    DescribeGroupsResponse_v4,
-    DescribeGroupsWithInstanceIds,
-)
+from services.console.aiokafka_protocol import DescribedGroup, DescribedMember, FetchedRecords
 from services.console.group_generation import OFFSETS_TOPIC
 from services.console.kafka_reader import KafkaReader
 from services.console.snapshot import PartitionOffsets
@@ -27,55 +20,33 @@ COORDINATOR = 3
 
 
 class FakeCluster:
-    """Three brokers; partition p of each topic led by broker p + 1, every ISR whole."""
+    """Three brokers; partition p of each topic led by broker p + 1, every ISR whole. It answers
+    the requests of services/console/aiokafka_protocol.py."""
 
     def __init__(self) -> None:
         self.down: set[int] = set()
+        self.leaderless: set[int] = set()  # partitions with no leader (of both topics)
         self.log_end = 10
         self.asked: list[tuple[int, str]] = []  # (node, request) in the order sent
-        self.cluster = SimpleNamespace(
-            brokers=lambda: [SimpleNamespace(nodeId=n) for n in (1, 2, 3) if n not in self.down]
-        )
+        self.requests_sent = 0
 
-    async def send(self, node_id: int, request: Any) -> Any:
-        self.asked.append((node_id, type(request).__name__))
+    def ask(self, node_id: int, request: str) -> None:
+        self.asked.append((node_id, request))
+        self.requests_sent += 1
         if node_id in self.down:
             raise NodeNotReadyError(f"node {node_id} is not ready")
-        if isinstance(request, MetadataRequest):
-            if request.prepare({3: (0, 5)}).to_object()["topics"] == [OFFSETS_TOPIC]:
-                return SimpleNamespace(to_object=self.offsets_topic_metadata)
-            return SimpleNamespace(to_object=self.metadata)
-        if isinstance(request, FetchRequest):  # of __consumer_offsets: empty here
-            [(topic, [(partition, _offset, _max_bytes)])] = request.topics
-            no_records: tuple[Any, ...] = (partition, 0, 0, 0, 0, [], -1, None)
-            return SimpleNamespace(API_VERSION=11, topics=[(topic, [no_records])])
-        if isinstance(request, OffsetRequest):
-            asked = request.prepare({2: (1, 1)}).to_object()["topics"]
-            return SimpleNamespace(
-                topics=[
-                    (
-                        topic["topic"],
-                        [
-                            (p["partition"], 0, -1, self.offset(p["timestamp"]))
-                            for p in topic["partitions"]
-                        ],
-                    )
-                    for topic in asked
-                ]
-            )
-        assert isinstance(request, DescribeGroupsWithInstanceIds)
-        member = ("worker-a-1f3c", "worker-a", "email-worker-h-1", "/10.0.0.1", b"", b"")
-        group = (0, GROUP, "Stable", "consumer", "roundrobin", [member], 0)
-        return DescribeGroupsResponse_v4(0, [group])
 
-    def offset(self, which: int) -> int:
-        return self.log_end if which == OffsetResetStrategy.LATEST else 0
+    def known_brokers(self) -> list[int]:
+        return [n for n in (1, 2, 3) if n not in self.down]
 
-    def offsets_topic_metadata(self) -> dict[str, Any]:
-        partitions = [{"partition": p, "leader": COORDINATOR} for p in range(50)]
-        return {"topics": [{"error_code": 0, "topic": OFFSETS_TOPIC, "partitions": partitions}]}
+    async def metadata(self, node_id: int, topics: list[str]) -> dict[str, Any]:
+        self.ask(node_id, "Metadata")
+        if topics == [OFFSETS_TOPIC]:
+            partitions = [{"partition": p, "leader": COORDINATOR} for p in range(50)]
+            return {"topics": [{"error_code": 0, "topic": OFFSETS_TOPIC, "partitions": partitions}]}
+        return self.topics_metadata()
 
-    def metadata(self) -> dict[str, Any]:
+    def topics_metadata(self) -> dict[str, Any]:
         live = [n for n in (1, 2, 3) if n not in self.down]
         return {
             "brokers": [{"node_id": n, "host": "127.0.0.1", "port": 19090 + 2 * n} for n in live],
@@ -84,7 +55,12 @@ class FakeCluster:
                     "error_code": 0,
                     "topic": topic,
                     "partitions": [
-                        {"partition": p, "leader": p + 1, "replicas": [1, 2, 3], "isr": [1, 2, 3]}
+                        {
+                            "partition": p,
+                            "leader": -1 if p in self.leaderless else p + 1,
+                            "replicas": [1, 2, 3],
+                            "isr": [1, 2, 3],
+                        }
                         for p in range(3)
                     ],
                 }
@@ -92,10 +68,23 @@ class FakeCluster:
             ],
         }
 
+    async def describe_group(self, node_id: int, group: str) -> DescribedGroup:
+        self.ask(node_id, "DescribeGroups")
+        member = DescribedMember(
+            "worker-a-1f3c", "worker-a", "email-worker-h-1", "/10.0.0.1", ((TOPIC, 0),)
+        )
+        return DescribedGroup("Stable", "roundrobin", (member,))
+
+    async def fetch(
+        self, node_id: int, topic: str, partition: int, offset: int, max_bytes: int
+    ) -> FetchedRecords:
+        self.ask(node_id, "Fetch")  # of __consumer_offsets: empty here
+        return FetchedRecords(0, (), offset)
+
 
 class FakeAdmin:
     def __init__(self, cluster: FakeCluster) -> None:
-        self._client = cluster
+        self.cluster = cluster
 
     async def start(self) -> None:
         pass
@@ -109,13 +98,45 @@ class FakeAdmin:
     async def list_consumer_group_offsets(
         self, group: str, group_coordinator_id: int
     ) -> dict[TopicPartition, OffsetAndMetadata]:
-        if group_coordinator_id in self._client.down:
-            raise NodeNotReadyError(f"node {group_coordinator_id} is not ready")
+        self.cluster.ask(group_coordinator_id, "OffsetFetch")
         return {TopicPartition(TOPIC, 0): OffsetAndMetadata(4, "")}
 
 
+class FakeConsumer:
+    """A group-less consumer's offset calls: one ListOffsets to each leader; one that does not
+    answer is retried until the request timeout, as aiokafka's consumer does."""
+
+    def __init__(self, cluster: FakeCluster) -> None:
+        self.cluster = cluster
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    async def beginning_offsets(
+        self, partitions: list[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        return await self.list_offsets(partitions, 0)
+
+    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return await self.list_offsets(partitions, self.cluster.log_end)
+
+    async def list_offsets(
+        self, partitions: list[TopicPartition], offset: int
+    ) -> dict[TopicPartition, int]:
+        for leader in sorted({tp.partition + 1 for tp in partitions}):
+            try:
+                self.cluster.ask(leader, "ListOffsets")
+            except NodeNotReadyError:
+                raise KafkaTimeoutError("Failed to get offsets by times in 5000 ms") from None
+        return dict.fromkeys(partitions, offset)
+
+
 def reader_of(cluster: FakeCluster) -> KafkaReader:
-    return KafkaReader(FakeAdmin(cluster), TOPIC, DLQ, GROUP)
+    protocol: Any = cluster
+    return KafkaReader(FakeAdmin(cluster), FakeConsumer(cluster), protocol, TOPIC, DLQ, GROUP)
 
 
 async def test_a_leader_that_does_not_answer_keeps_its_partitions_last_offsets_only() -> None:
@@ -132,9 +153,41 @@ async def test_a_leader_that_does_not_answer_keeps_its_partitions_last_offsets_o
         PartitionOffsets(1, 0, 10, live=False),
         PartitionOffsets(2, 0, 12),
     )
-    assert reading.unanswered == {2: "NodeNotReadyError: node 2 is not ready"}
+    assert reading.unanswered == {2: "KafkaTimeoutError: Failed to get offsets by times in 5000 ms"}
     assert reading.group_error is None
     assert [m.group_instance_id for m in reading.members] == ["worker-a"]
+
+
+async def test_each_leader_is_asked_twice_for_the_offsets_of_its_partitions() -> None:
+    cluster = FakeCluster()
+    reader = reader_of(cluster)
+    await reader.read()
+    cluster.asked.clear()
+
+    reading = await reader.read()
+
+    asked = sorted(node for node, request in cluster.asked if request == "ListOffsets")
+    assert asked == [1, 1, 2, 2, 3, 3]  # the log end and the log start, of both topics at once
+    assert reading.dlq_partitions == tuple(PartitionOffsets(p, 0, 10) for p in range(3))
+
+
+async def test_a_leaderless_partition_keeps_its_last_offsets_and_is_not_asked() -> None:
+    cluster = FakeCluster()
+    reader = reader_of(cluster)
+    await reader.read()
+    cluster.leaderless.add(1)
+    cluster.log_end = 12
+    cluster.asked.clear()
+
+    reading = await reader.read()
+
+    assert reading.partitions == (
+        PartitionOffsets(0, 0, 12),
+        PartitionOffsets(1, 0, 10, live=False),
+        PartitionOffsets(2, 0, 12),
+    )
+    assert 2 not in [node for node, request in cluster.asked if request == "ListOffsets"]
+    assert reading.unanswered == {}
 
 
 async def test_metadata_is_asked_of_the_next_broker_when_the_last_one_is_down() -> None:
@@ -142,13 +195,13 @@ async def test_metadata_is_asked_of_the_next_broker_when_the_last_one_is_down() 
     reader = reader_of(cluster)
     await reader.read()
     # The first: the topics' (the second, once, asks the coordinator about __consumer_offsets).
-    first = next(node for node, request in cluster.asked if request == "MetadataRequest")
+    first = next(node for node, request in cluster.asked if request == "Metadata")
     cluster.down.add(first)
     cluster.asked.clear()
 
     reading = await reader.read()
 
-    metadata_asked = [node for node, request in cluster.asked if request == "MetadataRequest"]
+    metadata_asked = [node for node, request in cluster.asked if request == "Metadata"]
     assert metadata_asked[0] == first
     assert len(metadata_asked) == 2  # one more broker, which answered
     assert [broker.node_id for broker in reading.brokers] == sorted({1, 2, 3} - {first})
@@ -171,7 +224,7 @@ async def test_a_coordinator_that_does_not_answer_leaves_the_group_as_last_seen(
 async def test_nothing_is_made_up_at_the_first_look() -> None:
     cluster = FakeCluster()
     cluster.down.add(2)  # listed by nobody's metadata yet, but leading partitions in ours
-    cluster.metadata = FakeCluster().metadata  # type: ignore[method-assign]
+    cluster.topics_metadata = FakeCluster().topics_metadata  # type: ignore[method-assign]
 
-    with pytest.raises(NodeNotReadyError):
+    with pytest.raises(KafkaTimeoutError):
         await reader_of(cluster).read()
