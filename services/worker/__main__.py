@@ -22,8 +22,9 @@ from services.worker.dedupe import CannotOpenDedupeStore, open_dedupe_store
 from services.worker.faults import ConfigurationFaults
 from services.worker.health import create_health_app
 from services.worker.partition import PartitionWorker
-from services.worker.processor import EmailProcessor, RetryPolicy
+from services.worker.processor import EmailProcessor
 from services.worker.retention import prune_until_stopped, retention_seconds
+from services.worker.retry import RetryPolicy
 from services.worker.smtp import SmtpConnection, SmtpServer, SmtpSettingsError, smtp_server
 from services.worker.store_outage import StoreOutage
 from services.worker.worker import EmailWorker

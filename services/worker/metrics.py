@@ -13,7 +13,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from services.worker.delivery import CONFIGURATION_FAULT_KINDS, ConfigurationFaultKind
+from services.worker.smtp_failures import CONFIGURATION_FAULT_KINDS, ConfigurationFaultKind
 
 if TYPE_CHECKING:  # worker.py imports the processor, which imports this module
     from services.worker.worker import EmailWorker

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from services.worker.processor import EmailProcessor, Mailer, Stopped
+from services.worker.processor import EmailProcessor, Mailer
+from services.worker.retry import Stopped
 
 
 class PartitionWorker:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar
@@ -16,9 +15,10 @@ from aiosmtplib import SMTPResponse
 
 from services.worker import metrics
 from services.worker.dedupe import DedupeStore, Outcome
-from services.worker.delivery import Failure, accepted_at, backoff_seconds, classify
 from services.worker.faults import ConfigurationFaults
-from services.worker.mime import OutgoingEmail, render_email
+from services.worker.mime import OutgoingEmail, accepted_at, render_email
+from services.worker.retry import RetryPolicy, Stopped, wait_unless_stopping
+from services.worker.smtp_failures import Failure, classify
 from services.worker.store_outage import StoreOutage
 from shared.schema import EmailRecord, parse_record
 
@@ -46,23 +46,6 @@ class DeadLetterSink(Protocol):
     async def publish(
         self, record: ConsumerRecord[bytes, bytes], error: str, attempts: int
     ) -> None: ...
-
-
-class Stopped(Exception):
-    """The partition was asked to stop while this record was waiting to be retried."""
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_attempts: int  # 0: retry transient failures for ever
-    initial_seconds: float
-    max_seconds: float
-
-    def gives_up_after(self, attempt: int) -> bool:
-        return self.max_attempts > 0 and attempt >= self.max_attempts
-
-    def delay(self, attempt: int) -> float:
-        return backoff_seconds(attempt, self.initial_seconds, self.max_seconds, random.random)
 
 
 @dataclass(frozen=True)
@@ -341,18 +324,3 @@ def _refusals(refused: dict[str, str]) -> str:
 def message_id_of(email: OutgoingEmail) -> str:
     """The record's message id, from the Message-ID header `<id@domain>` the worker wrote."""
     return email.message_id.strip("<>").rpartition("@")[0]
-
-
-async def wait_unless_stopping(
-    stopping: asyncio.Event, seconds: float, or_until: asyncio.Event | None = None
-) -> None:
-    """Wait `seconds`, or less if `or_until` is set meanwhile; raise Stopped if asked to stop."""
-    events = [stopping] if or_until is None else [stopping, or_until]
-    waits = {asyncio.ensure_future(event.wait()) for event in events}
-    try:
-        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for wait in waits:
-            wait.cancel()
-    if stopping.is_set():
-        raise Stopped

@@ -13,12 +13,13 @@ import pytest
 from aiosmtplib import SMTPSenderRefused
 from pydantic import SecretStr
 
-from services.worker.delivery import ConfigurationFault, classify
 from services.worker.faults import ConfigurationFaults
 from services.worker.health import create_health_app
 from services.worker.mime import OutgoingEmail, render_email
-from services.worker.processor import EmailProcessor, RetryPolicy
+from services.worker.processor import EmailProcessor
+from services.worker.retry import RetryPolicy
 from services.worker.smtp import SmtpConnection, SmtpServer, TlsMode, tls_context
+from services.worker.smtp_failures import ConfigurationFault, classify
 from tests.mailpit import (
     Certificate,
     RunningMailpit,

@@ -20,7 +20,8 @@ from services.worker.dedupe import (
 )
 from services.worker.faults import ConfigurationFaults
 from services.worker.mime import OutgoingEmail
-from services.worker.processor import EmailProcessor, RetryPolicy
+from services.worker.processor import EmailProcessor
+from services.worker.retry import RetryPolicy
 from tests.conftest import free_port
 from tests.integration.worker.test_start import start_worker
 from tests.postgres import fresh_database

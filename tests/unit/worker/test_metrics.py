@@ -14,7 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from services.worker.faults import ConfigurationFaults
 from services.worker.health import create_health_app
-from services.worker.processor import EmailProcessor, RetryPolicy
+from services.worker.processor import EmailProcessor
+from services.worker.retry import RetryPolicy
 from services.worker.worker import PartitionOffsets
 from tests.unit.worker.fakes import (
     FakeDeadLetters,

@@ -11,10 +11,11 @@ from aiosmtplib import SMTPRecipientRefused, SMTPRecipientsRefused, SMTPResponse
 
 from services.worker import metrics
 from services.worker.dedupe import DeliveryState, Outcome
-from services.worker.delivery import ConfigurationFault, OutcomeUnknown
 from services.worker.faults import ConfigurationFaults
 from services.worker.mime import OutgoingEmail
-from services.worker.processor import EmailProcessor, RetryPolicy, Stopped
+from services.worker.processor import EmailProcessor
+from services.worker.retry import RetryPolicy, Stopped
+from services.worker.smtp_failures import ConfigurationFault, OutcomeUnknown
 from services.worker.store_outage import StoreOutage
 from tests.unit.worker.fakes import (
     FakeDeadLetters,
