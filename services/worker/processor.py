@@ -17,7 +17,7 @@ from services.worker import metrics
 from services.worker.dedupe import DedupeStore, Outcome
 from services.worker.faults import ConfigurationFaults
 from services.worker.mime import OutgoingEmail, accepted_at, render_email
-from services.worker.retry import RetryPolicy, Stopped, wait_unless_stopping
+from services.worker.retry import RetryPolicy, Stopped, retry_until_done, wait_unless_stopping
 from services.worker.smtp_failures import Failure, classify
 from services.worker.store_outage import StoreOutage
 from shared.schema import EmailRecord, parse_record
@@ -46,6 +46,14 @@ class DeadLetterSink(Protocol):
     async def publish(
         self, record: ConsumerRecord[bytes, bytes], error: str, attempts: int
     ) -> None: ...
+
+
+class TransientFailure(Exception):
+    """An attempt failed in a way the next one may not (a 4xx, a lost connection)."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.reason)
+        self.failure = failure
 
 
 @dataclass(frozen=True)
@@ -199,12 +207,40 @@ class EmailProcessor:
         where: str,
         stopping: asyncio.Event,
     ) -> Delivery:
-        """Send until the server takes the email for some recipients, or says no for good.
+        """Send until the server takes the email for some recipients, or says no for good (a
+        permanent failure, or the last of WORKER_MAX_ATTEMPTS transient ones)."""
+
+        def retrying(error: TransientFailure, attempt: int, delay: float) -> None:
+            metrics.DELIVERY_RETRIES.inc()
+            log.warning(
+                "%s: attempt %d for %s failed (%s); retrying in %.1f s (%s)",
+                where, attempt, message_id_of(outgoing), error.failure.reason, delay,
+                "the server may have stored it: its recipients may get it twice, with the "
+                "same Message-ID" if error.failure.outcome_unknown else "the commit waits here",
+            )  # fmt: skip
+
+        return await retry_until_done(
+            lambda attempt: self._attempt(smtp, outgoing, recipients, attempt, stopping),
+            retry_on=TransientFailure,
+            backoff=self._retry.delay,
+            stopping=stopping,
+            failed=retrying,
+        )
+
+    async def _attempt(
+        self,
+        smtp: Mailer,
+        outgoing: OutgoingEmail,
+        recipients: list[str],
+        attempt: int,
+        stopping: asyncio.Event,
+    ) -> Delivery:
+        """One attempt, counted against WORKER_MAX_ATTEMPTS; raises TransientFailure when
+        another may succeed.
 
         While the server refuses the worker's own settings (a wrong password, an untrusted
-        certificate) the email is not at fault: it waits here, however long, and the commit
-        with it."""
-        failures = 0  # the email's own, counted against WORKER_MAX_ATTEMPTS
+        certificate) the email is not at fault, and its tries are no attempts: it waits here,
+        however long, and the commit with it."""
         while True:
             await self._wait_for_turn(stopping)
             try:
@@ -214,23 +250,13 @@ class EmailProcessor:
                 if failure.fault is not None:
                     self._configuration_faults.refused(failure.fault, failure.reason)
                     continue
-                failures += 1
                 if failure.outcome_unknown:
                     metrics.EMAILS_OUTCOME_UNKNOWN.inc()
-                if failure.permanent or self._retry.gives_up_after(failures):
-                    return Delivery(failures, failure=failure)
-                metrics.DELIVERY_RETRIES.inc()
-                delay = self._retry.delay(failures)
-                log.warning(
-                    "%s: attempt %d for %s failed (%s); retrying in %.1f s (%s)",
-                    where, failures, message_id_of(outgoing), failure.reason, delay,
-                    "the server may have stored it: its recipients may get it twice, with the "
-                    "same Message-ID" if failure.outcome_unknown else "the commit waits here",
-                )  # fmt: skip
-                await wait_unless_stopping(stopping, delay)
-                continue
+                if failure.permanent or self._retry.gives_up_after(attempt):
+                    return Delivery(attempt, failure=failure)
+                raise TransientFailure(failure) from error
             self._configuration_faults.accepted()
-            return Delivery(failures + 1, refused=refused)
+            return Delivery(attempt, refused=refused)
 
     async def _wait_for_turn(self, stopping: asyncio.Event) -> None:
         """At once while the server accepts the worker's settings; while it refuses them, until
@@ -299,21 +325,22 @@ class EmailProcessor:
         """Repeat an action on Kafka or the store until it succeeds, with the same back-off as
         SMTP (either way a server is away for a while); raises Stopped if asked to stop. An
         outage, if given, is told of every failure and of the first success after them."""
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                done = await action()
-            except Exception as error:
-                if outage is not None:
-                    outage.failed(f"{type(error).__name__}: {error}")
-                delay = self._retry.delay(attempt)
-                log.warning("%s (%s); retrying in %.1f s", failed, error, delay)
-                await wait_unless_stopping(stopping, delay)
-                continue
+
+        def retrying(error: Exception, attempt: int, delay: float) -> None:
             if outage is not None:
-                outage.answered()
-            return done
+                outage.failed(f"{type(error).__name__}: {error}")
+            log.warning("%s (%s); retrying in %.1f s", failed, error, delay)
+
+        done = await retry_until_done(
+            lambda attempt: action(),
+            retry_on=Exception,
+            backoff=self._retry.delay,
+            stopping=stopping,
+            failed=retrying,
+        )
+        if outage is not None:
+            outage.answered()
+        return done
 
 
 def _refusals(refused: dict[str, str]) -> str:

@@ -1,12 +1,17 @@
 """Retrying with back-off: how many attempts an email gets, how long to wait before the next
-(exponential, with jitter), and the wait itself, which a stop interrupts at once."""
+(exponential, with jitter), and `retry_until_done`, the one loop that makes them; a stop
+interrupts any wait at once."""
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
+E = TypeVar("E", bound=Exception)
 
 
 class Stopped(Exception):
@@ -50,3 +55,31 @@ async def wait_unless_stopping(
             wait.cancel()
     if stopping.is_set():
         raise Stopped
+
+
+async def retry_until_done(
+    attempt: Callable[[int], Awaitable[T]],
+    *,
+    retry_on: type[E],
+    backoff: Callable[[int], float],
+    stopping: asyncio.Event,
+    failed: Callable[[E, int, float], None],
+) -> T:
+    """Make attempt 1, 2, ... until one returns, and return what it returns.
+
+    An attempt that raises `retry_on` is worth another: `failed(error, attempt, seconds)` hears
+    of it (to log it), and the next attempt waits `backoff(attempt)` seconds, unless a stop
+    interrupts the wait (Stopped). An attempt that should not be made again returns (a
+    permanent failure is a result too); anything else it raises, Stopped included, ends the
+    loop."""
+    number = 0
+    while True:
+        number += 1
+        try:
+            return await attempt(number)
+        except Stopped:
+            raise
+        except retry_on as error:
+            seconds = backoff(number)
+            failed(error, number, seconds)
+            await wait_unless_stopping(stopping, seconds)
