@@ -17,6 +17,7 @@ from collections.abc import Awaitable
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
+from services.worker import metrics
 from services.worker.dead_letters import DeadLetters
 from services.worker.dedupe import CannotOpenDedupeStore, open_dedupe_store
 from services.worker.faults import ConfigurationFaults
@@ -68,6 +69,7 @@ async def serve(settings: Settings, smtp: SmtpServer) -> None:
         message_id_domain=settings.message_id_domain,
         configuration_faults=configuration_faults,
         store_outage=store_outage,
+        attempts=metrics.ATTEMPT_COUNTS,
     )
 
     def start_partition(partition: TopicPartition) -> PartitionWorker:

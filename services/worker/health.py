@@ -20,7 +20,7 @@ def create_health_app(
     store_outage: StoreOutage | None = None,
 ) -> FastAPI:
     app = FastAPI(title="Email worker", openapi_url=None)
-    registry = metrics_registry(worker)
+    registry = metrics_registry(worker.partition_offsets)
     app.state.metrics_registry = registry  # the composition root adds the event loop's lag
 
     @app.get("/healthz")

@@ -1,7 +1,12 @@
 """Which offset may be committed: the commit rule of a partition whose records are taken in
-offset order and finished in any order, several at a time. No I/O here."""
+offset order and finished in any order, several at a time; and the offsets a partition shows
+(committed, log end, lag). No I/O here."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiokafka.structs import TopicPartition
 
 
 class OffsetTracker:
@@ -44,3 +49,17 @@ class OffsetTracker:
 
     def _lowest_unfinished(self) -> int:
         return min(self._unfinished) if self._unfinished else self._last_taken + 1
+
+
+@dataclass(frozen=True)
+class PartitionOffsets:
+    partition: TopicPartition
+    committed_offset: int | None  # the group's CURRENT-OFFSET; None while nothing is committed
+    log_end_offset: int | None  # LOG-END-OFFSET at the last fetch; None before the first one
+
+    @property
+    def lag(self) -> int | None:
+        """LAG as kafka-consumer-groups.sh shows it: unknown while either offset is."""
+        if self.committed_offset is None or self.log_end_offset is None:
+            return None
+        return self.log_end_offset - self.committed_offset

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
+from services.worker import metrics
 from services.worker.offsets import OffsetTracker
 from services.worker.processor import EmailProcessor, Mailer
 from services.worker.retry import Stopped
@@ -98,13 +99,14 @@ class PartitionWorker:
                 if record.key:
                     self._keys_in_flight[record.key] = done
                 try:
-                    await self._processor.process(record, smtp, self._stopping)
+                    outcome = await self._processor.process(record, smtp, self._stopping)
                 except Stopped:
                     return
                 finally:
                     done.set()
                     if record.key and self._keys_in_flight.get(record.key) is done:
                         del self._keys_in_flight[record.key]
+                metrics.count(outcome)
                 self._offsets.finish(record.offset)
                 self._update_room_ahead()
         finally:

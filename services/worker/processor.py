@@ -1,6 +1,7 @@
 """What happens to one record: parse it, skip it if its message id is finished, deliver it with
 retries, or dead-letter it; hold it while the SMTP server refuses the worker's own settings.
-A record leaves `process` finished, or `Stopped` is raised."""
+A record leaves `process` finished, with its RecordOutcome for the caller to count, or `Stopped`
+is raised."""
 
 from __future__ import annotations
 
@@ -8,15 +9,15 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from aiokafka.structs import ConsumerRecord
 from aiosmtplib import SMTPResponse
 
-from services.worker import metrics
 from services.worker.dedupe import DedupeStore, Outcome
 from services.worker.faults import ConfigurationFaults
 from services.worker.mime import OutgoingEmail, accepted_at, render_email
+from services.worker.outcome import RecordOutcome
 from services.worker.retry import RetryPolicy, Stopped, retry_until_done, wait_unless_stopping
 from services.worker.smtp_failures import Failure, classify
 from services.worker.store_outage import StoreOutage
@@ -24,7 +25,6 @@ from shared.schema import EmailRecord, parse_record
 
 log = logging.getLogger("worker")
 
-Finished = Literal["delivered", "duplicate", "dead-lettered"]
 T = TypeVar("T")
 
 
@@ -46,6 +46,25 @@ class DeadLetterSink(Protocol):
     async def publish(
         self, record: ConsumerRecord[bytes, bytes], error: str, attempts: int
     ) -> None: ...
+
+
+class AttemptCounters(Protocol):
+    """Told as it happens, not with the outcome: an email may be retried for hours, and its
+    retries show meanwhile (services.worker.metrics.AttemptCounts)."""
+
+    def retrying(self) -> None: ...
+
+    def outcome_unknown(self) -> None: ...
+
+
+class NotCounted:
+    """For a processor whose attempts nobody counts: a tool, or a test of something else."""
+
+    def retrying(self) -> None:
+        pass
+
+    def outcome_unknown(self) -> None:
+        pass
 
 
 class TransientFailure(Exception):
@@ -72,6 +91,7 @@ class EmailProcessor:
         message_id_domain: str,
         configuration_faults: ConfigurationFaults,
         store_outage: StoreOutage | None = None,
+        attempts: AttemptCounters | None = None,
     ) -> None:
         self._store = store
         self._dead_letters = dead_letters
@@ -79,13 +99,14 @@ class EmailProcessor:
         self._message_id_domain = message_id_domain
         self._configuration_faults = configuration_faults
         self._store_outage = store_outage or StoreOutage()
+        self._attempts = attempts or NotCounted()
 
     async def process(
         self,
         record: ConsumerRecord[bytes, bytes],
         smtp: Mailer,
         stopping: asyncio.Event,
-    ) -> Finished:
+    ) -> RecordOutcome:
         where = f"{record.topic}-{record.partition} offset {record.offset}"
         try:
             email = parse_record(record.value)
@@ -93,9 +114,8 @@ class EmailProcessor:
         except Exception as error:  # PoisonRecord, or a record no MIME message can be made of
             reason = f"poison record: {error}"
             await self._dead_letter(record, reason, 1, stopping)
-            metrics.dead_lettered("poison_record")
             log.warning("%s: dead-lettered a %s", where, reason)
-            return "dead-lettered"
+            return RecordOutcome("dead-lettered", dead_letter_reason="poison_record")
 
         state = await self._until_done(
             lambda: self._store.state_of(email.message_id),
@@ -104,11 +124,10 @@ class EmailProcessor:
             self._store_outage,
         )
         if state is not None and state.finished is not None:
-            metrics.EMAILS_SKIPPED_DUPLICATE.inc()
             log.info(
                 "%s: skipped %s, a duplicate (already %s)", where, email.message_id, state.finished
             )
-            return "duplicate"
+            return RecordOutcome("duplicate")
         accepted_before = state.accepted if state is not None else frozenset()
         owed = [address for address in outgoing.recipients if address not in accepted_before]
         if accepted_before:
@@ -129,7 +148,7 @@ class EmailProcessor:
         owed: list[str],
         taken_before: int,
         stopping: asyncio.Event,
-    ) -> Finished:
+    ) -> RecordOutcome:
         """Send to the owed recipients until each is taken or refused for good.
 
         Whenever the server takes the email for some recipients while others are still owed
@@ -143,7 +162,7 @@ class EmailProcessor:
         attempts = 0
         while owed:
             if attempts > 0:  # some were deferred (4xx): wait as after any transient failure
-                metrics.DELIVERY_RETRIES.inc()
+                self._attempts.retrying()
                 await wait_unless_stopping(stopping, self._retry.delay(attempts))
             delivery = await self._send(smtp, outgoing, owed, where, stopping)
             attempts += delivery.attempts
@@ -163,9 +182,8 @@ class EmailProcessor:
                 # Recorded in the same step that read the server's 250: from here on, sending
                 # it again would reach the recipients who already have it.
                 await self._record(message_id, "delivered", where, stopping)
-                metrics.delivered(accepted_at(email))
                 log.info("%s: delivered %s to %d recipient(s)", where, message_id, taken)
-                return "delivered"
+                return RecordOutcome("delivered", accepted_at=accepted_at(email))
             await self._record_accepted(message_id, accepted_now, where, stopping)
             owed = deferred
             if deferred:
@@ -179,25 +197,29 @@ class EmailProcessor:
             reason = failure.reason if failure is not None else _refusals(refused_for_good)
             permanent = failure is None or failure.permanent
             await self._dead_letter(record, reason, attempts, stopping)
-            metrics.dead_lettered("permanent_failure" if permanent else "attempts_exhausted")
             await self._record(message_id, "dead-lettered", where, stopping)
             log.warning(
                 "%s: dead-lettered %s after %d attempt(s): %s",
                 where, message_id, attempts, failure.reason if failure else "refused",
             )  # fmt: skip
-            return "dead-lettered"
+            return RecordOutcome(
+                "dead-lettered",
+                dead_letter_reason="permanent_failure" if permanent else "attempts_exhausted",
+            )
         # The dead letter names the refused addresses; the log only counts them (Bcc).
         await self._dead_letter(
             record, "delivered, but refused for " + _refusals(refused_for_good), attempts, stopping
         )
-        metrics.dead_lettered("some_recipients_refused")
         await self._record(message_id, "delivered", where, stopping)
-        metrics.delivered(accepted_at(email))
         log.warning(
             "%s: %s delivered to %d recipient(s), refused for good for %d (%s); dead-lettered",
             where, message_id, taken, len(refused_for_good), next(iter(refused_for_good.values())),
         )  # fmt: skip
-        return "delivered"
+        return RecordOutcome(
+            "delivered",
+            dead_letter_reason="some_recipients_refused",
+            accepted_at=accepted_at(email),
+        )
 
     async def _send(
         self,
@@ -211,7 +233,7 @@ class EmailProcessor:
         permanent failure, or the last of WORKER_MAX_ATTEMPTS transient ones)."""
 
         def retrying(error: TransientFailure, attempt: int, delay: float) -> None:
-            metrics.DELIVERY_RETRIES.inc()
+            self._attempts.retrying()
             log.warning(
                 "%s: attempt %d for %s failed (%s); retrying in %.1f s (%s)",
                 where, attempt, message_id_of(outgoing), error.failure.reason, delay,
@@ -251,7 +273,7 @@ class EmailProcessor:
                     self._configuration_faults.refused(failure.fault, failure.reason)
                     continue
                 if failure.outcome_unknown:
-                    metrics.EMAILS_OUTCOME_UNKNOWN.inc()
+                    self._attempts.outcome_unknown()
                 if failure.permanent or self._retry.gives_up_after(attempt):
                     return Delivery(attempt, failure=failure)
                 raise TransientFailure(failure) from error

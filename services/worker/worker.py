@@ -11,12 +11,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
+from services.worker.offsets import PartitionOffsets
 from services.worker.partition import PartitionWorker
 
 log = logging.getLogger("worker")
@@ -26,20 +26,6 @@ FETCH_TIMEOUT_MS = 200
 # crash can only make the worker read the last moment's records again (the dedupe store skips
 # them). Revocation and shutdown always commit at once.
 COMMIT_INTERVAL_SECONDS = 0.1
-
-
-@dataclass(frozen=True)
-class PartitionOffsets:
-    partition: TopicPartition
-    committed_offset: int | None  # the group's CURRENT-OFFSET; None while nothing is committed
-    log_end_offset: int | None  # LOG-END-OFFSET at the last fetch; None before the first one
-
-    @property
-    def lag(self) -> int | None:
-        """LAG as kafka-consumer-groups.sh shows it: unknown while either offset is."""
-        if self.committed_offset is None or self.log_end_offset is None:
-            return None
-        return self.log_end_offset - self.committed_offset
 
 
 class EmailWorker(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -18,6 +18,9 @@ class WorkerState:
         self.rebalances = 0
         self.last_rebalance_seconds: float | None = None
 
+    def partition_offsets(self) -> list[object]:
+        return []
+
 
 def client(
     worker: WorkerState, faults: ConfigurationFaults, store_outage: StoreOutage | None = None

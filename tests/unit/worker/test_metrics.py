@@ -1,5 +1,6 @@
-"""The worker's /metrics: what became of each record moves the right counter, and the
-per-partition offsets are read from the worker at each scrape."""
+"""The worker's /metrics: what became of each record moves the right counter (the processor
+tells retries as they happen, the lane counts the outcome), and the per-partition offsets are
+read from the worker at each scrape."""
 
 from __future__ import annotations
 
@@ -8,15 +9,17 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from aiokafka.structs import TopicPartition
+from aiokafka.structs import ConsumerRecord, TopicPartition
 from aiosmtplib import SMTPResponse
 from prometheus_client.parser import text_string_to_metric_families
 
+from services.worker import metrics
 from services.worker.faults import ConfigurationFaults
 from services.worker.health import create_health_app
+from services.worker.offsets import PartitionOffsets
+from services.worker.partition import PartitionWorker
 from services.worker.processor import EmailProcessor
 from services.worker.retry import RetryPolicy
-from services.worker.worker import PartitionOffsets
 from tests.unit.worker.fakes import (
     FakeDeadLetters,
     FakeMailer,
@@ -98,7 +101,26 @@ def processor(retry: RetryPolicy = NO_WAIT) -> EmailProcessor:
         retry=retry,
         message_id_domain="pipeline.test",
         configuration_faults=ConfigurationFaults(retry.initial_seconds, retry.max_seconds),
+        attempts=metrics.ATTEMPT_COUNTS,
     )
+
+
+async def process_in_a_lane(
+    email_processor: EmailProcessor, record: ConsumerRecord[bytes, bytes], mailer: FakeMailer
+) -> None:
+    """Process one record in a partition's lane, which counts what became of it."""
+    partition = PartitionWorker(
+        TopicPartition(record.topic, record.partition),
+        email_processor,
+        [mailer],
+        max_ahead=10,
+        stop_grace_seconds=1,
+    )
+    partition.enqueue([record])
+    async with asyncio.timeout(2):
+        while partition.next_offset_to_commit != record.offset + 1:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+    await partition.stop()
 
 
 async def test_every_counter_and_reason_shows_from_the_start_with_the_process() -> None:
@@ -118,7 +140,7 @@ async def test_a_delivery_counts_once_with_its_latency_from_acceptance() -> None
     value = email_record("m-latency", created_at=accepted_at).to_kafka()[1]
     before = await scrape()
 
-    await processor().process(consumer_record(0, value), FakeMailer(), asyncio.Event())
+    await process_in_a_lane(processor(), consumer_record(0, value), FakeMailer())
     after = await scrape()
 
     assert changes(before, after) == {
@@ -137,7 +159,7 @@ async def test_a_duplicate_counts_as_skipped_not_delivered() -> None:
     )
     before = await scrape()
 
-    await email_processor.process(kafka_record(1, "m-dup"), FakeMailer(), asyncio.Event())
+    await process_in_a_lane(email_processor, kafka_record(1, "m-dup"), FakeMailer())
 
     assert changes(before, await scrape()) == {"email_worker_emails_skipped_duplicate_total": 1}
 
@@ -190,7 +212,7 @@ async def test_each_outcome_moves_its_counters(
     value = email_record("m-1", to=["ana@example.com", "bob@example.com"]).to_kafka()[1]
     before = await scrape()
 
-    await processor().process(consumer_record(0, value), FakeMailer(script), asyncio.Event())
+    await process_in_a_lane(processor(), consumer_record(0, value), FakeMailer(script))
 
     assert changes(before, await scrape()) == moved
 
@@ -198,7 +220,7 @@ async def test_each_outcome_moves_its_counters(
 async def test_a_poison_record_counts_as_dead_lettered_poison_record() -> None:
     before = await scrape()
 
-    await processor().process(consumer_record(0, b"hello1"), FakeMailer(), asyncio.Event())
+    await process_in_a_lane(processor(), consumer_record(0, b"hello1"), FakeMailer())
 
     assert changes(before, await scrape()) == {"dead_lettered poison_record": 1}
 

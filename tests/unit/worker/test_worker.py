@@ -10,10 +10,11 @@ from aiosmtplib import SMTPRecipientRefused, SMTPRecipientsRefused, SMTPResponse
 
 from services.worker.faults import ConfigurationFaults
 from services.worker.mime import OutgoingEmail
+from services.worker.offsets import PartitionOffsets
 from services.worker.partition import PartitionWorker
 from services.worker.processor import EmailProcessor
 from services.worker.retry import RetryPolicy
-from services.worker.worker import EmailWorker, PartitionOffsets
+from services.worker.worker import EmailWorker
 from tests.unit.worker.fakes import FakeDeadLetters, FakeMailer, InMemoryDedupeStore, kafka_record
 
 TOPIC = "email.send"
