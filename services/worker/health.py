@@ -3,24 +3,39 @@ server accepts its settings, the dedupe store answers) and `/metrics` (Prometheu
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Protocol
+
+from aiokafka.structs import TopicPartition
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client.exposition import choose_encoder
 
 from services.worker.faults import ConfigurationFaults
+from services.worker.membership import GroupMembership
 from services.worker.metrics import metrics_registry
+from services.worker.offsets import PartitionOffsets
 from services.worker.store_outage import StoreOutage
-from services.worker.worker import EmailWorker
+
+
+class OwnedPartitions(Protocol):
+    """What the health app reads of the partitions the worker owns (assignment.Assignment)."""
+
+    @property
+    def partitions(self) -> Mapping[TopicPartition, object]: ...
+
+    def partition_offsets(self) -> list[PartitionOffsets]: ...
 
 
 def create_health_app(
-    worker: EmailWorker,
+    membership: GroupMembership,
+    owned: OwnedPartitions,
     group: str,
     configuration_faults: ConfigurationFaults,
     store_outage: StoreOutage | None = None,
 ) -> FastAPI:
     app = FastAPI(title="Email worker", openapi_url=None)
-    registry = metrics_registry(worker.partition_offsets)
+    registry = metrics_registry(owned.partition_offsets)
     app.state.metrics_registry = registry  # the composition root adds the event loop's lag
 
     @app.get("/healthz")
@@ -29,7 +44,7 @@ def create_health_app(
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        if not worker.joined_group:
+        if not membership.joined:
             return JSONResponse({"status": f"not yet a member of {group}"}, status_code=503)
         fault = configuration_faults.current
         if fault is not None:
@@ -52,13 +67,13 @@ def create_health_app(
                 },
                 status_code=503,
             )
-        partitions = sorted(f"{tp.topic}-{tp.partition}" for tp in worker.partitions)
+        partitions = sorted(f"{tp.topic}-{tp.partition}" for tp in owned.partitions)
         return JSONResponse(
             {
                 "status": "ready",
                 "partitions": partitions,
-                "rebalances": worker.rebalances,
-                "last_rebalance_seconds": worker.last_rebalance_seconds,
+                "rebalances": membership.rebalances,
+                "last_rebalance_seconds": membership.last_rebalance_seconds,
             }
         )
 

@@ -30,11 +30,12 @@ from tests.mailpit import (
 )
 from tests.unit.worker.fakes import (
     FakeDeadLetters,
+    FakeOwnedPartitions,
     InMemoryDedupeStore,
     email_record,
     kafka_record,
+    member_of_the_group,
 )
-from tests.unit.worker.test_metrics import WorkerState
 
 DOMAIN = "pipeline.test"
 USERNAME, PASSWORD = "worker", "Tr0ub4dor&3-not-in-any-log"
@@ -251,6 +252,8 @@ async def test_held_emails_arrive_once_when_the_server_accepts_the_password(
 
 async def health(faults: ConfigurationFaults) -> tuple[httpx.Response, str]:
     """The worker's /readyz answer and its /metrics text."""
-    app = create_health_app(WorkerState(), "email-send-group", faults)  # type: ignore[arg-type]
+    app = create_health_app(
+        member_of_the_group(), FakeOwnedPartitions(), "email-send-group", faults
+    )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://w") as c:
         return await c.get("/readyz"), (await c.get("/metrics")).text

@@ -1,4 +1,5 @@
-"""Fakes for the worker's edges (SMTP, dead-letter topic, dedupe store), for unit tests only."""
+"""Fakes for the worker's edges (SMTP, dead-letter topic, dedupe store) and of what its health
+app reads, for unit tests only."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 
-from aiokafka.structs import ConsumerRecord
+from aiokafka.structs import ConsumerRecord, TopicPartition
 from aiosmtplib import SMTPResponse
 
 from services.worker.dedupe import DeliveryState, Outcome
+from services.worker.membership import GroupMembership
 from services.worker.mime import OutgoingEmail
+from services.worker.offsets import PartitionOffsets
 from shared.schema import EmailRecord
 
 
@@ -70,6 +73,23 @@ class InMemoryDedupeStore:
 
     async def record(self, message_id: str, outcome: Outcome, source: str) -> None:
         self.outcomes.setdefault(message_id, outcome)
+
+
+class FakeOwnedPartitions:
+    """What the health app reads of the partitions a worker owns (assignment.Assignment)."""
+
+    def __init__(self) -> None:
+        self.partitions: dict[TopicPartition, object] = {}
+        self.offsets: list[PartitionOffsets] = []
+
+    def partition_offsets(self) -> list[PartitionOffsets]:
+        return self.offsets
+
+
+def member_of_the_group() -> GroupMembership:
+    membership = GroupMembership()
+    membership.joined = True
+    return membership
 
 
 def email_record(message_id: str, **fields: object) -> EmailRecord:

@@ -23,10 +23,12 @@ from services.worker.retry import RetryPolicy
 from tests.unit.worker.fakes import (
     FakeDeadLetters,
     FakeMailer,
+    FakeOwnedPartitions,
     InMemoryDedupeStore,
     consumer_record,
     email_record,
     kafka_record,
+    member_of_the_group,
 )
 from tests.unit.worker.test_processor import refused
 
@@ -54,23 +56,10 @@ DEAD_LETTER_REASONS = [
 ]
 
 
-class WorkerState:
-    """What the health app reads of an EmailWorker."""
-
-    def __init__(self) -> None:
-        self.joined_group = True
-        self.partitions: dict[TopicPartition, object] = {}
-        self.rebalances = 0
-        self.last_rebalance_seconds: float | None = None
-        self.offsets: list[PartitionOffsets] = []
-
-    def partition_offsets(self) -> list[PartitionOffsets]:
-        return self.offsets
-
-
-async def scrape(worker: WorkerState | None = None) -> Samples:
+async def scrape(owned: FakeOwnedPartitions | None = None) -> Samples:
     app = create_health_app(
-        worker or WorkerState(),  # type: ignore[arg-type]
+        member_of_the_group(),
+        owned or FakeOwnedPartitions(),
         "email-send-group",
         ConfigurationFaults(0.001, 0.001),
     )
@@ -227,14 +216,14 @@ async def test_a_poison_record_counts_as_dead_lettered_poison_record() -> None:
 
 async def test_partition_offsets_are_read_at_each_scrape_and_a_revoked_one_disappears() -> None:
     p0, p2 = TopicPartition("email.send", 0), TopicPartition("email.send", 2)
-    worker = WorkerState()
-    worker.offsets = [
+    owned = FakeOwnedPartitions()
+    owned.offsets = [
         PartitionOffsets(p0, committed_offset=40, log_end_offset=42),
         PartitionOffsets(p2, committed_offset=7, log_end_offset=None),  # not fetched yet
     ]
-    owning_both = await scrape(worker)
-    worker.offsets = worker.offsets[1:]
-    after_revocation = await scrape(worker)
+    owning_both = await scrape(owned)
+    owned.offsets = owned.offsets[1:]
+    after_revocation = await scrape(owned)
 
     def offsets_of(samples: Samples, name: str) -> dict[str, float]:
         return {
@@ -250,7 +239,7 @@ async def test_partition_offsets_are_read_at_each_scrape_and_a_revoked_one_disap
 
 
 async def test_two_workers_in_one_process_each_show_their_own_partitions() -> None:
-    first, second = WorkerState(), WorkerState()
+    first, second = FakeOwnedPartitions(), FakeOwnedPartitions()
     first.offsets = [PartitionOffsets(TopicPartition("t", 0), 1, 1)]
     second.offsets = [PartitionOffsets(TopicPartition("t", 1), 5, 9)]
 
