@@ -7,9 +7,11 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from aiokafka.structs import TopicPartition
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
-from prometheus_client.exposition import choose_encoder
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from prometheus_client import make_asgi_app
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.worker.faults import ConfigurationFaults
 from services.worker.membership import GroupMembership
@@ -77,10 +79,20 @@ def create_health_app(
             }
         )
 
-    @app.get("/metrics")
-    async def metrics(request: Request) -> Response:
-        # The format the scraper asks for: Prometheus' text format, or OpenMetrics.
-        encode, content_type = choose_encoder(request.headers.get("accept", ""))
-        return Response(encode(registry), media_type=content_type)
-
+    # prometheus-client's own app answers in the format the scraper asks for (Prometheus' text
+    # format, or OpenMetrics), gzipped if it may. At a route of its own: app.mount("/metrics")
+    # would answer /metrics with a redirect to /metrics/ (prometheus/client_python#1016).
+    metrics = AsgiEndpoint(make_asgi_app(registry))
+    app.router.routes.append(Route("/metrics", metrics, methods=["GET"]))
     return app
+
+
+class AsgiEndpoint:
+    """An ASGI app as a Starlette route's endpoint: the route calls a plain function, such as
+    the one make_asgi_app returns, as a request handler, and an object as an ASGI app."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)

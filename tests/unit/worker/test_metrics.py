@@ -74,6 +74,25 @@ async def scrape(owned: FakeOwnedPartitions | None = None) -> Samples:
     }
 
 
+async def test_metrics_answer_at_their_path_in_the_format_and_encoding_asked_for() -> None:
+    app = create_health_app(
+        member_of_the_group(), FakeOwnedPartitions(), "email-send-group", ConfigurationFaults(1, 1)
+    )
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://w") as c:
+        openmetrics = await c.get(
+            "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+        )
+        gzipped = await c.get("/metrics", headers={"Accept-Encoding": "gzip"})
+        posted = await c.post("/metrics")
+
+    assert openmetrics.status_code == 200, "no redirect to /metrics/"
+    assert openmetrics.headers["content-type"].startswith("application/openmetrics-text")
+    assert openmetrics.text.endswith("# EOF\n")
+    assert gzipped.headers["content-encoding"] == "gzip"
+    assert "email_worker_emails_delivered_total" in gzipped.text
+    assert posted.status_code == 405
+
+
 def changes(before: Samples, after: Samples) -> dict[str, float]:
     """How much each email counter moved, by name (dead letters by reason), zeros left out."""
     moved = {name: after[(name, ())] - before[(name, ())] for name in COUNTERS}
