@@ -68,7 +68,7 @@ async def serve(settings: Settings, smtp: SmtpServer) -> None:
         message_id_domain=settings.message_id_domain,
         configuration_faults=configuration_faults,
         store_outage=store_outage,
-        attempts=metrics.ATTEMPT_COUNTS,
+        counters=metrics.ATTEMPT_COUNTS,
     )
 
     def start_partition(partition: TopicPartition) -> PartitionWorker:

@@ -91,7 +91,7 @@ class EmailProcessor:
         message_id_domain: str,
         configuration_faults: ConfigurationFaults,
         store_outage: StoreOutage | None = None,
-        attempts: AttemptCounters | None = None,
+        counters: AttemptCounters | None = None,
     ) -> None:
         self._store = store
         self._dead_letters = dead_letters
@@ -99,7 +99,7 @@ class EmailProcessor:
         self._message_id_domain = message_id_domain
         self._configuration_faults = configuration_faults
         self._store_outage = store_outage or StoreOutage()
-        self._attempts = attempts or NotCounted()
+        self._counters = counters or NotCounted()
 
     async def process(
         self,
@@ -162,7 +162,7 @@ class EmailProcessor:
         attempts = 0
         while owed:
             if attempts > 0:  # some were deferred (4xx): wait as after any transient failure
-                self._attempts.retrying()
+                self._counters.retrying()
                 await wait_unless_stopping(stopping, self._retry.delay(attempts))
             delivery = await self._send(smtp, outgoing, owed, where, stopping)
             attempts += delivery.attempts
@@ -233,7 +233,7 @@ class EmailProcessor:
         permanent failure, or the last of WORKER_MAX_ATTEMPTS transient ones)."""
 
         def retrying(error: TransientFailure, attempt: int, delay: float) -> None:
-            self._attempts.retrying()
+            self._counters.retrying()
             log.warning(
                 "%s: attempt %d for %s failed (%s); retrying in %.1f s (%s)",
                 where, attempt, message_id_of(outgoing), error.failure.reason, delay,
@@ -273,7 +273,7 @@ class EmailProcessor:
                     self._configuration_faults.refused(failure.fault, failure.reason)
                     continue
                 if failure.outcome_unknown:
-                    self._attempts.outcome_unknown()
+                    self._counters.outcome_unknown()
                 if failure.permanent or self._retry.gives_up_after(attempt):
                     return Delivery(attempt, failure=failure)
                 raise TransientFailure(failure) from error

@@ -109,7 +109,7 @@ def processor(retry: RetryPolicy = NO_WAIT) -> EmailProcessor:
         retry=retry,
         message_id_domain="pipeline.test",
         configuration_faults=ConfigurationFaults(retry.initial_seconds, retry.max_seconds),
-        attempts=metrics.ATTEMPT_COUNTS,
+        counters=metrics.ATTEMPT_COUNTS,
     )
 
 

@@ -42,7 +42,7 @@ def processor(
         retry=retry,
         message_id_domain="pipeline.test",
         configuration_faults=faults,
-        attempts=metrics.ATTEMPT_COUNTS,
+        counters=metrics.ATTEMPT_COUNTS,
     )
 
 
