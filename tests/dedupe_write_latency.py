@@ -33,7 +33,8 @@ from services.worker.dedupe import (
 )
 from services.worker.faults import ConfigurationFaults
 from services.worker.mime import OutgoingEmail
-from services.worker.processor import EmailProcessor, RetryPolicy, message_id_of
+from services.worker.processor import EmailProcessor, message_id_of
+from services.worker.retry import RetryPolicy
 from shared.event_loop import run
 from tests.postgres import fresh_database, private_postgres
 from tests.unit.worker.fakes import FakeDeadLetters, kafka_record

@@ -12,21 +12,24 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable
 
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
+from services.worker import metrics
+from services.worker.assignment import Assignment
+from services.worker.consumer import CLEANUP_SECONDS, consume, finish_within
 from services.worker.dead_letters import DeadLetters
 from services.worker.dedupe import CannotOpenDedupeStore, open_dedupe_store
 from services.worker.faults import ConfigurationFaults
 from services.worker.health import create_health_app
+from services.worker.membership import GroupMembership
 from services.worker.partition import PartitionWorker
-from services.worker.processor import EmailProcessor, RetryPolicy
+from services.worker.processor import EmailProcessor
 from services.worker.retention import prune_until_stopped, retention_seconds
+from services.worker.retry import RetryPolicy
 from services.worker.smtp import SmtpConnection, SmtpServer, SmtpSettingsError, smtp_server
 from services.worker.store_outage import StoreOutage
-from services.worker.worker import EmailWorker
 from shared.event_loop import run
 from shared.http_server import embedded_server
 from shared.kafka import (
@@ -40,8 +43,6 @@ from shared.loop_lag import LoopLag
 from shared.settings import Settings, load_settings
 
 log = logging.getLogger("worker")
-
-CLEANUP_SECONDS = 5.0  # for each of leaving the group and closing the producer
 
 
 async def serve(settings: Settings, smtp: SmtpServer) -> None:
@@ -67,6 +68,7 @@ async def serve(settings: Settings, smtp: SmtpServer) -> None:
         message_id_domain=settings.message_id_domain,
         configuration_faults=configuration_faults,
         store_outage=store_outage,
+        counters=metrics.ATTEMPT_COUNTS,
     )
 
     def start_partition(partition: TopicPartition) -> PartitionWorker:
@@ -79,14 +81,12 @@ async def serve(settings: Settings, smtp: SmtpServer) -> None:
             stop_grace_seconds=settings.worker_shutdown_timeout_seconds,
         )
 
-    worker = EmailWorker(
-        consumer,
-        settings.email_topic,
-        start_partition,
-        max_backlog=settings.worker_max_batch_records,
+    assignment = Assignment(
+        consumer, start_partition, max_backlog=settings.worker_max_batch_records
     )
+    membership = GroupMembership()
     health_app = create_health_app(
-        worker, settings.consumer_group, configuration_faults, store_outage
+        membership, assignment, settings.consumer_group, configuration_faults, store_outage
     )
     loop_lag = LoopLag("email_worker", health_app.state.metrics_registry)
     health = embedded_server(health_app, settings.worker_host, settings.worker_port)
@@ -101,9 +101,8 @@ async def serve(settings: Settings, smtp: SmtpServer) -> None:
     async with loop_lag.sampling():
         try:
             bootstrap = settings.kafka_bootstrap_servers
-            if await start_when_kafka_answers(
-                dead_letter_producer, bootstrap, stopping
-            ) and await start_when_kafka_answers(consumer, bootstrap, stopping):
+            # Dead letters must be publishable before the first record is taken.
+            if await start_when_kafka_answers(dead_letter_producer, bootstrap, stopping):
                 log.info(
                     "consuming %s as %s (client id %s), delivering to %s",
                     settings.email_topic, settings.consumer_group, client_id, smtp.describe(),
@@ -113,23 +112,25 @@ async def serve(settings: Settings, smtp: SmtpServer) -> None:
                     pruning = asyncio.create_task(
                         prune_until_stopped(store, keep_seconds, stopping)
                     )
-                consuming = asyncio.create_task(worker.run(stopping))
-                stop_requested = asyncio.create_task(stopping.wait())
-                await asyncio.wait({consuming, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
-                stop_requested.cancel()
-                # run() returns once the emails in flight are finished and their offsets committed:
-                # within the shutdown timeout, or, for an email whose final "." was sent, when its
-                # reply comes (at most SMTP_DATA_END_TIMEOUT_SECONDS later).
-                await finish_within(
-                    consuming,
-                    settings.worker_shutdown_timeout_seconds
-                    + settings.smtp_data_end_timeout_seconds
-                    + CLEANUP_SECONDS,
-                    "finishing the email in flight",
-                )
+            # Also when asked to stop before Kafka answered: consume() then returns at once,
+            # and stops the consumer either way.
+            consuming = asyncio.create_task(
+                consume(consumer, bootstrap, settings.email_topic, assignment, membership, stopping)
+            )
+            stop_requested = asyncio.create_task(stopping.wait())
+            await asyncio.wait({consuming, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
+            stop_requested.cancel()
+            # consume() returns once the emails in flight are finished, their offsets committed
+            # and the group left: within the shutdown timeout, or, for an email whose final "."
+            # was sent, when its reply comes (at most SMTP_DATA_END_TIMEOUT_SECONDS later).
+            await finish_within(
+                consuming,
+                settings.worker_shutdown_timeout_seconds
+                + settings.smtp_data_end_timeout_seconds
+                + 2 * CLEANUP_SECONDS,
+                "finishing the email in flight",
+            )
         finally:
-            # consumer.stop() leaves the group, so its partitions move to another worker at once.
-            await finish_within(consumer.stop(), CLEANUP_SECONDS, "leaving the group")
             await finish_within(
                 dead_letter_producer.stop(), CLEANUP_SECONDS, "closing the producer"
             )
@@ -142,15 +143,6 @@ async def serve(settings: Settings, smtp: SmtpServer) -> None:
             log.info(
                 "stopped (the event loop lagged %.0f ms at most)", 1000 * loop_lag.max_lag_seconds
             )
-
-
-async def finish_within(step: Awaitable[None], seconds: float, what: str) -> None:
-    """Each step of the shutdown is bounded, so SIGTERM always ends the process."""
-    try:
-        async with asyncio.timeout(seconds):
-            await step
-    except TimeoutError:
-        log.error("gave up %s after %.0f s; exiting anyway", what, seconds)
 
 
 async def dedupe_retention_seconds(settings: Settings) -> float | None:

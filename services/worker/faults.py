@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.worker import metrics
-from services.worker.delivery import ConfigurationFaultKind
+from services.worker.smtp_failures import ConfigurationFaultKind
 
 log = logging.getLogger("worker")
 

@@ -3,24 +3,41 @@ server accepts its settings, the dedupe store answers) and `/metrics` (Prometheu
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
-from prometheus_client.exposition import choose_encoder
+from collections.abc import Mapping
+from typing import Protocol
+
+from aiokafka.structs import TopicPartition
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from prometheus_client import make_asgi_app
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.worker.faults import ConfigurationFaults
+from services.worker.membership import GroupMembership
 from services.worker.metrics import metrics_registry
+from services.worker.offsets import PartitionOffsets
 from services.worker.store_outage import StoreOutage
-from services.worker.worker import EmailWorker
+
+
+class OwnedPartitions(Protocol):
+    """What the health app reads of the partitions the worker owns (assignment.Assignment)."""
+
+    @property
+    def partitions(self) -> Mapping[TopicPartition, object]: ...
+
+    def partition_offsets(self) -> list[PartitionOffsets]: ...
 
 
 def create_health_app(
-    worker: EmailWorker,
+    membership: GroupMembership,
+    owned: OwnedPartitions,
     group: str,
     configuration_faults: ConfigurationFaults,
     store_outage: StoreOutage | None = None,
 ) -> FastAPI:
     app = FastAPI(title="Email worker", openapi_url=None)
-    registry = metrics_registry(worker)
+    registry = metrics_registry(owned.partition_offsets)
     app.state.metrics_registry = registry  # the composition root adds the event loop's lag
 
     @app.get("/healthz")
@@ -29,7 +46,7 @@ def create_health_app(
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        if not worker.joined_group:
+        if not membership.joined:
             return JSONResponse({"status": f"not yet a member of {group}"}, status_code=503)
         fault = configuration_faults.current
         if fault is not None:
@@ -52,20 +69,30 @@ def create_health_app(
                 },
                 status_code=503,
             )
-        partitions = sorted(f"{tp.topic}-{tp.partition}" for tp in worker.partitions)
+        partitions = sorted(f"{tp.topic}-{tp.partition}" for tp in owned.partitions)
         return JSONResponse(
             {
                 "status": "ready",
                 "partitions": partitions,
-                "rebalances": worker.rebalances,
-                "last_rebalance_seconds": worker.last_rebalance_seconds,
+                "rebalances": membership.rebalances,
+                "last_rebalance_seconds": membership.last_rebalance_seconds,
             }
         )
 
-    @app.get("/metrics")
-    async def metrics(request: Request) -> Response:
-        # The format the scraper asks for: Prometheus' text format, or OpenMetrics.
-        encode, content_type = choose_encoder(request.headers.get("accept", ""))
-        return Response(encode(registry), media_type=content_type)
-
+    # prometheus-client's own app answers in the format the scraper asks for (Prometheus' text
+    # format, or OpenMetrics), gzipped if it may. At a route of its own: app.mount("/metrics")
+    # would answer /metrics with a redirect to /metrics/ (prometheus/client_python#1016).
+    metrics = AsgiEndpoint(make_asgi_app(registry))
+    app.router.routes.append(Route("/metrics", metrics, methods=["GET"]))
     return app
+
+
+class AsgiEndpoint:
+    """An ASGI app as a Starlette route's endpoint: the route calls a plain function, such as
+    the one make_asgi_app returns, as a request handler, and an object as an ASGI app."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)

@@ -3,9 +3,9 @@ each email, how long SMTP and the whole trip took, and each owned partition's of
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Final, Literal
+from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.gc_collector import GCCollector
@@ -13,17 +13,9 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from services.worker.delivery import CONFIGURATION_FAULT_KINDS, ConfigurationFaultKind
-
-if TYPE_CHECKING:  # worker.py imports the processor, which imports this module
-    from services.worker.worker import EmailWorker
-
-DeadLetterReason = Literal[
-    "poison_record", "permanent_failure", "attempts_exhausted", "some_recipients_refused"
-]
-DEAD_LETTER_REASONS: Final[tuple[DeadLetterReason, ...]] = (
-    "poison_record", "permanent_failure", "attempts_exhausted", "some_recipients_refused",
-)  # fmt: skip
+from services.worker.offsets import PartitionOffsets
+from services.worker.outcome import DEAD_LETTER_REASONS, RecordOutcome
+from services.worker.smtp_failures import CONFIGURATION_FAULT_KINDS, ConfigurationFaultKind
 
 # One SMTP transaction: a millisecond on the same host, up to SMTP_TIMEOUT_SECONDS and beyond.
 SECONDS_BUCKETS: Final = (
@@ -96,14 +88,31 @@ for kind in CONFIGURATION_FAULT_KINDS:
     CONFIGURATION_FAULTS.labels(kind=kind)
 
 
-def delivered(accepted_at: datetime) -> None:
-    EMAILS_DELIVERED.inc()
-    # Clocks of two hosts can disagree by a little: never a negative latency.
-    DELIVERY_LATENCY.observe(max(0.0, (datetime.now(UTC) - accepted_at).total_seconds()))
+def count(outcome: RecordOutcome) -> None:
+    """What became of a record, counted by the lane that processed it."""
+    if outcome.finished == "duplicate":
+        EMAILS_SKIPPED_DUPLICATE.inc()
+    if outcome.dead_letter_reason is not None:
+        EMAILS_DEAD_LETTERED.labels(reason=outcome.dead_letter_reason).inc()
+    if outcome.finished == "delivered" and outcome.accepted_at is not None:
+        EMAILS_DELIVERED.inc()
+        # Clocks of two hosts can disagree by a little: never a negative latency.
+        latency = (datetime.now(UTC) - outcome.accepted_at).total_seconds()
+        DELIVERY_LATENCY.observe(max(0.0, latency))
 
 
-def dead_lettered(reason: DeadLetterReason) -> None:
-    EMAILS_DEAD_LETTERED.labels(reason=reason).inc()
+class AttemptCounts:
+    """What is counted as it happens, while an email may still be retried for hours: the
+    processor tells it (processor.AttemptCounters), and the lane counts the outcome later."""
+
+    def retrying(self) -> None:
+        DELIVERY_RETRIES.inc()
+
+    def outcome_unknown(self) -> None:
+        EMAILS_OUTCOME_UNKNOWN.inc()
+
+
+ATTEMPT_COUNTS = AttemptCounts()
 
 
 def configuration_fault(kind: ConfigurationFaultKind) -> None:
@@ -114,15 +123,15 @@ class PartitionOffsetsCollector:
     """`email_worker_committed_offset` and `email_worker_partition_lag` per owned partition,
     read from the worker at each scrape: a partition given up leaves no stale series behind."""
 
-    def __init__(self, worker: EmailWorker) -> None:
-        self._worker = worker
+    def __init__(self, partition_offsets: Callable[[], list[PartitionOffsets]]) -> None:
+        self._partition_offsets = partition_offsets
 
     def describe(self) -> Iterator[Metric]:
         yield from self._families()
 
     def collect(self) -> Iterator[Metric]:
         committed, lag = self._families()
-        for offsets in self._worker.partition_offsets():
+        for offsets in self._partition_offsets():
             labels = [offsets.partition.topic, str(offsets.partition.partition)]
             if offsets.committed_offset is not None:
                 committed.add_metric(labels, offsets.committed_offset)
@@ -148,7 +157,7 @@ class PartitionOffsetsCollector:
         return committed, lag
 
 
-def metrics_registry(worker: EmailWorker) -> CollectorRegistry:
+def metrics_registry(partition_offsets: Callable[[], list[PartitionOffsets]]) -> CollectorRegistry:
     """What one worker's `/metrics` shows: its metrics, its partitions' offsets, and the
     process's own (memory, CPU, GC)."""
     registry = CollectorRegistry()
@@ -163,7 +172,7 @@ def metrics_registry(worker: EmailWorker) -> CollectorRegistry:
         DELIVERY_LATENCY,
     ):
         registry.register(collector)
-    registry.register(PartitionOffsetsCollector(worker))
+    registry.register(PartitionOffsetsCollector(partition_offsets))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)

@@ -1,9 +1,9 @@
 """The MIME message for a record, rendered straight to the bytes of SMTP DATA. No I/O here.
 
-`delivery.build_message` is the email package's rendering of the same message, the reference
-this one must match; this one skips its parsing, folding and generator, which cost ~1 ms a mail
-and grow faster than the text (a 160,000-character display name took 10 s), and encodes in
-linear time: the largest email the schema accepts renders in a few milliseconds
+`build_message` (at the end) is the email package's rendering of the same message, the reference
+`render_email` must match; `render_email` skips its parsing, folding and generator, which cost
+~1 ms a mail and grow faster than the text (a 160,000-character display name took 10 s), and
+encodes in linear time: the largest email the schema accepts renders in a few milliseconds
 (`python -m tests.unit.worker.largest_email`).
 """
 
@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import email.policy
 import functools
 import re
 import secrets
 import string
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
 from email.utils import format_datetime
 
-from services.worker.delivery import accepted_at_header, message_id_header
 from shared.schema import EmailRecord, mailbox
 
 CRLF = "\r\n"
@@ -56,6 +59,26 @@ class OutgoingEmail:
     recipients: list[str]  # envelope RCPT TO: bare addresses of to + cc + bcc, in that order
     data: bytes  # the whole message, CRLF line endings, ready for SMTP DATA
     smtputf8: bool  # True only when a local part is non-ASCII: domains go as A-labels
+
+
+def message_id_header(message_id: str, domain: str) -> str:
+    """The Message-ID header: the same for every attempt, so receivers can spot a repeat."""
+    return f"<{message_id}@{domain}>"
+
+
+def accepted_at(record: EmailRecord) -> datetime:
+    """When the API accepted the email, in UTC; a created_at without a zone (not the API's
+    doing, another producer's) is read as UTC too."""
+    created_at = record.created_at
+    if created_at.tzinfo is None:
+        return created_at.replace(tzinfo=UTC)
+    return created_at.astimezone(UTC)
+
+
+def accepted_at_header(record: EmailRecord) -> str:
+    """X-Accepted-At, to the microsecond (Date has whole seconds), so that the receiver can
+    measure the whole trip: `2026-11-25T23:10:41.123456+00:00`."""
+    return accepted_at(record).isoformat(timespec="microseconds")
 
 
 def render_email(record: EmailRecord, message_id_domain: str) -> OutgoingEmail:
@@ -255,3 +278,54 @@ def encoded_text(content: str) -> tuple[str, bytes]:
     # In lines of RFC 2045's 76 characters, CRLF kept as the line ending it finds first, and a
     # line of a lone "." quoted; ten times as fast as quoprimime, which builds it in Python.
     return "quoted-printable", binascii.b2a_qp(body, quotetabs=False, istext=True, header=False)
+
+
+def addresses(values: list[str]) -> list[str]:
+    """The bare addresses of `Ana <ana@пример.рф>`-style values for the SMTP envelope, their
+    domains as A-labels: `ana@xn--e1afmkfd.xn--p1ai`."""
+    return [mailbox(value).outgoing_addr_spec for value in values]
+
+
+def header_addresses(values: list[str]) -> list[Address]:
+    """The addresses for a header, as the schema reads them, their domains as A-labels."""
+    header_values = []
+    for value in values:
+        address = mailbox(value)
+        username, _, domain = address.outgoing_addr_spec.rpartition("@")
+        header_values.append(Address(address.display_name, username, domain))
+    return header_values
+
+
+def build_message(record: EmailRecord, message_id_domain: str) -> EmailMessage:
+    """The MIME message for a record, built by the email package: the reference render_email
+    must match. Bcc recipients are in the envelope only, never a header."""
+    # Non-ASCII display names and subjects are encoded (RFC 2047) and travel anywhere, as do
+    # domains as A-labels; only a non-ASCII local part needs raw UTF-8 headers, which the
+    # SMTPUTF8 extension carries.
+    utf8_mailbox = any(
+        mailbox(value).needs_smtputf8
+        for value in [record.sender, *record.recipients, *record.reply_to]
+    )
+    message = EmailMessage(policy=email.policy.SMTPUTF8 if utf8_mailbox else email.policy.SMTP)
+    message["Message-ID"] = message_id_header(record.message_id, message_id_domain)
+    message["Date"] = format_datetime(record.created_at)
+    message["X-Accepted-At"] = accepted_at_header(record)
+    message["From"] = header_addresses([record.sender])
+    if record.to:
+        message["To"] = header_addresses(record.to)
+    if record.cc:
+        message["Cc"] = header_addresses(record.cc)
+    if record.reply_to:
+        message["Reply-To"] = header_addresses(record.reply_to)
+    message["Subject"] = record.subject
+    if record.tags:
+        message["X-Tags"] = ", ".join(record.tags)  # the header Mailpit reads tags from
+    for name, value in record.headers.items():
+        message[name] = value
+    if record.text is not None:
+        message.set_content(record.text)
+        if record.html is not None:
+            message.add_alternative(record.html, subtype="html")
+    elif record.html is not None:
+        message.set_content(record.html, subtype="html")
+    return message

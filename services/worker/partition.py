@@ -1,10 +1,8 @@
 """One assigned partition: its records are taken in offset order by a few lanes, each with its
-own SMTP connection, so that several of its emails are in flight at once; `next_offset_to_commit`
-moves only past a contiguous run of finished records (the approach of Confluent's Parallel
-Consumer). Two records with the same key (the same message id) are never in flight together:
-the later one waits, then finds the earlier one in the dedupe store. And the lanes never run
-more than `max_ahead` records past an unfinished one (say, one retried for hours), so that the
-lag stays bounded and a restart reads at most that many again."""
+own SMTP connection, so that several of its emails are in flight at once. Which offset may then
+be committed, and how far the lanes may run ahead of an unfinished record, is the OffsetTracker's
+rule (offsets.py). Two records with the same key (the same message id) are never in flight
+together: the later one waits, then finds the earlier one in the dedupe store."""
 
 from __future__ import annotations
 
@@ -14,7 +12,10 @@ from collections.abc import Sequence
 
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from services.worker.processor import EmailProcessor, Mailer, Stopped
+from services.worker import metrics
+from services.worker.offsets import OffsetTracker
+from services.worker.processor import EmailProcessor, Mailer
+from services.worker.retry import Stopped
 
 
 class PartitionWorker:
@@ -27,25 +28,26 @@ class PartitionWorker:
         stop_grace_seconds: float,
     ) -> None:
         self.partition = partition
-        # The offset after the last finished record: the group's CURRENT-OFFSET once committed.
-        self.next_offset_to_commit: int | None = None
         self._processor = processor
         self._pending: asyncio.Queue[ConsumerRecord[bytes, bytes]] = asyncio.Queue()
         self._stopping = asyncio.Event()
         self._last_enqueued_offset = -1
-        self._last_taken_offset = -1
-        self._unfinished: dict[int, ConsumerRecord[bytes, bytes]] = {}  # taken, by offset
+        self._offsets = OffsetTracker(max_ahead)
         self._keys_in_flight: dict[bytes, asyncio.Event] = {}  # set once that record is done
         self._idle_lanes: set[asyncio.Task[None]] = set()  # waiting for a record to start
-        self._max_ahead = max_ahead
         self._stop_grace_seconds = stop_grace_seconds
-        self._room_ahead = asyncio.Event()  # set while fewer than max_ahead are past the commit
+        self._room_ahead = asyncio.Event()  # set while the tracker has room ahead
         self._room_ahead.set()
         name = f"deliver {partition.topic}-{partition.partition}"
         self._lanes = {
             asyncio.create_task(self._run_lane(smtp), name=f"{name} lane {number}"): smtp
             for number, smtp in enumerate(lanes, start=1)
         }
+
+    @property
+    def next_offset_to_commit(self) -> int | None:
+        """The offset after the contiguous run of finished records; None before the first."""
+        return self._offsets.next_offset_to_commit
 
     @property
     def backlog(self) -> int:
@@ -88,7 +90,8 @@ class PartitionWorker:
                 self._idle_lanes.add(lane)
                 await self._room_ahead.wait()
                 record = await self._pending.get()
-                self._take(record)
+                self._offsets.take(record.offset)
+                self._update_room_ahead()
                 while record.key and (earlier_copy := self._keys_in_flight.get(record.key)):
                     await earlier_copy.wait()
                 self._idle_lanes.discard(lane)
@@ -96,33 +99,21 @@ class PartitionWorker:
                 if record.key:
                     self._keys_in_flight[record.key] = done
                 try:
-                    await self._processor.process(record, smtp, self._stopping)
+                    outcome = await self._processor.process(record, smtp, self._stopping)
                 except Stopped:
                     return
                 finally:
                     done.set()
                     if record.key and self._keys_in_flight.get(record.key) is done:
                         del self._keys_in_flight[record.key]
-                self._finish(record)
+                metrics.count(outcome)
+                self._offsets.finish(record.offset)
+                self._update_room_ahead()
         finally:
             await smtp.close()
 
-    def _take(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        self._unfinished[record.offset] = record
-        self._last_taken_offset = record.offset
-        self._make_room_ahead()
-
-    def _finish(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        del self._unfinished[record.offset]
-        self.next_offset_to_commit = self._lowest_unfinished()
-        self._make_room_ahead()
-
-    def _lowest_unfinished(self) -> int:
-        return min(self._unfinished) if self._unfinished else self._last_taken_offset + 1
-
-    def _make_room_ahead(self) -> None:
-        ahead = self._last_taken_offset + 1 - self._lowest_unfinished()
-        if ahead < self._max_ahead:
+    def _update_room_ahead(self) -> None:
+        if self._offsets.has_room_ahead:
             self._room_ahead.set()
         else:
             self._room_ahead.clear()

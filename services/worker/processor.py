@@ -1,30 +1,30 @@
 """What happens to one record: parse it, skip it if its message id is finished, deliver it with
 retries, or dead-letter it; hold it while the SMTP server refuses the worker's own settings.
-A record leaves `process` finished, or `Stopped` is raised."""
+A record leaves `process` finished, with its RecordOutcome for the caller to count, or `Stopped`
+is raised."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from aiokafka.structs import ConsumerRecord
 from aiosmtplib import SMTPResponse
 
-from services.worker import metrics
 from services.worker.dedupe import DedupeStore, Outcome
-from services.worker.delivery import Failure, accepted_at, backoff_seconds, classify
 from services.worker.faults import ConfigurationFaults
-from services.worker.mime import OutgoingEmail, render_email
+from services.worker.mime import OutgoingEmail, accepted_at, render_email
+from services.worker.outcome import RecordOutcome
+from services.worker.retry import RetryPolicy, Stopped, retry_until_done, wait_unless_stopping
+from services.worker.smtp_failures import Failure, classify
 from services.worker.store_outage import StoreOutage
 from shared.schema import EmailRecord, parse_record
 
 log = logging.getLogger("worker")
 
-Finished = Literal["delivered", "duplicate", "dead-lettered"]
 T = TypeVar("T")
 
 
@@ -48,21 +48,31 @@ class DeadLetterSink(Protocol):
     ) -> None: ...
 
 
-class Stopped(Exception):
-    """The partition was asked to stop while this record was waiting to be retried."""
+class AttemptCounters(Protocol):
+    """Told as it happens, not with the outcome: an email may be retried for hours, and its
+    retries show meanwhile (services.worker.metrics.AttemptCounts)."""
+
+    def retrying(self) -> None: ...
+
+    def outcome_unknown(self) -> None: ...
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_attempts: int  # 0: retry transient failures for ever
-    initial_seconds: float
-    max_seconds: float
+class NotCounted:
+    """For a processor whose attempts nobody counts: a tool, or a test of something else."""
 
-    def gives_up_after(self, attempt: int) -> bool:
-        return self.max_attempts > 0 and attempt >= self.max_attempts
+    def retrying(self) -> None:
+        pass
 
-    def delay(self, attempt: int) -> float:
-        return backoff_seconds(attempt, self.initial_seconds, self.max_seconds, random.random)
+    def outcome_unknown(self) -> None:
+        pass
+
+
+class TransientFailure(Exception):
+    """An attempt failed in a way the next one may not (a 4xx, a lost connection)."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.reason)
+        self.failure = failure
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,7 @@ class EmailProcessor:
         message_id_domain: str,
         configuration_faults: ConfigurationFaults,
         store_outage: StoreOutage | None = None,
+        counters: AttemptCounters | None = None,
     ) -> None:
         self._store = store
         self._dead_letters = dead_letters
@@ -88,13 +99,14 @@ class EmailProcessor:
         self._message_id_domain = message_id_domain
         self._configuration_faults = configuration_faults
         self._store_outage = store_outage or StoreOutage()
+        self._counters = counters or NotCounted()
 
     async def process(
         self,
         record: ConsumerRecord[bytes, bytes],
         smtp: Mailer,
         stopping: asyncio.Event,
-    ) -> Finished:
+    ) -> RecordOutcome:
         where = f"{record.topic}-{record.partition} offset {record.offset}"
         try:
             email = parse_record(record.value)
@@ -102,9 +114,8 @@ class EmailProcessor:
         except Exception as error:  # PoisonRecord, or a record no MIME message can be made of
             reason = f"poison record: {error}"
             await self._dead_letter(record, reason, 1, stopping)
-            metrics.dead_lettered("poison_record")
             log.warning("%s: dead-lettered a %s", where, reason)
-            return "dead-lettered"
+            return RecordOutcome("dead-lettered", dead_letter_reason="poison_record")
 
         state = await self._until_done(
             lambda: self._store.state_of(email.message_id),
@@ -113,11 +124,10 @@ class EmailProcessor:
             self._store_outage,
         )
         if state is not None and state.finished is not None:
-            metrics.EMAILS_SKIPPED_DUPLICATE.inc()
             log.info(
                 "%s: skipped %s, a duplicate (already %s)", where, email.message_id, state.finished
             )
-            return "duplicate"
+            return RecordOutcome("duplicate")
         accepted_before = state.accepted if state is not None else frozenset()
         owed = [address for address in outgoing.recipients if address not in accepted_before]
         if accepted_before:
@@ -138,7 +148,7 @@ class EmailProcessor:
         owed: list[str],
         taken_before: int,
         stopping: asyncio.Event,
-    ) -> Finished:
+    ) -> RecordOutcome:
         """Send to the owed recipients until each is taken or refused for good.
 
         Whenever the server takes the email for some recipients while others are still owed
@@ -152,7 +162,7 @@ class EmailProcessor:
         attempts = 0
         while owed:
             if attempts > 0:  # some were deferred (4xx): wait as after any transient failure
-                metrics.DELIVERY_RETRIES.inc()
+                self._counters.retrying()
                 await wait_unless_stopping(stopping, self._retry.delay(attempts))
             delivery = await self._send(smtp, outgoing, owed, where, stopping)
             attempts += delivery.attempts
@@ -172,9 +182,8 @@ class EmailProcessor:
                 # Recorded in the same step that read the server's 250: from here on, sending
                 # it again would reach the recipients who already have it.
                 await self._record(message_id, "delivered", where, stopping)
-                metrics.delivered(accepted_at(email))
                 log.info("%s: delivered %s to %d recipient(s)", where, message_id, taken)
-                return "delivered"
+                return RecordOutcome("delivered", accepted_at=accepted_at(email))
             await self._record_accepted(message_id, accepted_now, where, stopping)
             owed = deferred
             if deferred:
@@ -188,25 +197,29 @@ class EmailProcessor:
             reason = failure.reason if failure is not None else _refusals(refused_for_good)
             permanent = failure is None or failure.permanent
             await self._dead_letter(record, reason, attempts, stopping)
-            metrics.dead_lettered("permanent_failure" if permanent else "attempts_exhausted")
             await self._record(message_id, "dead-lettered", where, stopping)
             log.warning(
                 "%s: dead-lettered %s after %d attempt(s): %s",
                 where, message_id, attempts, failure.reason if failure else "refused",
             )  # fmt: skip
-            return "dead-lettered"
+            return RecordOutcome(
+                "dead-lettered",
+                dead_letter_reason="permanent_failure" if permanent else "attempts_exhausted",
+            )
         # The dead letter names the refused addresses; the log only counts them (Bcc).
         await self._dead_letter(
             record, "delivered, but refused for " + _refusals(refused_for_good), attempts, stopping
         )
-        metrics.dead_lettered("some_recipients_refused")
         await self._record(message_id, "delivered", where, stopping)
-        metrics.delivered(accepted_at(email))
         log.warning(
             "%s: %s delivered to %d recipient(s), refused for good for %d (%s); dead-lettered",
             where, message_id, taken, len(refused_for_good), next(iter(refused_for_good.values())),
         )  # fmt: skip
-        return "delivered"
+        return RecordOutcome(
+            "delivered",
+            dead_letter_reason="some_recipients_refused",
+            accepted_at=accepted_at(email),
+        )
 
     async def _send(
         self,
@@ -216,12 +229,40 @@ class EmailProcessor:
         where: str,
         stopping: asyncio.Event,
     ) -> Delivery:
-        """Send until the server takes the email for some recipients, or says no for good.
+        """Send until the server takes the email for some recipients, or says no for good (a
+        permanent failure, or the last of WORKER_MAX_ATTEMPTS transient ones)."""
+
+        def retrying(error: TransientFailure, attempt: int, delay: float) -> None:
+            self._counters.retrying()
+            log.warning(
+                "%s: attempt %d for %s failed (%s); retrying in %.1f s (%s)",
+                where, attempt, message_id_of(outgoing), error.failure.reason, delay,
+                "the server may have stored it: its recipients may get it twice, with the "
+                "same Message-ID" if error.failure.outcome_unknown else "the commit waits here",
+            )  # fmt: skip
+
+        return await retry_until_done(
+            lambda attempt: self._attempt(smtp, outgoing, recipients, attempt, stopping),
+            retry_on=TransientFailure,
+            backoff=self._retry.delay,
+            stopping=stopping,
+            failed=retrying,
+        )
+
+    async def _attempt(
+        self,
+        smtp: Mailer,
+        outgoing: OutgoingEmail,
+        recipients: list[str],
+        attempt: int,
+        stopping: asyncio.Event,
+    ) -> Delivery:
+        """One attempt, counted against WORKER_MAX_ATTEMPTS; raises TransientFailure when
+        another may succeed.
 
         While the server refuses the worker's own settings (a wrong password, an untrusted
-        certificate) the email is not at fault: it waits here, however long, and the commit
-        with it."""
-        failures = 0  # the email's own, counted against WORKER_MAX_ATTEMPTS
+        certificate) the email is not at fault, and its tries are no attempts: it waits here,
+        however long, and the commit with it."""
         while True:
             await self._wait_for_turn(stopping)
             try:
@@ -231,23 +272,13 @@ class EmailProcessor:
                 if failure.fault is not None:
                     self._configuration_faults.refused(failure.fault, failure.reason)
                     continue
-                failures += 1
                 if failure.outcome_unknown:
-                    metrics.EMAILS_OUTCOME_UNKNOWN.inc()
-                if failure.permanent or self._retry.gives_up_after(failures):
-                    return Delivery(failures, failure=failure)
-                metrics.DELIVERY_RETRIES.inc()
-                delay = self._retry.delay(failures)
-                log.warning(
-                    "%s: attempt %d for %s failed (%s); retrying in %.1f s (%s)",
-                    where, failures, message_id_of(outgoing), failure.reason, delay,
-                    "the server may have stored it: its recipients may get it twice, with the "
-                    "same Message-ID" if failure.outcome_unknown else "the commit waits here",
-                )  # fmt: skip
-                await wait_unless_stopping(stopping, delay)
-                continue
+                    self._counters.outcome_unknown()
+                if failure.permanent or self._retry.gives_up_after(attempt):
+                    return Delivery(attempt, failure=failure)
+                raise TransientFailure(failure) from error
             self._configuration_faults.accepted()
-            return Delivery(failures + 1, refused=refused)
+            return Delivery(attempt, refused=refused)
 
     async def _wait_for_turn(self, stopping: asyncio.Event) -> None:
         """At once while the server accepts the worker's settings; while it refuses them, until
@@ -316,21 +347,22 @@ class EmailProcessor:
         """Repeat an action on Kafka or the store until it succeeds, with the same back-off as
         SMTP (either way a server is away for a while); raises Stopped if asked to stop. An
         outage, if given, is told of every failure and of the first success after them."""
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                done = await action()
-            except Exception as error:
-                if outage is not None:
-                    outage.failed(f"{type(error).__name__}: {error}")
-                delay = self._retry.delay(attempt)
-                log.warning("%s (%s); retrying in %.1f s", failed, error, delay)
-                await wait_unless_stopping(stopping, delay)
-                continue
+
+        def retrying(error: Exception, attempt: int, delay: float) -> None:
             if outage is not None:
-                outage.answered()
-            return done
+                outage.failed(f"{type(error).__name__}: {error}")
+            log.warning("%s (%s); retrying in %.1f s", failed, error, delay)
+
+        done = await retry_until_done(
+            lambda attempt: action(),
+            retry_on=Exception,
+            backoff=self._retry.delay,
+            stopping=stopping,
+            failed=retrying,
+        )
+        if outage is not None:
+            outage.answered()
+        return done
 
 
 def _refusals(refused: dict[str, str]) -> str:
@@ -341,18 +373,3 @@ def _refusals(refused: dict[str, str]) -> str:
 def message_id_of(email: OutgoingEmail) -> str:
     """The record's message id, from the Message-ID header `<id@domain>` the worker wrote."""
     return email.message_id.strip("<>").rpartition("@")[0]
-
-
-async def wait_unless_stopping(
-    stopping: asyncio.Event, seconds: float, or_until: asyncio.Event | None = None
-) -> None:
-    """Wait `seconds`, or less if `or_until` is set meanwhile; raise Stopped if asked to stop."""
-    events = [stopping] if or_until is None else [stopping, or_until]
-    waits = {asyncio.ensure_future(event.wait()) for event in events}
-    try:
-        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for wait in waits:
-            wait.cancel()
-    if stopping.is_set():
-        raise Stopped

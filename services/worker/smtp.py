@@ -24,9 +24,9 @@ from aiosmtplib import (
 from pydantic import SecretStr
 
 from services.worker import metrics
-from services.worker.delivery import ConfigurationFault
 from services.worker.mime import OutgoingEmail
 from services.worker.smtp_data import send_data
+from services.worker.smtp_failures import ConfigurationFault
 from shared.settings import Settings
 
 TlsMode = Literal["none", "starttls", "tls"]

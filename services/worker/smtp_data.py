@@ -23,7 +23,7 @@ from aiosmtplib import (
     SMTPTimeoutError,
 )
 
-from services.worker.delivery import OutcomeUnknown
+from services.worker.smtp_failures import OutcomeUnknown
 
 LINE_START_DOT = re.compile(rb"(?m)^\.")
 BARE_LINE_END = re.compile(rb"\r\n|\r|\n")

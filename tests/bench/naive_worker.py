@@ -11,7 +11,7 @@ import sys
 
 import aiosmtplib
 
-from services.worker.delivery import addresses, build_message
+from services.worker.mime import addresses, build_message
 from shared.kafka import create_consumer
 from shared.schema import parse_record
 from shared.settings import load_settings

@@ -13,12 +13,13 @@ import pytest
 from aiosmtplib import SMTPSenderRefused
 from pydantic import SecretStr
 
-from services.worker.delivery import ConfigurationFault, classify
 from services.worker.faults import ConfigurationFaults
 from services.worker.health import create_health_app
 from services.worker.mime import OutgoingEmail, render_email
-from services.worker.processor import EmailProcessor, RetryPolicy
+from services.worker.processor import EmailProcessor
+from services.worker.retry import RetryPolicy
 from services.worker.smtp import SmtpConnection, SmtpServer, TlsMode, tls_context
+from services.worker.smtp_failures import ConfigurationFault, classify
 from tests.mailpit import (
     Certificate,
     RunningMailpit,
@@ -29,11 +30,12 @@ from tests.mailpit import (
 )
 from tests.unit.worker.fakes import (
     FakeDeadLetters,
+    FakeOwnedPartitions,
     InMemoryDedupeStore,
     email_record,
     kafka_record,
+    member_of_the_group,
 )
-from tests.unit.worker.test_metrics import WorkerState
 
 DOMAIN = "pipeline.test"
 USERNAME, PASSWORD = "worker", "Tr0ub4dor&3-not-in-any-log"
@@ -237,7 +239,7 @@ async def test_held_emails_arrive_once_when_the_server_accepts_the_password(
         for lane in lanes:
             await lane.close()
 
-        assert outcomes == ["delivered"] * len(message_ids)
+        assert [outcome.finished for outcome in outcomes] == ["delivered"] * len(message_ids)
         assert [after.copies_of(f"{m}@{DOMAIN}") for m in message_ids] == [1] * len(message_ids)
         assert after.total() == len(message_ids)
     assert (await health(faults))[0].status_code == 200
@@ -250,6 +252,8 @@ async def test_held_emails_arrive_once_when_the_server_accepts_the_password(
 
 async def health(faults: ConfigurationFaults) -> tuple[httpx.Response, str]:
     """The worker's /readyz answer and its /metrics text."""
-    app = create_health_app(WorkerState(), "email-send-group", faults)  # type: ignore[arg-type]
+    app = create_health_app(
+        member_of_the_group(), FakeOwnedPartitions(), "email-send-group", faults
+    )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://w") as c:
         return await c.get("/readyz"), (await c.get("/metrics")).text

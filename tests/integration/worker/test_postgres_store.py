@@ -20,7 +20,8 @@ from services.worker.dedupe import (
 )
 from services.worker.faults import ConfigurationFaults
 from services.worker.mime import OutgoingEmail
-from services.worker.processor import EmailProcessor, RetryPolicy
+from services.worker.processor import EmailProcessor
+from services.worker.retry import RetryPolicy
 from tests.conftest import free_port
 from tests.integration.worker.test_start import start_worker
 from tests.postgres import fresh_database
@@ -139,7 +140,7 @@ async def test_the_worker_records_the_250_once_postgresql_is_back_without_a_rest
     finally:
         await asyncio.to_thread(postgresql.start)
 
-    assert outcome == "delivered"
+    assert outcome.finished == "delivered"
     assert mailer.attempts == 1, "sent once: the wait was for the store, not the server"
     state = await store.state_of("m-1")
     assert state is not None

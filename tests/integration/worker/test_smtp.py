@@ -13,9 +13,9 @@ from aiosmtpd.handlers import Sink
 from aiosmtplib import SMTPRecipientsRefused, SMTPResponseException, SMTPSenderRefused
 
 from services.worker import metrics
-from services.worker.delivery import ConfigurationFault
 from services.worker.mime import OutgoingEmail, render_email
 from services.worker.smtp import SmtpConnection, SmtpServer
+from services.worker.smtp_failures import ConfigurationFault
 from tests.conftest import free_port
 from tests.unit.worker.fakes import email_record
 

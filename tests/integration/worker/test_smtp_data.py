@@ -14,10 +14,10 @@ from aiosmtpd.controller import Controller
 from aiosmtplib import SMTP
 from aiosmtplib.protocol import SMTPProtocol
 
-from services.worker.delivery import OutcomeUnknown, classify
 from services.worker.mime import render_email
 from services.worker.smtp import SmtpConnection, SmtpServer
 from services.worker.smtp_data import dot_stuffed
+from services.worker.smtp_failures import OutcomeUnknown, classify
 from tests.conftest import free_port
 from tests.unit.worker.fakes import email_record
 

@@ -1,17 +1,23 @@
-"""Fakes for the worker's edges (SMTP, dead-letter topic, dedupe store), for unit tests only."""
+"""Fakes for the worker's edges (SMTP, Kafka's consumer, the dead-letter topic, the dedupe store)
+and of what its health app reads, for unit tests only."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection, Iterable
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 
-from aiokafka.structs import ConsumerRecord
-from aiosmtplib import SMTPResponse
+from aiokafka.errors import KafkaConnectionError
+from aiokafka.structs import ConsumerRecord, TopicPartition
+from aiosmtplib import SMTPRecipientRefused, SMTPRecipientsRefused, SMTPResponse
 
+from services.worker.consumer import RebalanceListener
 from services.worker.dedupe import DeliveryState, Outcome
+from services.worker.membership import GroupMembership
 from services.worker.mime import OutgoingEmail
+from services.worker.offsets import PartitionOffsets
 from shared.schema import EmailRecord
 
 
@@ -36,6 +42,91 @@ class FakeMailer:
 
     async def close(self) -> None:
         pass
+
+
+class FakeConsumer:
+    """Hands out queued batches from getmany and records what is committed and paused."""
+
+    def __init__(self, answers: bool = True) -> None:
+        self.answers = answers  # False: Kafka does not answer, start() fails
+        self.events: list[str] = []  # start, commit, stop, in order
+        self.listener: RebalanceListener | None = None
+        self.batches: asyncio.Queue[dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]] = (
+            asyncio.Queue()
+        )
+        self.commits: list[dict[TopicPartition, int]] = []
+        self.paused_partitions: set[TopicPartition] = set()
+        self.assigned: set[TopicPartition] = set()
+        self.highwaters: dict[TopicPartition, int] = {}  # of the last fetch response
+
+    async def start(self) -> None:
+        if not self.answers:
+            raise KafkaConnectionError("Unable to bootstrap from kafka:9092")
+        self.events.append("start")
+
+    async def stop(self) -> None:
+        self.events.append("stop")
+
+    def subscribe(self, topics: list[str], listener: RebalanceListener) -> None:
+        self.listener = listener
+
+    async def getmany(
+        self, timeout_ms: int
+    ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        try:
+            return await asyncio.wait_for(self.batches.get(), timeout_ms / 1000)
+        except TimeoutError:
+            return {}
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.events.append("commit")
+        self.commits.append(dict(offsets))
+
+    def committed_offsets(self) -> dict[TopicPartition, int]:
+        merged: dict[TopicPartition, int] = {}
+        for commit in self.commits:
+            merged |= commit
+        return merged
+
+    async def beginning_offsets(
+        self, partitions: list[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        return dict.fromkeys(partitions, 0)
+
+    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return dict.fromkeys(partitions, 0)
+
+    async def committed(self, partition: TopicPartition) -> int | None:
+        return self.committed_offsets().get(partition)
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.assigned)
+
+    def highwater(self, partition: TopicPartition) -> int | None:
+        assert partition in self.assigned, "Partition is not assigned"  # as aiokafka's
+        return self.highwaters.get(partition)
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self.paused_partitions)
+
+    def pause(self, partition: TopicPartition) -> None:
+        self.paused_partitions.add(partition)
+
+    def resume(self, partition: TopicPartition) -> None:
+        self.paused_partitions.discard(partition)
+
+
+HELD = SMTPRecipientsRefused([SMTPRecipientRefused(451, "greylisted", "held@example.com")])
+
+
+class HoldingMailer(FakeMailer):
+    """Refuses every email with 'held' in its subject with a 4xx, for ever."""
+
+    async def send(self, email: OutgoingEmail, recipients: list[str]) -> dict[str, SMTPResponse]:
+        if b"held" in email.data:
+            self.attempts += 1
+            raise HELD
+        return await super().send(email, recipients)
 
 
 class FakeDeadLetters:
@@ -70,6 +161,23 @@ class InMemoryDedupeStore:
 
     async def record(self, message_id: str, outcome: Outcome, source: str) -> None:
         self.outcomes.setdefault(message_id, outcome)
+
+
+class FakeOwnedPartitions:
+    """What the health app reads of the partitions a worker owns (assignment.Assignment)."""
+
+    def __init__(self) -> None:
+        self.partitions: dict[TopicPartition, object] = {}
+        self.offsets: list[PartitionOffsets] = []
+
+    def partition_offsets(self) -> list[PartitionOffsets]:
+        return self.offsets
+
+
+def member_of_the_group() -> GroupMembership:
+    membership = GroupMembership()
+    membership.joined = True
+    return membership
 
 
 def email_record(message_id: str, **fields: object) -> EmailRecord:

@@ -8,32 +8,29 @@ from aiokafka.structs import TopicPartition
 
 from services.worker.faults import ConfigurationFaults
 from services.worker.health import create_health_app
+from services.worker.membership import GroupMembership
 from services.worker.store_outage import StoreOutage
-
-
-class WorkerState:
-    def __init__(self) -> None:
-        self.joined_group = False
-        self.partitions: dict[TopicPartition, object] = {}
-        self.rebalances = 0
-        self.last_rebalance_seconds: float | None = None
+from tests.unit.worker.fakes import FakeOwnedPartitions
 
 
 def client(
-    worker: WorkerState, faults: ConfigurationFaults, store_outage: StoreOutage | None = None
+    membership: GroupMembership,
+    owned: FakeOwnedPartitions,
+    faults: ConfigurationFaults,
+    store_outage: StoreOutage | None = None,
 ) -> httpx.AsyncClient:
-    app = create_health_app(worker, "email-send-group", faults, store_outage)  # type: ignore[arg-type]
+    app = create_health_app(membership, owned, "email-send-group", faults, store_outage)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://w")
 
 
 async def test_ready_only_once_a_member_of_the_group() -> None:
-    worker = WorkerState()
-    async with client(worker, ConfigurationFaults(1, 1)) as c:
+    membership, owned = GroupMembership(), FakeOwnedPartitions()
+    async with client(membership, owned, ConfigurationFaults(1, 1)) as c:
         assert (await c.get("/healthz")).status_code == 200
         before = await c.get("/readyz")
-        worker.joined_group = True
-        worker.partitions = {TopicPartition("email.send", 2): object()}
-        worker.rebalances, worker.last_rebalance_seconds = 1, 0.25
+        membership.joined = True
+        owned.partitions = {TopicPartition("email.send", 2): object()}
+        membership.rebalances, membership.last_rebalance_seconds = 1, 0.25
         after = await c.get("/readyz")
 
     assert before.status_code == 503
@@ -47,14 +44,14 @@ async def test_ready_only_once_a_member_of_the_group() -> None:
 
 
 async def test_not_ready_while_the_smtp_server_refuses_the_settings() -> None:
-    worker, now = WorkerState(), [100.0]
-    worker.joined_group = True
+    membership, now = GroupMembership(), [100.0]
+    membership.joined = True
     faults = ConfigurationFaults(1, 30, clock=lambda: now[0])
     reason = (
         "SMTP authentication refused by smtp.example.com:587 (535 5.7.8 Authentication "
         "credentials invalid); check SMTP_USERNAME/SMTP_PASSWORD"
     )
-    async with client(worker, faults) as c:
+    async with client(membership, FakeOwnedPartitions(), faults) as c:
         faults.refused("authentication", reason)
         now[0] += 12
         refused = await c.get("/readyz")
@@ -71,11 +68,11 @@ async def test_not_ready_while_the_smtp_server_refuses_the_settings() -> None:
 
 
 async def test_not_ready_while_the_dedupe_store_does_not_answer() -> None:
-    worker, now = WorkerState(), [100.0]
-    worker.joined_group = True
-    worker.partitions = {TopicPartition("email.send", 0): object()}
+    membership, owned, now = GroupMembership(), FakeOwnedPartitions(), [100.0]
+    membership.joined = True
+    owned.partitions = {TopicPartition("email.send", 0): object()}
     outage = StoreOutage(clock=lambda: now[0])
-    async with client(worker, ConfigurationFaults(1, 1), outage) as c:
+    async with client(membership, owned, ConfigurationFaults(1, 1), outage) as c:
         outage.failed("ConnectionRefusedError: [Errno 111] Connect call failed")
         now[0] += 3
         away = await c.get("/readyz")

@@ -1,5 +1,6 @@
-"""The worker's /metrics: what became of each record moves the right counter, and the
-per-partition offsets are read from the worker at each scrape."""
+"""The worker's /metrics: what became of each record moves the right counter (the processor
+tells retries as they happen, the lane counts the outcome), and the per-partition offsets are
+read from the worker at each scrape."""
 
 from __future__ import annotations
 
@@ -8,21 +9,26 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from aiokafka.structs import TopicPartition
+from aiokafka.structs import ConsumerRecord, TopicPartition
 from aiosmtplib import SMTPResponse
 from prometheus_client.parser import text_string_to_metric_families
 
+from services.worker import metrics
 from services.worker.faults import ConfigurationFaults
 from services.worker.health import create_health_app
-from services.worker.processor import EmailProcessor, RetryPolicy
-from services.worker.worker import PartitionOffsets
+from services.worker.offsets import PartitionOffsets
+from services.worker.partition import PartitionWorker
+from services.worker.processor import EmailProcessor
+from services.worker.retry import RetryPolicy
 from tests.unit.worker.fakes import (
     FakeDeadLetters,
     FakeMailer,
+    FakeOwnedPartitions,
     InMemoryDedupeStore,
     consumer_record,
     email_record,
     kafka_record,
+    member_of_the_group,
 )
 from tests.unit.worker.test_processor import refused
 
@@ -50,23 +56,10 @@ DEAD_LETTER_REASONS = [
 ]
 
 
-class WorkerState:
-    """What the health app reads of an EmailWorker."""
-
-    def __init__(self) -> None:
-        self.joined_group = True
-        self.partitions: dict[TopicPartition, object] = {}
-        self.rebalances = 0
-        self.last_rebalance_seconds: float | None = None
-        self.offsets: list[PartitionOffsets] = []
-
-    def partition_offsets(self) -> list[PartitionOffsets]:
-        return self.offsets
-
-
-async def scrape(worker: WorkerState | None = None) -> Samples:
+async def scrape(owned: FakeOwnedPartitions | None = None) -> Samples:
     app = create_health_app(
-        worker or WorkerState(),  # type: ignore[arg-type]
+        member_of_the_group(),
+        owned or FakeOwnedPartitions(),
         "email-send-group",
         ConfigurationFaults(0.001, 0.001),
     )
@@ -79,6 +72,25 @@ async def scrape(worker: WorkerState | None = None) -> Samples:
         for family in text_string_to_metric_families(response.text)
         for sample in family.samples
     }
+
+
+async def test_metrics_answer_at_their_path_in_the_format_and_encoding_asked_for() -> None:
+    app = create_health_app(
+        member_of_the_group(), FakeOwnedPartitions(), "email-send-group", ConfigurationFaults(1, 1)
+    )
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://w") as c:
+        openmetrics = await c.get(
+            "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+        )
+        gzipped = await c.get("/metrics", headers={"Accept-Encoding": "gzip"})
+        posted = await c.post("/metrics")
+
+    assert openmetrics.status_code == 200, "no redirect to /metrics/"
+    assert openmetrics.headers["content-type"].startswith("application/openmetrics-text")
+    assert openmetrics.text.endswith("# EOF\n")
+    assert gzipped.headers["content-encoding"] == "gzip"
+    assert "email_worker_emails_delivered_total" in gzipped.text
+    assert posted.status_code == 405
 
 
 def changes(before: Samples, after: Samples) -> dict[str, float]:
@@ -97,7 +109,26 @@ def processor(retry: RetryPolicy = NO_WAIT) -> EmailProcessor:
         retry=retry,
         message_id_domain="pipeline.test",
         configuration_faults=ConfigurationFaults(retry.initial_seconds, retry.max_seconds),
+        counters=metrics.ATTEMPT_COUNTS,
     )
+
+
+async def process_in_a_lane(
+    email_processor: EmailProcessor, record: ConsumerRecord[bytes, bytes], mailer: FakeMailer
+) -> None:
+    """Process one record in a partition's lane, which counts what became of it."""
+    partition = PartitionWorker(
+        TopicPartition(record.topic, record.partition),
+        email_processor,
+        [mailer],
+        max_ahead=10,
+        stop_grace_seconds=1,
+    )
+    partition.enqueue([record])
+    async with asyncio.timeout(2):
+        while partition.next_offset_to_commit != record.offset + 1:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+    await partition.stop()
 
 
 async def test_every_counter_and_reason_shows_from_the_start_with_the_process() -> None:
@@ -117,7 +148,7 @@ async def test_a_delivery_counts_once_with_its_latency_from_acceptance() -> None
     value = email_record("m-latency", created_at=accepted_at).to_kafka()[1]
     before = await scrape()
 
-    await processor().process(consumer_record(0, value), FakeMailer(), asyncio.Event())
+    await process_in_a_lane(processor(), consumer_record(0, value), FakeMailer())
     after = await scrape()
 
     assert changes(before, after) == {
@@ -136,7 +167,7 @@ async def test_a_duplicate_counts_as_skipped_not_delivered() -> None:
     )
     before = await scrape()
 
-    await email_processor.process(kafka_record(1, "m-dup"), FakeMailer(), asyncio.Event())
+    await process_in_a_lane(email_processor, kafka_record(1, "m-dup"), FakeMailer())
 
     assert changes(before, await scrape()) == {"email_worker_emails_skipped_duplicate_total": 1}
 
@@ -189,7 +220,7 @@ async def test_each_outcome_moves_its_counters(
     value = email_record("m-1", to=["ana@example.com", "bob@example.com"]).to_kafka()[1]
     before = await scrape()
 
-    await processor().process(consumer_record(0, value), FakeMailer(script), asyncio.Event())
+    await process_in_a_lane(processor(), consumer_record(0, value), FakeMailer(script))
 
     assert changes(before, await scrape()) == moved
 
@@ -197,21 +228,21 @@ async def test_each_outcome_moves_its_counters(
 async def test_a_poison_record_counts_as_dead_lettered_poison_record() -> None:
     before = await scrape()
 
-    await processor().process(consumer_record(0, b"hello1"), FakeMailer(), asyncio.Event())
+    await process_in_a_lane(processor(), consumer_record(0, b"hello1"), FakeMailer())
 
     assert changes(before, await scrape()) == {"dead_lettered poison_record": 1}
 
 
 async def test_partition_offsets_are_read_at_each_scrape_and_a_revoked_one_disappears() -> None:
     p0, p2 = TopicPartition("email.send", 0), TopicPartition("email.send", 2)
-    worker = WorkerState()
-    worker.offsets = [
+    owned = FakeOwnedPartitions()
+    owned.offsets = [
         PartitionOffsets(p0, committed_offset=40, log_end_offset=42),
         PartitionOffsets(p2, committed_offset=7, log_end_offset=None),  # not fetched yet
     ]
-    owning_both = await scrape(worker)
-    worker.offsets = worker.offsets[1:]
-    after_revocation = await scrape(worker)
+    owning_both = await scrape(owned)
+    owned.offsets = owned.offsets[1:]
+    after_revocation = await scrape(owned)
 
     def offsets_of(samples: Samples, name: str) -> dict[str, float]:
         return {
@@ -227,7 +258,7 @@ async def test_partition_offsets_are_read_at_each_scrape_and_a_revoked_one_disap
 
 
 async def test_two_workers_in_one_process_each_show_their_own_partitions() -> None:
-    first, second = WorkerState(), WorkerState()
+    first, second = FakeOwnedPartitions(), FakeOwnedPartitions()
     first.offsets = [PartitionOffsets(TopicPartition("t", 0), 1, 1)]
     second.offsets = [PartitionOffsets(TopicPartition("t", 1), 5, 9)]
 

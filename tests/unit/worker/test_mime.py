@@ -13,8 +13,7 @@ from email.utils import getaddresses
 
 import pytest
 
-from services.worker.delivery import build_message
-from services.worker.mime import render_email, unstructured_field
+from services.worker.mime import build_message, render_email, unstructured_field
 from shared.schema import EmailRecord
 from tests.unit.worker.fakes import email_record
 from tests.unit.worker.largest_email import largest_email

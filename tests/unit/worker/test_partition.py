@@ -12,7 +12,8 @@ from aiosmtplib import SMTPRecipientRefused, SMTPRecipientsRefused, SMTPResponse
 from services.worker.faults import ConfigurationFaults
 from services.worker.mime import OutgoingEmail
 from services.worker.partition import PartitionWorker
-from services.worker.processor import EmailProcessor, RetryPolicy
+from services.worker.processor import EmailProcessor
+from services.worker.retry import RetryPolicy
 from tests.unit.worker.fakes import FakeDeadLetters, FakeMailer, InMemoryDedupeStore, kafka_record
 
 PARTITION = TopicPartition("email.send", 1)

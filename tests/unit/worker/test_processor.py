@@ -11,10 +11,11 @@ from aiosmtplib import SMTPRecipientRefused, SMTPRecipientsRefused, SMTPResponse
 
 from services.worker import metrics
 from services.worker.dedupe import DeliveryState, Outcome
-from services.worker.delivery import ConfigurationFault, OutcomeUnknown
 from services.worker.faults import ConfigurationFaults
 from services.worker.mime import OutgoingEmail
-from services.worker.processor import EmailProcessor, RetryPolicy, Stopped
+from services.worker.processor import EmailProcessor
+from services.worker.retry import RetryPolicy, Stopped
+from services.worker.smtp_failures import ConfigurationFault, OutcomeUnknown
 from services.worker.store_outage import StoreOutage
 from tests.unit.worker.fakes import (
     FakeDeadLetters,
@@ -41,6 +42,7 @@ def processor(
         retry=retry,
         message_id_domain="pipeline.test",
         configuration_faults=faults,
+        counters=metrics.ATTEMPT_COUNTS,
     )
 
 
@@ -53,7 +55,7 @@ async def test_a_delivered_email_is_recorded_as_finished() -> None:
 
     outcome = await processor(store).process(kafka_record(0, "m-1"), mailer, asyncio.Event())
 
-    assert outcome == "delivered"
+    assert outcome.finished == "delivered"
     assert store.outcomes == {"m-1": "delivered"}
     [(message, sender, recipients)] = mailer.sent
     assert message["Message-ID"] == "<m-1@pipeline.test>"
@@ -66,7 +68,7 @@ async def test_a_finished_message_id_is_skipped_not_sent_again() -> None:
 
     outcome = await processor(store).process(kafka_record(7, "m-1"), mailer, asyncio.Event())
 
-    assert outcome == "duplicate"
+    assert outcome.finished == "duplicate"
     assert mailer.attempts == 0
 
 
@@ -78,7 +80,7 @@ async def test_transient_failures_are_retried_until_delivered(
     with caplog.at_level(logging.INFO, logger="worker"):
         outcome = await processor(store).process(kafka_record(0, "m-1"), mailer, asyncio.Event())
 
-    assert outcome == "delivered"
+    assert outcome.finished == "delivered"
     assert mailer.attempts == 3
     assert len(mailer.sent) == 1
     # The log names the message id, as the API answered it: what a person greps for.
@@ -94,7 +96,7 @@ async def test_a_permanent_failure_is_dead_lettered_once_with_its_reason() -> No
         record, FakeMailer([refused(550)]), asyncio.Event()
     )
 
-    assert outcome == "dead-lettered"
+    assert outcome.finished == "dead-lettered"
     assert store.outcomes == {"m-1": "dead-lettered"}
     [(published, error, attempts)] = dead_letters.published
     assert published is record
@@ -111,7 +113,7 @@ async def test_giving_up_after_max_attempts_dead_letters() -> None:
         kafka_record(0, "m-1"), mailer, asyncio.Event()
     )
 
-    assert outcome == "dead-lettered"
+    assert outcome.finished == "dead-lettered"
     assert mailer.attempts == 3
     assert dead_letters.published[0][2] == 3
 
@@ -124,7 +126,7 @@ async def test_a_poison_record_is_dead_lettered_without_sending(value: bytes | N
         consumer_record(0, value), mailer, asyncio.Event()
     )
 
-    assert outcome == "dead-lettered"
+    assert outcome.finished == "dead-lettered"
     assert mailer.attempts == 0
     assert dead_letters.published[0][1].startswith("poison record")
 
@@ -137,7 +139,7 @@ async def test_refused_recipients_of_a_delivered_email_are_dead_lettered() -> No
         kafka_record(0, "m-1"), mailer, asyncio.Event()
     )
 
-    assert outcome == "delivered"
+    assert outcome.finished == "delivered"
     assert store.outcomes == {"m-1": "delivered"}
     assert "bob@example.com (550 no such user)" in dead_letters.published[0][1]
 
@@ -179,7 +181,7 @@ async def test_recipients_refused_with_4xx_are_retried_alone() -> None:
 
     outcome = await processor(dead_letters=dead_letters).process(record, mailer, asyncio.Event())
 
-    assert outcome == "delivered"
+    assert outcome.finished == "delivered"
     assert [recipients for _, _, recipients in mailer.sent] == [
         ["ana@example.com", "bob@example.com"],
         ["bob@example.com"],
@@ -195,7 +197,7 @@ async def test_a_record_that_breaks_the_schema_rules_is_poison() -> None:
         consumer_record(0, forged), mailer, asyncio.Event()
     )
 
-    assert outcome == "dead-lettered"
+    assert outcome.finished == "dead-lettered"
     assert mailer.attempts == 0
     assert "line-breaking" in dead_letters.published[0][1]
 
@@ -217,7 +219,7 @@ async def test_a_failing_dedupe_write_is_retried_not_a_crash() -> None:
 
     outcome = await processor(store).process(kafka_record(0, "m-1"), mailer, asyncio.Event())
 
-    assert outcome == "delivered"
+    assert outcome.finished == "delivered"
     assert store.outcomes == {"m-1": "delivered"}
     assert mailer.attempts == 1
 
@@ -251,7 +253,7 @@ async def test_a_configuration_fault_holds_the_email_whatever_the_attempts_limit
         kafka_record(0, "m-1"), mailer, asyncio.Event()
     )
 
-    assert outcome == "delivered"
+    assert outcome.finished == "delivered"
     assert mailer.attempts == 6, "five refusals did not count against WORKER_MAX_ATTEMPTS=2"
     assert dead_letters.published == []
     assert store.outcomes == {"m-1": "delivered"}
@@ -310,7 +312,7 @@ async def test_while_refused_one_lane_tries_and_every_lane_resumes_once_accepted
 
     # Each of the 8 lanes on its own would have tried about 80 times in 0.2 s.
     assert 1 <= refused_while_held <= 8 + 12, f"{refused_while_held} tries"
-    assert outcomes == ["delivered"] * 8
+    assert [outcome.finished for outcome in outcomes] == ["delivered"] * 8
     assert len(relay.sent) == 8
 
 
@@ -335,7 +337,7 @@ async def test_a_deferred_recipient_is_owed_the_email_after_a_stop_and_nobody_el
 
     outcome = await processor(store).process(record, next_owner, asyncio.Event())
 
-    assert outcome == "delivered"
+    assert outcome.finished == "delivered"
     assert [recipients for _, _, recipients in first_owner.sent] == [
         ["ana@example.com", "bob@example.com"]
     ]
@@ -354,7 +356,7 @@ async def test_recipients_taken_before_are_not_dead_lettered_with_the_ones_refus
         record, FakeMailer([refused(550, "bob@example.com")]), asyncio.Event()
     )
 
-    assert outcome == "delivered", "ana has it: the email was delivered, bob refused"
+    assert outcome.finished == "delivered", "ana has it: the email was delivered, bob refused"
     [(_, reason, _)] = dead_letters.published
     assert reason.startswith("delivered, but refused for bob@example.com")
     assert "ana@example.com" not in reason
@@ -371,7 +373,7 @@ async def test_an_unknown_outcome_is_counted_and_sent_again(
     with caplog.at_level(logging.WARNING, logger="worker"):
         outcome = await processor().process(kafka_record(0, "m-1"), mailer, asyncio.Event())
 
-    assert outcome == "delivered"
+    assert outcome.finished == "delivered"
     assert mailer.attempts == 2
     assert metrics.EMAILS_OUTCOME_UNKNOWN._value.get() == before + 1
     assert "outcome unknown" in caplog.text
@@ -418,7 +420,7 @@ async def test_a_failing_dedupe_read_is_retried_not_a_crash() -> None:
 
     outcome = await processor(store).process(kafka_record(0, "m-1"), mailer, asyncio.Event())
 
-    assert outcome == "delivered"
+    assert outcome.finished == "delivered"
     assert mailer.attempts == 1
 
 
@@ -439,7 +441,7 @@ async def test_the_store_outage_is_known_while_it_lasts_and_cleared_after() -> N
     reason_while_away = outage.reason
     store.failures = 0
 
-    assert await asyncio.wait_for(task, timeout=1) == "delivered"
+    assert (await asyncio.wait_for(task, timeout=1)).finished == "delivered"
     assert reason_while_away is not None
     assert "restarting" in reason_while_away
     assert outage.reason is None

@@ -1,0 +1,173 @@
+"""The consumer's life with a fake consumer and fake edges: the commit rule over the loop, the
+rebalance listener, and at the end the drain, the commit and leaving the group."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
+from services.worker.assignment import Assignment
+from services.worker.consumer import RebalanceListener, consume
+from services.worker.faults import ConfigurationFaults
+from services.worker.membership import GroupMembership
+from services.worker.outcome import RecordOutcome
+from services.worker.processor import EmailProcessor, Mailer
+from services.worker.retry import RetryPolicy
+from tests.unit.worker.fakes import (
+    FakeConsumer,
+    FakeDeadLetters,
+    FakeMailer,
+    HoldingMailer,
+    InMemoryDedupeStore,
+    kafka_record,
+)
+from tests.unit.worker.test_assignment import eventually, owned_partitions
+
+TOPIC = "email.send"
+P0, P1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
+
+
+async def consuming(
+    consumer: FakeConsumer, owned: Assignment, stopping: asyncio.Event
+) -> tuple[asyncio.Task[None], RebalanceListener]:
+    """The consume loop, running, once it has subscribed with its rebalance listener."""
+    running = asyncio.create_task(
+        consume(consumer, "kafka:9092", TOPIC, owned, GroupMembership(), stopping)
+    )
+    await eventually(lambda: consumer.listener is not None)
+    assert consumer.listener is not None
+    return running, consumer.listener
+
+
+async def test_finished_records_are_committed_after_the_batch_and_on_shutdown() -> None:
+    consumer, mailer, stopping = FakeConsumer(), FakeMailer(), asyncio.Event()
+    running, listener = await consuming(consumer, owned_partitions(consumer, mailer), stopping)
+    await listener.on_partitions_assigned({P0, P1})
+
+    consumer.batches.put_nowait(
+        {P0: [kafka_record(n, f"p0-{n}", 0) for n in range(3)], P1: [kafka_record(7, "p1-7", 1)]}
+    )
+    await eventually(lambda: consumer.committed_offsets() == {P0: 3, P1: 8})
+    stopping.set()
+    await asyncio.wait_for(running, 2)
+
+    assert len(mailer.sent) == 4
+    assert consumer.committed_offsets() == {P0: 3, P1: 8}
+
+
+async def test_never_commits_past_a_held_record_and_other_partitions_go_on() -> None:
+    consumer, mailer, stopping = FakeConsumer(), HoldingMailer(), asyncio.Event()
+    running, listener = await consuming(consumer, owned_partitions(consumer, mailer), stopping)
+    await listener.on_partitions_assigned({P0, P1})
+
+    consumer.batches.put_nowait(
+        {
+            P0: [
+                kafka_record(0, "p0-0", 0),
+                kafka_record(1, "held", 0),
+                kafka_record(2, "p0-2", 0),
+            ],
+            P1: [kafka_record(0, "p1-0", 1), kafka_record(1, "p1-1", 1)],
+        }
+    )
+    await eventually(lambda: consumer.committed_offsets() == {P0: 1, P1: 2})
+    stopping.set()
+    await asyncio.wait_for(running, 2)
+
+    assert consumer.committed_offsets() == {P0: 1, P1: 2}, "offset 1 of P0 is unfinished"
+    assert [message["Subject"] for message, _, _ in mailer.sent] == ["p0-0", "p1-0", "p1-1"]
+
+
+async def test_revocation_commits_exactly_the_processed_position() -> None:
+    consumer, mailer, stopping = FakeConsumer(), HoldingMailer(), asyncio.Event()
+    owned = owned_partitions(consumer, mailer)
+    running, listener = await consuming(consumer, owned, stopping)
+    await listener.on_partitions_assigned({P0})
+    consumer.batches.put_nowait({P0: [kafka_record(4, "p0-4", 0), kafka_record(5, "held", 0)]})
+    await eventually(lambda: mailer.attempts == 2)
+
+    await listener.on_partitions_revoked({P0})
+
+    assert consumer.commits[-1] == {P0: 5}
+    assert owned.partitions == {}
+    stopping.set()
+    await asyncio.wait_for(running, 2)
+
+
+async def test_a_rebalance_is_timed_from_revocation_to_the_new_assignment() -> None:
+    consumer, membership = FakeConsumer(), GroupMembership()
+    listener = RebalanceListener(TOPIC, owned_partitions(consumer, FakeMailer()), membership)
+    await listener.on_partitions_assigned({P0, P1})  # the first join: nothing was revoked
+    first_join = (membership.joined, membership.rebalances)
+
+    await listener.on_partitions_revoked({P0, P1})
+    joined_while_rebalancing = membership.joined
+    await asyncio.sleep(0.05)  # the group's join and sync
+    await listener.on_partitions_assigned({P1})
+
+    assert first_join == (True, 0)
+    assert not joined_while_rebalancing
+    assert membership.joined
+    assert membership.rebalances == 1
+    assert membership.last_rebalance_seconds is not None
+    assert membership.last_rebalance_seconds >= 0.05
+    await listener.on_partitions_revoked({P1})
+
+
+async def test_at_the_end_the_processed_position_is_committed_then_the_group_left() -> None:
+    consumer, mailer, stopping = FakeConsumer(), HoldingMailer(), asyncio.Event()
+    running, listener = await consuming(consumer, owned_partitions(consumer, mailer), stopping)
+    await listener.on_partitions_assigned({P0})
+    consumer.batches.put_nowait({P0: [kafka_record(0, "p0-0", 0), kafka_record(1, "held", 0)]})
+    await eventually(lambda: mailer.attempts == 2)
+
+    stopping.set()
+    await asyncio.wait_for(running, 2)
+
+    assert consumer.committed_offsets() == {P0: 1}
+    assert consumer.events[0] == "start"
+    assert consumer.events[-1] == "stop", "the group is left after the last commit"
+
+
+async def test_asked_to_stop_before_kafka_answers_the_consumer_is_stopped_all_the_same() -> None:
+    consumer, stopping = FakeConsumer(answers=False), asyncio.Event()
+    owned = owned_partitions(consumer, FakeMailer())
+    running = asyncio.create_task(
+        consume(consumer, "kafka:9092", TOPIC, owned, GroupMembership(), stopping)
+    )
+    await asyncio.sleep(0.05)
+
+    stopping.set()
+    await asyncio.wait_for(running, 2)
+
+    assert consumer.listener is None, "never subscribed"
+    assert consumer.events == ["stop"]
+
+
+class BrokenProcessor(EmailProcessor):
+    """A bug: processing raises what no retry is for."""
+
+    async def process(
+        self, record: ConsumerRecord[bytes, bytes], smtp: Mailer, stopping: asyncio.Event
+    ) -> RecordOutcome:
+        raise RuntimeError("a bug")
+
+
+async def test_a_failed_lane_ends_the_loop_and_the_consumer_still_leaves_the_group() -> None:
+    consumer, mailer, stopping = FakeConsumer(), FakeMailer(), asyncio.Event()
+    broken = BrokenProcessor(
+        InMemoryDedupeStore(), FakeDeadLetters(), RetryPolicy(0, 60, 60), "pipeline.test",
+        ConfigurationFaults(60, 60),
+    )  # fmt: skip
+    owned = owned_partitions(consumer, mailer, processor=broken)
+    running, listener = await consuming(consumer, owned, stopping)
+    await listener.on_partitions_assigned({P0})
+
+    consumer.batches.put_nowait({P0: [kafka_record(0, "p0-0", 0)]})
+
+    with pytest.raises(RuntimeError):
+        await asyncio.wait_for(running, 2)
+    assert consumer.events[-1] == "stop"
+    assert consumer.committed_offsets() == {}, "nothing finished, nothing committed"
