@@ -124,7 +124,7 @@ browser-tests: $(INSTALLED) kafka-fetch chromium ## Run the browser tests (Chrom
 screenshot: $(INSTALLED) kafka-fetch chromium ## Write a PNG of the console after a short scripted run
 	@$(PY) -m tests.browser.screenshot
 
-chaos: $(INSTALLED) kafka-fetch ## Prove the guarantees under restarts, kills and outages (full counts; ~15 min)
+chaos: $(INSTALLED) kafka-fetch ## Prove the guarantees under restarts, kills and outages (full counts; ~23 min)
 	@$(PY) -m tests.chaos
 
 bench: $(INSTALLED) kafka-fetch mailpit-fetch chromium ## Measure every stage's speed side by side on a private stack (~10 min)

@@ -1,7 +1,7 @@
 """The one place settings live: typed, validated at start, read from the environment and `.env`.
 
 Each field is an environment variable of the same name in upper case (`kafka_bootstrap_servers`
-is `KAFKA_BOOTSTRAP_SERVERS`); the README's table of settings is this model.
+is `KAFKA_BOOTSTRAP_SERVERS`); the tables of docs/settings.md are this model.
 """
 
 from __future__ import annotations

@@ -293,7 +293,7 @@ class Result:
     recovery_seconds: float | None
     passed: bool
     # Duplicates a SIGKILL caused between the server's 250 and the dedupe write: the window no
-    # system can close with a non-transactional SMTP server (README, "Guarantees").
+    # system can close with a non-transactional SMTP server (docs/guarantees.md).
     duplicates_in_kill_window: int = 0
     details: dict[str, Any] = field(default_factory=dict)
 
