@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import signal
 import sys
 from datetime import UTC, datetime
 
@@ -32,6 +31,7 @@ from shared.event_loop import run
 from shared.http_server import EmbeddedServer, listen
 from shared.logs import configure_logging
 from shared.settings import Settings, load_settings
+from shared.signals import stop_on_signals
 
 log = logging.getLogger("services.smtp_sink")
 
@@ -101,9 +101,7 @@ async def serve(settings: Settings) -> None:
             lifespan="off",
         )
     )
-    stopping = asyncio.Event()
-    for signal_number in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signal_number, stopping.set)
+    stopping = stop_on_signals()
     http_task = asyncio.create_task(http_server.serve(sockets=[http_socket]))
     http_url = f"http://{settings.sink_host}:{settings.sink_http_port}"
     print(

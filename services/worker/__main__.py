@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import socket
 import sys
 
@@ -41,6 +40,7 @@ from shared.kafka import (
 from shared.logs import configure_logging
 from shared.loop_lag import LoopLag
 from shared.settings import Settings, load_settings
+from shared.signals import stop_on_signals
 
 log = logging.getLogger("worker")
 
@@ -92,10 +92,7 @@ async def serve(settings: Settings, smtp: SmtpServer) -> None:
     health = embedded_server(health_app, settings.worker_host, settings.worker_port)
     health_task = asyncio.create_task(health.serve())
 
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signal_number in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signal_number, stopping.set)
+    stopping = stop_on_signals()
 
     pruning: asyncio.Task[None] | None = None
     async with loop_lag.sampling():
