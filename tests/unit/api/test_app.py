@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -206,16 +206,30 @@ def queued_record() -> EmailRecord:
     )
 
 
+class Producers:
+    """Makes the producers an EmailQueue asks for, and remembers them: each test its own."""
+
+    def __init__(self, make: Callable[[int], Any]) -> None:
+        self._make = make
+        self.made: list[Any] = []
+
+    def __call__(self) -> Any:
+        producer = self._make(len(self.made) + 1)
+        self.made.append(producer)
+        return producer
+
+
 class HangingProducer:
     """A producer whose sends never get an answer, as aiokafka's after a broker restart."""
 
-    started = stopped = 0
+    def __init__(self) -> None:
+        self.started = self.stopped = False
 
     async def start(self) -> None:
-        HangingProducer.started += 1
+        self.started = True
 
     async def stop(self) -> None:
-        HangingProducer.stopped += 1
+        self.stopped = True
 
     async def send_and_wait(self, *args: object, **kwargs: object) -> None:
         await asyncio.sleep(3600)
@@ -223,7 +237,8 @@ class HangingProducer:
 
 async def test_a_producer_that_stops_answering_is_replaced() -> None:
     settings = Settings(_env_file=None, api_produce_timeout_seconds=0.05)
-    queue = EmailQueue(settings, HangingProducer, default_topic_configs)
+    producers = Producers(lambda number: HangingProducer())
+    queue = EmailQueue(settings, producers, default_topic_configs)
     await queue.start()
     await asyncio.sleep(0.01)
     record = queued_record()
@@ -233,18 +248,16 @@ async def test_a_producer_that_stops_answering_is_replaced() -> None:
     await asyncio.sleep(0.05)
     await queue.stop()
 
-    assert HangingProducer.started == 2, "a fresh producer was started"
-    assert HangingProducer.stopped == 2, "the stuck one and the fresh one were both stopped"
+    assert len(producers.made) == 2, "a fresh producer was made"
+    assert all(p.started for p in producers.made), "and started"
+    assert all(p.stopped for p in producers.made), "the stuck one and the fresh one both stopped"
 
 
 class StuckThenFreshProducer:
     """The first producer neither answers nor stops; the ones after it work."""
 
-    made = 0
-
-    def __init__(self) -> None:
-        StuckThenFreshProducer.made += 1
-        self.stuck = StuckThenFreshProducer.made == 1
+    def __init__(self, number: int) -> None:
+        self.stuck = number == 1
 
     async def start(self) -> None: ...
 
@@ -260,7 +273,7 @@ class StuckThenFreshProducer:
 
 async def test_the_fresh_producer_connects_while_the_stuck_one_is_still_stopping() -> None:
     settings = Settings(_env_file=None, api_produce_timeout_seconds=0.3)
-    queue = EmailQueue(settings, StuckThenFreshProducer, default_topic_configs)
+    queue = EmailQueue(settings, Producers(StuckThenFreshProducer), default_topic_configs)
     await queue.start()
     await asyncio.sleep(0.01)
     record = queued_record()

@@ -120,10 +120,15 @@ HELD = SMTPRecipientsRefused([SMTPRecipientRefused(451, "greylisted", "held@exam
 
 
 class HoldingMailer(FakeMailer):
-    """Refuses every email with 'held' in its subject with a 4xx, for ever."""
+    """Refuses every email with 'held' in its subject with a 4xx, until released."""
+
+    holding = True
+
+    def release(self) -> None:
+        self.holding = False
 
     async def send(self, email: OutgoingEmail, recipients: list[str]) -> dict[str, SMTPResponse]:
-        if b"held" in email.data:
+        if self.holding and b"held" in email.data:
             self.attempts += 1
             raise HELD
         return await super().send(email, recipients)

@@ -57,14 +57,26 @@ async def eventually(condition: Callable[[], bool]) -> None:
 
 async def test_a_held_partition_with_a_backlog_is_paused_until_it_drains() -> None:
     consumer, mailer = FakeConsumer(), HoldingMailer()
-    owned = owned_partitions(consumer, mailer, max_backlog=2)
+    retried_at_once = EmailProcessor(
+        store=InMemoryDedupeStore(),
+        dead_letters=FakeDeadLetters(),
+        retry=RetryPolicy(max_attempts=0, initial_seconds=0.01, max_seconds=0.01),
+        message_id_domain="pipeline.test",
+        configuration_faults=ConfigurationFaults(60, 60),
+    )
+    owned = owned_partitions(consumer, mailer, max_backlog=2, processor=retried_at_once)
     owned.start([P0])
 
     owned.hand_out({P0: [kafka_record(n, "held" if n == 0 else f"p0-{n}", 0) for n in range(6)]})
     await eventually(lambda: mailer.attempts >= 1)
     owned.pause_partitions_with_a_backlog()
+    paused_while_held = P0 in consumer.paused()
+    mailer.release()
+    await eventually(lambda: owned.partitions[P0].next_offset_to_commit == 6)
+    owned.pause_partitions_with_a_backlog()
 
-    assert P0 in consumer.paused()
+    assert paused_while_held
+    assert P0 not in consumer.paused()  # drained: fetched again
     await asyncio.wait_for(owned.stop_all(), 2)
 
 
