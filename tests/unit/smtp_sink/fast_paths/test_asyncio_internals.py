@@ -17,7 +17,7 @@ DOT_LINE_END = b".\r\n"
 SECTION = b"x" * 100 + b"\r\n" + DOT_LINE_END
 
 
-def test_a_reader_keeps_the_limit_it_was_made_with_where_the_module_sets_it() -> None:
+async def test_a_reader_keeps_the_limit_it_was_made_with_where_the_module_sets_it() -> None:
     reader = asyncio.StreamReader(limit=1001)
 
     assert reader._limit == 1001  # type: ignore[attr-defined]
