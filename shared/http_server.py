@@ -8,9 +8,9 @@ The one reliance on uvicorn's internals, here only: `uvicorn.Server.serve` insta
 handlers for SIGINT and SIGTERM inside `self.capture_signals()`, a context manager it does not
 document, and raises the signal again once it has stopped; uvicorn has no public setting to
 leave the signals alone. EmbeddedServer replaces that context manager with one that does
-nothing. tests/unit/test_http_server.py fails if the service's handlers are replaced while the
-server serves, and once uvicorn's own server no longer takes the signals (then the override
-can go).
+nothing. tests/unit/shared/test_http_server.py fails if the service's handlers are replaced
+while the server serves, and once uvicorn's own server no longer takes the signals (then the
+override can go).
 """
 
 from __future__ import annotations

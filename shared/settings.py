@@ -1,14 +1,17 @@
-"""The one place settings live: typed, validated at start, read from the environment and `.env`.
+"""The settings the services read and a deployment sets: typed, validated at start, read from the
+environment and `.env`.
 
 Each field is an environment variable of the same name in upper case (`kafka_bootstrap_servers`
-is `KAFKA_BOOTSTRAP_SERVERS`); the tables of docs/settings.md are this model.
+is `KAFKA_BOOTSTRAP_SERVERS`); the tables of docs/settings.md are this model. The local stack's
+and the tests' own settings (Kafka's jars, its heap, Chromium...) extend it in
+deploy/local/settings.py.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -51,18 +54,10 @@ class Settings(BaseSettings):
     topic_replication_factor: Annotated[int, Field(ge=1, le=32)] = 1
     topic_min_insync_replicas: Annotated[int, Field(ge=1, le=32)] | None = None
 
-    # The local stack (`make up`): the broker listens on the host and port of the first
-    # bootstrap server, its controller on kafka_controller_port. Relative paths below are
-    # relative to the project directory, and the data files' to run_dir.
+    # Where the services keep their data files (the dedupe store, the sink's messages), and
+    # the local stack its pid files and logs. Relative paths below are relative to the project
+    # directory, and the data files' to run_dir.
     run_dir: Path = Path("run")
-    kafka_libs_dir: Path = Path(".cache/kafka/libs")
-    mailpit_cache_dir: Path = Path(".cache/mailpit")  # Mailpit, built once, for comparisons
-    kafka_controller_port: Port = 9093
-    kafka_heap_opts: str = "-Xms256m -Xmx512m"
-    kafka_start_timeout_seconds: Seconds = 60.0
-    # 3 (`make up BROKERS=3`): a cluster of three nodes, each a broker and a controller, on
-    # the next ports: 9092/9093, 9094/9095, 9096/9097 (deploy/local/cluster_plan.py).
-    kafka_brokers: Annotated[int, Field(ge=1, le=3)] = 1
 
     # services/api: accepts emails over HTTP and produces them to email_topic.
     api_host: str = "127.0.0.1"
@@ -146,8 +141,6 @@ class Settings(BaseSettings):
     # Unset: the API's and the sink's own host and port settings.
     console_api_url: str | None = None
     console_sink_url: str | None = None
-    # The browser the browser tests and `make screenshot` drive: Debian's chromium by default.
-    chromium_path: str = "chromium"
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -163,18 +156,9 @@ class Settings(BaseSettings):
                 )
         return value
 
-    @field_validator("kafka_brokers")
-    @classmethod
-    def _check_brokers(cls, value: int) -> int:
-        # Two voters would stop as soon as either is down: no better than one.
-        if value not in (1, 3):
-            raise ValueError("expected 1 (one node) or 3 (a cluster that survives one down)")
-        return value
-
     @field_validator(
-        "run_dir", "kafka_libs_dir", "mailpit_cache_dir", "smtp_ca_file", "sink_tls_cert_file",
-        "sink_tls_key_file", "sink_auth_file",
-    )  # fmt: skip
+        "run_dir", "smtp_ca_file", "sink_tls_cert_file", "sink_tls_key_file", "sink_auth_file"
+    )
     @classmethod
     def _relative_to_project(cls, value: Path | None) -> Path | None:
         """Relative paths mean the same file whatever the working directory is."""
@@ -218,17 +202,20 @@ class Settings(BaseSettings):
             return [item.strip().lower() for item in value.split(",") if item.strip()]
         return value
 
-    @property
-    def kafka_listener(self) -> tuple[str, int]:
-        """The (host, port) a local broker listens on: the first bootstrap server."""
-        host, _, port = self.kafka_bootstrap_servers.split(",")[0].strip().rpartition(":")
-        return host, int(port)
+
+AnySettings = TypeVar("AnySettings", bound=Settings)
 
 
 def load_settings() -> Settings:
     """Read the settings, or exit with one clear line per invalid value."""
+    return settings_or_exit(Settings)
+
+
+def settings_or_exit(model: type[AnySettings]) -> AnySettings:
+    """Read `model` (Settings or a model that extends it) from the environment and `.env`, or
+    exit with one clear line per invalid value."""
     try:
-        return Settings()
+        return model()
     except ValidationError as error:
         lines = []
         for problem in error.errors():

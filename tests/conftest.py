@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.settings import PROJECT_ROOT, Settings
+from deploy.local.settings import LocalSettings
+from shared.settings import PROJECT_ROOT
 
 # Below the ephemeral range (Linux 32768-60999, macOS 49152-65535): a port the kernel hands
 # out to outgoing connections could be taken by one while a service restarts on it.
@@ -90,12 +91,14 @@ def stack_env(run_dir: Path, **overrides: str) -> dict[str, str]:
     }
 
 
-def settings_for(env: dict[str, str]) -> Settings:
-    """The settings a service started with this environment reads."""
+def settings_for(env: dict[str, str]) -> LocalSettings:
+    """The settings a service started with this environment reads, and the local stack's own."""
     fields = {
-        name.lower(): value for name, value in env.items() if name.lower() in Settings.model_fields
+        name.lower(): value
+        for name, value in env.items()
+        if name.lower() in LocalSettings.model_fields
     }
-    return Settings.model_validate(fields)
+    return LocalSettings.model_validate(fields)
 
 
 def run_stack_command(
@@ -133,7 +136,7 @@ def run_harness(module: str, *arguments: str, timeout: float) -> tuple[int, str]
 
 
 @pytest.fixture(scope="session")
-def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSettings]:
     """A real single-node Kafka broker with email.send and email.send.dlq provisioned."""
     env = stack_env(tmp_path_factory.mktemp("kafka"))
     started = run_stack_command("kafka-up", env)
@@ -141,7 +144,7 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         assert started.returncode == 0, started.stdout + started.stderr
         provisioned = run_stack_command("topics", env)
         assert provisioned.returncode == 0, provisioned.stdout + provisioned.stderr
-        yield Settings(
+        yield LocalSettings(
             run_dir=Path(env["RUN_DIR"]),
             kafka_bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"],
             kafka_controller_port=int(env["KAFKA_CONTROLLER_PORT"]),

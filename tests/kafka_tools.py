@@ -6,13 +6,13 @@ import subprocess
 
 from deploy.local.kafka import GroupOffsetRow, parse_group_description
 from deploy.local.kafka import run_kafka_tool as run_with_settings
-from shared.settings import Settings
+from deploy.local.settings import LocalSettings
 
 
 def run_kafka_tool(
     script: str, *args: str, stdin: str | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    return run_with_settings(Settings(), script, *args, stdin=stdin, timeout=timeout)
+    return run_with_settings(LocalSettings(), script, *args, stdin=stdin, timeout=timeout)
 
 
 def describe_group(bootstrap_servers: str, group: str) -> list[GroupOffsetRow]:

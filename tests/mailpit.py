@@ -17,7 +17,7 @@ import httpx
 import trustme
 
 from deploy.local.mailpit import fetch_mailpit
-from shared.settings import Settings
+from deploy.local.settings import LocalSettings
 from tests.conftest import free_port
 
 START_TIMEOUT_SECONDS = 20.0
@@ -25,7 +25,7 @@ START_TIMEOUT_SECONDS = 20.0
 
 def mailpit_binary() -> Path:
     """Mailpit, built once into the cache (`make mailpit-fetch`) when this machine has not yet."""
-    return fetch_mailpit(Settings().mailpit_cache_dir).binary
+    return fetch_mailpit(LocalSettings().mailpit_cache_dir).binary
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from pathlib import Path
 from aiokafka.errors import KafkaError
 
 from deploy.local.kafka_cluster import KafkaCluster, quiet_aiokafka
+from deploy.local.settings import LocalSettings
 from shared.kafka import admin_client
-from shared.settings import Settings
 from tests.conftest import free_port
 
 
@@ -30,7 +30,7 @@ def private_cluster(run_dir: Path, kafka_libs_dir: Path, brokers: int = 3) -> Ka
     """Node N on the (2N-1)th and 2Nth of a run of free ports, its data under run_dir/kafka-N."""
     first_port = free_port(span=2 * brokers)
     return KafkaCluster(
-        Settings(
+        LocalSettings(
             run_dir=run_dir,
             kafka_libs_dir=kafka_libs_dir,
             kafka_bootstrap_servers=f"127.0.0.1:{first_port}",

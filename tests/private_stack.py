@@ -18,16 +18,16 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from deploy.local.kafka import KafkaBroker
+from deploy.local.settings import LocalSettings
 from deploy.local.stack import LocalStack, Service
 from shared.kafka import admin_client, ensure_topics
-from shared.settings import Settings
 from tests.conftest import ISOLATED, WORKER_PORTS, free_port, settings_for
 
 
 def private_broker(run_dir: Path, kafka_libs_dir: Path) -> KafkaBroker:
     """A broker of its own, on free ports, with its data under run_dir/kafka."""
     return KafkaBroker(
-        Settings(
+        LocalSettings(
             run_dir=run_dir / "kafka",
             kafka_libs_dir=kafka_libs_dir,
             kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",

@@ -26,13 +26,14 @@ from deploy.local.kafka_mode import (
 )
 from deploy.local.mailpit import MAILPIT_VERSION, fetch_mailpit
 from deploy.local.postgres import local_postgres
+from deploy.local.settings import LocalSettings, load_local_settings
 from deploy.local.smtp_link import describe
 from deploy.local.stack import LocalStack, Service
 from shared.kafka import ensure_topics
-from shared.settings import PROJECT_ROOT, Settings, load_settings
+from shared.settings import PROJECT_ROOT
 
 
-def fetch_kafka_command(settings: Settings) -> None:
+def fetch_kafka_command(settings: LocalSettings) -> None:
     result = fetch_kafka(settings.kafka_libs_dir)
     if result.fetched:
         print(
@@ -44,7 +45,7 @@ def fetch_kafka_command(settings: Settings) -> None:
         print(f"Apache Kafka {kafka_version(result.libs_dir)} jars are in {shown(result.libs_dir)}")
 
 
-def fetch_mailpit_command(settings: Settings) -> None:
+def fetch_mailpit_command(settings: LocalSettings) -> None:
     build = fetch_mailpit(settings.mailpit_cache_dir)
     if build.built:
         print(f"Built Mailpit {MAILPIT_VERSION} in {build.seconds:.1f} s: {shown(build.binary)}")
@@ -52,11 +53,11 @@ def fetch_mailpit_command(settings: Settings) -> None:
         print(f"Mailpit {MAILPIT_VERSION} is in {shown(build.binary)}")
 
 
-def chromium_command(settings: Settings) -> None:
+def chromium_command(settings: LocalSettings) -> None:
     print(f"Chromium: {ensure_chromium(settings.chromium_path)}")
 
 
-def kafka_up(settings: Settings) -> None:
+def kafka_up(settings: LocalSettings) -> None:
     ensure_no_other_kafka(settings)
     fetch_kafka_command(settings)
     # Recorded before the start, so that `make down` finds nodes left running by a failed one.
@@ -76,7 +77,7 @@ def kafka_up(settings: Settings) -> None:
         )
 
 
-def cluster_up(settings: Settings) -> None:
+def cluster_up(settings: LocalSettings) -> None:
     cluster = KafkaCluster(settings)
     start = cluster.start()
     if start.already_running:
@@ -103,7 +104,7 @@ def cluster_up(settings: Settings) -> None:
         )
 
 
-def kafka_down(settings: Settings) -> None:
+def kafka_down(settings: LocalSettings) -> None:
     if settings.kafka_brokers > 1:
         cluster = KafkaCluster(settings)
         if cluster.stop():
@@ -117,7 +118,7 @@ def kafka_down(settings: Settings) -> None:
     record_brokers(settings.run_dir, None)
 
 
-def topics(settings: Settings) -> None:
+def topics(settings: LocalSettings) -> None:
     for topic in asyncio.run(ensure_topics(settings)):
         verb = "created" if topic.created else "exists"
         replicas = (
@@ -126,7 +127,7 @@ def topics(settings: Settings) -> None:
         print(f"Topic {topic.name}: {verb}, {topic.partitions} partitions.{replicas}")
 
 
-def describe_topics(settings: Settings) -> None:
+def describe_topics(settings: LocalSettings) -> None:
     """Kafka's own view of every topic: each partition's leader, replicas and ISR."""
     sys.exit(
         run_tool(
@@ -137,7 +138,7 @@ def describe_topics(settings: Settings) -> None:
     )  # fmt: skip
 
 
-def start_service(settings: Settings, service: Service) -> None:
+def start_service(settings: LocalSettings, service: Service) -> None:
     start = LocalStack(settings).start(service)
     for note in start.notes:
         print(note)
@@ -147,14 +148,14 @@ def start_service(settings: Settings, service: Service) -> None:
         print(f"{service.name} is ready after {start.seconds:.1f} s (pid {start.pid}).")
 
 
-def stop_service(settings: Settings, service: Service) -> None:
+def stop_service(settings: LocalSettings, service: Service) -> None:
     if LocalStack(settings).stop(service):
         print(f"{service.name} stopped.")
     else:
         print(f"{service.name} is not running.")
 
 
-def services_up(settings: Settings) -> None:
+def services_up(settings: LocalSettings) -> None:
     stack = LocalStack(settings)
     for service in stack.services():
         start_service(settings, service)
@@ -162,14 +163,14 @@ def services_up(settings: Settings) -> None:
         print(line)
 
 
-def services_down(settings: Settings) -> None:
+def services_down(settings: LocalSettings) -> None:
     stack = LocalStack(settings)
     extra_workers = [worker for worker in stack.running_workers() if worker.name != "worker"]
     for service in [stack.console(), stack.api(), *extra_workers, stack.worker(), stack.sink()]:
         stop_service(settings, service)
 
 
-def postgres_up(settings: Settings) -> None:
+def postgres_up(settings: LocalSettings) -> None:
     server = local_postgres(settings)
     start = server.start()
     state = (
@@ -181,12 +182,12 @@ def postgres_up(settings: Settings) -> None:
     )
 
 
-def postgres_down(settings: Settings) -> None:
+def postgres_down(settings: LocalSettings) -> None:
     if local_postgres(settings).stop():
         print("PostgreSQL stopped.")
 
 
-def up(settings: Settings) -> None:
+def up(settings: LocalSettings) -> None:
     kafka_up(settings)
     topics(settings)
     if settings.kafka_brokers > 1:
@@ -220,13 +221,13 @@ Try:
     )
 
 
-def down(settings: Settings) -> None:
+def down(settings: LocalSettings) -> None:
     services_down(settings)
     postgres_down(settings)
     kafka_down(settings)
 
 
-def status(settings: Settings) -> None:
+def status(settings: LocalSettings) -> None:
     stack = LocalStack(settings)
     kafka_pids = running_pids(settings)
     if settings.kafka_brokers > 1:
@@ -254,7 +255,7 @@ def status(settings: Settings) -> None:
         print(f"{service.name:<12}{'running, pid ' + str(pid) if pid else 'not running'}")
 
 
-def groups(settings: Settings) -> None:
+def groups(settings: LocalSettings) -> None:
     """Kafka's own view of the group: CURRENT-OFFSET, LOG-END-OFFSET and LAG per partition."""
     returncode = run_tool(
         settings, "kafka-consumer-groups.sh",
@@ -265,7 +266,7 @@ def groups(settings: Settings) -> None:
     sys.exit(returncode)
 
 
-def run_tool(settings: Settings, script: str, *args: str) -> int:
+def run_tool(settings: LocalSettings, script: str, *args: str) -> int:
     """One of Kafka's own tools, shown as the command a reader can type, its output as it is."""
     command = [str(KAFKA_TOOLS_DIR / script), *args]
     print("$ " + " ".join([shown(command[0]), *command[1:]]), flush=True)
@@ -273,7 +274,7 @@ def run_tool(settings: Settings, script: str, *args: str) -> int:
     return subprocess.run(command, env=env, check=False).returncode
 
 
-def logs(settings: Settings, name: str | None) -> None:
+def logs(settings: LocalSettings, name: str | None) -> None:
     """Follow the logs (`tail -F`) until Ctrl+C."""
     logs_dir = settings.run_dir / "logs"
     files = [logs_dir / f"{name}.log"] if name else sorted(logs_dir.glob("*.log"))
@@ -282,7 +283,7 @@ def logs(settings: Settings, name: str | None) -> None:
     os.execvp("tail", ["tail", "-n", "20", "-F", *map(str, files)])
 
 
-def clean(settings: Settings) -> None:
+def clean(settings: LocalSettings) -> None:
     down(settings)
     shutil.rmtree(settings.run_dir, ignore_errors=True)
     print(f"Deleted {shown(settings.run_dir)} (Kafka's data, the stores and the logs).")
@@ -343,7 +344,7 @@ def service_named(stack: LocalStack, name: str) -> Service:
     )
 
 
-def run(arguments: argparse.Namespace, settings: Settings) -> None:
+def run(arguments: argparse.Namespace, settings: LocalSettings) -> None:
     stack = LocalStack(settings)
     simple = {
         "up": up, "down": down, "status": status, "clean": clean,
@@ -375,7 +376,7 @@ def run(arguments: argparse.Namespace, settings: Settings) -> None:
 def main() -> None:
     arguments = parse_arguments()
     try:
-        settings = stack_settings(load_settings(), arguments.command)
+        settings = stack_settings(load_local_settings(), arguments.command)
         if settings.kafka_brokers > 1:
             # The services read their settings from the environment we start them with: every
             # node of the cluster, not only the first, so any one of them may be down; the API's

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deploy.local.errors import StackError
-from shared.settings import Settings
+from deploy.local.settings import LocalSettings
 
 # Each node's ports follow the previous node's: a client port and a controller port.
 PORTS_PER_NODE = 2
@@ -88,7 +88,7 @@ def bootstrap_list(nodes: Iterable[ClusterNode]) -> str:
     return ",".join(node.address for node in nodes)
 
 
-def cluster_client_settings(settings: Settings) -> Settings:
+def cluster_client_settings(settings: LocalSettings) -> LocalSettings:
     """The settings the stack's clients use with `settings.kafka_brokers` local nodes: every
     node as a bootstrap server, topics with three replicas of which two must acknowledge, and
     an API that waits out a failover; unless TOPIC_REPLICATION_FACTOR,

@@ -19,10 +19,10 @@ from aiokafka.structs import TopicPartition
 from deploy.local.errors import StackError
 from deploy.local.kafka import parse_group_description, run_kafka_tool
 from deploy.local.sender import DEMO_SENDER, post_email
+from deploy.local.settings import LocalSettings
 from deploy.local.stack import LocalStack, Service
 from shared.kafka import admin_client
 from shared.schema import message_id_for
-from shared.settings import Settings
 
 PARTITION = 0
 WAIT_SECONDS = 30.0
@@ -47,7 +47,7 @@ def idempotency_keys_on_partition(
 
 
 class Demo:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: LocalSettings) -> None:
         self.settings = settings
         self.stack = LocalStack(settings)
         self.http = httpx.Client(timeout=10)
@@ -142,7 +142,7 @@ class Demo:
         return self.stack.running_workers()
 
 
-def run(settings: Settings) -> None:
+def run(settings: LocalSettings) -> None:
     demo = Demo(settings)
     workers = demo.require_running()
     hellos = [f"hello{n}" for n in range(1, 6)]

@@ -26,7 +26,7 @@ from aiokafka.errors import KafkaError
 
 from deploy.local.errors import StackError
 from deploy.local.processes import BackgroundProcess, ensure_port_free, tail
-from shared.settings import Settings
+from deploy.local.settings import LocalSettings
 
 KAFKA_DEPLOY_DIR = Path(__file__).resolve().parent.parent / "kafka"
 POM_FILE = KAFKA_DEPLOY_DIR / "pom.xml"
@@ -158,7 +158,9 @@ def _fetch_result(libs_dir: Path, fetched: bool, started: float) -> FetchResult:
     )
 
 
-def broker_command(java: str, settings: Settings, logs_dir: Path, config_file: Path) -> list[str]:
+def broker_command(
+    java: str, settings: LocalSettings, logs_dir: Path, config_file: Path
+) -> list[str]:
     """The broker-and-controller process, as Kafka's kafka-server-start.sh runs it."""
     return [
         java,
@@ -173,7 +175,9 @@ def broker_command(java: str, settings: Settings, logs_dir: Path, config_file: P
     ]
 
 
-def format_command(java: str, settings: Settings, cluster_id: str, config_file: Path) -> list[str]:
+def format_command(
+    java: str, settings: LocalSettings, cluster_id: str, config_file: Path
+) -> list[str]:
     """Kafka's storage tool formatting the log directories a config names, for cluster_id."""
     return [
         java,
@@ -203,7 +207,7 @@ class BrokerStart:
 class KafkaBroker:
     """One broker-and-controller process whose data, config, pid and logs live in run_dir."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: LocalSettings) -> None:
         self.settings = settings
         self.host, self.port = settings.kafka_listener
         self.controller_port = settings.kafka_controller_port
@@ -302,7 +306,7 @@ async def answers_kafka_requests(bootstrap_servers: str) -> bool:
 
 
 def run_kafka_tool(
-    settings: Settings, script: str, *args: str, stdin: str | None = None, timeout: float = 60
+    settings: LocalSettings, script: str, *args: str, stdin: str | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     """Run one of Kafka's own tools (deploy/kafka/bin) with the jars from the settings."""
     return subprocess.run(

@@ -47,8 +47,8 @@ from deploy.local.kafka import (
     run_kafka_tool,
 )
 from deploy.local.processes import BackgroundProcess, ensure_port_free, tail, wait_for_exit
+from deploy.local.settings import LocalSettings
 from shared.kafka import admin_client
-from shared.settings import Settings
 
 CLUSTER_PROPERTIES_TEMPLATE = KAFKA_DEPLOY_DIR / "cluster.properties"
 POLL_SECONDS = 0.25
@@ -80,7 +80,7 @@ class KafkaCluster:
     """The nodes of settings.kafka_brokers; node N's config and data in run_dir/kafka-N/, its
     pid in run_dir/pids/kafka-N.pid, its logs in run_dir/logs/kafka-N/."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: LocalSettings) -> None:
         self.settings = settings
         self.nodes = plan_cluster(
             settings.kafka_bootstrap_servers, settings.kafka_controller_port, settings.kafka_brokers

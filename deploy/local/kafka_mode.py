@@ -14,7 +14,7 @@ from deploy.local.cluster_plan import cluster_client_settings
 from deploy.local.errors import StackError
 from deploy.local.kafka import KafkaBroker
 from deploy.local.kafka_cluster import KafkaCluster
-from shared.settings import Settings
+from deploy.local.settings import LocalSettings
 
 BROKERS_RECORD = "kafka-brokers"
 STARTING_COMMANDS = frozenset({"up", "kafka-up"})
@@ -37,7 +37,7 @@ def record_brokers(run_dir: Path, brokers: int | None) -> None:
         record.write_text(f"{brokers}\n")
 
 
-def stack_settings(settings: Settings, command: str) -> Settings:
+def stack_settings(settings: LocalSettings, command: str) -> LocalSettings:
     """The settings a command works with: the recorded number of nodes, unless the command
     starts Kafka and KAFKA_BROKERS (make up BROKERS=3) was given; with a cluster, every node as
     a bootstrap server and topics with three replicas."""
@@ -48,7 +48,7 @@ def stack_settings(settings: Settings, command: str) -> Settings:
     return cluster_client_settings(settings)
 
 
-def ensure_no_other_kafka(settings: Settings) -> None:
+def ensure_no_other_kafka(settings: LocalSettings) -> None:
     """Refuse to start one Kafka while the other kind runs: they would want the same ports."""
     recorded = recorded_brokers(settings.run_dir)
     if recorded is None or recorded == settings.kafka_brokers:
@@ -63,7 +63,7 @@ def ensure_no_other_kafka(settings: Settings) -> None:
         )
 
 
-def running_pids(settings: Settings) -> dict[str, int]:
+def running_pids(settings: LocalSettings) -> dict[str, int]:
     """The Kafka processes of settings.kafka_brokers that run: {"kafka-1": pid, ...}."""
     if settings.kafka_brokers == 1:
         pid = KafkaBroker(settings).process.running_pid()

@@ -25,7 +25,8 @@ from urllib.parse import urlsplit
 
 from deploy.local.errors import StackError
 from deploy.local.processes import tail, wait_for_exit
-from shared.settings import Settings, load_settings
+from deploy.local.settings import load_local_settings
+from shared.settings import Settings
 
 DEBIAN_VERSIONS_DIR = Path("/usr/lib/postgresql")  # 15/bin/pg_ctl, 17/bin/pg_ctl, ...
 DEBIAN_PACKAGE = "postgresql"  # the release's own version: 15 on Debian 12
@@ -293,7 +294,7 @@ def main() -> None:
     parser.add_argument("command", choices=["start", "stop", "status"])
     parser.add_argument("--port", type=int, help=f"default: DEDUPE_URL's, else {DEFAULT_PORT}")
     arguments = parser.parse_args()
-    server = local_postgres(load_settings(), arguments.port)
+    server = local_postgres(load_local_settings(), arguments.port)
     try:
         if arguments.command == "start":
             start = server.start()

@@ -17,8 +17,8 @@ import httpx
 
 from deploy.local.errors import StackError
 from deploy.local.processes import BackgroundProcess, ensure_port_free, tail
+from deploy.local.settings import LocalSettings
 from deploy.local.smtp_link import plan_smtp_link, prepare
-from shared.settings import Settings
 
 READY_TIMEOUT_SECONDS = 30.0
 PORT_RELEASE_SECONDS = 3.0
@@ -44,7 +44,7 @@ class ServiceStart:
 
 
 class LocalStack:
-    def __init__(self, settings: Settings, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, settings: LocalSettings, env: Mapping[str, str] | None = None) -> None:
         """`env`: the services' environment, where they read their settings (default: ours)."""
         self.settings = settings
         self.env = dict(os.environ if env is None else env)

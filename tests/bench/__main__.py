@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from deploy.local.kafka import kafka_version
+from deploy.local.settings import load_local_settings
 from shared.event_loop import run
-from shared.settings import load_settings
 from tests.bench.chart import draw_chart
 from tests.bench.console_stage import console_watching
 from tests.bench.mailpit_stage import sink_against_mailpit
@@ -267,7 +267,7 @@ def main() -> None:
     parser.add_argument("--chart", type=Path, help="also write the chart here")
     arguments = parser.parse_args()
 
-    settings = load_settings()
+    settings = load_local_settings()
     sizes = QUICK if arguments.quick else FULL
     if arguments.emails:
         sizes = dataclasses.replace(sizes, emails=arguments.emails)

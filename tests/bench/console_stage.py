@@ -16,7 +16,7 @@ import httpx
 from playwright.async_api import async_playwright
 
 from deploy.local.chromium import CHROMIUM_ARGS, find_chromium
-from shared.settings import Settings
+from deploy.local.settings import LocalSettings
 from tests.bench.stages import (
     Bench,
     drain_once,
@@ -110,7 +110,7 @@ async def page_update_latency(bench: Bench, deliveries: int) -> list[float]:
     """Seconds from the sink storing an email to its marker moving on a page in Chromium."""
     stack = bench.stack("console-page")
     await stack.up(console=True)
-    chromium = find_chromium(Settings().chromium_path)
+    chromium = find_chromium(LocalSettings().chromium_path)
     try:
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from deploy.local.mailpit import fetch_mailpit
+from deploy.local.settings import LocalSettings
 from services.worker.mime import render_email
 from shared.settings import Settings
 from tests.bench.smtp_blast import blast
@@ -74,7 +75,7 @@ async def ours(bench: Bench, emails: list[tuple[str, list[str], bytes]], connect
 async def mailpit(
     bench: Bench, emails: list[tuple[str, list[str], bytes]], connections: int
 ) -> float:
-    binary = fetch_mailpit(Settings().mailpit_cache_dir).binary
+    binary = fetch_mailpit(LocalSettings().mailpit_cache_dir).binary
     directory = bench.run_dir / f"versus-mailpit-{connections}"
     # --max 0 keeps every message (its default keeps the newest 500).
     with running_mailpit(binary, directory, "--max", "0", "--quiet") as server:

@@ -10,13 +10,15 @@ from playwright.async_api import Browser, Page, async_playwright
 
 from deploy.local.chromium import CHROMIUM_ARGS, find_chromium
 from deploy.local.kafka import KafkaBroker
-from shared.settings import Settings
+from deploy.local.settings import LocalSettings
 from tests.private_stack import PrivateStack, private_broker
 
 
 @pytest.fixture(scope="session")
 def browser_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
-    broker = private_broker(tmp_path_factory.mktemp("browser-kafka"), Settings().kafka_libs_dir)
+    broker = private_broker(
+        tmp_path_factory.mktemp("browser-kafka"), LocalSettings().kafka_libs_dir
+    )
     broker.start()
     try:
         yield broker
@@ -42,7 +44,7 @@ async def console_stack(
 
 @pytest.fixture(scope="session")
 async def browser() -> AsyncIterator[Browser]:
-    executable = find_chromium(Settings().chromium_path)
+    executable = find_chromium(LocalSettings().chromium_path)
     async with async_playwright() as playwright:
         chromium = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         yield chromium

@@ -15,8 +15,9 @@ from pathlib import Path
 from playwright.async_api import async_playwright, expect
 
 from deploy.local.chromium import CHROMIUM_ARGS, find_chromium
+from deploy.local.settings import load_local_settings
 from shared.event_loop import run
-from shared.settings import PROJECT_ROOT, load_settings
+from shared.settings import PROJECT_ROOT
 from tests.browser.emails import send_emails
 from tests.private_stack import PrivateStack, private_broker
 
@@ -51,7 +52,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     arguments = parser.parse_args()
-    settings = load_settings()
+    settings = load_local_settings()
     chromium = find_chromium(settings.chromium_path)
     run_dir = settings.run_dir / "screenshot" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     broker = private_broker(run_dir, settings.kafka_libs_dir)

@@ -15,7 +15,7 @@ import pytest
 from playwright.async_api import Page, expect
 
 from deploy.local.kafka_cluster import KafkaCluster
-from shared.settings import Settings
+from deploy.local.settings import LocalSettings
 from tests.browser.console_page import LANES
 from tests.private_cluster import private_cluster
 from tests.private_stack import PrivateStack
@@ -26,7 +26,9 @@ WHOLE_AGAIN_SECONDS = 120.0
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
-    cluster = private_cluster(tmp_path_factory.mktemp("browser-cluster"), Settings().kafka_libs_dir)
+    cluster = private_cluster(
+        tmp_path_factory.mktemp("browser-cluster"), LocalSettings().kafka_libs_dir
+    )
     try:
         cluster.start()
         yield cluster

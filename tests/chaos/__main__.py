@@ -14,8 +14,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from deploy.local.settings import load_local_settings
 from shared.logs import configure_logging
-from shared.settings import load_settings
 from tests.chaos.cluster_scenarios import CLUSTER_SCENARIOS
 from tests.chaos.harness import FULL, HEADER, QUICK, Result, write_report
 from tests.chaos.scenarios import SCENARIOS, Run
@@ -119,7 +119,7 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, help="override the size's fault cycles")
     arguments = parser.parse_args()
 
-    settings = load_settings()
+    settings = load_local_settings()
     configure_logging("WARNING")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     run_dir = arguments.run_dir or settings.run_dir / "chaos" / stamp

@@ -1,13 +1,16 @@
 """The README and docs/ tell the truth about the code: the settings tables are the settings
-model, every relative link leads somewhere, and every `make` target they name exists."""
+models, every relative link leads somewhere, and every `make` target they name exists."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+from pydantic.fields import FieldInfo
 
+from deploy.local.settings import LocalSettings
 from shared.settings import PROJECT_ROOT, Settings
 
 README = PROJECT_ROOT / "README.md"
@@ -22,6 +25,8 @@ LINKED_TEXT = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
 HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 URL_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:|^//")
 SETTING = re.compile(r"`([A-Z][A-Z0-9_]*)`")
+# docs/settings.md's section of the settings LocalSettings adds; every other table is Settings'.
+LOCAL_SECTION = "The local stack's and the tests' own"
 # `make` where a command starts: a line, a span, after `$ ` or `(`, or after VAR=value words.
 MAKE_TARGET = re.compile(r"(?:^\s*(?:[A-Z_]+=\S*\s+)*|\$ |\()make ([a-z][a-z0-9-]*)")
 
@@ -78,33 +83,65 @@ def linked_files(page: Path) -> set[Path]:
     return {(page.parent / target.partition("#")[0]).resolve() for target in relative_links(page)}
 
 
-def settings_in_tables() -> set[str]:
-    """The variables named in the first column of docs/settings.md's tables."""
-    names: set[str] = set()
+def settings_in_tables() -> tuple[set[str], set[str]]:
+    """The variables named in the first column of docs/settings.md's tables: those of the
+    deployment's tables, and those of the local stack's and the tests' own section."""
+    deployment: set[str] = set()
+    local: set[str] = set()
+    names = deployment
     for line in (DOCS / "settings.md").read_text().splitlines():
-        if line.startswith("|"):
+        heading = HEADING.match(line)
+        if heading:
+            names = local if heading.group(2) == LOCAL_SECTION else deployment
+        elif line.startswith("|"):
             first_cell = line.split("|")[1]
             names.update(SETTING.findall(first_cell))
+    return deployment, local
+
+
+def variables(fields: Mapping[str, FieldInfo]) -> set[str]:
+    """The fields' environment variables, with the other names a field accepts."""
+    names = {name.upper() for name in fields}
+    for field in fields.values():
+        choices = getattr(field.validation_alias, "choices", [])
+        names.update(choice.upper() for choice in choices if isinstance(choice, str))
     return names
 
 
-def test_every_setting_is_in_the_settings_tables() -> None:
-    documented = settings_in_tables()
+def local_fields() -> dict[str, FieldInfo]:
+    """The fields LocalSettings adds to Settings: the local stack's and the tests' own."""
+    return {
+        name: field
+        for name, field in LocalSettings.model_fields.items()
+        if name not in Settings.model_fields
+    }
 
-    missing = [name.upper() for name in Settings.model_fields if name.upper() not in documented]
+
+def test_every_setting_is_in_the_settings_tables() -> None:
+    deployment, local = settings_in_tables()
+
+    missing = [name.upper() for name in Settings.model_fields if name.upper() not in deployment]
+    missing_local = [name.upper() for name in local_fields() if name.upper() not in local]
 
     assert not missing, f"add these settings to docs/settings.md's tables: {missing}"
+    assert not missing_local, (
+        f"add these settings to docs/settings.md's section {LOCAL_SECTION!r}: {missing_local}"
+    )
 
 
 def test_every_variable_in_the_settings_tables_is_a_setting() -> None:
-    known = {name.upper() for name in Settings.model_fields}
-    for field in Settings.model_fields.values():
-        choices = getattr(field.validation_alias, "choices", [])
-        known.update(choice.upper() for choice in choices if isinstance(choice, str))
+    deployment, local = settings_in_tables()
 
-    stale = sorted(settings_in_tables() - known)
+    stale = sorted(deployment - variables(Settings.model_fields))
+    stale_local = sorted(local - variables(local_fields()))
 
-    assert not stale, f"docs/settings.md documents variables no setting reads: {stale}"
+    assert not stale, (
+        f"docs/settings.md's tables document variables Settings does not read: {stale}"
+    )
+    assert not stale_local, (
+        f"docs/settings.md's section {LOCAL_SECTION!r} documents variables that are not "
+        f"LocalSettings' own: {stale_local}"
+    )
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(PROJECT_ROOT)))

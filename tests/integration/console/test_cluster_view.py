@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from deploy.local.kafka_cluster import KafkaCluster
+from deploy.local.settings import LocalSettings
 from services.console.kafka_reader import create_kafka_reader
 from services.console.snapshot import Picture, Reading
 from shared.kafka import ensure_topics
@@ -24,7 +25,9 @@ CHANGE_SECONDS = 60.0  # a killed node is fenced in 3 s; a restarted one catches
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
-    cluster = private_cluster(tmp_path_factory.mktemp("console-cluster"), Settings().kafka_libs_dir)
+    cluster = private_cluster(
+        tmp_path_factory.mktemp("console-cluster"), LocalSettings().kafka_libs_dir
+    )
     try:
         cluster.start()
         yield cluster

@@ -13,7 +13,7 @@ from services.api.app import create_app
 from services.api.email_queue import EmailQueue, KafkaUnavailable
 from shared.settings import Settings
 from tests.unit.api.test_app import FakeEmailQueue, default_topic_configs, email, queued_record
-from tests.unit.test_loop_lag import block_the_loop
+from tests.unit.shared.test_loop_lag import block_the_loop
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

@@ -18,7 +18,7 @@ from deploy.local.cluster_plan import (
     quorum_voters,
 )
 from deploy.local.errors import StackError
-from shared.settings import Settings
+from deploy.local.settings import LocalSettings
 
 # `kafka-metadata-quorum.sh describe --replication` on a three-node cluster, tabs and all.
 QUORUM_REPLICATION = (
@@ -69,7 +69,7 @@ def test_ports_that_clash_or_run_out_are_refused(first: int, controller: int) ->
 
 
 def test_a_cluster_tells_its_clients_every_node_and_three_replicas() -> None:
-    settings = Settings(_env_file=None, kafka_brokers=3)
+    settings = LocalSettings(_env_file=None, kafka_brokers=3)
 
     clients = cluster_client_settings(settings)
 
@@ -79,7 +79,7 @@ def test_a_cluster_tells_its_clients_every_node_and_three_replicas() -> None:
 
 
 def test_settings_given_on_purpose_are_kept() -> None:
-    settings = Settings(
+    settings = LocalSettings(
         _env_file=None, kafka_brokers=3, topic_replication_factor=2, topic_min_insync_replicas=1,
         api_produce_timeout_seconds=4,
     )  # fmt: skip
@@ -91,7 +91,7 @@ def test_settings_given_on_purpose_are_kept() -> None:
 
 
 def test_one_broker_changes_nothing() -> None:
-    settings = Settings(_env_file=None)
+    settings = LocalSettings(_env_file=None)
 
     assert cluster_client_settings(settings) is settings
     assert (settings.topic_replication_factor, settings.topic_min_insync_replicas) == (1, None)
@@ -102,7 +102,7 @@ def test_two_brokers_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KAFKA_BROKERS", "2")
 
     with pytest.raises(ValidationError, match=r"expected 1 .* or 3"):
-        Settings(_env_file=None)
+        LocalSettings(_env_file=None)
 
 
 def partition(leader: int, replicas: list[int], isr: list[int]) -> dict[str, object]:

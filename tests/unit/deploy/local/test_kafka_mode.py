@@ -16,7 +16,7 @@ from deploy.local.kafka_mode import (
     running_pids,
     stack_settings,
 )
-from shared.settings import Settings
+from deploy.local.settings import LocalSettings
 
 CLUSTER_SERVERS = "localhost:9092,localhost:9094,localhost:9096"
 
@@ -35,7 +35,7 @@ def test_the_record_holds_the_number_of_nodes_until_it_is_cleared(tmp_path: Path
 def test_commands_follow_the_recorded_cluster(tmp_path: Path, command: str) -> None:
     record_brokers(tmp_path, 3)
 
-    settings = stack_settings(Settings(_env_file=None, run_dir=tmp_path), command)
+    settings = stack_settings(LocalSettings(_env_file=None, run_dir=tmp_path), command)
 
     assert settings.kafka_brokers == 3
     assert settings.kafka_bootstrap_servers == CLUSTER_SERVERS
@@ -45,7 +45,9 @@ def test_commands_follow_the_recorded_cluster(tmp_path: Path, command: str) -> N
 def test_a_start_that_names_the_number_of_nodes_gets_it(tmp_path: Path) -> None:
     record_brokers(tmp_path, 3)
 
-    settings = stack_settings(Settings(_env_file=None, run_dir=tmp_path, kafka_brokers=1), "up")
+    settings = stack_settings(
+        LocalSettings(_env_file=None, run_dir=tmp_path, kafka_brokers=1), "up"
+    )
 
     assert (settings.kafka_brokers, settings.kafka_bootstrap_servers) == (1, "localhost:9092")
 
@@ -53,20 +55,22 @@ def test_a_start_that_names_the_number_of_nodes_gets_it(tmp_path: Path) -> None:
 def test_down_stops_what_was_started_whatever_it_is_told(tmp_path: Path) -> None:
     record_brokers(tmp_path, 3)
 
-    settings = stack_settings(Settings(_env_file=None, run_dir=tmp_path, kafka_brokers=1), "down")
+    settings = stack_settings(
+        LocalSettings(_env_file=None, run_dir=tmp_path, kafka_brokers=1), "down"
+    )
 
     assert settings.kafka_brokers == 3
 
 
 def test_nothing_recorded_is_one_broker(tmp_path: Path) -> None:
-    settings = stack_settings(Settings(_env_file=None, run_dir=tmp_path), "status")
+    settings = stack_settings(LocalSettings(_env_file=None, run_dir=tmp_path), "status")
 
     assert (settings.kafka_brokers, settings.kafka_bootstrap_servers) == (1, "localhost:9092")
 
 
 def test_a_recorded_cluster_that_no_longer_runs_does_not_stop_a_start(tmp_path: Path) -> None:
     record_brokers(tmp_path, 3)
-    settings = Settings(_env_file=None, run_dir=tmp_path, kafka_brokers=1)
+    settings = LocalSettings(_env_file=None, run_dir=tmp_path, kafka_brokers=1)
 
     ensure_no_other_kafka(settings)
 
@@ -75,7 +79,7 @@ def test_a_recorded_cluster_that_no_longer_runs_does_not_stop_a_start(tmp_path: 
 
 def test_a_running_cluster_stops_a_start_of_one_broker(tmp_path: Path) -> None:
     record_brokers(tmp_path, 3)
-    cluster = Settings(_env_file=None, run_dir=tmp_path, kafka_brokers=3)
+    cluster = LocalSettings(_env_file=None, run_dir=tmp_path, kafka_brokers=3)
     # A sleeper stands in for node 2: its command line holds the node's config file, the
     # marker a pid must show to count as the node's.
     marker = str(tmp_path / "kafka-2" / "server.properties")
@@ -86,7 +90,7 @@ def test_a_running_cluster_stops_a_start_of_one_broker(tmp_path: Path) -> None:
 
         assert running_pids(cluster) == {"kafka-2": node.pid}
         with pytest.raises(StackError, match="running as a cluster of 3 nodes"):
-            ensure_no_other_kafka(Settings(_env_file=None, run_dir=tmp_path, kafka_brokers=1))
+            ensure_no_other_kafka(LocalSettings(_env_file=None, run_dir=tmp_path, kafka_brokers=1))
     finally:
         node.kill()
         node.wait()

@@ -11,17 +11,17 @@ from typing import Any
 import pytest
 
 from deploy.local.errors import StackError
+from deploy.local.settings import LocalSettings
 from deploy.local.smtp_link import delivers_to_sink, describe, plan_smtp_link, prepare
 from deploy.local.stack import LocalStack
-from shared.settings import Settings
 
 RUN = Path("/stack/run")
 TLS = RUN / "tls"
 
 
-def settings(**fields: Any) -> Settings:
+def settings(**fields: Any) -> LocalSettings:
     """Settings as the environment gives them: only these fields count as set by the user."""
-    return Settings.model_validate({"run_dir": RUN, **fields})
+    return LocalSettings.model_validate({"run_dir": RUN, **fields})
 
 
 def test_plain_smtp_by_default_changes_nothing() -> None:
@@ -155,7 +155,7 @@ def test_prepare_writes_the_auth_file_for_the_owner_only_and_the_certificate(
     tmp_path: Path,
 ) -> None:
     link = plan_smtp_link(
-        Settings.model_validate(
+        LocalSettings.model_validate(
             {
                 "run_dir": tmp_path,
                 "smtp_tls": "starttls",
@@ -191,7 +191,7 @@ def test_credentials_the_auth_file_cannot_hold_are_explained(
     tmp_path: Path, username: str, password: str, phrase: str
 ) -> None:
     link = plan_smtp_link(
-        Settings.model_validate(
+        LocalSettings.model_validate(
             {"run_dir": tmp_path, "smtp_username": username, "smtp_password": password}
         )
     )

@@ -6,7 +6,7 @@ from typing import Any
 
 import yaml
 
-from tests.unit.test_compose import PROMETHEUS_CONFIG, compose
+from tests.unit.deploy.test_compose import PROMETHEUS_CONFIG, compose
 
 
 def scrape_configs() -> dict[str, dict[str, Any]]:

@@ -15,6 +15,7 @@ import pytest
 
 from deploy.local.cluster_plan import partitions_of
 from deploy.local.kafka_cluster import KafkaCluster
+from deploy.local.settings import LocalSettings
 from shared.kafka import admin_client, create_producer, ensure_topics, topic_configs
 from shared.settings import Settings
 from tests.integration import test_kafka_cli as seed_walkthrough
@@ -30,7 +31,7 @@ WHOLE_AGAIN_SECONDS = 60.0
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
-    cluster = private_cluster(tmp_path_factory.mktemp("cluster"), Settings().kafka_libs_dir)
+    cluster = private_cluster(tmp_path_factory.mktemp("cluster"), LocalSettings().kafka_libs_dir)
     try:
         cluster.start()
         asyncio.run(ensure_topics(cluster.client_settings))
