@@ -5,12 +5,10 @@ from __future__ import annotations
 
 from typing import Final, Literal
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, make_asgi_app
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
-from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
 
 from shared.loop_lag import LoopLag
 
@@ -69,19 +67,3 @@ def event_loop_lag(registry: CollectorRegistry) -> LoopLag:
     """email_api_event_loop_lag_seconds and email_api_event_loop_lag_max_seconds in one app's
     registry, sampled while the app runs."""
     return LoopLag("email_api", registry)
-
-
-class PrometheusAnswer(Response):
-    """`GET /metrics` answered by prometheus-client's own ASGI app for one app's registry:
-    Prometheus' text format, or OpenMetrics when the scraper's Accept asks for it.
-
-    Returned by the route rather than mounted: a mount answers /metrics with a redirect to
-    /metrics/, and would take the route's GET-only methods and its entry in /openapi.json
-    with it. Uncompressed, as the API has always answered."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        super().__init__()
-        self._metrics_app = make_asgi_app(registry, disable_compression=True)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._metrics_app(scope, receive, send)

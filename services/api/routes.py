@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from services.api import metrics
 from services.api.email_queue import EmailQueue, EmailTooLarge, KafkaUnavailable
+from shared.metrics_endpoint import PrometheusAnswer
 from shared.schema import SCHEMA_VERSION, EmailContent, EmailRecord, message_id_for
 from shared.settings import Settings
 
@@ -175,4 +176,5 @@ async def readyz(queue: Queue) -> dict[str, str]:
 async def prometheus_metrics(registry: MetricsRegistry) -> Response:
     """The API's metrics for Prometheus: emails accepted and refused, Kafka's acknowledgement
     time, and the process's memory and CPU."""
-    return metrics.PrometheusAnswer(registry)
+    # Never gzipped: the loop that would compress is the one answering POST /emails.
+    return PrometheusAnswer(registry, gzip=False)

@@ -9,15 +9,13 @@ from typing import Protocol
 from aiokafka.structs import TopicPartition
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from prometheus_client import make_asgi_app
-from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.worker.faults import ConfigurationFaults
 from services.worker.membership import GroupMembership
 from services.worker.metrics import metrics_registry
 from services.worker.offsets import PartitionOffsets
 from services.worker.store_outage import StoreOutage
+from shared.metrics_endpoint import PrometheusAnswer
 
 
 class OwnedPartitions(Protocol):
@@ -79,20 +77,8 @@ def create_health_app(
             }
         )
 
-    # prometheus-client's own app answers in the format the scraper asks for (Prometheus' text
-    # format, or OpenMetrics), gzipped if it may. At a route of its own: app.mount("/metrics")
-    # would answer /metrics with a redirect to /metrics/ (prometheus/client_python#1016).
-    metrics = AsgiEndpoint(make_asgi_app(registry))
-    app.router.routes.append(Route("/metrics", metrics, methods=["GET"]))
+    @app.get("/metrics")
+    async def metrics() -> PrometheusAnswer:
+        return PrometheusAnswer(registry)
+
     return app
-
-
-class AsgiEndpoint:
-    """An ASGI app as a Starlette route's endpoint: the route calls a plain function, such as
-    the one make_asgi_app returns, as a request handler, and an object as an ASGI app."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self._app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._app(scope, receive, send)

@@ -20,7 +20,6 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
-from prometheus_client.exposition import choose_encoder
 
 from services.smtp_sink.latency import WINDOW_SIZE, LatencySummary, LatencyWindow
 from services.smtp_sink.mailbox import Sighting
@@ -115,12 +114,6 @@ class SinkMetrics:
         """The mailbox was emptied: the stats' window describes the mailbox, so it starts over.
         The Prometheus histogram keeps counting, as counters must."""
         self._latest.clear()
-
-    def exposition(self, accept: str = "") -> tuple[bytes, str]:
-        """Every metric and the content type, in the format the Accept header asks for:
-        Prometheus's text format unless it names OpenMetrics, as prometheus_client serves."""
-        encode, content_type = choose_encoder(accept)
-        return encode(self.registry), content_type
 
 
 def resident_memory_bytes() -> int:

@@ -118,6 +118,19 @@ async def tls_client(sink: RunningSink, context: ssl.SSLContext) -> AsyncIterato
         yield client
 
 
+async def send_over_starttls(sink: RunningSink, context: ssl.SSLContext) -> None:
+    """What the worker does with TLS and AUTH set: STARTTLS, verify, AUTH, send."""
+    await aiosmtplib.send(
+        email(),
+        hostname="127.0.0.1",
+        port=sink.smtp_port,
+        start_tls=True,
+        tls_context=context,
+        username=USER,
+        password=PASSWORD,
+    )
+
+
 async def test_starttls_is_offered_and_the_certificate_verifies_against_the_ca(
     strict_sink: RunningSink, client_context: ssl.SSLContext
 ) -> None:
@@ -221,15 +234,7 @@ async def test_optional_starttls_then_auth_delivers(
 ) -> None:
     await empty(optional_tls_sink)
 
-    await aiosmtplib.send(
-        email(),
-        hostname="127.0.0.1",
-        port=optional_tls_sink.smtp_port,
-        start_tls=True,
-        tls_context=client_context,
-        username=USER,
-        password=PASSWORD,
-    )
+    await send_over_starttls(optional_tls_sink, client_context)
 
     assert await stored_count(optional_tls_sink) == 1
 
@@ -281,15 +286,7 @@ async def test_the_sink_says_once_at_start_what_it_offers(
     strict_sink: RunningSink, client_context: ssl.SSLContext
 ) -> None:
     for _ in range(3):
-        await aiosmtplib.send(
-            email(),
-            hostname="127.0.0.1",
-            port=strict_sink.smtp_port,
-            start_tls=True,
-            tls_context=client_context,
-            username=USER,
-            password=PASSWORD,
-        )
+        await send_over_starttls(strict_sink, client_context)
 
     output = strict_sink.output()
     assert output.count("STARTTLS offered (required)") == 1

@@ -88,6 +88,17 @@ async def test_two_apps_in_one_process_each_serve_their_own_metrics() -> None:
     assert "email_sink_messages_received_total 0.0" in await get(second, "/metrics")
 
 
+async def test_metrics_in_openmetrics_when_the_scraper_asks_for_it() -> None:
+    transport = httpx.ASGITransport(app=app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://sink") as client:
+        response = await client.get(
+            "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+        )
+
+    assert response.headers["content-type"].startswith("application/openmetrics-text")
+    assert response.text.endswith("# EOF\n")
+
+
 async def test_the_inbox_is_read_from_the_package() -> None:
     inbox = app()
 
