@@ -24,6 +24,7 @@ import asyncpg  # type: ignore[import-untyped]
 from aiosmtplib import SMTPResponse
 
 from deploy.local.postgres import LocalPostgres
+from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.dedupe import (
     DeliveryState,
     Outcome,
@@ -31,7 +32,6 @@ from services.worker.dedupe import (
     SqliteDedupeStore,
     open_dedupe_store,
 )
-from services.worker.faults import ConfigurationFaults
 from services.worker.mime import OutgoingEmail
 from services.worker.processor import EmailProcessor, message_id_of
 from services.worker.retry import RetryPolicy

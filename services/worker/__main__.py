@@ -17,10 +17,10 @@ from aiokafka.structs import TopicPartition
 
 from services.worker import metrics
 from services.worker.assignment import Assignment
+from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.consumer import CLEANUP_SECONDS, consume, finish_within
 from services.worker.dead_letters import DeadLetters
 from services.worker.dedupe import CannotOpenDedupeStore, open_dedupe_store
-from services.worker.faults import ConfigurationFaults
 from services.worker.health import create_health_app
 from services.worker.membership import GroupMembership
 from services.worker.partition import PartitionWorker

@@ -10,7 +10,7 @@ from aiokafka.structs import TopicPartition
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from services.worker.faults import ConfigurationFaults
+from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.membership import GroupMembership
 from services.worker.metrics import metrics_registry
 from services.worker.offsets import PartitionOffsets

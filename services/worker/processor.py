@@ -14,8 +14,8 @@ from typing import Protocol, TypeVar
 from aiokafka.structs import ConsumerRecord
 from aiosmtplib import SMTPResponse
 
+from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.dedupe import DedupeStore, Outcome
-from services.worker.faults import ConfigurationFaults
 from services.worker.mime import OutgoingEmail, accepted_at, render_email
 from services.worker.outcome import RecordOutcome
 from services.worker.retry import RetryPolicy, Stopped, retry_until_done, wait_unless_stopping

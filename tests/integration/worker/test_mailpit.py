@@ -13,7 +13,7 @@ import pytest
 from aiosmtplib import SMTPSenderRefused
 from pydantic import SecretStr
 
-from services.worker.faults import ConfigurationFaults
+from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.health import create_health_app
 from services.worker.mime import OutgoingEmail, render_email
 from services.worker.processor import EmailProcessor

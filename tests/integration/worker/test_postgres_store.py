@@ -12,13 +12,13 @@ import pytest
 from aiosmtplib import SMTPResponse
 
 from deploy.local.postgres import LocalPostgres
+from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.dedupe import (
     CannotOpenDedupeStore,
     DeliveryState,
     PostgresDedupeStore,
     open_dedupe_store,
 )
-from services.worker.faults import ConfigurationFaults
 from services.worker.mime import OutgoingEmail
 from services.worker.processor import EmailProcessor
 from services.worker.retry import RetryPolicy

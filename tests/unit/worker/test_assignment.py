@@ -9,7 +9,7 @@ from collections.abc import Callable
 from aiokafka.structs import TopicPartition
 
 from services.worker.assignment import Assignment
-from services.worker.faults import ConfigurationFaults
+from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.offsets import PartitionOffsets
 from services.worker.partition import PartitionWorker
 from services.worker.processor import EmailProcessor

@@ -9,8 +9,8 @@ import pytest
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from services.worker.assignment import Assignment
+from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.consumer import RebalanceListener, consume
-from services.worker.faults import ConfigurationFaults
 from services.worker.membership import GroupMembership
 from services.worker.outcome import RecordOutcome
 from services.worker.processor import EmailProcessor, Mailer

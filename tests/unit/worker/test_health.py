@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 from aiokafka.structs import TopicPartition
 
-from services.worker.faults import ConfigurationFaults
+from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.health import create_health_app
 from services.worker.membership import GroupMembership
 from services.worker.store_outage import StoreOutage

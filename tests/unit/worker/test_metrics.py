@@ -14,7 +14,7 @@ from aiosmtplib import SMTPResponse
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.worker import metrics
-from services.worker.faults import ConfigurationFaults
+from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.health import create_health_app
 from services.worker.offsets import PartitionOffsets
 from services.worker.partition import PartitionWorker

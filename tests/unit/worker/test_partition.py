@@ -9,7 +9,7 @@ from collections.abc import Callable
 from aiokafka.structs import TopicPartition
 from aiosmtplib import SMTPRecipientRefused, SMTPRecipientsRefused, SMTPResponse
 
-from services.worker.faults import ConfigurationFaults
+from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.mime import OutgoingEmail
 from services.worker.partition import PartitionWorker
 from services.worker.processor import EmailProcessor

@@ -10,8 +10,8 @@ import pytest
 from aiosmtplib import SMTPRecipientRefused, SMTPRecipientsRefused, SMTPResponse, SMTPSenderRefused
 
 from services.worker import metrics
+from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.dedupe import DeliveryState, Outcome
-from services.worker.faults import ConfigurationFaults
 from services.worker.mime import OutgoingEmail
 from services.worker.processor import EmailProcessor
 from services.worker.retry import RetryPolicy, Stopped

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from services.worker import metrics
-from services.worker.faults import ConfigurationFaults
+from services.worker.configuration_faults import ConfigurationFaults
 
 REFUSED = "SMTP authentication refused by smtp.example.com:587 (535 5.7.8 ...)"
 
