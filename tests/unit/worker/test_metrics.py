@@ -143,6 +143,79 @@ async def test_every_counter_and_reason_shows_from_the_start_with_the_process() 
     assert ("process_resident_memory_bytes", ()) in samples
 
 
+# What a dashboard or an alert relies on: each family's name and type, and its samples' names
+# and labels, in the Prometheus text format (histogram buckets left out).
+EXPOSED = """\
+# TYPE email_worker_emails_delivered_total counter
+email_worker_emails_delivered_total
+# TYPE email_worker_emails_delivered_created gauge
+email_worker_emails_delivered_created
+# TYPE email_worker_emails_skipped_duplicate_total counter
+email_worker_emails_skipped_duplicate_total
+# TYPE email_worker_emails_skipped_duplicate_created gauge
+email_worker_emails_skipped_duplicate_created
+# TYPE email_worker_delivery_retries_total counter
+email_worker_delivery_retries_total
+# TYPE email_worker_delivery_retries_created gauge
+email_worker_delivery_retries_created
+# TYPE email_worker_emails_outcome_unknown_total counter
+email_worker_emails_outcome_unknown_total
+# TYPE email_worker_emails_outcome_unknown_created gauge
+email_worker_emails_outcome_unknown_created
+# TYPE email_worker_emails_dead_lettered_total counter
+email_worker_emails_dead_lettered_total{reason="poison_record"}
+email_worker_emails_dead_lettered_total{reason="permanent_failure"}
+email_worker_emails_dead_lettered_total{reason="attempts_exhausted"}
+email_worker_emails_dead_lettered_total{reason="some_recipients_refused"}
+# TYPE email_worker_emails_dead_lettered_created gauge
+email_worker_emails_dead_lettered_created{reason="poison_record"}
+email_worker_emails_dead_lettered_created{reason="permanent_failure"}
+email_worker_emails_dead_lettered_created{reason="attempts_exhausted"}
+email_worker_emails_dead_lettered_created{reason="some_recipients_refused"}
+# TYPE email_worker_configuration_faults_total counter
+email_worker_configuration_faults_total{kind="authentication"}
+email_worker_configuration_faults_total{kind="authentication_required"}
+email_worker_configuration_faults_total{kind="tls"}
+email_worker_configuration_faults_total{kind="starttls_not_offered"}
+email_worker_configuration_faults_total{kind="auth_not_offered"}
+email_worker_configuration_faults_total{kind="session_refused"}
+# TYPE email_worker_configuration_faults_created gauge
+email_worker_configuration_faults_created{kind="authentication"}
+email_worker_configuration_faults_created{kind="authentication_required"}
+email_worker_configuration_faults_created{kind="tls"}
+email_worker_configuration_faults_created{kind="starttls_not_offered"}
+email_worker_configuration_faults_created{kind="auth_not_offered"}
+email_worker_configuration_faults_created{kind="session_refused"}
+# TYPE email_worker_delivery_duration_seconds histogram
+email_worker_delivery_duration_seconds_count
+email_worker_delivery_duration_seconds_sum
+# TYPE email_worker_delivery_duration_seconds_created gauge
+email_worker_delivery_duration_seconds_created
+# TYPE email_worker_delivery_latency_seconds histogram
+email_worker_delivery_latency_seconds_count
+email_worker_delivery_latency_seconds_sum
+# TYPE email_worker_delivery_latency_seconds_created gauge
+email_worker_delivery_latency_seconds_created
+# TYPE email_worker_committed_offset gauge
+# TYPE email_worker_partition_lag gauge
+"""
+
+
+async def test_each_metric_keeps_its_name_type_and_labels() -> None:
+    app = create_health_app(
+        member_of_the_group(), FakeOwnedPartitions(), "email-send-group", ConfigurationFaults(1, 1)
+    )
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://w") as c:
+        text = (await c.get("/metrics")).text
+
+    exposed = [
+        line if line.startswith("#") else line.rpartition(" ")[0]  # the value left out
+        for line in text.splitlines()
+        if "email_worker_" in line and "_bucket{" not in line and not line.startswith("# HELP")
+    ]
+    assert exposed == EXPOSED.splitlines()
+
+
 async def test_a_delivery_counts_once_with_its_latency_from_acceptance() -> None:
     accepted_at = datetime.now(UTC) - timedelta(seconds=2)
     value = email_record("m-latency", created_at=accepted_at).to_kafka()[1]
