@@ -33,7 +33,7 @@ from services.worker.dedupe import (
     open_dedupe_store,
 )
 from services.worker.mime import OutgoingEmail
-from services.worker.processor import EmailProcessor, message_id_of
+from services.worker.processor import AttemptCounts, EmailProcessor, message_id_of
 from services.worker.retry import RetryPolicy
 from shared.event_loop import run
 from tests.postgres import fresh_database, private_postgres
@@ -101,6 +101,7 @@ async def measure(location: str | Path, emails: int, lanes: int) -> list[float]:
         retry=retry,
         message_id_domain="latency.test",
         configuration_faults=ConfigurationFaults(retry.initial_seconds, retry.max_seconds),
+        counts=AttemptCounts(),
     )
     run = uuid.uuid4().hex[:8]
     records = [kafka_record(offset, f"{run}-{offset}") for offset in range(emails)]

@@ -15,7 +15,6 @@ import sys
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
-from services.worker import metrics
 from services.worker.assignment import Assignment
 from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.consumer import CLEANUP_SECONDS, consume, finish_within
@@ -24,7 +23,7 @@ from services.worker.dedupe import CannotOpenDedupeStore, open_dedupe_store
 from services.worker.health import create_health_app
 from services.worker.membership import GroupMembership
 from services.worker.partition import PartitionWorker
-from services.worker.processor import EmailProcessor
+from services.worker.processor import AttemptCounts, EmailProcessor
 from services.worker.retention import prune_until_stopped, retention_seconds
 from services.worker.retry import RetryPolicy
 from services.worker.smtp import SmtpConnection, SmtpServer, SmtpSettingsError, smtp_server
@@ -57,6 +56,7 @@ async def serve(settings: Settings, smtp: SmtpServer) -> None:
         settings.worker_retry_initial_seconds, settings.worker_retry_max_seconds
     )
     store_outage = StoreOutage()
+    attempt_counts = AttemptCounts()
     processor = EmailProcessor(
         store=store,
         dead_letters=DeadLetters(dead_letter_producer, settings.dlq_topic),
@@ -67,8 +67,8 @@ async def serve(settings: Settings, smtp: SmtpServer) -> None:
         ),
         message_id_domain=settings.message_id_domain,
         configuration_faults=configuration_faults,
+        counts=attempt_counts,
         store_outage=store_outage,
-        counters=metrics.ATTEMPT_COUNTS,
     )
 
     def start_partition(partition: TopicPartition) -> PartitionWorker:
@@ -86,7 +86,12 @@ async def serve(settings: Settings, smtp: SmtpServer) -> None:
     )
     membership = GroupMembership()
     health_app = create_health_app(
-        membership, assignment, settings.consumer_group, configuration_faults, store_outage
+        membership,
+        assignment,
+        settings.consumer_group,
+        configuration_faults,
+        attempt_counts,
+        store_outage,
     )
     loop_lag = LoopLag("email_worker", health_app.state.metrics_registry)
     health = embedded_server(health_app, settings.worker_host, settings.worker_port)

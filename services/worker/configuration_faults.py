@@ -1,6 +1,7 @@
 """Whether the SMTP server refuses the worker's own settings (credentials, TLS) right now, shared
-by every lane of every partition: /readyz reads it, the log says it once a minute, and while it
-lasts one lane at a time tries the server, not each of the 24 with a wrong password."""
+by every lane of every partition: /readyz reads it, /metrics its refusals, the log says it once a
+minute, and while it lasts one lane at a time tries the server, not each of the 24 with a wrong
+password."""
 
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from services.worker import metrics
-from services.worker.smtp_failures import ConfigurationFaultKind
+from services.worker.smtp_failures import CONFIGURATION_FAULT_KINDS, ConfigurationFaultKind
 
 log = logging.getLogger("worker")
 
@@ -35,6 +35,10 @@ class ConfigurationFaults:
         self.current: CurrentFault | None = None  # None while the server accepts the settings
         self.accepting = asyncio.Event()  # set while current is None
         self.accepting.set()
+        # Every refusal since the start, by kind: email_worker_configuration_faults_total.
+        self.refusals: dict[ConfigurationFaultKind, int] = dict.fromkeys(
+            CONFIGURATION_FAULT_KINDS, 0
+        )
         self._initial_seconds = initial_seconds
         self._max_seconds = max_seconds
         self._clock = clock
@@ -69,7 +73,7 @@ class ConfigurationFaults:
             self.accepting.clear()
         self.current = CurrentFault(kind, reason)
         self._next_try_at = max(self._next_try_at, now + self._retry_delay(now))
-        metrics.configuration_fault(kind)
+        self.refusals[kind] += 1
         if changed or now >= self._next_log_at:
             self._next_log_at = now + self._log_interval_seconds
             log.error(

@@ -14,6 +14,7 @@ from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.membership import GroupMembership
 from services.worker.metrics import metrics_registry
 from services.worker.offsets import PartitionOffsets
+from services.worker.processor import AttemptCounts
 from services.worker.store_outage import StoreOutage
 from shared.metrics_endpoint import PrometheusAnswer
 
@@ -32,10 +33,11 @@ def create_health_app(
     owned: OwnedPartitions,
     group: str,
     configuration_faults: ConfigurationFaults,
+    attempt_counts: AttemptCounts,
     store_outage: StoreOutage | None = None,
 ) -> FastAPI:
     app = FastAPI(title="Email worker", openapi_url=None)
-    registry = metrics_registry(owned.partition_offsets)
+    registry = metrics_registry(owned.partition_offsets, attempt_counts, configuration_faults)
     app.state.metrics_registry = registry  # the composition root adds the event loop's lag
 
     @app.get("/healthz")

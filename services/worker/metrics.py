@@ -1,21 +1,24 @@
 """The worker's Prometheus metrics, served at `GET /metrics` on its health port: what became of
-each email, how long SMTP and the whole trip took, and each owned partition's offsets and lag."""
+each email, how long SMTP and the whole trip took, and each owned partition's offsets and lag.
+What the processor and the configuration faults count as plain integers is read at each scrape."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.gc_collector import GCCollector
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.offsets import PartitionOffsets
 from services.worker.outcome import DEAD_LETTER_REASONS, RecordOutcome
-from services.worker.smtp_failures import CONFIGURATION_FAULT_KINDS, ConfigurationFaultKind
+from services.worker.processor import AttemptCounts
 
 # One SMTP transaction: a millisecond on the same host, up to SMTP_TIMEOUT_SECONDS and beyond.
 SECONDS_BUCKETS: Final = (
@@ -38,11 +41,6 @@ EMAILS_SKIPPED_DUPLICATE = Counter(
     "(delivered or dead-lettered): a record read again, or a client's retry.",
     registry=None,
 )
-DELIVERY_RETRIES = Counter(
-    "email_worker_delivery_retries_total",
-    "Transient SMTP failures (4xx, connection lost, timeout) after which the email is tried again.",
-    registry=None,
-)
 EMAILS_DEAD_LETTERED = Counter(
     "email_worker_emails_dead_lettered_total",
     "Records copied to the dead-letter topic, by reason: poison_record (not a readable email), "
@@ -50,23 +48,6 @@ EMAILS_DEAD_LETTERED = Counter(
     "(WORKER_MAX_ATTEMPTS transient failures), some_recipients_refused (delivered, but some "
     "recipients refused for good).",
     ["reason"],
-    registry=None,
-)
-EMAILS_OUTCOME_UNKNOWN = Counter(
-    "email_worker_emails_outcome_unknown_total",
-    'Transactions whose reply to the final "." of DATA never came (the connection was lost, '
-    "or SMTP_DATA_END_TIMEOUT_SECONDS passed): the server may have stored the email. The worker "
-    "sends it again to the recipients still owed, so they may receive it twice.",
-    registry=None,
-)
-CONFIGURATION_FAULTS = Counter(
-    "email_worker_configuration_faults_total",
-    "Tries the SMTP server refused for the worker's own settings, not an email's, by kind: "
-    "authentication (login refused: SMTP_USERNAME/SMTP_PASSWORD), authentication_required "
-    "(mail refused without AUTH or TLS), tls (handshake or certificate: SMTP_TLS, SMTP_CA_FILE), "
-    "starttls_not_offered, auth_not_offered, session_refused (a 5xx before any email). The "
-    "emails wait, neither dead-lettered nor committed past, and /readyz answers 503.",
-    ["kind"],
     registry=None,
 )
 DELIVERY_DURATION = Histogram(
@@ -84,8 +65,6 @@ DELIVERY_LATENCY = Histogram(
 
 for reason in DEAD_LETTER_REASONS:
     EMAILS_DEAD_LETTERED.labels(reason=reason)  # every reason shows from the start, at 0
-for kind in CONFIGURATION_FAULT_KINDS:
-    CONFIGURATION_FAULTS.labels(kind=kind)
 
 
 def count(outcome: RecordOutcome) -> None:
@@ -101,22 +80,62 @@ def count(outcome: RecordOutcome) -> None:
         DELIVERY_LATENCY.observe(max(0.0, latency))
 
 
-class AttemptCounts:
-    """What is counted as it happens, while an email may still be retried for hours: the
-    processor tells it (processor.AttemptCounters), and the lane counts the outcome later."""
+class AttemptCountsCollector:
+    """`email_worker_delivery_retries_total` and `email_worker_emails_outcome_unknown_total`,
+    read at each scrape from what the processor counts (processor.AttemptCounts): an email
+    being retried shows its retries before it has an outcome."""
 
-    def retrying(self) -> None:
-        DELIVERY_RETRIES.inc()
+    def __init__(self, counts: AttemptCounts) -> None:
+        self._counts = counts
+        self._created = time.time()  # as a Counter's: when counting began
 
-    def outcome_unknown(self) -> None:
-        EMAILS_OUTCOME_UNKNOWN.inc()
+    def describe(self) -> Iterator[Metric]:
+        yield from self.collect()
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "email_worker_delivery_retries_total",
+            "Transient SMTP failures (4xx, connection lost, timeout) after which the email is "
+            "tried again.",
+            value=self._counts.retries,
+            created=self._created,
+        )
+        yield CounterMetricFamily(
+            "email_worker_emails_outcome_unknown_total",
+            'Transactions whose reply to the final "." of DATA never came (the connection was '
+            "lost, or SMTP_DATA_END_TIMEOUT_SECONDS passed): the server may have stored the "
+            "email. The worker sends it again to the recipients still owed, so they may receive "
+            "it twice.",
+            value=self._counts.outcome_unknown,
+            created=self._created,
+        )
 
 
-ATTEMPT_COUNTS = AttemptCounts()
+class ConfigurationFaultsCollector:
+    """`email_worker_configuration_faults_total{kind}`, read at each scrape from the refusals
+    ConfigurationFaults counts, every kind from the start."""
 
+    def __init__(self, configuration_faults: ConfigurationFaults) -> None:
+        self._configuration_faults = configuration_faults
+        self._created = time.time()
 
-def configuration_fault(kind: ConfigurationFaultKind) -> None:
-    CONFIGURATION_FAULTS.labels(kind=kind).inc()
+    def describe(self) -> Iterator[Metric]:
+        yield from self.collect()
+
+    def collect(self) -> Iterator[Metric]:
+        refusals = CounterMetricFamily(
+            "email_worker_configuration_faults_total",
+            "Tries the SMTP server refused for the worker's own settings, not an email's, by "
+            "kind: authentication (login refused: SMTP_USERNAME/SMTP_PASSWORD), "
+            "authentication_required (mail refused without AUTH or TLS), tls (handshake or "
+            "certificate: SMTP_TLS, SMTP_CA_FILE), starttls_not_offered, auth_not_offered, "
+            "session_refused (a 5xx before any email). The emails wait, neither dead-lettered "
+            "nor committed past, and /readyz answers 503.",
+            labels=["kind"],
+        )
+        for kind, count in self._configuration_faults.refusals.items():
+            refusals.add_metric([kind], count, created=self._created)
+        yield refusals
 
 
 class PartitionOffsetsCollector:
@@ -157,17 +176,20 @@ class PartitionOffsetsCollector:
         return committed, lag
 
 
-def metrics_registry(partition_offsets: Callable[[], list[PartitionOffsets]]) -> CollectorRegistry:
+def metrics_registry(
+    partition_offsets: Callable[[], list[PartitionOffsets]],
+    attempt_counts: AttemptCounts,
+    configuration_faults: ConfigurationFaults,
+) -> CollectorRegistry:
     """What one worker's `/metrics` shows: its metrics, its partitions' offsets, and the
     process's own (memory, CPU, GC)."""
     registry = CollectorRegistry()
     for collector in (
         EMAILS_DELIVERED,
         EMAILS_SKIPPED_DUPLICATE,
-        DELIVERY_RETRIES,
-        EMAILS_OUTCOME_UNKNOWN,
+        AttemptCountsCollector(attempt_counts),
         EMAILS_DEAD_LETTERED,
-        CONFIGURATION_FAULTS,
+        ConfigurationFaultsCollector(configuration_faults),
         DELIVERY_DURATION,
         DELIVERY_LATENCY,
     ):

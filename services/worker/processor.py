@@ -48,23 +48,13 @@ class DeadLetterSink(Protocol):
     ) -> None: ...
 
 
-class AttemptCounters(Protocol):
-    """Told as it happens, not with the outcome: an email may be retried for hours, and its
-    retries show meanwhile (services.worker.metrics.AttemptCounts)."""
+@dataclass
+class AttemptCounts:
+    """Counted as it happens, not with the outcome: an email may be retried for hours, and its
+    retries show meanwhile (metrics.AttemptCountsCollector reads them at each scrape)."""
 
-    def retrying(self) -> None: ...
-
-    def outcome_unknown(self) -> None: ...
-
-
-class NotCounted:
-    """For a processor whose attempts nobody counts: a tool, or a test of something else."""
-
-    def retrying(self) -> None:
-        pass
-
-    def outcome_unknown(self) -> None:
-        pass
+    retries: int = 0  # transient failures after which an email is tried again
+    outcome_unknown: int = 0  # transactions whose reply to the final "." never came
 
 
 class TransientFailure(Exception):
@@ -90,8 +80,8 @@ class EmailProcessor:
         retry: RetryPolicy,
         message_id_domain: str,
         configuration_faults: ConfigurationFaults,
+        counts: AttemptCounts,
         store_outage: StoreOutage | None = None,
-        counters: AttemptCounters | None = None,
     ) -> None:
         self._store = store
         self._dead_letters = dead_letters
@@ -99,7 +89,7 @@ class EmailProcessor:
         self._message_id_domain = message_id_domain
         self._configuration_faults = configuration_faults
         self._store_outage = store_outage or StoreOutage()
-        self._counters = counters or NotCounted()
+        self._counts = counts
 
     async def process(
         self,
@@ -162,7 +152,7 @@ class EmailProcessor:
         attempts = 0
         while owed:
             if attempts > 0:  # some were deferred (4xx): wait as after any transient failure
-                self._counters.retrying()
+                self._counts.retries += 1
                 await wait_unless_stopping(stopping, self._retry.delay(attempts))
             delivery = await self._send(smtp, outgoing, owed, where, stopping)
             attempts += delivery.attempts
@@ -233,7 +223,7 @@ class EmailProcessor:
         permanent failure, or the last of WORKER_MAX_ATTEMPTS transient ones)."""
 
         def retrying(error: TransientFailure, attempt: int, delay: float) -> None:
-            self._counters.retrying()
+            self._counts.retries += 1
             log.warning(
                 "%s: attempt %d for %s failed (%s); retrying in %.1f s (%s)",
                 where, attempt, message_id_of(outgoing), error.failure.reason, delay,
@@ -273,7 +263,7 @@ class EmailProcessor:
                     self._configuration_faults.refused(failure.fault, failure.reason)
                     continue
                 if failure.outcome_unknown:
-                    self._counters.outcome_unknown()
+                    self._counts.outcome_unknown += 1
                 if failure.permanent or self._retry.gives_up_after(attempt):
                     return Delivery(attempt, failure=failure)
                 raise TransientFailure(failure) from error

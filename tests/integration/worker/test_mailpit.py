@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.health import create_health_app
 from services.worker.mime import OutgoingEmail, render_email
-from services.worker.processor import EmailProcessor
+from services.worker.processor import AttemptCounts, EmailProcessor
 from services.worker.retry import RetryPolicy
 from services.worker.smtp import SmtpConnection, SmtpServer, TlsMode, tls_context
 from services.worker.smtp_failures import ConfigurationFault, classify
@@ -202,7 +202,12 @@ async def test_held_emails_arrive_once_when_the_server_accepts_the_password(
     store, dead_letters = InMemoryDedupeStore(), FakeDeadLetters()
     faults = ConfigurationFaults(0.05, 0.2)
     processor = EmailProcessor(
-        store, dead_letters, RetryPolicy(3, 0.05, 0.2), DOMAIN, configuration_faults=faults
+        store,
+        dead_letters,
+        RetryPolicy(3, 0.05, 0.2),
+        DOMAIN,
+        configuration_faults=faults,
+        counts=AttemptCounts(),
     )
     message_ids = [f"held-{n}" for n in range(8)]
     flags = starttls_flags(certificate)
@@ -253,7 +258,7 @@ async def test_held_emails_arrive_once_when_the_server_accepts_the_password(
 async def health(faults: ConfigurationFaults) -> tuple[httpx.Response, str]:
     """The worker's /readyz answer and its /metrics text."""
     app = create_health_app(
-        member_of_the_group(), FakeOwnedPartitions(), "email-send-group", faults
+        member_of_the_group(), FakeOwnedPartitions(), "email-send-group", faults, AttemptCounts()
     )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://w") as c:
         return await c.get("/readyz"), (await c.get("/metrics")).text

@@ -20,7 +20,7 @@ from services.worker.dedupe import (
     open_dedupe_store,
 )
 from services.worker.mime import OutgoingEmail
-from services.worker.processor import EmailProcessor
+from services.worker.processor import AttemptCounts, EmailProcessor
 from services.worker.retry import RetryPolicy
 from tests.conftest import free_port
 from tests.integration.worker.test_start import start_worker
@@ -123,6 +123,7 @@ async def test_the_worker_records_the_250_once_postgresql_is_back_without_a_rest
         retry=retry,
         message_id_domain="pipeline.test",
         configuration_faults=ConfigurationFaults(retry.initial_seconds, retry.max_seconds),
+        counts=AttemptCounts(),
     )
     mailer = MailerThatStopsPostgres(postgresql)
 

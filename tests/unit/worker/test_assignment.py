@@ -12,7 +12,7 @@ from services.worker.assignment import Assignment
 from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.offsets import PartitionOffsets
 from services.worker.partition import PartitionWorker
-from services.worker.processor import EmailProcessor
+from services.worker.processor import AttemptCounts, EmailProcessor
 from services.worker.retry import RetryPolicy
 from tests.unit.worker.fakes import (
     FakeConsumer,
@@ -39,6 +39,7 @@ def owned_partitions(
         retry=RetryPolicy(max_attempts=0, initial_seconds=60, max_seconds=60),
         message_id_domain="pipeline.test",
         configuration_faults=ConfigurationFaults(60, 60),
+        counts=AttemptCounts(),
     )
     return Assignment(
         consumer,
@@ -63,6 +64,7 @@ async def test_a_held_partition_with_a_backlog_is_paused_until_it_drains() -> No
         retry=RetryPolicy(max_attempts=0, initial_seconds=0.01, max_seconds=0.01),
         message_id_domain="pipeline.test",
         configuration_faults=ConfigurationFaults(60, 60),
+        counts=AttemptCounts(),
     )
     owned = owned_partitions(consumer, mailer, max_backlog=2, processor=retried_at_once)
     owned.start([P0])

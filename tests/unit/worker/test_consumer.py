@@ -13,7 +13,7 @@ from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.consumer import RebalanceListener, consume
 from services.worker.membership import GroupMembership
 from services.worker.outcome import RecordOutcome
-from services.worker.processor import EmailProcessor, Mailer
+from services.worker.processor import AttemptCounts, EmailProcessor, Mailer
 from services.worker.retry import RetryPolicy
 from tests.unit.worker.fakes import (
     FakeConsumer,
@@ -159,7 +159,7 @@ async def test_a_failed_lane_ends_the_loop_and_the_consumer_still_leaves_the_gro
     consumer, mailer, stopping = FakeConsumer(), FakeMailer(), asyncio.Event()
     broken = BrokenProcessor(
         InMemoryDedupeStore(), FakeDeadLetters(), RetryPolicy(0, 60, 60), "pipeline.test",
-        ConfigurationFaults(60, 60),
+        ConfigurationFaults(60, 60), AttemptCounts(),
     )  # fmt: skip
     owned = owned_partitions(consumer, mailer, processor=broken)
     running, listener = await consuming(consumer, owned, stopping)

@@ -9,6 +9,7 @@ from aiokafka.structs import TopicPartition
 from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.health import create_health_app
 from services.worker.membership import GroupMembership
+from services.worker.processor import AttemptCounts
 from services.worker.store_outage import StoreOutage
 from tests.unit.worker.fakes import FakeOwnedPartitions
 
@@ -19,7 +20,9 @@ def client(
     faults: ConfigurationFaults,
     store_outage: StoreOutage | None = None,
 ) -> httpx.AsyncClient:
-    app = create_health_app(membership, owned, "email-send-group", faults, store_outage)
+    app = create_health_app(
+        membership, owned, "email-send-group", faults, AttemptCounts(), store_outage
+    )
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://w")
 
 

@@ -1,6 +1,7 @@
-"""The worker's /metrics: what became of each record moves the right counter (the processor
-tells retries as they happen, the lane counts the outcome), and the per-partition offsets are
-read from the worker at each scrape."""
+"""The worker's /metrics: what became of each record moves the right counter (the lane counts
+the outcome), and what the processor and the configuration faults count as they happen (retries,
+unknown outcomes, refusals) and the per-partition offsets are read from the worker at each
+scrape."""
 
 from __future__ import annotations
 
@@ -13,13 +14,12 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from aiosmtplib import SMTPResponse
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.worker import metrics
 from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.health import create_health_app
 from services.worker.offsets import PartitionOffsets
 from services.worker.partition import PartitionWorker
-from services.worker.processor import EmailProcessor
-from services.worker.retry import RetryPolicy
+from services.worker.processor import AttemptCounts, EmailProcessor
+from services.worker.retry import RetryPolicy, Stopped
 from tests.unit.worker.fakes import (
     FakeDeadLetters,
     FakeMailer,
@@ -56,12 +56,18 @@ DEAD_LETTER_REASONS = [
 ]
 
 
-async def scrape(owned: FakeOwnedPartitions | None = None) -> Samples:
+async def scrape(
+    owned: FakeOwnedPartitions | None = None,
+    counts: AttemptCounts | None = None,
+    faults: ConfigurationFaults | None = None,
+) -> Samples:
+    """One worker's /metrics: of its partitions, its processor's counts and its faults."""
     app = create_health_app(
         member_of_the_group(),
         owned or FakeOwnedPartitions(),
         "email-send-group",
-        ConfigurationFaults(0.001, 0.001),
+        faults or ConfigurationFaults(0.001, 0.001),
+        counts or AttemptCounts(),
     )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://w") as c:
         response = await c.get("/metrics")
@@ -76,7 +82,11 @@ async def scrape(owned: FakeOwnedPartitions | None = None) -> Samples:
 
 async def test_metrics_answer_at_their_path_in_the_format_and_encoding_asked_for() -> None:
     app = create_health_app(
-        member_of_the_group(), FakeOwnedPartitions(), "email-send-group", ConfigurationFaults(1, 1)
+        member_of_the_group(),
+        FakeOwnedPartitions(),
+        "email-send-group",
+        ConfigurationFaults(1, 1),
+        AttemptCounts(),
     )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://w") as c:
         openmetrics = await c.get(
@@ -102,14 +112,14 @@ def changes(before: Samples, after: Samples) -> dict[str, float]:
     return {name: change for name, change in moved.items() if change}
 
 
-def processor(retry: RetryPolicy = NO_WAIT) -> EmailProcessor:
+def processor(counts: AttemptCounts, retry: RetryPolicy = NO_WAIT) -> EmailProcessor:
     return EmailProcessor(
         store=InMemoryDedupeStore(),
         dead_letters=FakeDeadLetters(),
         retry=retry,
         message_id_domain="pipeline.test",
         configuration_faults=ConfigurationFaults(retry.initial_seconds, retry.max_seconds),
-        counters=metrics.ATTEMPT_COUNTS,
+        counts=counts,
     )
 
 
@@ -203,7 +213,11 @@ email_worker_delivery_latency_seconds_created
 
 async def test_each_metric_keeps_its_name_type_and_labels() -> None:
     app = create_health_app(
-        member_of_the_group(), FakeOwnedPartitions(), "email-send-group", ConfigurationFaults(1, 1)
+        member_of_the_group(),
+        FakeOwnedPartitions(),
+        "email-send-group",
+        ConfigurationFaults(1, 1),
+        AttemptCounts(),
     )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://w") as c:
         text = (await c.get("/metrics")).text
@@ -221,7 +235,7 @@ async def test_a_delivery_counts_once_with_its_latency_from_acceptance() -> None
     value = email_record("m-latency", created_at=accepted_at).to_kafka()[1]
     before = await scrape()
 
-    await process_in_a_lane(processor(), consumer_record(0, value), FakeMailer())
+    await process_in_a_lane(processor(AttemptCounts()), consumer_record(0, value), FakeMailer())
     after = await scrape()
 
     assert changes(before, after) == {
@@ -236,7 +250,12 @@ async def test_a_duplicate_counts_as_skipped_not_delivered() -> None:
     store = InMemoryDedupeStore()
     store.outcomes["m-dup"] = "delivered"
     email_processor = EmailProcessor(
-        store, FakeDeadLetters(), NO_WAIT, "pipeline.test", ConfigurationFaults(0.001, 0.001)
+        store,
+        FakeDeadLetters(),
+        NO_WAIT,
+        "pipeline.test",
+        ConfigurationFaults(0.001, 0.001),
+        AttemptCounts(),
     )
     before = await scrape()
 
@@ -291,17 +310,52 @@ async def test_each_outcome_moves_its_counters(
     script: list[BaseException | dict[str, SMTPResponse]], moved: dict[str, float]
 ) -> None:
     value = email_record("m-1", to=["ana@example.com", "bob@example.com"]).to_kafka()[1]
-    before = await scrape()
+    counts = AttemptCounts()
+    before = await scrape(counts=counts)
 
-    await process_in_a_lane(processor(), consumer_record(0, value), FakeMailer(script))
+    await process_in_a_lane(processor(counts), consumer_record(0, value), FakeMailer(script))
 
-    assert changes(before, await scrape()) == moved
+    assert changes(before, await scrape(counts=counts)) == moved
+
+
+async def test_retries_show_while_the_email_is_still_being_retried() -> None:
+    counts, stopping = AttemptCounts(), asyncio.Event()
+    slow_retry = RetryPolicy(max_attempts=0, initial_seconds=60, max_seconds=60)
+    retried = asyncio.create_task(
+        processor(counts, slow_retry).process(
+            kafka_record(0, "m-held"), FakeMailer([refused(451), refused(451)]), stopping
+        )
+    )
+    async with asyncio.timeout(2):
+        while not counts.retries:  # noqa: ASYNC110 - polling the processor's count is the point
+            await asyncio.sleep(0.005)
+
+    samples = await scrape(counts=counts)
+
+    assert not retried.done(), "it waits 30 s or more before its next attempt"
+    assert samples[("email_worker_delivery_retries_total", ())] == 1
+    stopping.set()
+    with pytest.raises(Stopped):
+        await retried
+
+
+async def test_refusals_of_the_settings_show_by_kind() -> None:
+    faults = ConfigurationFaults(0.001, 0.001)
+    for kind in ("tls", "tls", "authentication"):
+        faults.refused(kind, "scripted")
+
+    samples = await scrape(faults=faults)
+
+    assert {
+        kind: samples[("email_worker_configuration_faults_total", (("kind", kind),))]
+        for kind in CONFIGURATION_FAULT_KINDS
+    } == {kind: {"tls": 2, "authentication": 1}.get(kind, 0) for kind in CONFIGURATION_FAULT_KINDS}
 
 
 async def test_a_poison_record_counts_as_dead_lettered_poison_record() -> None:
     before = await scrape()
 
-    await process_in_a_lane(processor(), consumer_record(0, b"hello1"), FakeMailer())
+    await process_in_a_lane(processor(AttemptCounts()), consumer_record(0, b"hello1"), FakeMailer())
 
     assert changes(before, await scrape()) == {"dead_lettered poison_record": 1}
 

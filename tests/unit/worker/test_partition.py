@@ -12,7 +12,7 @@ from aiosmtplib import SMTPRecipientRefused, SMTPRecipientsRefused, SMTPResponse
 from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.mime import OutgoingEmail
 from services.worker.partition import PartitionWorker
-from services.worker.processor import EmailProcessor
+from services.worker.processor import AttemptCounts, EmailProcessor
 from services.worker.retry import RetryPolicy
 from tests.unit.worker.fakes import FakeDeadLetters, FakeMailer, InMemoryDedupeStore, kafka_record
 
@@ -32,6 +32,7 @@ def partition_worker(
         retry=RetryPolicy(max_attempts=0, initial_seconds=retry_seconds, max_seconds=retry_seconds),
         message_id_domain="pipeline.test",
         configuration_faults=ConfigurationFaults(retry_seconds, retry_seconds),
+        counts=AttemptCounts(),
     )
     return PartitionWorker(
         PARTITION, processor, [mailer] * lanes, max_ahead, stop_grace_seconds=grace_seconds

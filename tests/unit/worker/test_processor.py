@@ -9,11 +9,10 @@ import sqlite3
 import pytest
 from aiosmtplib import SMTPRecipientRefused, SMTPRecipientsRefused, SMTPResponse, SMTPSenderRefused
 
-from services.worker import metrics
 from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.dedupe import DeliveryState, Outcome
 from services.worker.mime import OutgoingEmail
-from services.worker.processor import EmailProcessor
+from services.worker.processor import AttemptCounts, EmailProcessor
 from services.worker.retry import RetryPolicy, Stopped
 from services.worker.smtp_failures import ConfigurationFault, OutcomeUnknown
 from services.worker.store_outage import StoreOutage
@@ -34,6 +33,7 @@ def processor(
     dead_letters: FakeDeadLetters | None = None,
     retry: RetryPolicy = NO_WAIT,
     faults: ConfigurationFaults | None = None,
+    counts: AttemptCounts | None = None,
 ) -> EmailProcessor:
     faults = faults or ConfigurationFaults(retry.initial_seconds, retry.max_seconds)
     return EmailProcessor(
@@ -42,7 +42,7 @@ def processor(
         retry=retry,
         message_id_domain="pipeline.test",
         configuration_faults=faults,
-        counters=metrics.ATTEMPT_COUNTS,
+        counts=counts or AttemptCounts(),
     )
 
 
@@ -367,15 +367,16 @@ async def test_an_unknown_outcome_is_counted_and_sent_again(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     lost_reply = OutcomeUnknown("the connection was lost after the end of DATA")
-    mailer = FakeMailer([lost_reply, {}])
-    before = metrics.EMAILS_OUTCOME_UNKNOWN._value.get()
+    mailer, counts = FakeMailer([lost_reply, {}]), AttemptCounts()
 
     with caplog.at_level(logging.WARNING, logger="worker"):
-        outcome = await processor().process(kafka_record(0, "m-1"), mailer, asyncio.Event())
+        outcome = await processor(counts=counts).process(
+            kafka_record(0, "m-1"), mailer, asyncio.Event()
+        )
 
     assert outcome.finished == "delivered"
     assert mailer.attempts == 2
-    assert metrics.EMAILS_OUTCOME_UNKNOWN._value.get() == before + 1
+    assert counts == AttemptCounts(retries=1, outcome_unknown=1)
     assert "outcome unknown" in caplog.text
     assert "may get it twice" in caplog.text
 
@@ -432,6 +433,7 @@ async def test_the_store_outage_is_known_while_it_lasts_and_cleared_after() -> N
         retry=NO_WAIT,
         message_id_domain="pipeline.test",
         configuration_faults=ConfigurationFaults(0.001, 0.001),
+        counts=AttemptCounts(),
         store_outage=outage,
     )
     task = asyncio.create_task(
