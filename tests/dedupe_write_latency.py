@@ -35,6 +35,7 @@ from services.worker.dedupe import (
 from services.worker.mime import OutgoingEmail
 from services.worker.processor import AttemptCounts, EmailProcessor, message_id_of
 from services.worker.retry import RetryPolicy
+from services.worker.store_outage import StoreOutage
 from shared.event_loop import run
 from tests.postgres import fresh_database, private_postgres
 from tests.unit.worker.fakes import FakeDeadLetters, kafka_record
@@ -102,6 +103,7 @@ async def measure(location: str | Path, emails: int, lanes: int) -> list[float]:
         message_id_domain="latency.test",
         configuration_faults=ConfigurationFaults(retry.initial_seconds, retry.max_seconds),
         counts=AttemptCounts(),
+        store_outage=StoreOutage(),
     )
     run = uuid.uuid4().hex[:8]
     records = [kafka_record(offset, f"{run}-{offset}") for offset in range(emails)]

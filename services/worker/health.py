@@ -34,7 +34,7 @@ def create_health_app(
     group: str,
     configuration_faults: ConfigurationFaults,
     attempt_counts: AttemptCounts,
-    store_outage: StoreOutage | None = None,
+    store_outage: StoreOutage,
 ) -> FastAPI:
     app = FastAPI(title="Email worker", openapi_url=None)
     registry = metrics_registry(owned.partition_offsets, attempt_counts, configuration_faults)
@@ -58,7 +58,7 @@ def create_health_app(
                 },
                 status_code=503,
             )
-        if store_outage is not None and store_outage.reason is not None:
+        if store_outage.reason is not None:
             # The partitions stay: the emails wait for the store, and no other worker could
             # deliver them without it either.
             return JSONResponse(

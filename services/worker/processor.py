@@ -81,14 +81,14 @@ class EmailProcessor:
         message_id_domain: str,
         configuration_faults: ConfigurationFaults,
         counts: AttemptCounts,
-        store_outage: StoreOutage | None = None,
+        store_outage: StoreOutage,
     ) -> None:
         self._store = store
         self._dead_letters = dead_letters
         self._retry = retry
         self._message_id_domain = message_id_domain
         self._configuration_faults = configuration_faults
-        self._store_outage = store_outage or StoreOutage()
+        self._store_outage = store_outage
         self._counts = counts
 
     async def process(

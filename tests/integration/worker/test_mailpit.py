@@ -20,6 +20,7 @@ from services.worker.processor import AttemptCounts, EmailProcessor
 from services.worker.retry import RetryPolicy
 from services.worker.smtp import SmtpConnection, SmtpServer, TlsMode, tls_context
 from services.worker.smtp_failures import ConfigurationFault, classify
+from services.worker.store_outage import StoreOutage
 from tests.mailpit import (
     Certificate,
     RunningMailpit,
@@ -208,6 +209,7 @@ async def test_held_emails_arrive_once_when_the_server_accepts_the_password(
         DOMAIN,
         configuration_faults=faults,
         counts=AttemptCounts(),
+        store_outage=StoreOutage(),
     )
     message_ids = [f"held-{n}" for n in range(8)]
     flags = starttls_flags(certificate)
@@ -258,7 +260,12 @@ async def test_held_emails_arrive_once_when_the_server_accepts_the_password(
 async def health(faults: ConfigurationFaults) -> tuple[httpx.Response, str]:
     """The worker's /readyz answer and its /metrics text."""
     app = create_health_app(
-        member_of_the_group(), FakeOwnedPartitions(), "email-send-group", faults, AttemptCounts()
+        member_of_the_group(),
+        FakeOwnedPartitions(),
+        "email-send-group",
+        faults,
+        AttemptCounts(),
+        StoreOutage(),
     )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://w") as c:
         return await c.get("/readyz"), (await c.get("/metrics")).text

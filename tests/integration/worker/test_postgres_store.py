@@ -22,6 +22,7 @@ from services.worker.dedupe import (
 from services.worker.mime import OutgoingEmail
 from services.worker.processor import AttemptCounts, EmailProcessor
 from services.worker.retry import RetryPolicy
+from services.worker.store_outage import StoreOutage
 from tests.conftest import free_port
 from tests.integration.worker.test_start import start_worker
 from tests.postgres import fresh_database
@@ -124,6 +125,7 @@ async def test_the_worker_records_the_250_once_postgresql_is_back_without_a_rest
         message_id_domain="pipeline.test",
         configuration_faults=ConfigurationFaults(retry.initial_seconds, retry.max_seconds),
         counts=AttemptCounts(),
+        store_outage=StoreOutage(),
     )
     mailer = MailerThatStopsPostgres(postgresql)
 

@@ -14,6 +14,7 @@ from services.worker.offsets import PartitionOffsets
 from services.worker.partition import PartitionWorker
 from services.worker.processor import AttemptCounts, EmailProcessor
 from services.worker.retry import RetryPolicy
+from services.worker.store_outage import StoreOutage
 from tests.unit.worker.fakes import (
     FakeConsumer,
     FakeDeadLetters,
@@ -40,6 +41,7 @@ def owned_partitions(
         message_id_domain="pipeline.test",
         configuration_faults=ConfigurationFaults(60, 60),
         counts=AttemptCounts(),
+        store_outage=StoreOutage(),
     )
     return Assignment(
         consumer,
@@ -65,6 +67,7 @@ async def test_a_held_partition_with_a_backlog_is_paused_until_it_drains() -> No
         message_id_domain="pipeline.test",
         configuration_faults=ConfigurationFaults(60, 60),
         counts=AttemptCounts(),
+        store_outage=StoreOutage(),
     )
     owned = owned_partitions(consumer, mailer, max_backlog=2, processor=retried_at_once)
     owned.start([P0])

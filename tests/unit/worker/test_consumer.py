@@ -15,6 +15,7 @@ from services.worker.membership import GroupMembership
 from services.worker.outcome import RecordOutcome
 from services.worker.processor import AttemptCounts, EmailProcessor, Mailer
 from services.worker.retry import RetryPolicy
+from services.worker.store_outage import StoreOutage
 from tests.unit.worker.fakes import (
     FakeConsumer,
     FakeDeadLetters,
@@ -159,7 +160,7 @@ async def test_a_failed_lane_ends_the_loop_and_the_consumer_still_leaves_the_gro
     consumer, mailer, stopping = FakeConsumer(), FakeMailer(), asyncio.Event()
     broken = BrokenProcessor(
         InMemoryDedupeStore(), FakeDeadLetters(), RetryPolicy(0, 60, 60), "pipeline.test",
-        ConfigurationFaults(60, 60), AttemptCounts(),
+        ConfigurationFaults(60, 60), AttemptCounts(), StoreOutage(),
     )  # fmt: skip
     owned = owned_partitions(consumer, mailer, processor=broken)
     running, listener = await consuming(consumer, owned, stopping)

@@ -21,7 +21,12 @@ def client(
     store_outage: StoreOutage | None = None,
 ) -> httpx.AsyncClient:
     app = create_health_app(
-        membership, owned, "email-send-group", faults, AttemptCounts(), store_outage
+        membership,
+        owned,
+        "email-send-group",
+        faults,
+        AttemptCounts(),
+        store_outage or StoreOutage(),
     )
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://w")
 

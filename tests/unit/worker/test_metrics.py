@@ -20,6 +20,7 @@ from services.worker.offsets import PartitionOffsets
 from services.worker.partition import PartitionWorker
 from services.worker.processor import AttemptCounts, EmailProcessor
 from services.worker.retry import RetryPolicy, Stopped
+from services.worker.store_outage import StoreOutage
 from tests.unit.worker.fakes import (
     FakeDeadLetters,
     FakeMailer,
@@ -68,6 +69,7 @@ async def scrape(
         "email-send-group",
         faults or ConfigurationFaults(0.001, 0.001),
         counts or AttemptCounts(),
+        StoreOutage(),
     )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://w") as c:
         response = await c.get("/metrics")
@@ -87,6 +89,7 @@ async def test_metrics_answer_at_their_path_in_the_format_and_encoding_asked_for
         "email-send-group",
         ConfigurationFaults(1, 1),
         AttemptCounts(),
+        StoreOutage(),
     )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://w") as c:
         openmetrics = await c.get(
@@ -120,6 +123,7 @@ def processor(counts: AttemptCounts, retry: RetryPolicy = NO_WAIT) -> EmailProce
         message_id_domain="pipeline.test",
         configuration_faults=ConfigurationFaults(retry.initial_seconds, retry.max_seconds),
         counts=counts,
+        store_outage=StoreOutage(),
     )
 
 
@@ -218,6 +222,7 @@ async def test_each_metric_keeps_its_name_type_and_labels() -> None:
         "email-send-group",
         ConfigurationFaults(1, 1),
         AttemptCounts(),
+        StoreOutage(),
     )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://w") as c:
         text = (await c.get("/metrics")).text
@@ -256,6 +261,7 @@ async def test_a_duplicate_counts_as_skipped_not_delivered() -> None:
         "pipeline.test",
         ConfigurationFaults(0.001, 0.001),
         AttemptCounts(),
+        StoreOutage(),
     )
     before = await scrape()
 

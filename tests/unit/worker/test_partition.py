@@ -14,6 +14,7 @@ from services.worker.mime import OutgoingEmail
 from services.worker.partition import PartitionWorker
 from services.worker.processor import AttemptCounts, EmailProcessor
 from services.worker.retry import RetryPolicy
+from services.worker.store_outage import StoreOutage
 from tests.unit.worker.fakes import FakeDeadLetters, FakeMailer, InMemoryDedupeStore, kafka_record
 
 PARTITION = TopicPartition("email.send", 1)
@@ -33,6 +34,7 @@ def partition_worker(
         message_id_domain="pipeline.test",
         configuration_faults=ConfigurationFaults(retry_seconds, retry_seconds),
         counts=AttemptCounts(),
+        store_outage=StoreOutage(),
     )
     return PartitionWorker(
         PARTITION, processor, [mailer] * lanes, max_ahead, stop_grace_seconds=grace_seconds

@@ -43,6 +43,7 @@ def processor(
         message_id_domain="pipeline.test",
         configuration_faults=faults,
         counts=counts or AttemptCounts(),
+        store_outage=StoreOutage(),
     )
 
 
