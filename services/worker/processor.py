@@ -65,6 +65,27 @@ class TransientFailure(Exception):
         self.failure = failure
 
 
+class RecipientsDeferred(Exception):
+    """The server took the email for some recipients and deferred the others (4xx): those are
+    still owed it, and get it after the same back-off as after a transient failure."""
+
+    def __init__(self, taken: int, deferred: dict[str, SMTPResponse]) -> None:
+        super().__init__(f"deferred for {len(deferred)} recipient(s)")
+        self.taken = taken  # by the round that deferred the others
+        self.deferred = deferred
+
+
+@dataclass
+class DeliveryProgress:
+    """One email's recipients as its rounds go, and the SMTP attempts made so far."""
+
+    owed: list[str]  # not taken yet, nor refused for good
+    taken: int  # by this owner of the record and earlier ones
+    refused_for_good: dict[str, str] = field(default_factory=dict)  # address: the answer
+    failure: Failure | None = None  # what ended the sending to those owed: permanent, or the last
+    attempts: int = 0
+
+
 @dataclass(frozen=True)
 class Delivery:
     attempts: int
@@ -97,7 +118,7 @@ class EmailProcessor:
         smtp: Mailer,
         stopping: asyncio.Event,
     ) -> RecordOutcome:
-        where = f"{record.topic}-{record.partition} offset {record.offset}"
+        where = where_of(record)
         try:
             email = parse_record(record.value)
             outgoing = render_email(email, self._message_id_domain)
@@ -139,51 +160,86 @@ class EmailProcessor:
         taken_before: int,
         stopping: asyncio.Event,
     ) -> RecordOutcome:
-        """Send to the owed recipients until each is taken or refused for good.
+        """Send to the owed recipients until each is taken or refused for good: while the
+        server defers some of them (4xx), another round sends to those after a back-off.
 
         Whenever the server takes the email for some recipients while others are still owed
         it, those are written to the store at once: if the worker stops while it retries the
         others, the next owner of the record sends it to the others only."""
-        where = f"{record.topic}-{record.partition} offset {record.offset}"
-        message_id = email.message_id
-        taken = taken_before
-        refused_for_good: dict[str, str] = {}
-        failure: Failure | None = None
-        attempts = 0
-        while owed:
-            if attempts > 0:  # some were deferred (4xx): wait as after any transient failure
-                self._counts.retries += 1
-                await wait_unless_stopping(stopping, self._retry.delay(attempts))
-            delivery = await self._send(smtp, outgoing, owed, where, stopping)
-            attempts += delivery.attempts
-            if delivery.failure is not None:
-                failure = delivery.failure
-                refused_for_good |= dict.fromkeys(owed, failure.reason)
-                break
-            deferred = [a for a, reply in delivery.refused.items() if reply.code < 500]
-            refused_for_good |= {
-                a: f"{reply.code} {reply.message}"
-                for a, reply in delivery.refused.items()
-                if reply.code >= 500
-            }
-            accepted_now = [a for a in owed if a not in delivery.refused]
-            taken += len(accepted_now)
-            if not deferred and not refused_for_good:
-                # Recorded in the same step that read the server's 250: from here on, sending
-                # it again would reach the recipients who already have it.
-                await self._record(message_id, "delivered", where, stopping)
-                log.info("%s: delivered %s to %d recipient(s)", where, message_id, taken)
-                return RecordOutcome("delivered", accepted_at=accepted_at(email))
-            await self._record_accepted(message_id, accepted_now, where, stopping)
-            owed = deferred
-            if deferred:
-                first = delivery.refused[deferred[0]]
-                log.info(
-                    "%s: %s taken for %d recipient(s), deferred for %d (%d %s); retrying those",
-                    where, message_id, len(accepted_now), len(deferred), first.code, first.message,
-                )  # fmt: skip
+        where = where_of(record)
+        progress = DeliveryProgress(owed, taken_before)
 
-        if taken == 0:
+        def retrying_the_deferred(error: RecipientsDeferred, round_: int, delay: float) -> None:
+            self._counts.retries += 1
+            first = next(iter(error.deferred.values()))
+            log.info(
+                "%s: %s taken for %d recipient(s), deferred for %d (%d %s); retrying those",
+                where, email.message_id, error.taken, len(error.deferred), first.code,
+                first.message,
+            )  # fmt: skip
+
+        return await retry_until_done(
+            lambda round_: self._send_round(record, smtp, email, outgoing, progress, stopping),
+            retry_on=RecipientsDeferred,
+            # As after a transient failure: the wait grows with every SMTP attempt so far, those
+            # retried within the rounds included.
+            backoff=lambda round_: self._retry.delay(progress.attempts),
+            stopping=stopping,
+            failed=retrying_the_deferred,
+        )
+
+    async def _send_round(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        smtp: Mailer,
+        email: EmailRecord,
+        outgoing: OutgoingEmail,
+        progress: DeliveryProgress,
+        stopping: asyncio.Event,
+    ) -> RecordOutcome:
+        """Send to the recipients still owed and record those the server took; the record's
+        outcome, or RecipientsDeferred while the server defers some of them."""
+        where = where_of(record)
+        message_id = email.message_id
+        delivery = await self._send(smtp, outgoing, progress.owed, where, stopping)
+        progress.attempts += delivery.attempts
+        if delivery.failure is not None:
+            progress.failure = delivery.failure
+            progress.refused_for_good |= dict.fromkeys(progress.owed, delivery.failure.reason)
+            return await self._dead_letter_refused(record, email, progress, stopping)
+        deferred = {a: reply for a, reply in delivery.refused.items() if reply.code < 500}
+        progress.refused_for_good |= {
+            a: f"{reply.code} {reply.message}"
+            for a, reply in delivery.refused.items()
+            if reply.code >= 500
+        }
+        accepted_now = [a for a in progress.owed if a not in delivery.refused]
+        progress.taken += len(accepted_now)
+        if not deferred and not progress.refused_for_good:
+            # Recorded in the same step that read the server's 250: from here on, sending
+            # it again would reach the recipients who already have it.
+            await self._record(message_id, "delivered", where, stopping)
+            log.info("%s: delivered %s to %d recipient(s)", where, message_id, progress.taken)
+            return RecordOutcome("delivered", accepted_at=accepted_at(email))
+        await self._record_accepted(message_id, accepted_now, where, stopping)
+        if deferred:
+            progress.owed = list(deferred)
+            raise RecipientsDeferred(len(accepted_now), deferred)
+        return await self._dead_letter_refused(record, email, progress, stopping)
+
+    async def _dead_letter_refused(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        email: EmailRecord,
+        progress: DeliveryProgress,
+        stopping: asyncio.Event,
+    ) -> RecordOutcome:
+        """None is owed the email any more, and some recipients never took it: the record goes
+        to the dead-letter topic, as undeliverable if nobody took it, else naming the refused."""
+        where = where_of(record)
+        message_id, failure, attempts = email.message_id, progress.failure, progress.attempts
+        refused_for_good = progress.refused_for_good
+        if progress.taken == 0:
             reason = failure.reason if failure is not None else _refusals(refused_for_good)
             permanent = failure is None or failure.permanent
             await self._dead_letter(record, reason, attempts, stopping)
@@ -203,7 +259,8 @@ class EmailProcessor:
         await self._record(message_id, "delivered", where, stopping)
         log.warning(
             "%s: %s delivered to %d recipient(s), refused for good for %d (%s); dead-lettered",
-            where, message_id, taken, len(refused_for_good), next(iter(refused_for_good.values())),
+            where, message_id, progress.taken, len(refused_for_good),
+            next(iter(refused_for_good.values())),
         )  # fmt: skip
         return RecordOutcome(
             "delivered",
@@ -358,6 +415,11 @@ class EmailProcessor:
 def _refusals(refused: dict[str, str]) -> str:
     """`bob@example.com (550 5.1.1 no such user); ...`, for a dead letter's reason."""
     return "; ".join(f"{address} ({answer})" for address, answer in refused.items())
+
+
+def where_of(record: ConsumerRecord[bytes, bytes]) -> str:
+    """`email.send-2 offset 41`, for the log."""
+    return f"{record.topic}-{record.partition} offset {record.offset}"
 
 
 def message_id_of(email: OutgoingEmail) -> str:

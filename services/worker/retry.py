@@ -1,6 +1,10 @@
 """Retrying with back-off: how many attempts an email gets, how long to wait before the next
 (exponential, with jitter), and `retry_until_done`, the one loop that makes them; a stop
-interrupts any wait at once."""
+interrupts any wait at once.
+
+The hold while the SMTP server refuses the worker's own settings is no such retry: it is a turn
+shared by every lane (ConfigurationFaults.claim_turn), not one email's attempts and back-off, so
+it is a wait for that turn, in processor.py's `_attempt` and `_wait_for_turn`."""
 
 from __future__ import annotations
 

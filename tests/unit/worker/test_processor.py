@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+from collections.abc import Collection
+from dataclasses import dataclass, field
 
 import pytest
 from aiosmtplib import SMTPRecipientRefused, SMTPRecipientsRefused, SMTPResponse, SMTPSenderRefused
@@ -188,6 +190,101 @@ async def test_recipients_refused_with_4xx_are_retried_alone() -> None:
         ["bob@example.com"],
     ]
     assert dead_letters.published == []
+
+
+@dataclass(frozen=True)
+class AskedBackOff(RetryPolicy):
+    """Waits a millisecond, and keeps the attempt number each wait was asked for."""
+
+    asked: list[int] = field(default_factory=list)
+
+    def delay(self, attempt: int) -> float:
+        self.asked.append(attempt)
+        return 0.001
+
+
+class StoreWrites(InMemoryDedupeStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[tuple[str, ...]] = []
+
+    async def record_accepted(
+        self, message_id: str, recipients: Collection[str], source: str
+    ) -> None:
+        self.writes.append(("accepted", message_id, *recipients))
+        await super().record_accepted(message_id, recipients, source)
+
+    async def record(self, message_id: str, outcome: Outcome, source: str) -> None:
+        self.writes.append((outcome, message_id))
+        await super().record(message_id, outcome, source)
+
+
+async def test_a_deferred_recipient_waits_the_back_off_of_every_attempt_so_far(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The connection drops, then the server takes the email for ana and defers bob: ana is
+    recorded before bob's round, which waits as after the second attempt; bob's own retries
+    count from 1 again."""
+    store, counts = StoreWrites(), AttemptCounts()
+    retry = AskedBackOff(max_attempts=0, initial_seconds=0.001, max_seconds=0.001)
+    mailer = FakeMailer(
+        [
+            ConnectionRefusedError(),
+            {"bob@example.com": SMTPResponse(451, "4.7.1 greylisted")},
+            refused(450, "bob@example.com"),
+            {},
+        ]
+    )
+    record = consumer_record(
+        0, email_record("m-1", to=["ana@example.com", "bob@example.com"]).to_kafka()[1]
+    )
+
+    with caplog.at_level(logging.INFO, logger="worker"):
+        outcome = await processor(store, retry=retry, counts=counts).process(
+            record, mailer, asyncio.Event()
+        )
+
+    assert outcome.finished == "delivered"
+    assert retry.asked == [1, 2, 1], "after attempt 1; before bob's round; after its attempt 1"
+    assert counts.retries == 3
+    assert store.writes == [("accepted", "m-1", "ana@example.com"), ("delivered", "m-1")]
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.INFO] == [
+        "email.send-0 offset 0: m-1 taken for 1 recipient(s), deferred for 1 (451 4.7.1 "
+        "greylisted); retrying those",
+        "email.send-0 offset 0: delivered m-1 to 2 recipient(s)",
+    ]
+
+
+async def test_one_refused_for_good_one_deferred_then_taken_is_recorded_then_dead_lettered() -> (
+    None
+):
+    store, dead_letters = StoreWrites(), FakeDeadLetters()
+    mailer = FakeMailer(
+        [
+            {
+                "bob@example.com": SMTPResponse(550, "5.1.1 no such user"),
+                "cy@example.com": SMTPResponse(451, "4.7.1 greylisted"),
+            },
+            {},
+        ]
+    )
+    to = ["ana@example.com", "bob@example.com", "cy@example.com"]
+    record = consumer_record(0, email_record("m-1", to=to).to_kafka()[1])
+
+    outcome = await processor(store, dead_letters).process(record, mailer, asyncio.Event())
+
+    assert outcome.finished == "delivered"
+    assert outcome.dead_letter_reason == "some_recipients_refused"
+    assert store.writes == [
+        ("accepted", "m-1", "ana@example.com"),
+        ("accepted", "m-1", "cy@example.com"),
+        ("delivered", "m-1"),
+    ]
+    [(_, reason, attempts)] = dead_letters.published
+    assert (reason, attempts) == (
+        "delivered, but refused for bob@example.com (550 5.1.1 no such user)",
+        2,
+    )
 
 
 async def test_a_record_that_breaks_the_schema_rules_is_poison() -> None:
