@@ -55,7 +55,9 @@ async def consume(
         try:
             await assignment.stop_all()
         finally:
-            # consumer.stop() leaves the group, so its partitions move to another worker at once.
+            # consumer.stop() leaves the group, so its partitions move to another worker at once;
+            # a static member (WORKER_INSTANCE_ID) sends no LeaveGroup: its partitions wait for
+            # it to come back until the session timeout (10 s) passes, and only then move.
             await finish_within(consumer.stop(), CLEANUP_SECONDS, "leaving the group")
 
 
