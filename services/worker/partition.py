@@ -38,6 +38,9 @@ class PartitionWorker:
         self._stop_grace_seconds = stop_grace_seconds
         self._room_ahead = asyncio.Event()  # set while the tracker has room ahead
         self._room_ahead.set()
+        # Held from the room check to the take: two idle lanes never both pass the check for
+        # one place ahead, so no more than max_ahead are ever taken.
+        self._taking = asyncio.Lock()
         name = f"deliver {partition.topic}-{partition.partition}"
         self._lanes = {
             asyncio.create_task(self._run_lane(smtp), name=f"{name} lane {number}"): smtp
@@ -88,10 +91,11 @@ class PartitionWorker:
         try:
             while not self._stopping.is_set():
                 self._idle_lanes.add(lane)
-                await self._room_ahead.wait()
-                record = await self._pending.get()
-                self._offsets.take(record.offset)
-                self._update_room_ahead()
+                async with self._taking:
+                    await self._room_ahead.wait()
+                    record = await self._pending.get()
+                    self._offsets.take(record.offset)
+                    self._update_room_ahead()
                 while record.key and (earlier_copy := self._keys_in_flight.get(record.key)):
                     await earlier_copy.wait()
                 self._idle_lanes.discard(lane)

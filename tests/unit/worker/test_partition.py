@@ -174,6 +174,23 @@ async def test_the_lanes_run_at_most_max_ahead_records_past_an_unfinished_one() 
     await asyncio.wait_for(worker.stop(), timeout=1)
 
 
+async def test_lanes_waiting_together_take_no_more_than_max_ahead_records() -> None:
+    mailer = GatedMailer()
+    worker = partition_worker(mailer, lanes=4, max_ahead=2)
+    await asyncio.sleep(0.01)  # every lane waits for a record, with room ahead for two
+
+    worker.enqueue([kafka_record(offset, f"m-{offset}", 1) for offset in range(6)])
+    await wait_for(lambda: mailer.in_flight >= 2)
+    await asyncio.sleep(0.01)
+    in_flight_while_held = mailer.in_flight
+    mailer.gate.set()
+    await wait_for(lambda: worker.next_offset_to_commit == 6)
+    await worker.stop()
+
+    assert in_flight_while_held == 2
+    assert mailer.most_in_flight == 2
+
+
 class SlowServer(FakeMailer):
     """Holds each transaction `seconds`, before the final "." or after it (its reply)."""
 
