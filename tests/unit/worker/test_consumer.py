@@ -7,13 +7,15 @@ import asyncio
 
 import pytest
 from aiokafka.structs import ConsumerRecord, TopicPartition
+from aiosmtplib import SMTPResponse
 
 from services.worker.assignment import Assignment
 from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.consumer import RebalanceListener, consume
 from services.worker.membership import GroupMembership
+from services.worker.mime import OutgoingEmail
 from services.worker.outcome import RecordOutcome
-from services.worker.processor import AttemptCounts, EmailProcessor, Mailer
+from services.worker.processor import AttemptCounts, EmailProcessor, Mailer, message_id_of
 from services.worker.retry import RetryPolicy
 from services.worker.store_outage import StoreOutage
 from tests.unit.worker.fakes import (
@@ -97,23 +99,60 @@ async def test_revocation_commits_exactly_the_processed_position() -> None:
     await asyncio.wait_for(running, 2)
 
 
-async def test_a_rebalance_is_timed_from_revocation_to_the_new_assignment() -> None:
-    consumer, membership = FakeConsumer(), GroupMembership()
-    listener = RebalanceListener(TOPIC, owned_partitions(consumer, FakeMailer()), membership)
-    await listener.on_partitions_assigned({P0, P1})  # the first join: nothing was revoked
-    first_join = (membership.joined, membership.rebalances)
+class LoggingConsumer(FakeConsumer):
+    """Also writes down, in its events, each committed offset it is asked for."""
 
-    await listener.on_partitions_revoked({P0, P1})
-    joined_while_rebalancing = membership.joined
-    await asyncio.sleep(0.05)  # the group's join and sync
+    async def committed(self, partition: TopicPartition) -> int | None:
+        self.events.append(f"read committed {partition.partition}")
+        return await super().committed(partition)
+
+
+class ReleasedMailer(FakeMailer):
+    """Holds each send until released, then writes down, in `events`, that it is done."""
+
+    def __init__(self, events: list[str]) -> None:
+        super().__init__()
+        self.events = events
+        self.sending = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def send(self, email: OutgoingEmail, recipients: list[str]) -> dict[str, SMTPResponse]:
+        self.sending.set()
+        await self.release.wait()
+        sent = await super().send(email, recipients)
+        self.events.append(f"sent {message_id_of(email)}")
+        return sent
+
+
+async def test_the_listener_drains_then_commits_and_resumes_once_the_commits_are_read() -> None:
+    consumer = LoggingConsumer()
+    times = iter([100.0, 103.5, 200.0])
+
+    def clock() -> float:
+        consumer.events.append("clock")
+        return next(times)
+
+    membership, mailer = GroupMembership(clock), ReleasedMailer(consumer.events)
+    owned = owned_partitions(consumer, mailer)
+    listener = RebalanceListener(TOPIC, owned, membership)
+    await listener.on_partitions_assigned({P0})  # the first join: nothing was revoked
+    owned.hand_out({P0: [kafka_record(0, "m-0", 0)]})
+    await asyncio.wait_for(mailer.sending.wait(), 1)
+    consumer.events.clear()
+
+    revoking = asyncio.create_task(listener.on_partitions_revoked({P0}))
+    await eventually(lambda: consumer.events == ["clock"])
+    joined_while_draining = membership.joined
+    mailer.release.set()
+    await asyncio.wait_for(revoking, 2)
     await listener.on_partitions_assigned({P1})
 
-    assert first_join == (True, 0)
-    assert not joined_while_rebalancing
-    assert membership.joined
-    assert membership.rebalances == 1
-    assert membership.last_rebalance_seconds is not None
-    assert membership.last_rebalance_seconds >= 0.05
+    assert consumer.events == ["clock", "sent m-0", "commit", "read committed 1", "clock"]
+    assert consumer.commits[-1] == {P0: 1}, "the email in flight finished, then was committed"
+    assert not joined_while_draining
+    assert (membership.joined, membership.rebalances) == (True, 1)
+    assert membership.last_rebalance_seconds == 3.5
+    assert list(owned.partitions) == [P1]
     await listener.on_partitions_revoked({P1})
 
 
