@@ -16,7 +16,6 @@ from aiosmtplib.protocol import SMTPProtocol
 
 from services.worker.mime import render_email
 from services.worker.smtp import SmtpConnection, SmtpServer
-from services.worker.smtp_data import dot_stuffed
 from services.worker.smtp_failures import OutcomeUnknown, classify
 from tests.conftest import free_port
 from tests.unit.worker.fakes import email_record
@@ -104,11 +103,6 @@ async def test_the_message_arrives_exactly_as_rendered(port: int) -> None:
 
     assert handler.stored == [email.data]
     await connection.close()
-
-
-def test_dot_stuffing_doubles_a_leading_dot_and_ends_the_data() -> None:
-    assert dot_stuffed(b".a\r\nb\r\n..c") == b"..a\r\nb\r\n...c\r\n.\r\n"
-    assert dot_stuffed(b"a\nb\rc") == b"a\r\nb\r\nc\r\n.\r\n"
 
 
 def test_the_aiosmtplib_calls_smtp_data_relies_on_are_still_there() -> None:
