@@ -1,9 +1,9 @@
 """The MIME message for a record, rendered straight to the bytes of SMTP DATA. No I/O here.
 
-`build_message` (at the end) is the email package's rendering of the same message, the reference
-`render_email` must match; `render_email` skips its parsing, folding and generator, which cost
-~1 ms a mail and grow faster than the text (a 160,000-character display name took 10 s), and
-encodes in linear time: the largest email the schema accepts renders in a few milliseconds
+It is the message the email package makes (tests/reference_mime.py, the reference that
+tests/unit/worker/test_mime.py checks it against), without that package's header parsing, folding
+and generator: they cost about 1 ms an email and grow faster than the text, where this renders in
+linear time, so that the largest email the schema accepts takes a few milliseconds
 (`python -m tests.unit.worker.largest_email`).
 """
 
@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.policy
 import functools
 import re
 import secrets
 import string
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.headerregistry import Address
-from email.message import EmailMessage
 from email.utils import format_datetime
 
 from shared.schema import EmailRecord, mailbox
@@ -82,7 +79,7 @@ def accepted_at_header(record: EmailRecord) -> str:
 
 
 def render_email(record: EmailRecord, message_id_domain: str) -> OutgoingEmail:
-    """The message `build_message` makes, 7-bit clean but for a mailbox with a non-ASCII local
+    """The message the email package makes, 7-bit clean but for a mailbox with a non-ASCII local
     part (RFC 6532); domains go as A-labels, and Bcc is in the envelope only."""
     message_id = message_id_header(record.message_id, message_id_domain)
     sender = mailbox(record.sender).outgoing_addr_spec
@@ -98,7 +95,7 @@ def render_email(record: EmailRecord, message_id_domain: str) -> OutgoingEmail:
 
 
 def header_fields(record: EmailRecord, message_id: str) -> list[str]:
-    """Every header but the Content-* ones, in build_message's order."""
+    """Every header but the Content-* ones, in the reference's order (tests/reference_mime.py)."""
     fields = [
         f"Message-ID: {message_id}",
         f"Date: {format_datetime(record.created_at)}",
@@ -114,7 +111,7 @@ def header_fields(record: EmailRecord, message_id: str) -> list[str]:
     fields.append(unstructured_field("Subject", record.subject))
     if record.tags:
         fields.append(unstructured_field("X-Tags", ", ".join(record.tags)))
-    # build_message's set_content clears every Content-* header, custom ones included: the
+    # The email package's set_content clears every Content-* header, custom ones included: the
     # body's own Content-* headers describe it, and only they may.
     fields.extend(
         unstructured_field(name, value)
@@ -269,7 +266,8 @@ def encoded_text(content: str) -> tuple[str, bytes]:
     """(Content-Transfer-Encoding, body) for UTF-8 text: CRLF after every line, the last too.
 
     Line endings \\r\\n, \\r and \\n all become CRLF, and an unterminated last line is ended,
-    as build_message does (bytes.splitlines, unlike str.splitlines, splits at only those three).
+    as the email package does (bytes.splitlines, unlike str.splitlines, splits at only those
+    three).
     """
     lines = content.encode("utf-8").splitlines()
     body = b"\r\n".join(lines) + b"\r\n"
@@ -278,54 +276,3 @@ def encoded_text(content: str) -> tuple[str, bytes]:
     # In lines of RFC 2045's 76 characters, CRLF kept as the line ending it finds first, and a
     # line of a lone "." quoted; ten times as fast as quoprimime, which builds it in Python.
     return "quoted-printable", binascii.b2a_qp(body, quotetabs=False, istext=True, header=False)
-
-
-def addresses(values: list[str]) -> list[str]:
-    """The bare addresses of `Ana <ana@пример.рф>`-style values for the SMTP envelope, their
-    domains as A-labels: `ana@xn--e1afmkfd.xn--p1ai`."""
-    return [mailbox(value).outgoing_addr_spec for value in values]
-
-
-def header_addresses(values: list[str]) -> list[Address]:
-    """The addresses for a header, as the schema reads them, their domains as A-labels."""
-    header_values = []
-    for value in values:
-        address = mailbox(value)
-        username, _, domain = address.outgoing_addr_spec.rpartition("@")
-        header_values.append(Address(address.display_name, username, domain))
-    return header_values
-
-
-def build_message(record: EmailRecord, message_id_domain: str) -> EmailMessage:
-    """The MIME message for a record, built by the email package: the reference render_email
-    must match. Bcc recipients are in the envelope only, never a header."""
-    # Non-ASCII display names and subjects are encoded (RFC 2047) and travel anywhere, as do
-    # domains as A-labels; only a non-ASCII local part needs raw UTF-8 headers, which the
-    # SMTPUTF8 extension carries.
-    utf8_mailbox = any(
-        mailbox(value).needs_smtputf8
-        for value in [record.sender, *record.recipients, *record.reply_to]
-    )
-    message = EmailMessage(policy=email.policy.SMTPUTF8 if utf8_mailbox else email.policy.SMTP)
-    message["Message-ID"] = message_id_header(record.message_id, message_id_domain)
-    message["Date"] = format_datetime(record.created_at)
-    message["X-Accepted-At"] = accepted_at_header(record)
-    message["From"] = header_addresses([record.sender])
-    if record.to:
-        message["To"] = header_addresses(record.to)
-    if record.cc:
-        message["Cc"] = header_addresses(record.cc)
-    if record.reply_to:
-        message["Reply-To"] = header_addresses(record.reply_to)
-    message["Subject"] = record.subject
-    if record.tags:
-        message["X-Tags"] = ", ".join(record.tags)  # the header Mailpit reads tags from
-    for name, value in record.headers.items():
-        message[name] = value
-    if record.text is not None:
-        message.set_content(record.text)
-        if record.html is not None:
-            message.add_alternative(record.html, subtype="html")
-    elif record.html is not None:
-        message.set_content(record.html, subtype="html")
-    return message

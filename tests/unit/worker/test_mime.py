@@ -1,4 +1,5 @@
-"""The fast MIME renderer: the same message as build_message, as 7-bit clean SMTP DATA bytes."""
+"""The fast MIME renderer: the same message as the reference (tests/reference_mime.py's
+build_message), as 7-bit clean SMTP DATA bytes."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from email.utils import getaddresses
 
 import pytest
 
-from services.worker.mime import build_message, render_email, unstructured_field
+from services.worker.mime import render_email, unstructured_field
 from shared.schema import EmailRecord
+from tests.reference_mime import build_message
 from tests.unit.worker.fakes import email_record
 from tests.unit.worker.largest_email import largest_email
 

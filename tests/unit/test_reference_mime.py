@@ -1,5 +1,5 @@
-"""build_message, the email package's rendering of a record (the reference render_email must
-match): the headers, the parts, and the bare envelope addresses."""
+"""tests/reference_mime.py: build_message, the email package's rendering of a record (the
+reference render_email must match): the headers, the parts, and the bare envelope addresses."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import email
 import email.policy
 from datetime import UTC, datetime
 
-from services.worker.mime import addresses, build_message
 from shared.schema import EmailRecord
+from tests.reference_mime import addresses, build_message
 
 
 def record(**fields: object) -> EmailRecord:
