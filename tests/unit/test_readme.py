@@ -1,10 +1,15 @@
 """The README and docs/ tell the truth about the code: the settings tables are the settings
-models, every relative link leads somewhere, and every `make` target they name exists."""
+models, every relative link leads somewhere, every repository path and `make` target they name
+exists, docs/worker.md's table names every module of the worker, and every section the code's
+docstrings and comments cite is still there."""
 
 from __future__ import annotations
 
+import ast
+import io
 import re
-from collections.abc import Mapping
+import tokenize
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -29,6 +34,16 @@ SETTING = re.compile(r"`([A-Z][A-Z0-9_]*)`")
 LOCAL_SECTION = "The local stack's and the tests' own"
 # `make` where a command starts: a line, a span, after `$ ` or `(`, or after VAR=value words.
 MAKE_TARGET = re.compile(r"(?:^\s*(?:[A-Z_]+=\S*\s+)*|\$ |\()make ([a-z][a-z0-9-]*)")
+# A path in the repository, from one of its top-level folders: `services/worker/offsets.py`,
+# `deploy/kafka/bin/*.sh`, `tests/e2e/`. run/ is made at run time, so it is not one.
+REPOSITORY_PATH = re.compile(
+    r"(?<![\w./-])((?:services|shared|tests|deploy|docs|\.ci)/[\w.*/-]*[\w*/])"
+)
+# Where the code cites a page's section: (README, "What it is") or docs/worker.md, "The code".
+SECTION_CITED = re.compile(r"\b(README|docs/[\w-]+\.md)(?:'s)?,?\s+\"([^\"]+)\"")
+CODE_ROOTS = ("services", "shared", "deploy")
+WORKER = PROJECT_ROOT / "services" / "worker"
+WORKER_CODE_SECTION = "The code"
 
 
 def prose_and_code(page: Path) -> tuple[list[str], list[str]]:
@@ -193,3 +208,111 @@ def test_every_make_target_the_docs_name_exists() -> None:
             )
 
     assert not unknown, f"no such Makefile targets: {sorted(unknown)}"
+
+
+def exists_in_repository(path: str) -> bool:
+    if "*" in path:
+        return any(PROJECT_ROOT.glob(path))
+    return (PROJECT_ROOT / path).exists()
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(PROJECT_ROOT)))
+def test_every_repository_path_the_docs_name_exists(page: Path) -> None:
+    """Paths in code spans and code blocks; those in links are the link test's."""
+    _, code = prose_and_code(page)
+    missing = sorted(
+        {
+            path
+            for line in code
+            for path in REPOSITORY_PATH.findall(line)
+            if not exists_in_repository(path)
+        }
+    )
+
+    assert not missing, (
+        f"{page.relative_to(PROJECT_ROOT)} names paths that are not in the repository: {missing}; "
+        "write each one's current path, or drop the mention"
+    )
+
+
+def comments_and_docstrings(source: str) -> Iterator[str]:
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            docstring = ast.get_docstring(node, clean=False)
+            if docstring:
+                yield docstring
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.COMMENT:
+            yield token.string
+
+
+def code_files() -> list[Path]:
+    return sorted(path for root in CODE_ROOTS for path in (PROJECT_ROOT / root).rglob("*.py"))
+
+
+def test_every_repository_path_named_in_docstrings_and_comments_exists() -> None:
+    missing = sorted(
+        f"{module.relative_to(PROJECT_ROOT)}: {path}"
+        for module in code_files()
+        for text in comments_and_docstrings(module.read_text())
+        for path in REPOSITORY_PATH.findall(text)
+        if not exists_in_repository(path)
+    )
+
+    assert not missing, (
+        f"docstrings and comments name paths that are not in the repository: {missing}; write "
+        "each one's current path, or drop the mention"
+    )
+
+
+def test_every_section_the_code_cites_exists() -> None:
+    missing = sorted(
+        f"{module.relative_to(PROJECT_ROOT)} cites {page!r}, section {section!r}"
+        for module in code_files()
+        for text in comments_and_docstrings(module.read_text())
+        for page, section in SECTION_CITED.findall(" ".join(text.split()))
+        if anchor(section)
+        not in anchors(PROJECT_ROOT / ("README.md" if page == "README" else page))
+    )
+
+    assert not missing, (
+        f"the code cites sections that are not there: {missing}; cite the page and section "
+        "that hold it now (a heading, word for word)"
+    )
+
+
+def worker_modules() -> set[str]:
+    """services/worker's modules and packages, as docs/worker.md's table names them."""
+    modules = {path.name for path in WORKER.glob("*.py") if path.name != "__init__.py"}
+    packages = {f"{path.parent.name}/" for path in WORKER.glob("*/__init__.py")}
+    return modules | packages
+
+
+def names_in_the_worker_code_table() -> set[str]:
+    """The code spans of the first column of docs/worker.md's table under "The code"."""
+    names: set[str] = set()
+    in_section = False
+    for line in (DOCS / "worker.md").read_text().splitlines():
+        heading = HEADING.match(line)
+        if heading:
+            in_section = heading.group(2) == WORKER_CODE_SECTION
+        elif in_section and line.startswith("|"):
+            first_cell = line.split("|")[1]
+            names.update(span for _, span in CODE_SPAN.findall(first_cell))
+    return names
+
+
+def test_the_worker_page_names_every_module_of_the_worker() -> None:
+    named = names_in_the_worker_code_table()
+
+    unnamed = sorted(worker_modules() - named)
+    stale = sorted(named - worker_modules())
+
+    table = f'docs/worker.md\'s table under "## {WORKER_CODE_SECTION}"'
+    assert named, f"{table} is missing: it lists every module of services/worker/ with its role"
+    assert not unnamed, f"add these modules of services/worker/ to {table}, a row each: {unnamed}"
+    assert not stale, (
+        f"{table} names modules services/worker/ does not have: {stale}; write their current "
+        "names, or drop their rows"
+    )
