@@ -22,6 +22,8 @@ from shared.settings import Settings
 
 TOPIC_ALREADY_EXISTS = TopicAlreadyExistsError.errno
 RETRY_SECONDS = 1.0
+# Beyond a worker's longest stop, for its commit and its JoinGroup to reach the coordinator.
+REJOIN_MARGIN_SECONDS = 10.0
 TOPIC_METADATA_POLLS = 100
 TOPIC_METADATA_POLL_SECONDS = 0.1
 
@@ -64,6 +66,14 @@ def create_consumer(settings: Settings, client_id: str) -> AIOKafkaConsumer:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=settings.worker_max_batch_records,
+        # How long the group waits for its members to finish their revoked partitions and
+        # rejoin. aiokafka's default, the 10 s session timeout, is shorter than the worker's
+        # grace: a member still stopping past it is dropped from the group, its commit refused,
+        # and an email it is still finishing goes to the next owner too. Heartbeats go on
+        # meanwhile, so a dead member is still found within the session timeout.
+        rebalance_timeout_ms=round(
+            (settings.worker_longest_stop_seconds + REJOIN_MARGIN_SECONDS) * 1000
+        ),
         # Let the broker gather records a few milliseconds rather than answer each fetch with
         # the one or two that just arrived: far fewer fetches under load, +5 ms at most.
         fetch_min_bytes=64 * 1024,

@@ -144,6 +144,12 @@ class Settings(BaseSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    @property
+    def worker_longest_stop_seconds(self) -> float:
+        """The longest a worker takes to stop a partition: the grace for its emails in flight,
+        then the wait for the reply to a final "." already sent."""
+        return self.worker_shutdown_timeout_seconds + self.smtp_data_end_timeout_seconds
+
     @field_validator("kafka_bootstrap_servers")
     @classmethod
     def _check_bootstrap_servers(cls, value: str) -> str:

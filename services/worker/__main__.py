@@ -127,9 +127,7 @@ async def serve(settings: Settings, smtp: SmtpServer) -> None:
             # was sent, when its reply comes (at most SMTP_DATA_END_TIMEOUT_SECONDS later).
             await finish_within(
                 consuming,
-                settings.worker_shutdown_timeout_seconds
-                + settings.smtp_data_end_timeout_seconds
-                + 2 * CLEANUP_SECONDS,
+                settings.worker_longest_stop_seconds + 2 * CLEANUP_SECONDS,
                 "finishing the email in flight",
             )
         finally:
