@@ -6,7 +6,7 @@ reads them, and left at aiosmtpd's own (its line length limit, 1001 bytes), in a
 rounds, two ways: over a loopback connection, client and server on one event loop run as the
 sink's is (shared.event_loop: uvloop), the transport paused and resumed as the limit says; and
 from a reader already holding the whole section, Python's work alone. Prints microseconds per
-message, the median of the rounds and their range.
+message for each and their ratio, medians of the rounds.
 """
 
 from __future__ import annotations
@@ -115,8 +115,8 @@ def read_whole(content: bytes, expected: Message) -> None:
         raise AssertionError(f"{expected.name}: read {len(content)} bytes, not the message")
 
 
-async def over_loopback(message: Message) -> tuple[float, float]:
-    """Wall and CPU seconds for a batch of messages written over one loopback connection, each
+async def over_loopback(message: Message) -> float:
+    """Seconds for a batch of messages written over one loopback connection, each
     read by read_data_section and answered before the next is written."""
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -131,12 +131,12 @@ async def over_loopback(message: Message) -> tuple[float, float]:
     port = server.sockets[0].getsockname()[1]
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        started, cpu_started = time.perf_counter(), time.process_time()
+        started = time.perf_counter()
         for _ in range(message.per_batch):
             writer.write(message.section)
             await writer.drain()
             await reader.readline()
-        return time.perf_counter() - started, time.process_time() - cpu_started
+        return time.perf_counter() - started
     finally:
         writer.close()
         await writer.wait_closed()
@@ -144,54 +144,55 @@ async def over_loopback(message: Message) -> tuple[float, float]:
         await server.wait_closed()
 
 
-async def in_memory(message: Message) -> tuple[float, float]:
-    """Wall and CPU seconds for a batch of messages, each fed whole to a reader and read."""
+async def in_memory(message: Message) -> float:
+    """Seconds for a batch of messages, each fed whole to a reader and read."""
     reader = asyncio.StreamReader(limit=LINE_LENGTH_LIMIT)
-    started, cpu_started = time.perf_counter(), time.process_time()
+    started = time.perf_counter()
     for _ in range(message.per_batch):
         reader.feed_data(message.section)
         section = await read_data_section(reader, SIZE_LIMIT, LINE_LENGTH_LIMIT)
         read_whole(section.content, message)
-    return time.perf_counter() - started, time.process_time() - cpu_started
+    return time.perf_counter() - started
 
 
-Way = Callable[[Message], Awaitable[tuple[float, float]]]
+Way = Callable[[Message], Awaitable[float]]
 WAYS: dict[str, Way] = {"loopback": over_loopback, "in memory": in_memory}
 
 
-async def measure(rounds: int) -> dict[tuple[str, str, str], list[tuple[float, float]]]:
-    """Microseconds per message (wall, CPU) of every round, by (message, way, variant)."""
-    figures: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+Figures = dict[tuple[str, str], list[dict[str, float]]]
+
+
+async def measure(rounds: int) -> Figures:
+    """Microseconds per message of each variant, round by round, by (message, way)."""
+    figures: Figures = {}
     for number in range(rounds + 1):
         order = VARIANTS if number % 2 == 0 else VARIANTS[::-1]
         for message in MESSAGES:
             for way_name, way in WAYS.items():
+                this_round = {}
                 for variant in order:
                     with reader_limit(variant):
-                        wall, cpu = await way(message)
-                    if number == 0:
-                        continue  # a warm-up round
-                    per_message = (1e6 * wall / message.per_batch, 1e6 * cpu / message.per_batch)
-                    figures.setdefault((message.name, way_name, variant), []).append(per_message)
+                        seconds = await way(message)
+                    this_round[variant] = 1e6 * seconds / message.per_batch
+                if number > 0:  # the first round warms up
+                    figures.setdefault((message.name, way_name), []).append(this_round)
     return figures
 
 
-def report(figures: dict[tuple[str, str, str], list[tuple[float, float]]]) -> None:
-    print(f"{'message':<8} {'way':<10} {'variant':<8} {'us/msg':>8} {'range':>17} {'cpu us':>8}")
-    for message in MESSAGES:
-        for way_name in WAYS:
-            medians = {}
-            for variant in VARIANTS:
-                walls, cpus = zip(*figures[(message.name, way_name, variant)], strict=True)
-                medians[variant] = statistics.median(walls)
-                spread = f"{min(walls):.1f}-{max(walls):.1f}"
-                print(
-                    f"{message.name:<8} {way_name:<10} {variant:<8} {medians[variant]:>8.1f} "
-                    f"{spread:>17} {statistics.median(cpus):>8.1f}"
-                )
-            print(f"{'':<19} default/raised {medians['default'] / medians['raised']:.2f}")
+def report(figures: Figures) -> None:
+    """Each variant's median, and the median of the rounds' ratios with their middle half: a
+    round measures both variants one right after the other, so what slows a round slows both."""
+    print(f"{'message':<8} {'way':<10} {'raised':>8} {'default':>8} {'default/raised':>24}")
+    for (message_name, way_name), rounds in figures.items():
+        raised, default = (statistics.median(r[variant] for r in rounds) for variant in VARIANTS)
+        ratios = sorted(r["default"] / r["raised"] for r in rounds)
+        first, _, third = statistics.quantiles(ratios, n=4)
+        print(
+            f"{message_name:<8} {way_name:<10} {raised:>8.1f} {default:>8.1f} "
+            f"{statistics.median(ratios):>10.2f} ({first:.2f}-{third:.2f})"
+        )
     sizes = ", ".join(f"{m.name} {len(m.section):,} bytes" for m in MESSAGES)
-    print(f"sections: {sizes}; line length limit {LINE_LENGTH_LIMIT}, size limit {SIZE_LIMIT:,}")
+    print(f"us per message, median of {len(rounds)} rounds; sections: {sizes}")
 
 
 def main() -> None:
