@@ -116,8 +116,8 @@ def read_whole(content: bytes, expected: Message) -> None:
 
 
 async def over_loopback(message: Message) -> float:
-    """Seconds for a batch of messages written over one loopback connection, each
-    read by read_data_section and answered before the next is written."""
+    """Seconds for a batch of messages written over one loopback connection, each read by
+    read_data_section and answered before the next is written."""
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
@@ -197,7 +197,7 @@ def report(figures: Figures) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.data_section_limit")
-    parser.add_argument("--rounds", type=int, default=15, help="alternating rounds (15)")
+    parser.add_argument("--rounds", type=int, default=21, help="alternating rounds (21)")
     arguments = parser.parse_args()
     report(run(measure(arguments.rounds)))
 
