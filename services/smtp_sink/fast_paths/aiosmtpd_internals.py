@@ -13,7 +13,7 @@ them, and holds both paths to aiosmtpd's answers;
 tests/integration/smtp_sink/fast_paths/test_data_section.py holds the DATA reading to aiosmtpd's
 own loop over loopback.
 
-What they gain, as measured (README, "What made the difference"):
+What they gain, as measured (docs/performance.md, "What made the difference"):
 - a plain path without the email package's RFC 5322 parser, which was a fifth of the sink's time
   at full speed: the sink alone over 8 connections went from 1,411 to ~1,870 messages/s;
 - DATA in a few bulk reads (fast_paths/data_section.py) where aiosmtpd reads a line at a time:

@@ -23,9 +23,11 @@ _CRLF = b"\r\n"
 # The end of a DATA section is "." CRLF at the start of a line: these three bytes where the
 # section starts or right after a CRLF. Elsewhere they are a line that ends in a dot.
 _DOT_LINE_END = b".\r\n"
-# The most a reader holds while a section is read (asyncio lets it buffer twice its limit);
-# a larger message comes in several reads.
-_MOST_BUFFERED = 1024 * 1024
+# The most a reader holds while a section is read (asyncio pauses the transport past twice
+# its limit); a larger message comes in several reads. At a megabyte, a 1 MB section over
+# loopback took a fifth longer than at aiosmtpd's own limit; at 64 KiB, the same time
+# (python -m tests.bench.data_section_limit).
+_MOST_BUFFERED = 64 * 1024
 # A read of what is already buffered does not wait, so it does not let the event loop run
 # either: after this many bytes read so, the loop runs once (a section of lines that end in a
 # dot, one read per line, would hold it for a fifth of a second per buffer).
@@ -45,7 +47,7 @@ async def read_data_section(
 ) -> DataSection:
     """Read up to and including the lone "." line; the reader is left at the next command.
 
-    While the section is read, the reader's buffer limit is raised (to at most a megabyte, by
+    While the section is read, the reader's buffer limit is raised (to at most 64 KiB, by
     fast_paths.asyncio_internals), so that one readuntil takes everything up to the next line
     that ends in a dot.
     """

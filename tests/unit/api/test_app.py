@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -16,6 +16,7 @@ from services.api.email_queue import EmailQueue, EmailTooLarge, KafkaUnavailable
 from shared import schema
 from shared.schema import EmailRecord, message_id_for
 from shared.settings import Settings
+from tests.unit.api.producers import Producers
 from tests.unit.worker.largest_email import largest_email
 
 
@@ -204,19 +205,6 @@ def queued_record() -> EmailRecord:
     return EmailRecord.model_validate(
         {**email(), "message_id": "m-1", "created_at": "2026-11-25T09:30:00Z"}
     )
-
-
-class Producers:
-    """Makes the producers an EmailQueue asks for, and remembers them: each test its own."""
-
-    def __init__(self, make: Callable[[int], Any]) -> None:
-        self._make = make
-        self.made: list[Any] = []
-
-    def __call__(self) -> Any:
-        producer = self._make(len(self.made) + 1)
-        self.made.append(producer)
-        return producer
 
 
 class HangingProducer:

@@ -8,7 +8,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
-from typing import Any, ClassVar
+from typing import Any
 
 import httpx
 import pytest
@@ -22,6 +22,7 @@ from services.api.app import create_app
 from services.api.email_queue import EmailQueue, EmailTooLarge, KafkaUnavailable
 from shared.schema import EmailRecord
 from shared.settings import Settings
+from tests.unit.api.producers import Producers
 from tests.unit.api.test_app import email
 
 BCC = ["hidden-one@example.com", "Hidden Two <hidden-two@example.com>"]
@@ -30,14 +31,11 @@ BCC = ["hidden-one@example.com", "Hidden Two <hidden-two@example.com>"]
 class AcknowledgingProducer:
     """Acknowledges each record at the next offset of partition 0, or raises what it is told."""
 
-    made: ClassVar[list[AcknowledgingProducer]] = []
-
     def __init__(self, refusals: list[Exception] | None = None) -> None:
         self.sent: list[bytes] = []
         self.refusals = refusals or []
         self.stopped = False
         self.client = SimpleNamespace(fetch_all_metadata=self._metadata)
-        AcknowledgingProducer.made.append(self)
 
     async def start(self) -> None: ...
 
@@ -85,7 +83,6 @@ def record(**fields: Any) -> EmailRecord:
 
 @pytest.fixture
 def producer() -> AcknowledgingProducer:
-    AcknowledgingProducer.made.clear()
     return AcknowledgingProducer()
 
 
@@ -202,10 +199,9 @@ async def test_a_refusal_that_breaks_the_idempotent_producer_replaces_it(
 ) -> None:
     """aiokafka's idempotent producer answers OutOfOrderSequenceNumber to every send after the
     broker refused a batch as too large (tests/integration/api shows it on a real broker)."""
-    AcknowledgingProducer.made.clear()
-    producers = iter([AcknowledgingProducer([refusal]), AcknowledgingProducer()])
+    producers = Producers(lambda number: AcknowledgingProducer([refusal] if number == 1 else []))
     read, _ = topic_taking(1024 * 1024)
-    queue = await started(EmailQueue(Settings(_env_file=None), lambda: next(producers), read))
+    queue = await started(EmailQueue(Settings(_env_file=None), producers, read))
 
     with pytest.raises(answer):
         await queue.enqueue(record())
@@ -213,7 +209,7 @@ async def test_a_refusal_that_breaks_the_idempotent_producer_replaces_it(
     queued = await queue.enqueue(record())
     await queue.stop()
 
-    broken, fresh = AcknowledgingProducer.made
+    broken, fresh = producers.made
     assert broken.stopped
     assert fresh.sent
     assert queued.offset == 0

@@ -1,5 +1,6 @@
 """A StreamReader's buffer limit, set for a while (services/smtp_sink/fast_paths/
-asyncio_internals.py): it is where asyncio keeps it, readuntil goes by it, and it is put back after.
+asyncio_internals.py): it is where asyncio keeps it, readuntil and feed_data go by it, and it is
+put back after.
 
 A failure here after an upgrade of Python: asyncio keeps or uses the limit elsewhere, and the
 sink's DATA reading (fast_paths/data_section.py) would stop at aiosmtpd's limit or not at all.
@@ -29,6 +30,35 @@ async def test_readuntil_goes_by_the_limit_inside_the_block() -> None:
 
     with stream_reader_limit(reader, len(SECTION)):
         assert await reader.readuntil(DOT_LINE_END) == SECTION
+
+
+class Transport(asyncio.ReadTransport):
+    """Counts the pauses the reader asks for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pauses = 0
+
+    def pause_reading(self) -> None:
+        self.pauses += 1
+
+    def resume_reading(self) -> None: ...
+
+
+async def test_feed_data_goes_by_the_limit_inside_the_block() -> None:
+    """Past twice its limit a reader pauses its transport: inside the block, twice the limit
+    set."""
+    held, own = asyncio.StreamReader(limit=8), asyncio.StreamReader(limit=8)
+    held_transport, own_transport = Transport(), Transport()
+    held.set_transport(held_transport)
+    own.set_transport(own_transport)
+
+    with stream_reader_limit(held, len(SECTION)):
+        held.feed_data(SECTION)
+    own.feed_data(SECTION)
+
+    assert held_transport.pauses == 0
+    assert own_transport.pauses == 1
 
 
 async def test_the_readers_own_limit_is_back_after_the_block() -> None:
