@@ -104,6 +104,20 @@ def test_a_consumer_is_a_static_member_exactly_when_the_worker_has_an_instance_i
     assert options["group_instance_id"] == instance_id
 
 
+def test_the_group_waits_for_a_members_longest_stop_before_rebalancing_without_it(
+    made: dict[str, MadeWith],
+) -> None:
+    settings = SETTINGS.model_copy(
+        update={"worker_shutdown_timeout_seconds": 20.0, "smtp_data_end_timeout_seconds": 300.0}
+    )
+
+    kafka.create_consumer(settings, client_id="email-worker")
+
+    [options] = made["consumer"].options
+    assert options["rebalance_timeout_ms"] == (20 + 300 + kafka.REJOIN_MARGIN_SECONDS) * 1000
+    assert options["rebalance_timeout_ms"] > options.get("session_timeout_ms", 10_000)
+
+
 def test_an_admin_client_is_made_for_the_servers_and_timeout_given(
     made: dict[str, MadeWith],
 ) -> None:
