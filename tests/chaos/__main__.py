@@ -123,6 +123,12 @@ def main() -> None:
     configure_logging("WARNING")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     run_dir = arguments.run_dir or settings.run_dir / "chaos" / stamp
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        # Its logs would be appended to, and a scenario counts what its worker's log says.
+        sys.exit(
+            f"chaos: --run-dir {run_dir} holds an earlier run; give a new directory, or delete "
+            "that one first"
+        )
     sizes = QUICK if arguments.quick else FULL
     if arguments.emails or arguments.cycles:
         sizes = dataclasses.replace(

@@ -43,3 +43,15 @@ def test_quick_chaos_on_the_cluster_loses_nothing_and_only_per_host_stores_send_
 ) -> None:
     # worker-host-lost-sqlite-control passes only when per-host stores did send emails twice.
     quick_chaos(CLUSTER_SCENARIOS, tmp_path, timeout=900)
+
+
+def test_a_run_directory_that_holds_an_earlier_run_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "hard-kills" / "logs").mkdir(parents=True)
+
+    returncode, output = run_harness(
+        "tests.chaos", "--quick", "--scenario", "hard-kills", "--run-dir", str(tmp_path), timeout=60
+    )
+
+    assert returncode == 1
+    assert f"chaos: --run-dir {tmp_path} holds an earlier run" in output
+    assert not (tmp_path / "kafka").exists(), "no broker was started"
