@@ -96,11 +96,11 @@ class SimulatorAddresses:
 
     def describe(self) -> str:
         """One line for the log at start."""
+        first = "try" if self._deferrals == 1 else f"{self._deferrals} tries"
         return (
-            f"simulator addresses at {SIMULATOR_DOMAIN}: delivered (250), deferred "
-            f"(450 for the first {self._deferrals} tries of each), bounced (550 5.1.1), slow "
-            f"({self.slow_seconds:g} s before the final reply), ratelimited (421 above "
-            f"{self._ratelimited.limit} a second)"
+            f"simulator addresses at {SIMULATOR_DOMAIN}: delivered (250), deferred (450 on the "
+            f"first {first} of each), bounced (550 5.1.1), slow ({self.slow_seconds:g} s before "
+            f"the final reply), ratelimited (421 above {self._ratelimited.limit} a second)"
         )
 
     def rcpt(self, address: str) -> Simulated:

@@ -204,3 +204,8 @@ def test_the_start_line_names_every_address(clock: Clock) -> None:
     for local_part in ("delivered", "deferred", "bounced", "slow", "ratelimited"):
         assert local_part in described
     assert "simulator.example.com" in described
+
+
+def test_the_start_line_counts_the_deferrals(clock: Clock) -> None:
+    assert "450 on the first try of each" in simulator(clock).describe()
+    assert "450 on the first 3 tries of each" in SimulatorAddresses(clock, deferrals=3).describe()
