@@ -32,6 +32,10 @@ Probability = Annotated[float, Field(ge=0, le=1)]
 # A comma-separated list in the environment: SINK_FAIL_5XX_RECIPIENTS=a@example.com,b@example.com
 CommaSeparated = Annotated[list[str], NoDecode]
 POSTGRES_SCHEMES = ("postgresql", "postgres")  # the two that libpq and asyncpg accept
+_RATE_LIMIT_EXPECTED = (
+    "expected a whole number of emails a second, at least 1 (for example 50), or nothing for "
+    "no limit"
+)
 
 
 class Settings(BaseSettings):
@@ -127,6 +131,11 @@ class Settings(BaseSettings):
     # 451 4.7.1 from its sender's first try until this many seconds later (0: off).
     sink_greylist_domains: CommaSeparated = []
     sink_greylist_seconds: Annotated[float, Field(ge=0)] = 0.0
+    # A relay's rate limit: above this many emails (MAIL FROM) in any sliding second, 421 4.7.0
+    # and the connection closed. Unset: no limit.
+    sink_rate_limit: int | None = None
+    # How long the reply to the final "." of an email to slow@simulator.example.com waits.
+    sink_simulator_slow_seconds: Annotated[float, Field(ge=0, le=3600)] = 10.0
     # Optional STARTTLS and AUTH, as a production relay has them (aiosmtpd's own support).
     sink_tls_cert_file: Path | None = None
     sink_tls_key_file: Path | None = None
@@ -195,6 +204,17 @@ class Settings(BaseSettings):
             )
         urlsplit(value).port  # noqa: B018 (it raises ValueError for a port out of range)
         return value
+
+    @field_validator("sink_rate_limit", mode="before")
+    @classmethod
+    def _check_sink_rate_limit(cls, value: object) -> object:
+        """Empty means unset; anything else is a whole number of emails a second, at least 1."""
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        text = str(value).strip()
+        if isinstance(value, bool) or not (text.isascii() and text.isdigit()) or int(text) < 1:
+            raise ValueError(_RATE_LIMIT_EXPECTED)
+        return int(text)
 
     @field_validator(
         "sink_fail_4xx_recipients",

@@ -15,8 +15,10 @@ import uvicorn
 
 from services.smtp_sink.api.app import build_app
 from services.smtp_sink.api.metrics import SinkMetrics
+from services.smtp_sink.simulator.addresses import SimulatorAddresses
 from services.smtp_sink.simulator.faults import FaultPolicy
 from services.smtp_sink.simulator.greylist import Greylist
+from services.smtp_sink.simulator.rate_limit import RateLimit
 from services.smtp_sink.smtp.handler import SinkHandler
 from services.smtp_sink.smtp.ids import TimeOrderedIds
 from services.smtp_sink.smtp.security import (
@@ -65,10 +67,13 @@ async def serve(settings: Settings) -> None:
         transient_rate=settings.sink_fail_4xx_rate,
         permanent_rate=settings.sink_fail_5xx_rate,
         greylist=Greylist(settings.sink_greylist_domains, settings.sink_greylist_seconds),
+        rate_limit=_rate_limit(settings.sink_rate_limit),
     )
+    simulator = SimulatorAddresses(slow_seconds=settings.sink_simulator_slow_seconds)
     handler = SinkHandler(
         store=store,
         faults=faults,
+        simulator=simulator,
         draw=random.random,
         new_id=TimeOrderedIds(),
         clock=_now,
@@ -114,6 +119,13 @@ async def serve(settings: Settings) -> None:
         log.info("%s", offer)
     if faults.greylist.on:
         log.info("%s", faults.greylist.describe())
+    if faults.rate_limit is not None:
+        log.info(
+            "rate limit: above %d emails in any second, MAIL FROM is refused with 421 4.7.0 "
+            "and the connection closed",
+            faults.rate_limit.limit,
+        )
+    log.info("%s", simulator.describe())
     try:
         stop_task = asyncio.create_task(stopping.wait())
         await asyncio.wait({http_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
@@ -134,6 +146,10 @@ def _security(settings: Settings) -> SmtpSecurity:
         return load_security(settings)
     except SecurityError as error:
         sys.exit(f"smtp_sink: {error}")
+
+
+def _rate_limit(emails_a_second: int | None) -> RateLimit | None:
+    return None if emails_a_second is None else RateLimit(emails_a_second)
 
 
 def _now() -> datetime:

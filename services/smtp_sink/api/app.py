@@ -122,7 +122,7 @@ def build_app(
             )
         metrics.deleted(await store.delete(message_ids or None))
         if not message_ids:
-            metrics.forget_latencies()
+            metrics.start_over()
         return "ok"
 
     @app.get("/api/v1/search", response_model=shapes.MessagesSummary)
@@ -193,8 +193,9 @@ def build_app(
 
     @app.get("/api/v1/stats", response_model=shapes.Stats)
     async def get_stats() -> Any:
-        """The sink's own route: received messages, distinct Message-IDs, and duplicates."""
-        return shapes.stats(await store.stats(), metrics.latency())
+        """The sink's own route: received messages, distinct Message-IDs, duplicates, the
+        latency, and the most emails begun in one second."""
+        return shapes.stats(await store.stats(), metrics.latency(), metrics.max_rate_1s())
 
     @app.get("/api/v1/info", response_model=shapes.AppInformation)
     async def get_info() -> Any:

@@ -1,5 +1,6 @@
-"""The sink's Prometheus metrics (GET /metrics), the latency window behind /api/v1/stats, and the
-run-time counts of /api/v1/info. The SMTP handler and the API record here; the API reads.
+"""The sink's Prometheus metrics (GET /metrics), the latency window and the peak rate behind
+/api/v1/stats, and the run-time counts of /api/v1/info. The SMTP handler records here; the API
+reads.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from prometheus_client import (
 
 from services.smtp_sink.latency import WINDOW_SIZE, LatencySummary, LatencyWindow
 from services.smtp_sink.mailbox import Sighting
+from services.smtp_sink.peak_rate import PeakRate
 
 # 1 ms (a worker on the same host with nothing queued) to 30 s (a backlog or retries).
 LATENCY_BUCKETS_SECONDS = (
@@ -76,6 +78,11 @@ class SinkMetrics:
             registry=self.registry,
         )
         self._latest = LatencyWindow(window_size)
+        self._mail_from_rate = PeakRate(clock)
+
+    def mail_from(self) -> None:
+        """A MAIL FROM reached the sink: an email begun, whatever the answer to it."""
+        self._mail_from_rate.add()
 
     def stored(self, sighting: Sighting, latency_seconds: float | None, size: int = 0) -> None:
         """A message of size bytes was stored; its latency is None when it carried no
@@ -110,10 +117,16 @@ class SinkMetrics:
     def latency(self) -> LatencySummary:
         return self._latest.summary()
 
-    def forget_latencies(self) -> None:
-        """The mailbox was emptied: the stats' window describes the mailbox, so it starts over.
-        The Prometheus histogram keeps counting, as counters must."""
+    def max_rate_1s(self) -> int:
+        """The most MAIL FROMs in any one sliding second, refused ones included: a client that
+        kept to a relay's limit of N a second shows N or fewer."""
+        return self._mail_from_rate.peak
+
+    def start_over(self) -> None:
+        """The mailbox was emptied: the stats describe the mailbox, so their latency window and
+        peak rate start over. The Prometheus histogram keeps counting, as counters must."""
         self._latest.clear()
+        self._mail_from_rate.clear()
 
 
 def resident_memory_bytes() -> int:

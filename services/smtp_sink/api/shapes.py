@@ -141,6 +141,7 @@ class Stats(BaseModel):
     unique_message_ids: int
     duplicates: int
     latency: Latency
+    max_rate_1s: int  # the most MAIL FROMs in any sliding second, since start or emptied
 
 
 class RuntimeStats(BaseModel):
@@ -297,7 +298,7 @@ def attachment(part: MimePart) -> Attachment:
     )
 
 
-def stats(sink_stats: SinkStats, latency: LatencySummary) -> Stats:
+def stats(sink_stats: SinkStats, latency: LatencySummary, max_rate_1s: int) -> Stats:
     return Stats(
         received=sink_stats.received,
         unique_message_ids=sink_stats.unique_message_ids,
@@ -307,6 +308,7 @@ def stats(sink_stats: SinkStats, latency: LatencySummary) -> Stats:
             p50_seconds=latency.p50_seconds,
             p99_seconds=latency.p99_seconds,
         ),
+        max_rate_1s=max_rate_1s,
     )
 
 

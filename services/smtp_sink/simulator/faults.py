@@ -1,10 +1,11 @@
 """Fault injection: which recipients and which messages the sink refuses, and with what reply;
-greylisting; and Mailpit's chaos triggers, which refuse SMTP steps at random and change through
-the HTTP API.
+greylisting; a rate limit; and Mailpit's chaos triggers, which refuse SMTP steps at random and
+change through the HTTP API.
 
 Decisions are pure: the caller hands in the recipient or a random draw in [0, 1) and sends the
-reply. Two parts hold state: Chaos, the live triggers, which draws for them; and the Greylist,
-the pairs it has seen and when, by the clock it is handed.
+reply. Three parts hold state: Chaos, the live triggers, which draws for them; the Greylist, the
+pairs it has seen and when; and the RateLimit, the times of the latest emails. The last two read
+the clock they are handed.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from services.smtp_sink.simulator.greylist import Greylist
+from services.smtp_sink.simulator.rate_limit import RateLimit
 
 TRANSIENT_RECIPIENT_REPLY = (
     "451 4.3.0 Injected transient failure for this recipient, try again later"
@@ -99,6 +101,7 @@ class FaultPolicy:
     # The parts that change at run time; the lists and rates are the settings'.
     chaos: Chaos = field(default_factory=Chaos, compare=False)
     greylist: Greylist = field(default_factory=Greylist.off, compare=False)
+    rate_limit: RateLimit | None = field(default=None, compare=False)  # None: no limit
 
     @classmethod
     def of(
@@ -109,6 +112,7 @@ class FaultPolicy:
         permanent_rate: float = 0.0,
         chaos: Chaos | None = None,
         greylist: Greylist | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> FaultPolicy:
         return cls(
             frozenset(address.lower() for address in transient_recipients),
@@ -117,6 +121,7 @@ class FaultPolicy:
             permanent_rate,
             chaos or Chaos(),
             greylist or Greylist.off(),
+            rate_limit,
         )
 
 
@@ -136,6 +141,15 @@ def recipient_refusal(policy: FaultPolicy, address: str, sender: str = "") -> st
     if greylisted is not None:
         return greylisted
     return policy.chaos.refusal(Stage.RECIPIENT)
+
+
+def rate_limit_refusal(policy: FaultPolicy) -> str | None:
+    """The reply refusing MAIL FROM over the rate limit, or None (and the email counted) to go
+    on. The connection is to be closed after it, as after any 421 (RFC 5321 3.8)."""
+    limit = policy.rate_limit
+    if limit is None or limit.take():
+        return None
+    return f"421 4.7.0 Rate limit exceeded: more than {limit.limit} emails a second, slow down"
 
 
 def sender_refusal(policy: FaultPolicy) -> str | None:

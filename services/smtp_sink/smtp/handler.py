@@ -1,4 +1,5 @@
-"""The aiosmtpd handler: refuses what fault injection says, stores the rest, then answers 250.
+"""The aiosmtpd handler: answers the simulator addresses as they always answer, refuses what
+fault injection says, stores the rest, then answers 250.
 
 The 250 comes only after the store has committed the message: if the sink said 250, it has it.
 And only what the sink could answer 250 for stays stored: a client that hangs up while its email
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Protocol, TextIO
@@ -28,10 +30,12 @@ from services.smtp_sink.mailbox import (
     unread_summary,
 )
 from services.smtp_sink.mime import LARGE_MESSAGE_BYTES, read_message
+from services.smtp_sink.simulator.addresses import SimulatorAddresses, is_simulated
 from services.smtp_sink.simulator.faults import (
     FaultPolicy,
     authentication_refusal,
     message_refusal,
+    rate_limit_refusal,
     recipient_refusal,
     sender_refusal,
 )
@@ -51,6 +55,8 @@ class ArrivalStore(Protocol):
 
 
 class ArrivalMetrics(Protocol):
+    def mail_from(self) -> None: ...
+
     def stored(self, sighting: Sighting, latency_seconds: float | None, size: int) -> None: ...
 
     def rejected(self) -> None: ...
@@ -64,6 +70,7 @@ class SinkHandler:
         self,
         store: ArrivalStore,
         faults: FaultPolicy,
+        simulator: SimulatorAddresses,
         draw: Callable[[], float],
         new_id: Callable[[], str],
         clock: Callable[[], datetime],
@@ -72,12 +79,18 @@ class SinkHandler:
     ) -> None:
         self._store = store
         self._faults = faults
+        self._simulator = simulator
         self._draw = draw
         self._new_id = new_id
         self._clock = clock
         self._out = out
         self._metrics = metrics
         self._discarding: set[asyncio.Task[None]] = set()
+        # The transactions with a slow@ recipient: the seconds their final reply waits. Weak:
+        # a transaction reset or cut off before DATA leaves nothing behind.
+        self._final_reply_delays: weakref.WeakKeyDictionary[SmtpEnvelope, float] = (
+            weakref.WeakKeyDictionary()
+        )
 
     async def handle_AUTH(
         self, server: SMTP, session: Session, envelope: SmtpEnvelope, args: list[str]
@@ -98,10 +111,14 @@ class SinkHandler:
         address: str,
         mail_options: list[str],
     ) -> str:
-        refusal = sender_refusal(self._faults)
+        self._metrics.mail_from()
+        over_the_limit = rate_limit_refusal(self._faults)
+        refusal = over_the_limit or sender_refusal(self._faults)
         if refusal is not None:
             self._metrics.rejected()
             self._print(sender_refusal_line(refusal, address))
+            if over_the_limit:
+                _hang_up_after_reply(server)
             return refusal
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
@@ -118,6 +135,9 @@ class SinkHandler:
         if not address.strip("<>"):
             # aiosmtpd lets the null reverse-path <> through as a recipient.
             return EMPTY_RECIPIENT_REPLY
+        if is_simulated(address):
+            # Before any fault: the simulator's replies are the same whatever else is set.
+            return self._simulated_rcpt(server, envelope, address, rcpt_options)
         refusal = recipient_refusal(self._faults, address, sender=envelope.mail_from or "")
         if refusal is not None:
             self._metrics.rejected()
@@ -127,13 +147,34 @@ class SinkHandler:
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 OK"
 
+    def _simulated_rcpt(
+        self, server: SMTP, envelope: SmtpEnvelope, address: str, rcpt_options: list[str]
+    ) -> str:
+        simulated = self._simulator.rcpt(address)
+        if not simulated.accepted:
+            self._metrics.rejected()
+            self._print(refusal_line(simulated.reply, _envelope(envelope), recipient=address))
+            if simulated.hang_up:
+                _hang_up_after_reply(server)
+            return simulated.reply
+        if simulated.final_reply_delay_seconds:
+            self._final_reply_delays[envelope] = simulated.final_reply_delay_seconds
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return simulated.reply
+
     async def handle_DATA(self, server: SMTP, session: Session, envelope: SmtpEnvelope) -> str:
         accepted = _envelope(envelope)
         refusal = message_refusal(self._faults, self._draw())
-        if refusal is not None:
+        # A message only to simulator addresses is theirs to answer, so no fault refuses it.
+        if refusal is not None and not all(map(is_simulated, accepted.rcpt_tos)):
             self._metrics.rejected()
             self._print(refusal_line(refusal, accepted))
             return refusal
+        if self._final_reply_delays and envelope in self._final_reply_delays:
+            # slow@: the final reply comes late, and before the message is stored, so a client
+            # that gives up waiting leaves nothing stored, as it was never told 250.
+            await asyncio.sleep(self._final_reply_delays.pop(envelope))
         raw = envelope.original_content or b""
         if len(raw) < LARGE_MESSAGE_BYTES:
             summary, text, accepted_time = _read(raw, accepted)
@@ -203,6 +244,15 @@ class SinkHandler:
     def _print(self, text: str) -> None:
         self._out.write(text)
         self._out.flush()
+
+
+def _hang_up_after_reply(server: SMTP) -> None:
+    """Close the connection once the reply the hook returns has been sent (RFC 5321 3.8: a 421
+    closes it). aiosmtpd writes that reply before it next awaits, and a transport that closes
+    sends what it holds first."""
+    transport = server.transport
+    if transport is not None:
+        asyncio.get_running_loop().call_soon(transport.close)
 
 
 def _read(raw: bytes, envelope: Envelope) -> tuple[Summary, str, datetime | None]:

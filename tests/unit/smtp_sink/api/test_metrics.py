@@ -59,13 +59,26 @@ def test_the_stats_window_forgets_but_the_histogram_keeps_counting() -> None:
     metrics = SinkMetrics()
     metrics.stored(Sighting(1), 0.01)
     metrics.stored(Sighting(1), 0.03)
+    metrics.mail_from()
 
     before = metrics.latency()
-    metrics.forget_latencies()
+    metrics.start_over()
 
     assert (before.count, before.p50_seconds, before.p99_seconds) == (2, 0.01, 0.03)
     assert metrics.latency().count == 0
+    assert metrics.max_rate_1s() == 0
     assert samples(metrics)["email_sink_end_to_end_latency_seconds_count"] == 2
+
+
+def test_the_peak_rate_is_the_most_mail_froms_in_one_sliding_second() -> None:
+    now = [100.0]
+    metrics = SinkMetrics(clock=lambda: now[0])
+
+    for moment in (100.0, 100.5, 100.9, 101.4, 101.45, 103.0):
+        now[0] = moment
+        metrics.mail_from()
+
+    assert metrics.max_rate_1s() == 4  # 100.5 to 101.45
 
 
 def test_runtime_stats_count_since_the_start() -> None:

@@ -167,21 +167,24 @@ def test_search_summary_counts_the_matches_and_the_whole_mailbox() -> None:
     assert (listing["start"], listing["tags"], len(listing["messages"])) == (0, [], 1)
 
 
-def test_stats_count_duplicates_and_show_the_latency() -> None:
+def test_stats_count_duplicates_and_show_the_latency_and_the_peak_rate() -> None:
     latency = LatencySummary(count=10, p50_seconds=0.02, p99_seconds=0.3)
 
-    assert shapes.stats(SinkStats(received=4, unique_message_ids=3), latency).model_dump() == {
+    stats = shapes.stats(SinkStats(received=4, unique_message_ids=3), latency, max_rate_1s=3)
+
+    assert stats.model_dump() == {
         "received": 4,
         "unique_message_ids": 3,
         "duplicates": 1,
         "latency": {"count": 10, "p50_seconds": 0.02, "p99_seconds": 0.3},
+        "max_rate_1s": 3,
     }
 
 
 def test_stats_without_latencies_have_no_percentiles() -> None:
     latency = LatencySummary(count=0, p50_seconds=None, p99_seconds=None)
 
-    stats = shapes.stats(SinkStats(received=0, unique_message_ids=0), latency)
+    stats = shapes.stats(SinkStats(received=0, unique_message_ids=0), latency, max_rate_1s=0)
 
     assert stats.latency.model_dump() == {"count": 0, "p50_seconds": None, "p99_seconds": None}
 

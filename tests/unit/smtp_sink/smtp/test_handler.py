@@ -1,18 +1,28 @@
-"""The SMTP handler with a fake store: 250 only once stored, faults refuse, store errors are 451."""
+"""The SMTP handler with a fake store: 250 only once stored, faults refuse, store errors are 451;
+the simulator addresses answer before any fault, and a 421 closes the connection."""
 
 from __future__ import annotations
 
 import asyncio
 import io
 import itertools
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import cast
 
 from aiosmtpd.smtp import MISSING, SMTP, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from services.smtp_sink.mailbox import Arrival, Sighting
+from services.smtp_sink.simulator.addresses import (
+    ACCEPTED_REPLY,
+    BOUNCED_REPLY,
+    DEFERRED_REPLY,
+    RATE_LIMITED_REPLY,
+    SimulatorAddresses,
+)
 from services.smtp_sink.simulator.faults import (
     PERMANENT_MESSAGE_REPLY,
     TRANSIENT_RECIPIENT_REPLY,
@@ -21,10 +31,14 @@ from services.smtp_sink.simulator.faults import (
     ChaosTriggers,
     FaultPolicy,
 )
+from services.smtp_sink.simulator.greylist import Greylist
+from services.smtp_sink.simulator.rate_limit import RateLimit
 from services.smtp_sink.smtp.handler import STORE_FAILED_REPLY, SinkHandler
 from tests.unit.smtp_sink.messages import PLAIN
 
 NOW = datetime(2025, 11, 25, 18, 30, tzinfo=UTC)
+ANN = "ann@example.com"
+DOMAIN = "@simulator.example.com"
 
 
 class FakeMetrics:
@@ -32,6 +46,10 @@ class FakeMetrics:
         self.recorded: list[tuple[Sighting, float | None]] = []
         self.sizes: list[int] = []
         self.rejections = 0
+        self.mail_froms = 0
+
+    def mail_from(self) -> None:
+        self.mail_froms += 1
 
     def stored(self, sighting: Sighting, latency_seconds: float | None, size: int) -> None:
         self.recorded.append((sighting, latency_seconds))
@@ -73,11 +91,13 @@ def handler(
     draw: float = 0.5,
     out: io.StringIO | None = None,
     metrics: FakeMetrics | None = None,
+    simulator: SimulatorAddresses | None = None,
 ) -> SinkHandler:
     ids = (f"id-{n}" for n in itertools.count(1))
     return SinkHandler(
         store=store,
         faults=faults or FaultPolicy.of(),
+        simulator=simulator or SimulatorAddresses(),
         draw=lambda: draw,
         new_id=lambda: next(ids),
         clock=lambda: NOW,
@@ -301,3 +321,171 @@ async def test_refusals_are_counted_and_stored_sizes_recorded() -> None:
     await sink.handle_DATA(SERVER, SESSION, envelope())
 
     assert (metrics.rejections, metrics.sizes) == (1, [len(PLAIN)])
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def server_with(transport: FakeTransport) -> SMTP:
+    """An aiosmtpd session as far as the handler touches it: to close its connection."""
+    server = SimpleNamespace(transport=transport)
+    return cast(SMTP, server)
+
+
+DELIVERED, BOUNCED = "delivered@simulator.example.com", "bounced+1@simulator.example.com"
+
+
+def every_fault() -> FaultPolicy:
+    """Every recipient and message fault on, for the simulator's own domain too."""
+    live = Chaos(draw=lambda: 0.0)
+    live.triggers = ChaosTriggers(recipient=ChaosTrigger(451, 100))
+    return FaultPolicy.of(
+        transient_recipients=[DELIVERED],
+        permanent_recipients=[DELIVERED, "deferred@simulator.example.com"],
+        transient_rate=1.0,
+        chaos=live,
+        greylist=Greylist(["simulator.example.com"], 300),
+    )
+
+
+async def test_simulator_addresses_answer_the_same_whatever_faults_are_set() -> None:
+    for faults in (FaultPolicy.of(), every_fault()):
+        smtp_envelope = envelope(recipients=())
+        sink = handler(FakeStore(), faults)
+
+        replies = [
+            await sink.handle_RCPT(SERVER, SESSION, smtp_envelope, address, [])
+            for address in (
+                DELIVERED,
+                BOUNCED,
+                "deferred@simulator.example.com",
+                "deferred@simulator.example.com",
+            )
+        ]
+
+        assert replies == [ACCEPTED_REPLY, BOUNCED_REPLY, DEFERRED_REPLY, ACCEPTED_REPLY]
+        assert smtp_envelope.rcpt_tos == [DELIVERED, "deferred@simulator.example.com"]
+
+
+async def test_a_simulated_refusal_is_counted_and_printed() -> None:
+    out, metrics = io.StringIO(), FakeMetrics()
+    sink = handler(FakeStore(), out=out, metrics=metrics)
+
+    await sink.handle_RCPT(SERVER, SESSION, envelope(recipients=()), BOUNCED, [])
+
+    assert metrics.rejections == 1
+    assert f"refused RCPT from ann@example.com to {BOUNCED}: {BOUNCED_REPLY}" in out.getvalue()
+
+
+async def test_ratelimited_over_its_limit_is_421_and_the_connection_closes_after_it() -> None:
+    transport = FakeTransport()
+    server = server_with(transport)
+    sink = handler(FakeStore())
+    smtp_envelope = envelope(recipients=())
+
+    within = [
+        await sink.handle_RCPT(server, SESSION, smtp_envelope, f"ratelimited+{n}{DOMAIN}", [])
+        for n in range(5)
+    ]
+    over = await sink.handle_RCPT(server, SESSION, smtp_envelope, f"ratelimited{DOMAIN}", [])
+    closed_before_the_reply_went = transport.closed
+    await asyncio.sleep(0)
+
+    assert within == [ACCEPTED_REPLY] * 5
+    assert over == RATE_LIMITED_REPLY
+    assert not closed_before_the_reply_went, "aiosmtpd writes the reply after the hook returns"
+    assert transport.closed
+
+
+async def test_a_message_only_to_simulator_addresses_escapes_message_faults() -> None:
+    store = FakeStore()
+    sink = handler(store, FaultPolicy.of(permanent_rate=1.0), draw=0.0)
+
+    simulated = await sink.handle_DATA(SERVER, SESSION, envelope(recipients=(DELIVERED,)))
+    mixed = await sink.handle_DATA(
+        SERVER, SESSION, envelope(recipients=(DELIVERED, "bob@example.com"))
+    )
+
+    assert simulated.startswith("250 ")
+    assert mixed == PERMANENT_MESSAGE_REPLY
+    assert len(store.arrivals) == 1
+
+
+async def test_slow_answers_the_final_dot_late_and_stores_only_then() -> None:
+    store = FakeStore()
+    sink = handler(store, simulator=SimulatorAddresses(slow_seconds=0.2))
+    smtp_envelope = envelope(recipients=())
+    await sink.handle_RCPT(SERVER, SESSION, smtp_envelope, f"slow{DOMAIN}", [])
+    started = time.monotonic()
+
+    answering = asyncio.create_task(sink.handle_DATA(SERVER, SESSION, smtp_envelope))
+    await asyncio.sleep(0.1)
+    stored_meanwhile = len(store.arrivals)
+    reply = await answering
+
+    assert time.monotonic() - started >= 0.2
+    assert stored_meanwhile == 0
+    assert reply.startswith("250 ")
+    assert len(store.arrivals) == 1
+
+
+async def test_a_client_that_gives_up_on_slow_leaves_nothing_stored() -> None:
+    store = FakeStore()
+    sink = handler(store, simulator=SimulatorAddresses(slow_seconds=5))
+    smtp_envelope = envelope(recipients=())
+    await sink.handle_RCPT(SERVER, SESSION, smtp_envelope, f"slow{DOMAIN}", [])
+
+    answering = asyncio.create_task(sink.handle_DATA(SERVER, SESSION, smtp_envelope))
+    await asyncio.sleep(0.01)
+    answering.cancel()  # what aiosmtpd does when the client hangs up
+    await asyncio.gather(answering, return_exceptions=True)
+    await sink.finish_discards()
+
+    assert answering.cancelled()
+    assert store.arrivals == []
+
+
+async def test_only_the_transaction_with_slow_waits() -> None:
+    sink = handler(FakeStore(), simulator=SimulatorAddresses(slow_seconds=5))
+    await sink.handle_RCPT(SERVER, SESSION, envelope(recipients=()), f"slow{DOMAIN}", [])
+
+    reply = await asyncio.wait_for(
+        sink.handle_DATA(SERVER, SESSION, envelope(recipients=(DELIVERED,))), timeout=1
+    )
+
+    assert reply.startswith("250 ")
+
+
+async def test_mail_from_over_the_rate_limit_is_421_and_the_connection_closes() -> None:
+    now = [0.0]
+    transport, out, metrics = FakeTransport(), io.StringIO(), FakeMetrics()
+    faults = FaultPolicy.of(rate_limit=RateLimit(2, clock=lambda: now[0]))
+    sink = handler(FakeStore(), faults, out=out, metrics=metrics)
+    server = server_with(transport)
+
+    replies = []
+    for moment in (0.0, 0.5, 0.9, 1.0):
+        now[0] = moment
+        replies.append(await sink.handle_MAIL(server, SESSION, SmtpEnvelope(), ANN, []))
+    await asyncio.sleep(0)
+
+    over = "421 4.7.0 Rate limit exceeded: more than 2 emails a second, slow down"
+    assert replies == ["250 OK", "250 OK", over, "250 OK"]
+    assert transport.closed
+    assert (metrics.mail_froms, metrics.rejections) == (4, 1)
+    assert f"refused MAIL from {ANN}: {over}" in out.getvalue()
+
+
+async def test_a_sender_chaos_refusal_keeps_the_connection_open() -> None:
+    transport = FakeTransport()
+    sink = handler(FakeStore(), chaos(ChaosTriggers(sender=ChaosTrigger(421, 100))))
+
+    await sink.handle_MAIL(server_with(transport), SESSION, SmtpEnvelope(), ANN, [])
+    await asyncio.sleep(0)
+
+    assert not transport.closed  # as Mailpit's chaos: only the sink's own limits hang up
