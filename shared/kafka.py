@@ -207,7 +207,8 @@ async def ensure_topics(settings: Settings) -> list[TopicState]:
             topic["topic"] in created,
             replication_factor=max((len(p["replicas"]) for p in topic["partitions"]), default=0),
         )
-        for topic in described
+        # In the order of topic_names, whatever order the broker describes them in.
+        for topic in sorted(described, key=lambda topic: wanted.index(topic["topic"]))
     ]
 
 
