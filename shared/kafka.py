@@ -12,12 +12,14 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
+from shared.retry_topics import retry_topic_retention, retry_topics
 from shared.settings import Settings
 
 TOPIC_ALREADY_EXISTS = TopicAlreadyExistsError.errno
@@ -125,22 +127,46 @@ async def admin_client(
         await admin.close()
 
 
-async def ensure_topics(settings: Settings) -> list[TopicState]:
-    """Create `email.send` and its dead-letter topic unless they exist; safe to run again.
+def topic_names(settings: Settings) -> list[str]:
+    """Every topic of the pipeline: `email.send`, its dead letters, the events and the retry
+    topics of the schedule."""
+    return [
+        settings.email_topic,
+        settings.dlq_topic,
+        settings.events_topic,
+        *retry_topics(settings.email_topic, settings.worker_retry_schedule),
+    ]
 
-    Each gets TOPIC_REPLICATION_FACTOR copies of every partition and, when it is set,
-    TOPIC_MIN_INSYNC_REPLICAS as its min.insync.replicas: with 3 and 2, an acks=all write
-    succeeds while any one broker is down. An existing topic is left as it is, whatever its
-    partition count: Kafka can add partitions but never remove them, and adding them would
-    move keys to other partitions.
-    """
-    wanted = [settings.email_topic, settings.dlq_topic]
-    # Unset, the topic follows the broker's min.insync.replicas, whatever it becomes.
-    topic_configs = (
+
+def new_topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
+    """The settings each topic is created with, by name."""
+    # Unset, a topic follows the broker's min.insync.replicas, whatever it becomes.
+    common = (
         {}
         if settings.topic_min_insync_replicas is None
         else {"min.insync.replicas": str(settings.topic_min_insync_replicas)}
     )
+    retention_ms = retry_topic_retention(settings.worker_max_retry_age) // timedelta(milliseconds=1)
+    configs = {name: dict(common) for name in topic_names(settings)}
+    # Compaction would keep an email's last event only, and lose the history before it.
+    configs[settings.events_topic]["cleanup.policy"] = "delete"
+    # Whatever the broker's default, a retry topic keeps a record longer than it can wait.
+    for name in retry_topics(settings.email_topic, settings.worker_retry_schedule):
+        configs[name]["retention.ms"] = str(retention_ms)
+    return configs
+
+
+async def ensure_topics(settings: Settings) -> list[TopicState]:
+    """Create the pipeline's topics (`topic_names`) unless they exist; safe to run again.
+
+    Each gets TOPIC_PARTITIONS partitions, TOPIC_REPLICATION_FACTOR copies of every
+    partition and, when it is set, TOPIC_MIN_INSYNC_REPLICAS as its min.insync.replicas: with
+    3 and 2, an acks=all write succeeds while any one broker is down. An existing topic is left
+    as it is, whatever its partition count: Kafka can add partitions but never remove them,
+    and adding them would move keys to other partitions.
+    """
+    wanted = topic_names(settings)
+    topic_configs = new_topic_configs(settings)
     async with admin_client(settings.kafka_bootstrap_servers) as admin:
         existing = {
             topic["topic"]
@@ -156,7 +182,7 @@ async def ensure_topics(settings: Settings) -> list[TopicState]:
                         name,
                         settings.topic_partitions,
                         settings.topic_replication_factor,
-                        topic_configs=topic_configs,
+                        topic_configs=topic_configs[name],
                     )
                     for name in missing
                 ]
@@ -181,7 +207,8 @@ async def ensure_topics(settings: Settings) -> list[TopicState]:
             topic["topic"] in created,
             replication_factor=max((len(p["replicas"]) for p in topic["partitions"]), default=0),
         )
-        for topic in described
+        # In the order of topic_names, whatever order the broker describes them in.
+        for topic in sorted(described, key=lambda topic: wanted.index(topic["topic"]))
     ]
 
 

@@ -160,6 +160,8 @@ Address = Annotated[str, Field(max_length=MAX_ADDRESS_LENGTH), AfterValidator(_o
 HeaderValue = Annotated[str, Field(max_length=MAX_SUBJECT_LENGTH), AfterValidator(_no_line_breaks)]
 Tag = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_no_line_breaks)]
 Body = Annotated[str, AfterValidator(_utf8)]
+# The key of every record about the email, and the start of its events' ids: no "/" in it.
+MessageId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")]
 
 
 class EmailContent(BaseModel):
@@ -257,7 +259,7 @@ class EmailRecord(EmailContent):
     """One record of `email.send`. A new field means a new schema_version."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    message_id: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")]
+    message_id: MessageId
     created_at: datetime
 
     def to_kafka(self) -> tuple[bytes, bytes]:

@@ -9,7 +9,9 @@ deploy/local/settings.py.
 
 from __future__ import annotations
 
+import re
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -24,6 +26,14 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shared.retry_topics import (
+    DEFAULT_RETRY_SCHEDULE,
+    RetrySchedule,
+    parse_duration,
+    parse_schedule,
+    retry_topics,
+)
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -36,6 +46,10 @@ _RATE_LIMIT_EXPECTED = (
     "expected a whole number of emails a second, at least 1 (for example 50), or nothing for "
     "no limit"
 )
+
+TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")  # what Kafka accepts
+# Far beyond any MTA's (Postfix: 5 days), and within what a date can add.
+MAX_RETRY_AGE = timedelta(days=365)
 
 
 class Settings(BaseSettings):
@@ -57,6 +71,16 @@ class Settings(BaseSettings):
     # `make up BROKERS=3` makes them 3 and 2 unless they are set.
     topic_replication_factor: Annotated[int, Field(ge=1, le=32)] = 1
     topic_min_insync_replicas: Annotated[int, Field(ge=1, le=32)] | None = None
+
+    # An email's life after the 202 (docs/events.md): one event per change of its state, and
+    # the retry topics a deferred one waits in, one per delay of the schedule, the last reused,
+    # until its age since acceptance would pass the limit.
+    events_topic: str = "email.events"
+    # Defaults as written in the environment, so that an error shows them so too.
+    worker_retry_schedule: Annotated[RetrySchedule, NoDecode] = Field(
+        default=DEFAULT_RETRY_SCHEDULE, validate_default=True
+    )
+    worker_max_retry_age: timedelta = Field(default="24h", validate_default=True)
 
     # Where the services keep their data files (the dedupe store, the sink's messages), and
     # the local stack its pid files and logs. Relative paths below are relative to the project
@@ -169,6 +193,52 @@ class Settings(BaseSettings):
                     f"expected host:port[,host:port...], got {server.strip()!r} "
                     "(for example localhost:9092)"
                 )
+        return value
+
+    @field_validator("events_topic")
+    @classmethod
+    def _check_events_topic(cls, value: str, info: ValidationInfo) -> str:
+        if not TOPIC_NAME.fullmatch(value):
+            raise ValueError(
+                "expected a Kafka topic name: 1 to 249 letters, digits, '.', '_' or '-'"
+            )
+        others = {info.data.get("email_topic"), info.data.get("dlq_topic")}
+        if value in others:
+            raise ValueError(
+                "the events need a topic of their own, not EMAIL_TOPIC's or DLQ_TOPIC's"
+            )
+        return value
+
+    @field_validator("worker_retry_schedule", mode="before")
+    @classmethod
+    def _parse_retry_schedule(cls, value: object, info: ValidationInfo) -> object:
+        if not isinstance(value, str):
+            return value  # one already read
+        schedule = parse_schedule(value)
+        for topic in retry_topics(info.data.get("email_topic", "email.send"), schedule):
+            if topic in (info.data.get("dlq_topic"), info.data.get("events_topic")):
+                raise ValueError(
+                    f"its topic {topic} is DLQ_TOPIC or EVENTS_TOPIC: give them other names"
+                )
+        return schedule
+
+    @field_validator("worker_max_retry_age", mode="before")
+    @classmethod
+    def _parse_max_retry_age(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str) else value
+
+    @field_validator("worker_max_retry_age")
+    @classmethod
+    def _check_max_retry_age(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+        if not timedelta(0) < value <= MAX_RETRY_AGE:
+            raise ValueError(f"expected more than 0 and at most {MAX_RETRY_AGE.days} days")
+        schedule: RetrySchedule = info.data.get("worker_retry_schedule", ())
+        if schedule and value < schedule[0].delay:
+            raise ValueError(
+                f"it is shorter than the first delay of WORKER_RETRY_SCHEDULE "
+                f"({schedule[0].label}): every deferred email would expire untried; make it "
+                "longer, or the first delay shorter"
+            )
         return value
 
     @field_validator(

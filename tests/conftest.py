@@ -137,7 +137,7 @@ def run_harness(module: str, *arguments: str, timeout: float) -> tuple[int, str]
 
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSettings]:
-    """A real single-node Kafka broker with email.send and email.send.dlq provisioned."""
+    """A real single-node Kafka broker with the pipeline's topics provisioned."""
     env = stack_env(tmp_path_factory.mktemp("kafka"))
     started = run_stack_command("kafka-up", env)
     try:

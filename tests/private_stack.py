@@ -49,6 +49,7 @@ class PrivateStack:
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
             "EMAIL_TOPIC": f"email.send.{name}",
             "DLQ_TOPIC": f"email.send.{name}.dlq",
+            "EVENTS_TOPIC": f"email.events.{name}",
             "CONSUMER_GROUP": f"email-send-group.{name}",
             "API_PORT": str(free_port()),
             "WORKER_PORT": str(free_port(span=WORKER_PORTS)),

@@ -182,6 +182,13 @@ def postgres_up(settings: LocalSettings) -> None:
     )
 
 
+def retry_topics_shown(settings: LocalSettings) -> str:
+    """`email.send.retry-{1m,5m,15m,30m,60m}`, as a shell would expand it."""
+    labels = list(dict.fromkeys(step.label for step in settings.worker_retry_schedule))
+    shown = labels[0] if len(labels) == 1 else "{" + ",".join(labels) + "}"
+    return f"{settings.email_topic}.retry-{shown}"
+
+
 def postgres_down(settings: LocalSettings) -> None:
     if local_postgres(settings).stop():
         print("PostgreSQL stopped.")
@@ -195,7 +202,9 @@ def up(settings: LocalSettings) -> None:
     services_up(settings)
     s = settings
     rows = [
-        ("Kafka", s.kafka_bootstrap_servers, f"topics {s.email_topic}, {s.dlq_topic}"),
+        ("Kafka", s.kafka_bootstrap_servers,
+         f"topics {s.email_topic}, {s.dlq_topic}, {s.events_topic}"),
+        ("", "", f"and the retry topics {retry_topics_shown(s)}"),
         ("SMTP sink", f"smtp://{s.sink_host}:{s.sink_smtp_port}",
          f"inbox http://{s.sink_host}:{s.sink_http_port}/"),
         ("Worker", f"group {s.consumer_group}", f"health http://{s.worker_host}:{s.worker_port}/readyz"),

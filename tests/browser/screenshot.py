@@ -66,6 +66,7 @@ def main() -> None:
             broker.settings.kafka_bootstrap_servers,
             EMAIL_TOPIC=settings.email_topic,
             DLQ_TOPIC=settings.dlq_topic,
+            EVENTS_TOPIC=settings.events_topic,
             CONSUMER_GROUP=settings.consumer_group,
         )
         run(scripted_run(stack, chromium, arguments.output))

@@ -113,6 +113,7 @@ def stack(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         KAFKA_BOOTSTRAP_SERVERS=kafka.kafka_bootstrap_servers,
         EMAIL_TOPIC=topic,
         DLQ_TOPIC=f"{topic}.dlq",
+        EVENTS_TOPIC=f"{topic}.events",
         # A group of its own: members of one group subscribed to different topics would make
         # every test that uses email-send-group wait for their rebalances.
         CONSUMER_GROUP=f"email-send-group.{topic}",

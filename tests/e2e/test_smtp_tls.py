@@ -40,6 +40,7 @@ def tls_stack(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
         KAFKA_BOOTSTRAP_SERVERS=kafka.kafka_bootstrap_servers,
         EMAIL_TOPIC=topic,
         DLQ_TOPIC=f"{topic}.dlq",
+        EVENTS_TOPIC=f"{topic}.events",
         CONSUMER_GROUP=f"email-send-group.{topic}",
         SMTP_TLS="starttls",
         SMTP_USERNAME=USER,

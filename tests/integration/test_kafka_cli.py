@@ -6,6 +6,10 @@ stops it with Ctrl+C.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from shared.kafka import topic_names
+from shared.retry_topics import retry_topic_retention, retry_topics
 from shared.settings import Settings
 from tests.kafka_tools import describe_group, run_kafka_tool
 
@@ -67,10 +71,21 @@ def test_seed_commands_work_on_the_stack(kafka: Settings) -> None:
     assert again.stdout.split() == [], "the group resumes at its CURRENT-OFFSET: nothing is new"
 
 
-def test_topics_are_provisioned_with_the_configured_partitions(kafka: Settings) -> None:
-    for topic in (kafka.email_topic, kafka.dlq_topic):
-        described = run_kafka_tool(
-            "kafka-topics.sh", "--bootstrap-server", kafka.kafka_bootstrap_servers,
-            "--describe", "--topic", topic,
-        )  # fmt: skip
-        assert f"PartitionCount: {kafka.topic_partitions}" in described.stdout, described.stdout
+def test_every_topic_is_provisioned_with_its_partitions_and_settings(kafka: Settings) -> None:
+    described = run_kafka_tool(
+        "kafka-topics.sh", "--bootstrap-server", kafka.kafka_bootstrap_servers, "--describe"
+    )
+    # A topic's line: "Topic: email.send  TopicId: ...  PartitionCount: 3 ... Configs: a=1,b=2"
+    summaries = {
+        fields["Topic:"]: fields
+        for line in described.stdout.splitlines()
+        if line.startswith("Topic:")
+        for fields in [dict(zip(line.split()[::2], line.split()[1::2], strict=False))]
+    }
+    retention_ms = retry_topic_retention(kafka.worker_max_retry_age) // timedelta(milliseconds=1)
+
+    for topic in topic_names(kafka):
+        assert summaries[topic]["PartitionCount:"] == str(kafka.topic_partitions), summaries
+    assert "cleanup.policy=delete" in summaries[kafka.events_topic]["Configs:"]
+    for topic in retry_topics(kafka.email_topic, kafka.worker_retry_schedule):
+        assert f"retention.ms={retention_ms}" in summaries[topic]["Configs:"], summaries[topic]

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from deploy.local.cluster_plan import API_PRODUCE_TIMEOUT_SECONDS, plan_cluster
+from shared.kafka import topic_names
 from shared.settings import PROJECT_ROOT, Settings
 
 COMPOSE_FILE = PROJECT_ROOT / "deploy" / "compose.yaml"
@@ -240,3 +241,20 @@ def test_with_the_cluster_every_service_knows_every_node() -> None:
     for node in CLUSTER_NODES:
         assert topics["depends_on"][node] == {"condition": "service_healthy"}
         assert "healthcheck" in services[node]
+
+
+@pytest.mark.parametrize("merged_compose", [compose, compose_with_cluster])
+def test_the_topics_service_creates_every_topic_the_services_use(
+    merged_compose: Callable[[], dict[str, Any]],
+) -> None:
+    """The retry topics' names come from EMAIL_TOPIC and WORKER_RETRY_SCHEDULE, so the topics
+    service and the services must read the same."""
+    services = merged_compose()["services"]
+
+    def topics_of(service: str) -> list[str]:
+        environment = services[service].get("environment", {})
+        fields: dict[str, Any] = {name.lower(): str(value) for name, value in environment.items()}
+        return topic_names(Settings(_env_file=None, **fields))
+
+    for service in ("worker", "api", "console"):
+        assert topics_of(service) == topics_of("topics"), service

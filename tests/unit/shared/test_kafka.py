@@ -14,6 +14,7 @@ import contextlib
 import inspect
 import logging
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -28,6 +29,7 @@ from aiokafka.errors import (
 )
 
 from shared import kafka
+from shared.retry_topics import parse_schedule
 from shared.settings import Settings
 
 SETTINGS = Settings(
@@ -35,7 +37,18 @@ SETTINGS = Settings(
     kafka_bootstrap_servers="kafka-1:9092,kafka-2:9092",
     consumer_group="email-send-group",
     worker_max_batch_records=123,
+    worker_retry_schedule="1m,5m",
+    worker_max_retry_age="24h",
 )
+TOPICS = [
+    "email.send",
+    "email.send.dlq",
+    "email.events",
+    "email.send.retry-1m",
+    "email.send.retry-5m",
+]
+RETRY_TOPICS = TOPICS[3:]
+WEEK_MS = str(7 * 24 * 3600 * 1000)
 
 
 class MadeWith:
@@ -266,13 +279,11 @@ async def test_missing_topics_are_created_with_the_settings_partitions_and_copie
     states = await kafka.ensure_topics(settings)
 
     assert [(t.name, t.num_partitions, t.replication_factor) for t in fake.created] == [
-        ("email.send", 6, 3),
-        ("email.send.dlq", 6, 3),
+        (name, 6, 3) for name in TOPICS
     ]
-    assert [t.topic_configs for t in fake.created] == [{"min.insync.replicas": "2"}] * 2
+    assert all(t.topic_configs["min.insync.replicas"] == "2" for t in fake.created)
     assert states == [
-        kafka.TopicState("email.send", 6, created=True, replication_factor=3),
-        kafka.TopicState("email.send.dlq", 6, created=True, replication_factor=3),
+        kafka.TopicState(name, 6, created=True, replication_factor=3) for name in TOPICS
     ]
 
 
@@ -283,20 +294,76 @@ async def test_without_min_insync_replicas_a_topic_follows_the_brokers(
 
     await kafka.ensure_topics(SETTINGS)
 
-    assert [t.topic_configs for t in fake.created] == [{}, {}]
+    assert [t.topic_configs for t in fake.created] == [
+        {},
+        {},
+        {"cleanup.policy": "delete"},
+        {"retention.ms": WEEK_MS},
+        {"retention.ms": WEEK_MS},
+    ]
+
+
+async def test_every_retry_topic_of_the_schedule_is_created_each_once(
+    admin: Callable[..., FakeAdmin],
+) -> None:
+    fake = admin()
+    settings = SETTINGS.model_copy(
+        update={"worker_retry_schedule": parse_schedule("1m,5m,15m,30m,60m,60m")}
+    )
+
+    await kafka.ensure_topics(settings)
+
+    assert [t.name for t in fake.created][3:] == [
+        "email.send.retry-1m",
+        "email.send.retry-5m",
+        "email.send.retry-15m",
+        "email.send.retry-30m",
+        "email.send.retry-60m",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("max_age", "retention"),
+    [
+        (timedelta(hours=24), timedelta(days=7)),
+        (timedelta(days=6), timedelta(days=7)),
+        (timedelta(days=6, seconds=1), timedelta(days=7, seconds=1)),
+        (timedelta(days=30), timedelta(days=31)),
+    ],
+)
+async def test_a_retry_topic_keeps_its_records_a_day_longer_than_they_can_wait(
+    admin: Callable[..., FakeAdmin], max_age: timedelta, retention: timedelta
+) -> None:
+    """Its records wait at most WORKER_MAX_RETRY_AGE; never less than email.send's week."""
+    fake = admin()
+    settings = SETTINGS.model_copy(update={"worker_max_retry_age": max_age})
+
+    await kafka.ensure_topics(settings)
+
+    retention_ms = str(retention // timedelta(milliseconds=1))
+    assert [t.topic_configs for t in fake.created if t.name in RETRY_TOPICS] == [
+        {"retention.ms": retention_ms}
+    ] * 2
 
 
 async def test_an_existing_topic_is_left_as_it_is_whatever_its_partition_count(
     admin: Callable[..., FakeAdmin],
 ) -> None:
-    fake = admin(existing={"email.send": (12, 1)})
+    fake = admin(existing={"email.send": (12, 1), "email.events": (1, 1)})
 
     states = await kafka.ensure_topics(SETTINGS)
 
-    assert [t.name for t in fake.created] == ["email.send.dlq"]
+    assert [t.name for t in fake.created] == [
+        "email.send.dlq",
+        "email.send.retry-1m",
+        "email.send.retry-5m",
+    ]
     assert states == [
         kafka.TopicState("email.send", 12, created=False, replication_factor=1),
         kafka.TopicState("email.send.dlq", 3, created=True, replication_factor=1),
+        kafka.TopicState("email.events", 1, created=False, replication_factor=1),
+        kafka.TopicState("email.send.retry-1m", 3, created=True, replication_factor=1),
+        kafka.TopicState("email.send.retry-5m", 3, created=True, replication_factor=1),
     ]
 
 
@@ -309,16 +376,16 @@ async def test_a_topic_another_client_created_meanwhile_is_no_error(
 
     assert [(state.name, state.created) for state in states] == [
         ("email.send", False),
-        ("email.send.dlq", True),
+        *[(name, True) for name in TOPICS[1:]],
     ]
 
 
 async def test_a_topic_that_cannot_be_created_raises_the_brokers_error(
     admin: Callable[..., FakeAdmin],
 ) -> None:
-    admin(creation_errors={"email.send.dlq": InvalidReplicationFactorError.errno})
+    admin(creation_errors={"email.send.retry-5m": InvalidReplicationFactorError.errno})
 
-    refused = r"cannot create topic email\.send\.dlq"
+    refused = r"cannot create topic email\.send\.retry-5m"
     with pytest.raises(InvalidReplicationFactorError, match=refused):
         await kafka.ensure_topics(SETTINGS)
 
@@ -330,7 +397,7 @@ async def test_new_topics_are_described_again_until_their_partitions_show(
 
     states = await kafka.ensure_topics(SETTINGS)
 
-    assert [state.partitions for state in states] == [3, 3]
+    assert [state.partitions for state in states] == [3] * len(TOPICS)
 
 
 class ConfigsAdmin:

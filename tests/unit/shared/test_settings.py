@@ -3,9 +3,12 @@ environment, paths and invalid values: tests/unit/deploy/local/test_settings.py)
 
 from __future__ import annotations
 
-import pytest
+from datetime import timedelta
 
-from shared.settings import Settings
+import pytest
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import Settings, settings_or_exit
 
 
 def test_defaults_are_the_seeds_names() -> None:
@@ -55,3 +58,92 @@ def test_the_slow_simulator_address_waits_ten_seconds_unless_set() -> None:
     )
     with pytest.raises(ValueError, match="greater than or equal to 0"):
         Settings(_env_file=None, sink_simulator_slow_seconds=-1)
+
+
+def test_the_events_and_retry_topics_have_an_mtas_defaults() -> None:
+    settings = Settings(_env_file=None)
+
+    assert settings.events_topic == "email.events"
+    assert [step.label for step in settings.worker_retry_schedule] == [
+        "1m", "5m", "15m", "30m", "60m"
+    ]  # fmt: skip
+    assert settings.worker_max_retry_age == timedelta(hours=24)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "max_age", "delays", "age"),
+    [
+        ("2s,5s", "40s", [2, 5], 40),
+        ("1m", "86400", [60], 86400),
+        ("30S, 2M", "2h", [30, 120], 7200),
+    ],
+)
+def test_the_retry_schedule_and_age_limit_are_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, schedule: str, max_age: str, delays: list[int], age: int
+) -> None:
+    monkeypatch.setenv("WORKER_RETRY_SCHEDULE", schedule)
+    monkeypatch.setenv("WORKER_MAX_RETRY_AGE", max_age)
+
+    settings = Settings(_env_file=None)
+
+    assert [step.delay.total_seconds() for step in settings.worker_retry_schedule] == delays
+    assert settings.worker_max_retry_age.total_seconds() == age
+
+
+@pytest.mark.parametrize(
+    ("variables", "line"),
+    [
+        (
+            {"WORKER_RETRY_SCHEDULE": "1m,90"},
+            "invalid setting WORKER_RETRY_SCHEDULE='1m,90': in the schedule '1m,90': '90' has "
+            "no unit: write s, m or h after it, as in 90s",
+        ),
+        (
+            {"WORKER_MAX_RETRY_AGE": "1d"},
+            "invalid setting WORKER_MAX_RETRY_AGE='1d': expected a duration such as 30s, 15m or "
+            "24h (or plain seconds: 86400), got '1d'",
+        ),
+        (
+            {"WORKER_MAX_RETRY_AGE": "9000h"},
+            "invalid setting WORKER_MAX_RETRY_AGE='9000h': expected more than 0 and at most "
+            "365 days",
+        ),
+        (
+            {"WORKER_RETRY_SCHEDULE": "5m,1h", "WORKER_MAX_RETRY_AGE": "4m"},
+            "invalid setting WORKER_MAX_RETRY_AGE='4m': it is shorter than the first delay of "
+            "WORKER_RETRY_SCHEDULE (5m): every deferred email would expire untried; make it "
+            "longer, or the first delay shorter",
+        ),
+        (
+            {"EVENTS_TOPIC": "email.send.dlq"},
+            "invalid setting EVENTS_TOPIC='email.send.dlq': the events need a topic of their "
+            "own, not EMAIL_TOPIC's or DLQ_TOPIC's",
+        ),
+        (
+            {"EVENTS_TOPIC": "email events"},
+            "invalid setting EVENTS_TOPIC='email events': expected a Kafka topic name: 1 to 249 "
+            "letters, digits, '.', '_' or '-'",
+        ),
+        (
+            {"DLQ_TOPIC": "email.send.retry-1m"},
+            "invalid setting WORKER_RETRY_SCHEDULE='1m,5m,15m,30m,60m': its topic "
+            "email.send.retry-1m is DLQ_TOPIC or EVENTS_TOPIC: give them other names",
+        ),
+    ],
+)
+def test_a_wrong_schedule_age_or_events_topic_stops_the_start_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], line: str
+) -> None:
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+
+    with pytest.raises(SystemExit) as exit_info:
+        settings_or_exit(NoEnvFile)
+
+    assert str(exit_info.value) == line
+
+
+class NoEnvFile(Settings):
+    """The settings from the environment alone: never a developer's .env."""
+
+    model_config = SettingsConfigDict(env_file=None)

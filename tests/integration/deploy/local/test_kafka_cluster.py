@@ -16,7 +16,13 @@ import pytest
 from deploy.local.cluster_plan import partitions_of
 from deploy.local.kafka_cluster import KafkaCluster
 from deploy.local.settings import LocalSettings
-from shared.kafka import admin_client, create_producer, ensure_topics, topic_configs
+from shared.kafka import (
+    admin_client,
+    create_producer,
+    ensure_topics,
+    topic_configs,
+    topic_names,
+)
 from shared.settings import Settings
 from tests.integration import test_kafka_cli as seed_walkthrough
 from tests.kafka_tools import describe_group, run_kafka_tool
@@ -41,11 +47,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
 
 
 def topics_of_their_own(cluster: KafkaCluster, name: str) -> Settings:
-    """The cluster's client settings with a topic, a dead-letter topic and a group of their own."""
+    """The cluster's client settings with topics and a group of their own."""
     return cluster.client_settings.model_copy(
         update={
             "email_topic": f"email.send.{name}",
             "dlq_topic": f"email.send.{name}.dlq",
+            "events_topic": f"email.events.{name}",
             "consumer_group": f"email-send-group.{name}",
         }
     )
@@ -88,7 +95,7 @@ async def in_sync_replicas(settings: Settings, *topics: str) -> dict[str, list[i
 def test_the_seeds_walkthrough_works_unchanged_on_the_cluster(cluster: KafkaCluster) -> None:
     # First in this module: it expects email.send and email-send-group to be new.
     seed_walkthrough.test_seed_commands_work_on_the_stack(cluster.client_settings)
-    seed_walkthrough.test_topics_are_provisioned_with_the_configured_partitions(
+    seed_walkthrough.test_every_topic_is_provisioned_with_its_partitions_and_settings(
         cluster.client_settings
     )
 
@@ -111,7 +118,7 @@ async def test_topics_have_three_replicas_in_sync_and_two_must_acknowledge(
     isr = await in_sync_replicas(settings, *topics, "__consumer_offsets")
 
     assert [(state.name, state.replication_factor) for state in states] == [
-        (topic, 3) for topic in topics
+        (topic, 3) for topic in topic_names(settings)
     ]
     assert [config["min.insync.replicas"] for config in configs] == ["2", "2"]
     assert [config["unclean.leader.election.enable"] for config in configs] == ["false"] * 2
