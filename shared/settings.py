@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     # processes of every host share. A path (no scheme) is a SQLite file too.
     api_db_path: Path = Path("api/store.sqlite3")
     api_store_url: str | None = None
+    # How long a key is kept: a retry within it gets the first answer; after it, the key is
+    # free again (docs/api.md, "Idempotency-Key").
+    api_idempotency_key_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 24.0
 
     # services/worker: consumes email_topic as consumer_group and delivers over SMTP.
     worker_host: str = "127.0.0.1"

@@ -3,6 +3,8 @@ the field at fault. `create_app` is handed its dependencies; `__main__` builds t
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,20 +15,48 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api import metrics
 from services.api.email_queue import EmailQueue
+from services.api.errors import field_errors, problem, summary
+from services.api.idempotency import HEADER, InvalidKey, KeyPolicy
+from services.api.idempotency_store import IdempotencyStore
+from services.api.idempotent_requests import IdempotentRequests
 from services.api.routes import router
 from shared.settings import Settings
+from shared.store import CannotOpenStore
+
+log = logging.getLogger("api")
 
 
-def create_app(settings: Settings, email_queue: EmailQueue) -> FastAPI:
+def create_app(
+    settings: Settings, email_queue: EmailQueue, idempotency_store: IdempotencyStore
+) -> FastAPI:
+    """The app; its lifespan opens the key store and starts the producer."""
     metrics_registry = metrics.metrics_registry()
     event_loop_lag = metrics.event_loop_lag(metrics_registry)
+    idempotent_requests = IdempotentRequests(
+        idempotency_store,
+        KeyPolicy(
+            keep_seconds=settings.api_idempotency_key_hours * 3600,
+            in_flight_seconds=2 * settings.api_produce_timeout_seconds,
+        ),
+        retry_after_seconds=settings.api_retry_after_seconds,
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         async with event_loop_lag.sampling():
+            try:
+                await idempotency_store.open()
+            except CannotOpenStore as error:
+                log.error("cannot open the store of Idempotency-Keys: %s", error)
+                raise
+            stopping = asyncio.Event()
+            pruning = asyncio.create_task(idempotent_requests.prune_until_stopped(stopping))
             await email_queue.start()
             yield
             await email_queue.stop()
+            stopping.set()
+            await pruning
+            await idempotency_store.close()
 
     app = FastAPI(
         title="Email API",
@@ -36,9 +66,11 @@ def create_app(settings: Settings, email_queue: EmailQueue) -> FastAPI:
     )
     app.state.settings = settings
     app.state.email_queue = email_queue
+    app.state.idempotent_requests = idempotent_requests
     app.state.metrics_registry = metrics_registry
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     app.add_exception_handler(RequestValidationError, invalid_request)  # type: ignore[arg-type]
+    app.add_exception_handler(InvalidKey, invalid_key)  # type: ignore[arg-type]
     app.include_router(router)
     return app
 
@@ -46,29 +78,19 @@ def create_app(settings: Settings, email_queue: EmailQueue) -> FastAPI:
 async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
     metrics.refused("invalid")
     problems = list(error.errors())
-    if any(problem["type"] == "json_invalid" for problem in problems):
+    if any(found["type"] == "json_invalid" for found in problems):
         reason = problems[0].get("ctx", {}).get("error", "")
         return JSONResponse(
             status_code=400,
             content={"detail": f"the body is not valid JSON ({reason}): send a JSON object"},
         )
-    errors = [
-        {
-            "field": field_name(problem["loc"]),
-            "message": problem["msg"].removeprefix("Value error, "),
-        }
-        for problem in problems
-    ]
-    summary = "; ".join(f"{error['field']}: {error['message']}" for error in errors)
-    return JSONResponse(status_code=422, content={"detail": summary, "errors": errors})
+    errors = field_errors(problems)
+    return JSONResponse(status_code=422, content={"detail": summary(errors), "errors": errors})
 
 
-def field_name(location: tuple[int | str, ...]) -> str:
-    """('body', 'to', 0) -> 'to[0]'; ('header', 'Idempotency-Key') -> 'Idempotency-Key'."""
-    name = ""
-    for part in location[1:]:
-        name += f"[{part}]" if isinstance(part, int) else f".{part}" if name else str(part)
-    return name or "body"
+async def invalid_key(_: Request, error: InvalidKey) -> JSONResponse:
+    metrics.refused("invalid")
+    return problem(400, str(error), field=HEADER)
 
 
 class BodySizeLimit:

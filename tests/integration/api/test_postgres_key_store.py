@@ -7,13 +7,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 
 from deploy.local.postgres import LocalPostgres
+from services.api.app import create_app
 from services.api.idempotency_store import PostgresIdempotencyStore, StoreUnavailable
+from shared.settings import Settings
 from shared.store import CannotOpenStore
 from tests.conftest import free_port
 from tests.postgres import fresh_database
+from tests.unit.api.test_app import FakeEmailQueue, email
 from tests.unit.api.test_idempotency_store import KeyStoreContract, OpenStore, opened_stores
 
 
@@ -37,6 +41,31 @@ async def test_api_processes_starting_together_create_the_table_once(store_url: 
         assert await stores[0].claim("k", "fp", "claim-1", 100.0) is None
         found = await asyncio.gather(*(store.claim("k", "fp", "c", 101.0) for store in stores))
         assert {row.claim for row in found if row is not None} == {"claim-1"}
+
+
+async def test_two_api_hosts_answer_a_retry_with_the_first_answer(store_url: str) -> None:
+    """A retry that a load balancer sends to the other host is replayed there, not queued."""
+    queue = FakeEmailQueue()
+    apps = [
+        create_app(Settings(_env_file=None), queue, PostgresIdempotencyStore(store_url))  # type: ignore[arg-type]
+        for _ in range(2)
+    ]
+    async with (
+        apps[0].router.lifespan_context(apps[0]),
+        apps[1].router.lifespan_context(apps[1]),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=apps[0]), base_url="http://a") as a,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=apps[1]), base_url="http://b") as b,
+    ):
+        headers = {"Idempotency-Key": "order-42"}
+        first = await a.post("/emails", json=email(), headers=headers)
+        retry = await b.post("/emails", json=email(), headers=headers)
+        other = await b.post("/emails", json=email(subject="another"), headers=headers)
+
+    assert first.status_code == retry.status_code == 202
+    assert retry.content == first.content
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    assert other.status_code == 422
+    assert len(queue.records) == 1
 
 
 async def test_while_postgresql_is_away_calls_fail_cleanly_and_work_again_after(
