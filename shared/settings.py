@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     api_max_recipients: Annotated[int, Field(ge=1)] = 50
     api_produce_timeout_seconds: Seconds = 5.0
     api_retry_after_seconds: Annotated[int, Field(ge=1)] = 5
+    # POST /emails/batch: its body may be larger than one email's (each email in it is still
+    # held to api_max_body_bytes).
+    api_max_batch_body_bytes: Annotated[int, Field(ge=1024)] = 5 * 1024 * 1024
 
     # services/api's store of Idempotency-Keys: the answer each key got, so that a retry gets
     # it again. Unset api_store_url: the SQLite file at api_db_path, which the API processes of

@@ -19,7 +19,7 @@ from services.api.errors import field_errors, problem, summary
 from services.api.idempotency import HEADER, InvalidKey, KeyPolicy
 from services.api.idempotency_store import IdempotencyStore
 from services.api.idempotent_requests import IdempotentRequests
-from services.api.routes import router
+from services.api.routes import BATCH_PATH, router
 from shared.settings import Settings
 from shared.store import CannotOpenStore
 
@@ -68,7 +68,11 @@ def create_app(
     app.state.email_queue = email_queue
     app.state.idempotent_requests = idempotent_requests
     app.state.metrics_registry = metrics_registry
-    app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.api_max_body_bytes,
+        max_batch_bytes=settings.api_max_batch_body_bytes,
+    )
     app.add_exception_handler(RequestValidationError, invalid_request)  # type: ignore[arg-type]
     app.add_exception_handler(InvalidKey, invalid_key)  # type: ignore[arg-type]
     app.include_router(router)
@@ -82,7 +86,10 @@ async def invalid_request(_: Request, error: RequestValidationError) -> JSONResp
         reason = problems[0].get("ctx", {}).get("error", "")
         return JSONResponse(
             status_code=400,
-            content={"detail": f"the body is not valid JSON ({reason}): send a JSON object"},
+            content={
+                "detail": f"the body is not valid JSON ({reason}): send a JSON object (an "
+                "array of them to /emails/batch)"
+            },
         )
     errors = field_errors(problems)
     return JSONResponse(status_code=422, content={"detail": summary(errors), "errors": errors})
@@ -94,20 +101,26 @@ async def invalid_key(_: Request, error: InvalidKey) -> JSONResponse:
 
 
 class BodySizeLimit:
-    """413 for bodies over max_bytes, counted as they arrive (Content-Length may be absent)."""
+    """413 for bodies over max_bytes (max_batch_bytes for a batch), counted as they arrive
+    (Content-Length may be absent)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, max_batch_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_batch_bytes = max_batch_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        is_batch = scope["path"] == BATCH_PATH
+        max_bytes = self.max_batch_bytes if is_batch else self.max_bytes
         declared = dict(scope["headers"]).get(b"content-length", b"0")
-        if declared.isdigit() and int(declared) > self.max_bytes:
+        if declared.isdigit() and int(declared) > max_bytes:
             metrics.refused("too_large")
-            response = JSONResponse(status_code=413, content={"detail": self.too_large()})
+            response = JSONResponse(
+                status_code=413, content={"detail": too_large(is_batch, max_bytes)}
+            )
             await response(scope, receive, send)
             return
         received = 0
@@ -116,16 +129,19 @@ class BodySizeLimit:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.max_bytes:
+            if received > max_bytes:
                 metrics.refused("too_large")
                 # FastAPI passes an HTTPException raised while it reads the body straight on.
-                raise HTTPException(status_code=413, detail=self.too_large())
+                raise HTTPException(status_code=413, detail=too_large(is_batch, max_bytes))
             return message
 
         await self.app(scope, receive_within_limit, send)
 
-    def too_large(self) -> str:
+
+def too_large(is_batch: bool, max_bytes: int) -> str:
+    if is_batch:
         return (
-            f"the body is larger than {self.max_bytes} bytes (API_MAX_BODY_BYTES): "
-            "send a smaller email"
+            f"the body is larger than {max_bytes} bytes (API_MAX_BATCH_BODY_BYTES): send "
+            "fewer emails in each batch"
         )
+    return f"the body is larger than {max_bytes} bytes (API_MAX_BODY_BYTES): send a smaller email"

@@ -4,6 +4,8 @@ refused."""
 
 from __future__ import annotations
 
+import json
+
 
 def recipients_over_limit(email: object, max_recipients: int) -> str | None:
     """Why `email` (a JSON value) has too many recipients for API_MAX_RECIPIENTS; None if it
@@ -16,3 +18,10 @@ def recipients_over_limit(email: object, max_recipients: int) -> str | None:
     if count <= max_recipients:
         return None
     return f"at most {max_recipients} recipients in to, cc and bcc together, got {count}"
+
+
+def json_bytes(value: object) -> int:
+    """The size of `value` as compact JSON in UTF-8: an email's size within a batch, where the
+    body's size is that of all of them."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return len(text.encode(errors="surrogatepass"))  # a lone surrogate is the schema's to refuse

@@ -25,8 +25,9 @@ KEY_ADVICE: Final = (
     'double quotes ("order-42")'
 )
 
-# What a fingerprint names besides the body: a key sent to two routes is two requests.
+# What a fingerprint names besides the body: a key sent to both routes is two requests.
 SEND_ROUTE: Final = "POST /emails"
+BATCH_ROUTE: Final = "POST /emails/batch"
 
 KeyState = Literal["in_flight", "done", "interrupted"]
 

@@ -38,7 +38,8 @@ EMAILS_REFUSED = Counter(
     "invalid Idempotency-Key, 422 a field is invalid), too_large (413: over API_MAX_BODY_BYTES, "
     "or a record larger than the topic takes), kafka_unavailable (503, Kafka did not "
     "acknowledge), key_conflict (409 the key's first request is in flight, 422 the key was "
-    "used with another body), key_store_unavailable (503, the key could not be checked).",
+    "used with another body), key_store_unavailable (503, the key could not be checked). In "
+    "a batch, each email refused counts.",
     ["reason"],
     registry=None,
 )

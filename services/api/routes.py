@@ -1,24 +1,29 @@
-"""The API's routes: `POST /emails`, `GET /healthz`, `GET /readyz` and `GET /metrics`."""
+"""The API's routes: `POST /emails`, `POST /emails/batch`, `GET /healthz`, `GET /readyz` and
+`GET /metrics`."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
-from services.api import metrics
+from services.api import batch, metrics
 from services.api.email_limits import recipients_over_limit
 from services.api.email_queue import EmailQueue, EmailTooLarge, KafkaUnavailable
+from services.api.errors import problem
 from services.api.idempotency import (
+    BATCH_ROUTE,
     HEADER,
     KEY_PATTERN,
     MAX_KEY_LENGTH,
     email_fingerprint,
+    fingerprint,
     parse_key,
 )
 from services.api.idempotent_requests import REPLAYED_HEADER, IdempotentRequests
@@ -31,6 +36,8 @@ from shared.schema import (
     new_message_id,
 )
 from shared.settings import Settings
+
+BATCH_PATH = "/emails/batch"
 
 
 # async: FastAPI runs a plain `def` dependency in a thread pool, a thread hop per request.
@@ -59,7 +66,7 @@ async def get_idempotency_key(
         str | None,
         Header(
             alias=HEADER,
-            description="Any unique string per email (a UUID is best), 1 to "
+            description="Any unique string per email or batch (a UUID is best), 1 to "
             f"{MAX_KEY_LENGTH} printable ASCII characters, bare or as an RFC 8941 string in "
             "double quotes. A retry with the same key and body gets the first answer again "
             f"({REPLAYED_HEADER}: true) and the same message ids; the same key with another "
@@ -229,6 +236,109 @@ async def send_email(
         return Response(answer.model_dump_json(), status_code=202, media_type="application/json")
 
     return await requests.answer_once(idempotency_key, body_fingerprint, produce)
+
+
+@router.post(
+    BATCH_PATH,
+    status_code=202,
+    response_model=batch.BatchAnswer,
+    responses={
+        202: {
+            "description": "At least one email was queued; `results` has one result per "
+            "email, in order: its id and place in Kafka, or its errors",
+            "headers": REPLAYED,
+        },
+        **KEY_ANSWERS,
+        413: {
+            "model": batch.BatchProblem,
+            "description": "The body is over API_MAX_BATCH_BODY_BYTES, or every email in it "
+            "is too large",
+        },
+        422: {
+            "model": batch.BatchProblem,
+            "description": "Not 1 to 100 emails, no valid email (`results` says why for each), "
+            "or the Idempotency-Key was used with another body",
+        },
+        503: {
+            "model": batch.BatchProblem,
+            "description": "Kafka did not acknowledge every email (`results` says which), or "
+            "the Idempotency-Key could not be checked; retry the batch with the same key",
+            "headers": RETRY_AFTER,
+        },
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "array",
+                        "items": EmailContent.model_json_schema(by_alias=True),
+                        "minItems": 1,
+                        "maxItems": batch.MAX_BATCH_EMAILS,
+                    }
+                }
+            },
+        }
+    },
+)
+async def send_batch(
+    emails: Annotated[list[Any], Body()],
+    queue: Queue,
+    settings: Config,
+    requests: Requests,
+    idempotency_key: IdempotencyKey,
+) -> Response:
+    """Queue up to 100 emails, each checked on its own and the valid ones produced together:
+    202 if at least one was queued, with one result per email in the request's order."""
+    size_problem = batch.batch_size_problem(len(emails))
+    if size_problem is not None:
+        metrics.refused("invalid")
+        return problem(422, size_problem, field="body")
+    checked = [
+        batch.check(item, index, settings.api_max_recipients, settings.api_max_body_bytes)
+        for index, item in enumerate(emails)
+    ]
+    valid = {index: email for index, email in enumerate(checked) if isinstance(email, EmailContent)}
+    refused = [result for result in checked if isinstance(result, batch.RefusedItem)]
+    for result in refused:
+        metrics.refused(result.status)
+    if not valid:
+        status, body = batch.answer(list(refused))
+        return Response(body, status_code=status, media_type="application/json")
+    batch_fingerprint = ""
+    if idempotency_key is not None:
+        batch_fingerprint = fingerprint(BATCH_ROUTE, batch.fingerprinted(emails, checked))
+    created_at = datetime.now(UTC)
+    records = {
+        index: EmailRecord.model_construct(
+            **dict(email),
+            schema_version=SCHEMA_VERSION,
+            message_id=new_message_id()
+            if idempotency_key is None
+            else message_id_for(idempotency_key, batch_fingerprint, index),
+            created_at=created_at,
+        )
+        for index, email in valid.items()
+    }
+
+    async def produce() -> Response:
+        outcomes = await asyncio.gather(
+            *(queue.enqueue(record) for record in records.values()), return_exceptions=True
+        )
+        results, kafka_error = batch.results(refused, records, outcomes)
+        for result in results:
+            if isinstance(result, batch.QueuedItem):
+                metrics.EMAILS_ACCEPTED.inc()
+            elif isinstance(result, batch.UnconfirmedItem):
+                metrics.refused("kafka_unavailable")
+            elif result.index in records:  # too large for the topic, as Kafka found
+                metrics.refused("too_large")
+        status, body = batch.answer(results, kafka_error)
+        headers = {"Retry-After": str(settings.api_retry_after_seconds)} if status == 503 else None
+        return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+    return await requests.answer_once(idempotency_key, batch_fingerprint, produce)
 
 
 @router.get("/healthz")
