@@ -273,11 +273,23 @@ class EmailRecord(EmailContent):
         return self.message_id.encode(), value.encode()
 
 
-def message_id_for(idempotency_key: str | None) -> str:
-    """The same Idempotency-Key always gives the same message id; no key, a fresh one."""
-    if idempotency_key is None:
-        return str(uuid.uuid4())
-    return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, idempotency_key))
+def new_message_id() -> str:
+    """A fresh message id: a request without an Idempotency-Key is a new email each time."""
+    return str(uuid.uuid4())
+
+
+def message_id_for(idempotency_key: str, fingerprint: str, index: int | None = None) -> str:
+    """The message id of an email sent with an Idempotency-Key: the same key and body (its
+    fingerprint, services/api/idempotency.py) always give the same id, so a retry after a 503
+    is the same email; a different body a different id, so a key reused once the API has
+    forgotten it is a new email, never one skipped as delivered. `index`: its place in a batch.
+
+    A key is printable ASCII and a fingerprint hex: no newline in either, so the name is
+    unambiguous."""
+    name = f"{idempotency_key}\n{fingerprint}"
+    if index is not None:
+        name += f"\n{index}"
+    return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, name))
 
 
 class PoisonRecord(Exception):

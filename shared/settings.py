@@ -94,6 +94,19 @@ class Settings(BaseSettings):
     api_max_recipients: Annotated[int, Field(ge=1)] = 50
     api_produce_timeout_seconds: Seconds = 5.0
     api_retry_after_seconds: Annotated[int, Field(ge=1)] = 5
+    # POST /emails/batch: its body may be larger than one email's (each email in it is still
+    # held to api_max_body_bytes).
+    api_max_batch_body_bytes: Annotated[int, Field(ge=1024)] = 5 * 1024 * 1024
+
+    # services/api's store of Idempotency-Keys: the answer each key got, so that a retry gets
+    # it again. Unset api_store_url: the SQLite file at api_db_path, which the API processes of
+    # one host share. postgresql://user:password@host:5432/database: a database that the API
+    # processes of every host share. A path (no scheme) is a SQLite file too.
+    api_db_path: Path = Path("api/store.sqlite3")
+    api_store_url: str | None = None
+    # How long a key is kept: a retry within it gets the first answer; after it, the key is
+    # free again (docs/api.md, "Idempotency-Key").
+    api_idempotency_key_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 24.0
 
     # services/worker: consumes email_topic as consumer_group and delivers over SMTP.
     worker_host: str = "127.0.0.1"
@@ -249,31 +262,18 @@ class Settings(BaseSettings):
         """Relative paths mean the same file whatever the working directory is."""
         return value if value is None or value.is_absolute() else PROJECT_ROOT / value
 
-    @field_validator("dedupe_db_path", "sink_db_path")
+    @field_validator("dedupe_db_path", "sink_db_path", "api_db_path")
     @classmethod
     def _relative_to_run_dir(cls, value: Path, info: ValidationInfo) -> Path:
         run_dir: Path = info.data.get("run_dir", PROJECT_ROOT / "run")
         return value if value.is_absolute() else run_dir / value
 
-    @field_validator("dedupe_url")
+    @field_validator("dedupe_url", "api_store_url")
     @classmethod
-    def _check_dedupe_url(cls, value: str | None, info: ValidationInfo) -> str | None:
-        """Empty means unset; a path is a SQLite file, relative to run_dir as dedupe_db_path."""
-        if value is None or not value.strip():
-            return None
-        value = value.strip()
-        scheme, has_scheme, _ = value.partition("://")
-        if not has_scheme:
-            run_dir: Path = info.data.get("run_dir", PROJECT_ROOT / "run")
-            return str(value if Path(value).is_absolute() else run_dir / value)
-        if scheme not in POSTGRES_SCHEMES:
-            raise ValueError(
-                "expected postgresql://user:password@host:5432/database (a database the "
-                "workers of every host share) or the path of a SQLite file (no scheme), got a "
-                f"{scheme}:// URL"
-            )
-        urlsplit(value).port  # noqa: B018 (it raises ValueError for a port out of range)
-        return value
+    def _check_store_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """Empty means unset; a path is a SQLite file, relative to run_dir as the *_db_path."""
+        run_dir: Path = info.data.get("run_dir", PROJECT_ROOT / "run")
+        return store_location(value, run_dir)
 
     @field_validator("sink_rate_limit", mode="before")
     @classmethod
@@ -297,6 +297,31 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [item.strip().lower() for item in value.split(",") if item.strip()]
         return value
+
+
+def store_location(value: str | None, run_dir: Path) -> str | None:
+    """A store's URL setting (DEDUPE_URL, API_STORE_URL) checked: None when unset or empty, a
+    postgresql:// URL as given, a path (no scheme) as the absolute path of a SQLite file."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    scheme, has_scheme, _ = value.partition("://")
+    if not has_scheme:
+        return str(value if Path(value).is_absolute() else run_dir / value)
+    if scheme not in POSTGRES_SCHEMES:
+        raise ValueError(
+            "expected postgresql://user:password@host:5432/database (a database that the "
+            "processes of every host share) or the path of a SQLite file (no scheme), got a "
+            f"{scheme}:// URL"
+        )
+    urlsplit(value).port  # noqa: B018 (it raises ValueError for a port out of range)
+    return value
+
+
+def is_postgres_url(location: str | Path) -> bool:
+    """Whether a store's location, as store_location gives it, names PostgreSQL (else: a SQLite
+    file)."""
+    return str(location).startswith(tuple(f"{scheme}://" for scheme in POSTGRES_SCHEMES))
 
 
 AnySettings = TypeVar("AnySettings", bound=Settings)

@@ -62,6 +62,8 @@ ISOLATED = {
     "SMTP_HOST": "127.0.0.1",
     "DEDUPE_DB_PATH": "worker/delivered.sqlite3",
     "DEDUPE_URL": "",  # empty is unset: never a developer's own database from .env
+    "API_DB_PATH": "api/store.sqlite3",
+    "API_STORE_URL": "",
     "SINK_DB_PATH": "sink/messages.sqlite3",
     "SINK_FAIL_4XX_RECIPIENTS": "",
     "SINK_FAIL_5XX_RECIPIENTS": "",

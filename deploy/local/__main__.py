@@ -390,12 +390,15 @@ def main() -> None:
             # The services read their settings from the environment we start them with: every
             # node of the cluster, not only the first, so any one of them may be down; the API's
             # wait for a failover; and the local PostgreSQL as the dedupe store that the
-            # workers of every "host" share.
+            # workers of every "host" share, and as the API's store of Idempotency-Keys.
             if settings.dedupe_url is None:
                 settings = settings.model_copy(update={"dedupe_url": local_postgres(settings).url})
+            if settings.api_store_url is None:
+                settings = settings.model_copy(update={"api_store_url": settings.dedupe_url})
             os.environ["KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers
             os.environ["API_PRODUCE_TIMEOUT_SECONDS"] = str(settings.api_produce_timeout_seconds)
             os.environ["DEDUPE_URL"] = str(settings.dedupe_url)
+            os.environ["API_STORE_URL"] = str(settings.api_store_url)
         run(arguments, settings)
     except StackError as error:
         sys.exit(f"error: {error}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import httpx
 from aiokafka.partitioner import murmur2
@@ -21,29 +21,34 @@ from deploy.local.kafka import parse_group_description, run_kafka_tool
 from deploy.local.sender import DEMO_SENDER, post_email
 from deploy.local.settings import LocalSettings
 from deploy.local.stack import LocalStack, Service
+from services.api.idempotency import email_fingerprint
 from shared.kafka import admin_client
-from shared.schema import message_id_for
+from shared.schema import EmailContent, message_id_for
 
 PARTITION = 0
 WAIT_SECONDS = 30.0
 
 
-def idempotency_keys_on_partition(
-    prefix: str, partition: int, partitions: int, count: int
-) -> list[str]:
-    """Idempotency-Keys whose message ids Kafka's default partitioner puts on `partition`.
+def message_id_of(email: Mapping[str, object], idempotency_key: str) -> str:
+    """The message id the API gives `email` sent with this Idempotency-Key."""
+    return message_id_for(idempotency_key, email_fingerprint(EmailContent.model_validate(email)))
+
+
+def idempotency_key_on_partition(
+    email: Mapping[str, object], prefix: str, partition: int, partitions: int
+) -> str:
+    """An Idempotency-Key that makes `email`'s message id one that Kafka's default
+    partitioner puts on `partition`.
 
     The record key is the message id, and the partition is murmur2(key) mod partitions, as in
     Kafka's Java client: picking keys is how a client keeps related records in one partition.
     """
-    keys: list[str] = []
-    candidate = 0
-    while len(keys) < count:
+    for candidate in range(1000 * partitions):
         key = f"{prefix}-{candidate}"
-        candidate += 1
-        if (murmur2(message_id_for(key).encode()) & 0x7FFFFFFF) % partitions == partition:
-            keys.append(key)
-    return keys
+        record_key = message_id_of(email, key).encode()
+        if (murmur2(record_key) & 0x7FFFFFFF) % partitions == partition:
+            return key
+    raise StackError(f"no key of {prefix}-0.. puts the email on partition {partition}")
 
 
 class Demo:
@@ -85,14 +90,16 @@ class Demo:
         ours = [row for row in rows if row.partition == PARTITION]
         return ours[0].current_offset if ours else None
 
-    def send(self, subject: str, key: str) -> dict[str, object]:
-        email = {
+    def email(self, subject: str) -> dict[str, object]:
+        return {
             "from": DEMO_SENDER,
             "to": ["you@example.com"],
             "subject": subject,
             "text": f"{subject}: a record of {self.settings.email_topic}, delivered by the worker.",
         }
-        queued = post_email(self.http, self.settings, email, idempotency_key=key)
+
+    def send(self, subject: str, key: str) -> dict[str, object]:
+        queued = post_email(self.http, self.settings, self.email(subject), idempotency_key=key)
         self.say(
             f"POST /emails {subject!r:<9} -> 202, {queued['topic']}-{queued['partition']} "
             f"offset {queued['offset']}"
@@ -146,10 +153,14 @@ def run(settings: LocalSettings) -> None:
     demo = Demo(settings)
     workers = demo.require_running()
     hellos = [f"hello{n}" for n in range(1, 6)]
-    keys = idempotency_keys_on_partition(
-        f"demo-{uuid.uuid4().hex[:8]}", PARTITION, settings.topic_partitions, len(hellos)
-    )
-    ids = [message_id_for(key) for key in keys]
+    run_id = uuid.uuid4().hex[:8]
+    keys = [
+        idempotency_key_on_partition(
+            demo.email(hello), f"demo-{run_id}-{hello}", PARTITION, settings.topic_partitions
+        )
+        for hello in hellos
+    ]
+    ids = [message_id_of(demo.email(hello), key) for hello, key in zip(hellos, keys, strict=True)]
     print(
         f"The seed's story on {demo.partition}: each email's Idempotency-Key is chosen so that its "
         f"message id (the record key)\nhashes to partition {PARTITION}, as in the seed's "

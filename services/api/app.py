@@ -3,6 +3,8 @@ the field at fault. `create_app` is handed its dependencies; `__main__` builds t
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,20 +15,48 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api import metrics
 from services.api.email_queue import EmailQueue
-from services.api.routes import router
+from services.api.errors import field_errors, problem, summary
+from services.api.idempotency import HEADER, InvalidKey, KeyPolicy
+from services.api.idempotency_store import IdempotencyStore
+from services.api.idempotent_requests import IdempotentRequests
+from services.api.routes import BATCH_PATH, router
 from shared.settings import Settings
+from shared.store import CannotOpenStore
+
+log = logging.getLogger("api")
 
 
-def create_app(settings: Settings, email_queue: EmailQueue) -> FastAPI:
+def create_app(
+    settings: Settings, email_queue: EmailQueue, idempotency_store: IdempotencyStore
+) -> FastAPI:
+    """The app; its lifespan opens the key store and starts the producer."""
     metrics_registry = metrics.metrics_registry()
     event_loop_lag = metrics.event_loop_lag(metrics_registry)
+    idempotent_requests = IdempotentRequests(
+        idempotency_store,
+        KeyPolicy(
+            keep_seconds=settings.api_idempotency_key_hours * 3600,
+            in_flight_seconds=2 * settings.api_produce_timeout_seconds,
+        ),
+        retry_after_seconds=settings.api_retry_after_seconds,
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         async with event_loop_lag.sampling():
+            try:
+                await idempotency_store.open()
+            except CannotOpenStore as error:
+                log.error("cannot open the store of Idempotency-Keys: %s", error)
+                raise
+            stopping = asyncio.Event()
+            pruning = asyncio.create_task(idempotent_requests.prune_until_stopped(stopping))
             await email_queue.start()
             yield
             await email_queue.stop()
+            stopping.set()
+            await pruning
+            await idempotency_store.close()
 
     app = FastAPI(
         title="Email API",
@@ -36,9 +66,15 @@ def create_app(settings: Settings, email_queue: EmailQueue) -> FastAPI:
     )
     app.state.settings = settings
     app.state.email_queue = email_queue
+    app.state.idempotent_requests = idempotent_requests
     app.state.metrics_registry = metrics_registry
-    app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.api_max_body_bytes,
+        max_batch_bytes=settings.api_max_batch_body_bytes,
+    )
     app.add_exception_handler(RequestValidationError, invalid_request)  # type: ignore[arg-type]
+    app.add_exception_handler(InvalidKey, invalid_key)  # type: ignore[arg-type]
     app.include_router(router)
     return app
 
@@ -46,46 +82,45 @@ def create_app(settings: Settings, email_queue: EmailQueue) -> FastAPI:
 async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
     metrics.refused("invalid")
     problems = list(error.errors())
-    if any(problem["type"] == "json_invalid" for problem in problems):
+    if any(found["type"] == "json_invalid" for found in problems):
         reason = problems[0].get("ctx", {}).get("error", "")
         return JSONResponse(
             status_code=400,
-            content={"detail": f"the body is not valid JSON ({reason}): send a JSON object"},
+            content={
+                "detail": f"the body is not valid JSON ({reason}): send a JSON object (an "
+                "array of them to /emails/batch)"
+            },
         )
-    errors = [
-        {
-            "field": field_name(problem["loc"]),
-            "message": problem["msg"].removeprefix("Value error, "),
-        }
-        for problem in problems
-    ]
-    summary = "; ".join(f"{error['field']}: {error['message']}" for error in errors)
-    return JSONResponse(status_code=422, content={"detail": summary, "errors": errors})
+    errors = field_errors(problems)
+    return JSONResponse(status_code=422, content={"detail": summary(errors), "errors": errors})
 
 
-def field_name(location: tuple[int | str, ...]) -> str:
-    """('body', 'to', 0) -> 'to[0]'; ('header', 'Idempotency-Key') -> 'Idempotency-Key'."""
-    name = ""
-    for part in location[1:]:
-        name += f"[{part}]" if isinstance(part, int) else f".{part}" if name else str(part)
-    return name or "body"
+async def invalid_key(_: Request, error: InvalidKey) -> JSONResponse:
+    metrics.refused("invalid")
+    return problem(400, str(error), field=HEADER)
 
 
 class BodySizeLimit:
-    """413 for bodies over max_bytes, counted as they arrive (Content-Length may be absent)."""
+    """413 for bodies over max_bytes (max_batch_bytes for a batch), counted as they arrive
+    (Content-Length may be absent)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, max_batch_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_batch_bytes = max_batch_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        is_batch = scope["path"] == BATCH_PATH
+        max_bytes = self.max_batch_bytes if is_batch else self.max_bytes
         declared = dict(scope["headers"]).get(b"content-length", b"0")
-        if declared.isdigit() and int(declared) > self.max_bytes:
+        if declared.isdigit() and int(declared) > max_bytes:
             metrics.refused("too_large")
-            response = JSONResponse(status_code=413, content={"detail": self.too_large()})
+            response = JSONResponse(
+                status_code=413, content={"detail": too_large(is_batch, max_bytes)}
+            )
             await response(scope, receive, send)
             return
         received = 0
@@ -94,16 +129,19 @@ class BodySizeLimit:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.max_bytes:
+            if received > max_bytes:
                 metrics.refused("too_large")
                 # FastAPI passes an HTTPException raised while it reads the body straight on.
-                raise HTTPException(status_code=413, detail=self.too_large())
+                raise HTTPException(status_code=413, detail=too_large(is_batch, max_bytes))
             return message
 
         await self.app(scope, receive_within_limit, send)
 
-    def too_large(self) -> str:
+
+def too_large(is_batch: bool, max_bytes: int) -> str:
+    if is_batch:
         return (
-            f"the body is larger than {self.max_bytes} bytes (API_MAX_BODY_BYTES): "
-            "send a smaller email"
+            f"the body is larger than {max_bytes} bytes (API_MAX_BATCH_BODY_BYTES): send "
+            "fewer emails in each batch"
         )
+    return f"the body is larger than {max_bytes} bytes (API_MAX_BODY_BYTES): send a smaller email"

@@ -12,8 +12,12 @@ from prometheus_client.process_collector import ProcessCollector
 
 from shared.loop_lag import LoopLag
 
-RefusalReason = Literal["invalid", "too_large", "kafka_unavailable"]
-REFUSAL_REASONS: Final[tuple[RefusalReason, ...]] = ("invalid", "too_large", "kafka_unavailable")
+RefusalReason = Literal[
+    "invalid", "too_large", "kafka_unavailable", "key_conflict", "key_store_unavailable"
+]
+REFUSAL_REASONS: Final[tuple[RefusalReason, ...]] = (
+    "invalid", "too_large", "kafka_unavailable", "key_conflict", "key_store_unavailable",
+)  # fmt: skip
 
 # From a broker on the same host (a millisecond) to API_PRODUCE_TIMEOUT_SECONDS and beyond.
 SECONDS_BUCKETS: Final = (
@@ -30,10 +34,19 @@ EMAILS_ACCEPTED = Counter(
 )
 EMAILS_REFUSED = Counter(
     "email_api_emails_refused_total",
-    "Requests to send an email that were refused, by reason: invalid (400 not JSON, 422 a field "
-    "is invalid), too_large (413: over API_MAX_BODY_BYTES, or a record larger than the topic "
-    "takes), kafka_unavailable (503, Kafka did not acknowledge).",
+    "Requests to send an email that were refused, by reason: invalid (400 not JSON or an "
+    "invalid Idempotency-Key, 422 a field is invalid), too_large (413: over API_MAX_BODY_BYTES, "
+    "or a record larger than the topic takes), kafka_unavailable (503, Kafka did not "
+    "acknowledge), key_conflict (409 the key's first request is in flight, 422 the key was "
+    "used with another body), key_store_unavailable (503, the key could not be checked). In "
+    "a batch, each email refused counts.",
     ["reason"],
+    registry=None,
+)
+IDEMPOTENT_REPLAYS = Counter(
+    "email_api_idempotent_replays_total",
+    "Requests answered with the kept answer of an earlier request with the same "
+    "Idempotency-Key and body (Idempotent-Replayed: true).",
     registry=None,
 )
 PRODUCE_DURATION = Histogram(
@@ -55,7 +68,7 @@ def refused(reason: RefusalReason) -> None:
 def metrics_registry() -> CollectorRegistry:
     """What one API app's `/metrics` shows: its metrics and the process's (memory, CPU, GC)."""
     registry = CollectorRegistry()
-    for collector in (EMAILS_ACCEPTED, EMAILS_REFUSED, PRODUCE_DURATION):
+    for collector in (EMAILS_ACCEPTED, EMAILS_REFUSED, IDEMPOTENT_REPLAYS, PRODUCE_DURATION):
         registry.register(collector)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)

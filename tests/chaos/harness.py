@@ -103,6 +103,8 @@ class Traffic:
     accepted: dict[str, float] = field(default_factory=dict)
     bounced: set[str] = field(default_factory=set)  # accepted, addressed to the 5xx recipient
     unavailable: int = 0
+    replayed: int = 0  # 202s that were an earlier request's answer (Idempotent-Replayed)
+    in_flight: int = 0  # 409s: the key's first request was still being answered
     unavailable_at: list[float] = field(default_factory=list)
     ids_by_key: dict[str, set[str]] = field(default_factory=dict)
     partitions: dict[str, int] = field(default_factory=dict)  # message id -> its partition
@@ -224,6 +226,11 @@ class Driver:
             answered = time.time()
             self.traffic.answers.append((sent, answered, response.status_code))
             first_sent = first_sent or sent
+            if response.status_code == 202 and "Idempotent-Replayed" in response.headers:
+                # The first request's answer, byte for byte: it was counted when it came.
+                self.traffic.replayed += 1
+                self.traffic.ids_by_key.setdefault(key, set()).add(response.json()["id"])
+                return
             if response.status_code == 202:
                 message_id = response.json()["id"]
                 self.traffic.waited_for_202[message_id] = (first_sent, answered)
@@ -237,6 +244,12 @@ class Driver:
                 if bounce:
                     self.traffic.bounced.add(message_id)
                 return
+            if response.status_code == 409:
+                # The first request with this key is still in flight: as a careful client,
+                # ask again after Retry-After, and get its answer.
+                self.traffic.in_flight += 1
+                await asyncio.sleep(float(response.headers.get("Retry-After", 1)))
+                continue
             if response.status_code == 503:
                 self.traffic.unavailable += 1
                 self.traffic.unavailable_at.append(time.time())
@@ -376,6 +389,8 @@ async def reconcile(
             "accepted_but_not_in_topic": missing_in_topic[:20],
             "bounced_but_delivered": bounced_delivered[:20],
             "api_503_answers": traffic.unavailable,
+            "api_409_answers": traffic.in_flight,
+            "api_replayed_answers": traffic.replayed,
             "idempotency_keys_with_two_ids": keys_with_two_ids[:20],
             "worker_kills": worker_kills or [],
             "client_errors": traffic.errors[:20],

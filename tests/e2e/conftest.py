@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from deploy.local.demo import idempotency_key_on_partition
 from shared.settings import Settings
 from tests.conftest import run_stack_command, settings_for, stack_env
 
@@ -56,9 +57,14 @@ class RunningStack:
         return httpx.post(f"{self.api_url}/emails", json=email, headers=headers, timeout=15)
 
     def send(
-        self, to: str = "ana@example.com", idempotency_key: str | None = None, **fields: Any
+        self,
+        to: str = "ana@example.com",
+        idempotency_key: str | None = None,
+        partition: int | None = None,
+        **fields: Any,
     ) -> dict[str, Any]:
-        """Send one email through the API and return its 202 answer."""
+        """Send one email through the API and return its 202 answer; given a partition, with
+        an Idempotency-Key that puts it there."""
         email = {
             "from": "demo@example.com",
             "to": [to],
@@ -66,6 +72,10 @@ class RunningStack:
             "text": "hello",
             **fields,
         }
+        if partition is not None:
+            idempotency_key = idempotency_key_on_partition(
+                email, f"e2e-{uuid.uuid4().hex[:8]}", partition, self.settings.topic_partitions
+            )
         response = self.post_email(email, idempotency_key)
         assert response.status_code == 202, response.text
         queued: dict[str, Any] = response.json()

@@ -69,11 +69,12 @@ def test_invalid_requests_get_422_naming_the_field(
     assert message in response.json()["detail"]
 
 
-def test_an_invalid_idempotency_key_gets_422(stack: RunningStack) -> None:
-    response = stack.post_email(email(), idempotency_key="x" * 256)
+def test_an_invalid_idempotency_key_gets_400_naming_the_header(stack: RunningStack) -> None:
+    response = stack.post_email(email(), idempotency_key="x" * 257)
 
-    assert response.status_code == 422
+    assert response.status_code == 400
     assert response.json()["errors"][0]["field"] == "Idempotency-Key"
+    assert "at most 256" in response.json()["errors"][0]["message"]
 
 
 @pytest.mark.parametrize("body", [b"not json", b'{"from": ', b"\xff\xfe"])

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped]
 
+from services.api.idempotency_store.contract import TABLE as KEYS_TABLE
 from services.worker.dedupe.postgres import TABLE
 from tests.conftest import free_port, run_stack_command, settings_for, stack_env
 from tests.e2e.conftest import RunningStack, wait_until
@@ -70,6 +71,15 @@ async def delivered_in_store(dedupe_url: str) -> int:
     return count
 
 
+async def keys_in_store(store_url: str) -> list[str]:
+    connection = await asyncpg.connect(store_url)
+    try:
+        rows = await connection.fetch(f"SELECT key FROM {KEYS_TABLE}")
+    finally:
+        await connection.close()
+    return [row["key"] for row in rows]
+
+
 def test_three_brokers_postgresql_and_a_worker_on_another_host() -> None:
     # Not under pytest's base temporary directory: only root may enter that one, and as root
     # the local PostgreSQL runs as the postgres user, which must reach its own directory.
@@ -89,6 +99,10 @@ def test_three_brokers_postgresql_and_a_worker_on_another_host() -> None:
         stack.wait_until_delivered(*queued)
         assert [stack.deliveries_of(message_id) for message_id in queued] == [1] * 6
         assert asyncio.run(delivered_in_store(env["DEDUPE_URL"])) == 6
+        # The API keeps its Idempotency-Keys in the same PostgreSQL, for APIs on every host.
+        assert environment_of(pids["api"])["API_STORE_URL"] == env["DEDUPE_URL"]
+        stack.send(idempotency_key="cluster-key")
+        assert asyncio.run(keys_in_store(env["DEDUPE_URL"])) == ["cluster-key"]
 
         stack.command("down")
         assert {"kafka-1", "kafka-2", "kafka-3", "postmaster", "worker", "worker-2"} <= set(pids)

@@ -11,7 +11,6 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from deploy.local.demo import idempotency_keys_on_partition
 from shared.kafka import admin_client
 from tests.e2e.conftest import (
     BOUNCING_RECIPIENT,
@@ -75,30 +74,34 @@ def test_an_accepted_email_is_delivered_once(stack: RunningStack) -> None:
     assert message["To"] == [{"Name": "Ana", "Address": "ana@example.com"}]
 
 
-async def test_the_same_idempotency_key_twice_delivers_once(stack: RunningStack) -> None:
+async def test_the_same_idempotency_key_twice_is_queued_and_delivered_once(
+    stack: RunningStack,
+) -> None:
     key = f"order-{uuid.uuid4()}"
+    email = {"from": "demo@example.com", "to": ["ana@example.com"], "subject": key, "text": "t"}
 
-    first = stack.send(idempotency_key=key)
-    second = stack.send(idempotency_key=key)
+    first = stack.post_email(email, key)
+    again = stack.post_email(email, key)
+    other_body = stack.post_email({**email, "subject": "another email"}, key)
 
-    assert first["id"] == second["id"]
-    assert (first["partition"], second["offset"]) == (second["partition"], first["offset"] + 1)
-    await wait_for_commit(stack, second["partition"], second["offset"] + 1)
-    assert stack.deliveries_of(first["id"]) == 1
-    assert f"skipped {first['id']}, a duplicate" in stack.worker_log()
+    assert first.status_code == again.status_code == 202
+    assert again.content == first.content, "the first answer, replayed"
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert other_body.status_code == 422
+    queued = first.json()
+    await wait_for_commit(stack, queued["partition"], queued["offset"] + 1)
+    stack.wait_until_delivered(queued["id"])
+    assert stack.deliveries_of(queued["id"]) == 1
 
 
 async def test_clean_worker_restart_resumes_and_redelivers_nothing(stack: RunningStack) -> None:
-    keys = idempotency_keys_on_partition(
-        f"restart-{uuid.uuid4()}", partition=2, partitions=stack.settings.topic_partitions, count=5
-    )
-    before = [stack.send(idempotency_key=key) for key in keys[:3]]
+    before = [stack.send(partition=2) for _ in range(3)]
     stack.wait_until_delivered(*(q["id"] for q in before))
 
     stack.command("stop", "worker")  # the clean stop commits what it finished
     committed = await committed_offset(stack, 2)
     assert committed == before[-1]["offset"] + 1
-    while_stopped = [stack.send(idempotency_key=key) for key in keys[3:]]
+    while_stopped = [stack.send(partition=2) for _ in range(2)]
     assert await committed_offset(stack, 2) == committed
     assert [stack.deliveries_of(q["id"]) for q in while_stopped] == [0, 0]
     log_before_restart = len(stack.worker_log())
@@ -119,11 +122,8 @@ async def test_clean_worker_restart_resumes_and_redelivers_nothing(stack: Runnin
 async def test_a_permanent_failure_is_dead_lettered_and_the_partition_moves_on(
     stack: RunningStack,
 ) -> None:
-    bounce_key, next_key = idempotency_keys_on_partition(
-        f"bounce-{uuid.uuid4()}", partition=0, partitions=stack.settings.topic_partitions, count=2
-    )
-    bounced = stack.send(to=BOUNCING_RECIPIENT, idempotency_key=bounce_key)
-    following = stack.send(idempotency_key=next_key)
+    bounced = stack.send(to=BOUNCING_RECIPIENT, partition=0)
+    following = stack.send(partition=0)
 
     assert bounced["partition"] == following["partition"] == 0
     stack.wait_until_delivered(following["id"])
@@ -160,8 +160,7 @@ async def test_a_poison_record_is_dead_lettered_and_the_partition_moves_on(
         stdin=f"{poison_key}|{poison}\n",
     )  # fmt: skip
     assert produced.returncode == 0, produced.stderr
-    [after_key] = idempotency_keys_on_partition(f"after-{uuid.uuid4()}", 0, partitions, count=1)
-    after = stack.send(idempotency_key=after_key)
+    after = stack.send(partition=0)
 
     stack.wait_until_delivered(after["id"])
 
@@ -180,20 +179,14 @@ async def test_a_poison_record_is_dead_lettered_and_the_partition_moves_on(
 
 
 def test_a_transient_failure_holds_the_partition_then_delivers_once(stack: RunningStack) -> None:
-    [held_key] = idempotency_keys_on_partition(
-        f"grey-{uuid.uuid4()}", partition=1, partitions=stack.settings.topic_partitions, count=1
-    )
-    [other_key] = idempotency_keys_on_partition(
-        f"other-{uuid.uuid4()}", partition=2, partitions=stack.settings.topic_partitions, count=1
-    )
-    held = stack.send(to=GREYLISTED_RECIPIENT, idempotency_key=held_key)
+    held = stack.send(to=GREYLISTED_RECIPIENT, partition=1)
     wait_until(
         lambda: f"attempt 2 for {held['id']} failed" in stack.worker_log(),
         20,
         "the worker did not retry the greylisted email",
     )
 
-    other = stack.send(idempotency_key=other_key)
+    other = stack.send(partition=2)
     stack.wait_until_delivered(other["id"])
     assert stack.deliveries_of(held["id"]) == 0, "held, while another partition moves on"
 
@@ -226,10 +219,7 @@ def test_two_workers_split_the_partitions_and_one_takes_over_when_the_other_dies
         os.kill(second_pid, signal.SIGKILL)  # no goodbye: the group notices when it goes silent
         wait_until(lambda: len(set(group_owners(stack).values())) == 1, 30, "no takeover")
 
-        [key] = idempotency_keys_on_partition(
-            f"takeover-{uuid.uuid4()}", orphaned, stack.settings.topic_partitions, count=1
-        )
-        queued = stack.send(idempotency_key=key)
+        queued = stack.send(partition=orphaned)
         assert queued["partition"] == orphaned
         stack.wait_until_delivered(queued["id"])
     finally:

@@ -41,13 +41,14 @@ async def delete_topic(bootstrap_servers: str, name: str) -> None:
 
 @pytest.fixture(scope="module")
 def statuses() -> Iterator[Counter[tuple[str, int]]]:
-    """The answers the fuzzing got; POST /emails must have been queued for real, too."""
+    """The answers the fuzzing got; POST /emails and its batch must have queued for real, too."""
     answers: Counter[tuple[str, int]] = Counter()
     yield answers
     print(f"schemathesis got: {dict(sorted(answers.items()))}")
-    sent = {status for (operation, status) in answers if operation == "POST /emails"}
-    if sent:
-        assert {202, 422} <= sent, f"POST /emails was answered only {sent}"
+    for route in ("POST /emails", "POST /emails/batch"):
+        sent = {status for (operation, status) in answers if operation == route}
+        if sent:
+            assert {202, 422} <= sent, f"{route} was answered only {sent}"
 
 
 @pytest.fixture(scope="module")
@@ -93,23 +94,37 @@ def flatmap_case(
     The schema cannot say what an address is, nor that an email needs a recipient and a body:
     a generated email almost never passes those checks, and would never reach Kafka. Half of
     the schema-valid ones keep their generated subject, text, html, tags, Idempotency-Key and
-    dry_run, and get addresses, a body and no custom headers: those are produced for real.
+    dry_run, and get addresses, a body and no custom headers: those are produced for real. A
+    batch's emails likewise.
     """
     negative = case.meta is not None and case.meta.generation.mode.is_negative
-    if negative or not isinstance(case.body, dict):
+    if negative:
         return st.just(case)
-    deliverable = case.derive(keep_auth=True)
-    deliverable.body = {
-        **case.body,
+    if isinstance(case.body, dict):
+        deliverable = case.derive(keep_auth=True)
+        deliverable.body = deliverable_email(case.body)
+        return st.sampled_from([case, deliverable])
+    if not isinstance(case.body, list):
+        return st.just(case)
+    emails = [email for email in case.body if isinstance(email, dict)]
+    if isinstance(case.body, list) and emails and len(emails) == len(case.body):
+        deliverable = case.derive(keep_auth=True)
+        deliverable.body = [deliverable_email(email) for email in emails]
+        return st.sampled_from([case, deliverable])
+    return st.just(case)
+
+
+def deliverable_email(generated: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **generated,
         "from": "fuzz@example.com",
         "to": ["ana@example.com"],
         "cc": [],
         "bcc": ["hidden@example.com"],
         "reply_to": [],
         "headers": {},
-        "text": case.body.get("text") or "generated",
+        "text": generated.get("text") or "generated",
     }
-    return st.sampled_from([case, deliverable])
 
 
 @schema.parametrize()

@@ -11,11 +11,14 @@ import httpx
 import pytest
 from email_validator import ValidatedEmail, validate_email
 
-from services.api.app import create_app, field_name
+from services.api.app import create_app
 from services.api.email_queue import EmailQueue, EmailTooLarge, KafkaUnavailable, Queued
+from services.api.errors import field_name
+from services.api.idempotency import email_fingerprint
 from shared import schema
-from shared.schema import EmailRecord, message_id_for
+from shared.schema import EmailContent, EmailRecord, message_id_for
 from shared.settings import Settings
+from tests.unit.api.key_store import MemoryKeyStore
 from tests.unit.api.producers import Producers
 from tests.unit.worker.largest_email import largest_email
 
@@ -25,6 +28,7 @@ class FakeEmailQueue:
         self.unavailable = unavailable
         self.max_record_bytes = max_record_bytes
         self.records: list[EmailRecord] = []
+        self.attempted: list[str] = []  # the message id of every record it was asked to queue
 
     async def start(self) -> None: ...
 
@@ -37,6 +41,7 @@ class FakeEmailQueue:
         return key, value, []
 
     async def enqueue(self, record: EmailRecord) -> Queued:
+        self.attempted.append(record.message_id)
         self.kafka_record(record)
         if self.unavailable:
             raise KafkaUnavailable("Kafka did not acknowledge within 5 s")
@@ -62,6 +67,11 @@ def email(**fields: Any) -> dict[str, Any]:
     }
 
 
+def email_id(key: str, body: dict[str, Any]) -> str:
+    """The message id POST /emails gives `body` sent with Idempotency-Key `key`."""
+    return message_id_for(key, email_fingerprint(EmailContent.model_validate(body)))
+
+
 @pytest.fixture
 def queue() -> FakeEmailQueue:
     return FakeEmailQueue()
@@ -69,7 +79,7 @@ def queue() -> FakeEmailQueue:
 
 @pytest.fixture
 async def client(queue: FakeEmailQueue) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(_env_file=None, api_max_body_bytes=4096), queue)  # type: ignore[arg-type]
+    app = create_app(Settings(_env_file=None, api_max_body_bytes=4096), queue, MemoryKeyStore())  # type: ignore[arg-type]
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
         yield client
@@ -82,14 +92,14 @@ async def test_a_queued_email_answers_202_with_where_it_is(
 
     assert response.status_code == 202
     assert response.json() == {
-        "id": message_id_for("order-42"),
+        "id": email_id("order-42", email()),
         "status": "queued",
         "topic": "email.send",
         "partition": 1,
         "offset": 0,
     }
     [record] = queue.records
-    assert record.message_id == message_id_for("order-42")
+    assert record.message_id == email_id("order-42", email())
     assert record.to == ["ana@example.com"]
     assert record.created_at.tzinfo is not None
 
@@ -103,7 +113,7 @@ async def test_a_dry_run_checks_the_email_and_queues_nothing(
     invalid = await client.post("/emails", params={"dry_run": "true"}, json=email(to=[]))
 
     assert valid.status_code == 200
-    assert valid.json() == {"id": message_id_for("k-1"), "status": "valid"}
+    assert valid.json() == {"id": email_id("k-1", email()), "status": "valid"}
     assert invalid.status_code == 422
     assert queue.records == []
 
@@ -129,7 +139,7 @@ async def test_without_a_key_each_email_gets_a_fresh_id(client: httpx.AsyncClien
 
 
 async def test_kafka_unavailable_is_503_with_retry_after() -> None:
-    app = create_app(Settings(_env_file=None), FakeEmailQueue(unavailable=True))  # type: ignore[arg-type]
+    app = create_app(Settings(_env_file=None), FakeEmailQueue(unavailable=True), MemoryKeyStore())  # type: ignore[arg-type]
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://api"
     ) as c:
@@ -287,7 +297,7 @@ async def test_too_many_recipients_are_refused_before_any_address_is_read(
         return validate_email(address, **options)
 
     monkeypatch.setattr(schema, "validate_email", reading)
-    app = create_app(Settings(_env_file=None), queue)  # type: ignore[arg-type]
+    app = create_app(Settings(_env_file=None), queue, MemoryKeyStore())  # type: ignore[arg-type]
     body = email(to=[f"n{n}@example.com" for n in range(20_000)])
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://api"
@@ -350,7 +360,7 @@ async def test_the_largest_email_the_api_accepts_is_accepted(queue: FakeEmailQue
     body = largest.model_dump(
         mode="json", by_alias=True, exclude={"schema_version", "message_id", "created_at"}
     )
-    app = create_app(settings, queue)  # type: ignore[arg-type]
+    app = create_app(settings, queue, MemoryKeyStore())  # type: ignore[arg-type]
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://api"
     ) as default_client:

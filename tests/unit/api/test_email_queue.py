@@ -22,6 +22,7 @@ from services.api.app import create_app
 from services.api.email_queue import EmailQueue, EmailTooLarge, KafkaUnavailable
 from shared.schema import EmailRecord
 from shared.settings import Settings
+from tests.unit.api.key_store import MemoryKeyStore
 from tests.unit.api.producers import Producers
 from tests.unit.api.test_app import email
 
@@ -109,7 +110,7 @@ async def test_too_large_for_the_topic_is_413_counted_as_too_large(
     settings = Settings(_env_file=None, api_max_body_bytes=64 * 1024)
     read, _ = topic_taking(16 * 1024)
     queue = EmailQueue(settings, lambda: producer, read)
-    app = create_app(settings, queue)
+    app = create_app(settings, queue, MemoryKeyStore())
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),

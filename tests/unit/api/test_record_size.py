@@ -29,7 +29,7 @@ def record_bytes_for(body: bytes) -> int:
     record = EmailRecord.model_construct(
         **dict(content),
         schema_version=SCHEMA_VERSION,
-        message_id=message_id_for("an idempotency key"),
+        message_id=message_id_for("an idempotency key", "0" * 64, index=99),
         created_at=datetime.now(UTC),
     )
     key, value = record.to_kafka()

@@ -17,6 +17,7 @@ from shared.schema import (
     PoisonRecord,
     mailbox,
     message_id_for,
+    new_message_id,
     parse_record,
 )
 
@@ -126,10 +127,21 @@ def test_recipients_are_to_cc_and_bcc() -> None:
     assert email.recipients == ["ana@example.com", "b@example.com", "c@example.com"]
 
 
-def test_an_idempotency_key_always_gives_the_same_message_id() -> None:
-    assert message_id_for("order-42") == message_id_for("order-42")
-    assert message_id_for("order-42") != message_id_for("order-43")
-    assert message_id_for(None) != message_id_for(None)
+def test_the_same_idempotency_key_and_body_always_give_the_same_message_id() -> None:
+    body, other_body = "a" * 64, "b" * 64  # fingerprints
+
+    assert message_id_for("order-42", body) == message_id_for("order-42", body)
+    assert message_id_for("order-42", body) != message_id_for("order-43", body)
+    assert message_id_for("order-42", body) != message_id_for("order-42", other_body)
+    assert message_id_for("order-42", body, index=0) != message_id_for("order-42", body)
+    assert message_id_for("order-42", body, index=0) != message_id_for("order-42", body, index=1)
+    assert new_message_id() != new_message_id()
+
+
+def test_message_ids_of_keys_are_pinned() -> None:
+    """Changing them would make a retry that crosses an upgrade a second email."""
+    assert message_id_for("order-42", "0" * 64) == "fa19dcd1-f7d6-514c-9f91-da9730843f1c"
+    assert message_id_for("order-42", "0" * 64, index=3) == "c879ceb4-f4bc-5590-9282-1dd8e60e834f"
 
 
 ADDR_SPEC_254 = "l" * 64 + "@" + "d" * 63 + "." + "e" * 63 + "." + "f" * 57 + ".com"
