@@ -209,6 +209,31 @@ class Settings(BaseSettings):
         return value
 
 
+def store_location(value: str | None, run_dir: Path) -> str | None:
+    """A store's URL setting (DEDUPE_URL, API_STORE_URL) checked: None when unset or empty, a
+    postgresql:// URL as given, a path (no scheme) as the absolute path of a SQLite file."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    scheme, has_scheme, _ = value.partition("://")
+    if not has_scheme:
+        return str(value if Path(value).is_absolute() else run_dir / value)
+    if scheme not in POSTGRES_SCHEMES:
+        raise ValueError(
+            "expected postgresql://user:password@host:5432/database (a database that the "
+            "processes of every host share) or the path of a SQLite file (no scheme), got a "
+            f"{scheme}:// URL"
+        )
+    urlsplit(value).port  # noqa: B018 (it raises ValueError for a port out of range)
+    return value
+
+
+def is_postgres_url(location: str | Path) -> bool:
+    """Whether a store's location, as store_location gives it, names PostgreSQL (else: a SQLite
+    file)."""
+    return str(location).startswith(tuple(f"{scheme}://" for scheme in POSTGRES_SCHEMES))
+
+
 AnySettings = TypeVar("AnySettings", bound=Settings)
 
 

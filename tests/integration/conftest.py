@@ -1,15 +1,25 @@
-"""Fixtures for tests against the real broker: a fresh one-partition topic per test."""
+"""Fixtures for tests against real servers: a fresh one-partition topic per test on the real
+broker, and a private PostgreSQL for the stores that hosts share."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from aiokafka.admin import NewTopic
 
+from deploy.local.postgres import LocalPostgres
 from shared.kafka import admin_client
 from shared.settings import Settings
+from tests.postgres import private_postgres
+
+
+@pytest.fixture(scope="session")
+def postgresql() -> Iterator[LocalPostgres]:
+    """PostgreSQL 15 on a free port, in a directory of its own; stopped by its pid at the end."""
+    with private_postgres() as server:
+        yield server
 
 
 @pytest.fixture

@@ -1,16 +1,13 @@
-"""Fixtures for the worker against real servers: Mailpit's binary, built once per machine, a
-certificate of the session's own CA, and a private PostgreSQL for the shared dedupe store."""
+"""Fixtures for the worker against real servers: Mailpit's binary, built once per machine, and
+a certificate of the session's own CA. The private PostgreSQL: tests/integration/conftest.py."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from deploy.local.postgres import LocalPostgres
 from tests.mailpit import Certificate, mailpit_binary, make_certificate
-from tests.postgres import private_postgres
 
 
 @pytest.fixture(scope="session")
@@ -22,10 +19,3 @@ def mailpit() -> Path:
 @pytest.fixture(scope="session")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
     return make_certificate(tmp_path_factory.mktemp("tls"))
-
-
-@pytest.fixture(scope="session")
-def postgresql() -> Iterator[LocalPostgres]:
-    """PostgreSQL 15 on a free port, in a directory of its own; stopped by its pid at the end."""
-    with private_postgres() as server:
-        yield server
