@@ -17,7 +17,10 @@ class SendLimiter:
     `max_rate` (SMTP_MAX_RATE, transactions per second; None: no limit until the relay
     complains) caps the rate, and AIMD lowers it below the cap after a complaint. Turns are
     given in the order asked: the lock queues the lanes, and only the first of them sleeps
-    until the window has room, so a freed slot never wakes them all."""
+    until the window has room, so a freed slot never wakes them all.
+
+    Ask with the connection in hand, right before MAIL FROM: any wait between a turn and its
+    MAIL FROM (connecting, TLS, AUTH) adds to the jitter that the window's margin covers."""
 
     def __init__(
         self,
