@@ -1,8 +1,10 @@
 """What a failed SMTP attempt means: transient (retry it), permanent (dead-letter the email), a
-refusal of the worker's own settings (hold every email), or an unknown outcome. No I/O here."""
+refusal of the worker's own settings (hold every email), or an unknown outcome; and what a reply
+asks of the worker: to slow down, or never to send to an address again. No I/O here."""
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections import Counter
 from dataclasses import dataclass
@@ -12,6 +14,7 @@ from aiosmtplib import (
     SMTPAuthenticationError,
     SMTPNotSupported,
     SMTPRecipientsRefused,
+    SMTPResponse,
     SMTPResponseException,
 )
 
@@ -110,3 +113,79 @@ def classify(error: BaseException) -> Failure:
         return Failure(True, f"the server cannot take this email: {error}")
     # Connection refused or lost, timeouts, and anything unforeseen: the email may be fine.
     return Failure(False, f"{type(error).__name__}: {error}")
+
+
+# RFC 3463's enhanced status code, class.subject.detail: where a reply's text starts ("5.1.1
+# ..."; "#5.1.1 ..." in qmail's and Yahoo's), or in qmail's closing "(#5.7.1)".
+ENHANCED_STATUS = re.compile(r"(?:^#?|\(#)([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+# What relays say when they want fewer transactions, not another email: Amazon SES, Exchange
+# Online, Yahoo, Gmail, Postfix's anvil (smtpd_client_*_rate_limit) and its policy daemons.
+THROTTLING_TEXT = re.compile(
+    r"\brate\b|ratelimit|throttl"
+    r"|too many (?:connections|messages|emails|mails|sessions|requests|recipients from)"
+    r"|too much mail|limit exceeded|exceeded .*limit|server busy|slow down|unexpected volume"
+    r"|temporarily deferred due to",
+    re.IGNORECASE,
+)
+# Greylisting asks for a later try of this sender and recipient, never a slower pace: postgrey,
+# milter-greylist, rspamd, and the sink's "Greylisted: try again in N seconds".
+GREYLISTING_TEXT = re.compile(r"gr[ae]y-?list|try again in \d+ seconds", re.IGNORECASE)
+THROTTLING_CODES: Final = frozenset({450, 451, 452, 454})
+# Enhanced status subjects about one address or mailbox (X.1, X.2), the protocol (X.5: "too
+# many recipients" in one transaction) or the content (X.6): a slower pace would not help.
+NOT_ABOUT_THE_PACE: Final = frozenset({1, 2, 5, 6})
+# A permanent refusal of the address itself: RFC 3463's X.1 (address status) but for X.1.7
+# and X.1.8 (the sender's address, which Postfix may refuse at RCPT), and X.2.1 (mailbox
+# disabled). Not X.7 (a policy or reputation refusal: the next email may well pass).
+SENDER_ADDRESS_DETAILS: Final = frozenset({7, 8})
+BARE_ADDRESS_REFUSALS: Final = frozenset({550, 551, 553})
+# Without an enhanced status, the text tells a refusal of the sender or the relay's policy
+# from one of the address: a relay that refuses to relay would otherwise suppress everyone.
+NOT_THE_ADDRESS_TEXT = re.compile(
+    r"sender|relay|spam|block|black ?list|policy|reputation|authenticat", re.IGNORECASE
+)
+
+
+def enhanced_status(reply: SMTPResponse) -> tuple[int, int, int] | None:
+    """The enhanced status code (RFC 3463) of a reply: (5, 1, 1) for "550 5.1.1 ..."; None
+    when it has none."""
+    found = ENHANCED_STATUS.search(reply.message)
+    return None if found is None else (int(found[1]), int(found[2]), int(found[3]))
+
+
+def is_throttling(reply: SMTPResponse) -> bool:
+    """Whether the relay asks the worker to slow down: every 421 (the relay closes the
+    connection), and a 450, 451, 452 or 454 whose text speaks of rates, limits or load; never
+    greylisting, nor a reply about one address, the mailbox, the protocol or the content. Such
+    a reply is about the pace, not the email: it slows every lane, and the email waits."""
+    if GREYLISTING_TEXT.search(reply.message):
+        return False
+    if reply.code == 421:
+        return True
+    if reply.code not in THROTTLING_CODES:
+        return False
+    status = enhanced_status(reply)
+    if status is not None and status[1] in NOT_ABOUT_THE_PACE:
+        return False
+    return THROTTLING_TEXT.search(reply.message) is not None
+
+
+def suppresses(rcpt_reply: SMTPResponse) -> bool:
+    """Whether a reply to RCPT TO refuses the address for good, so that no later email should
+    be sent to it: a 5xx with enhanced status 5.1.x (no such mailbox, domain or address) or
+    5.2.1 (mailbox disabled), or a bare 550, 551 or 553 that names neither the sender nor a
+    policy. Only for replies to RCPT: a 5xx to the final "." refuses the message, not the
+    address."""
+    if not 500 <= rcpt_reply.code < 600:
+        return False
+    status = enhanced_status(rcpt_reply)
+    if status is None:
+        return rcpt_reply.code in BARE_ADDRESS_REFUSALS and not NOT_THE_ADDRESS_TEXT.search(
+            rcpt_reply.message
+        )
+    kind, subject, detail = status
+    if kind != 5:
+        return False  # a status that contradicts its code says nothing for sure
+    if subject == 1:
+        return detail not in SENDER_ADDRESS_DETAILS
+    return (subject, detail) == (2, 1)
