@@ -1,38 +1,81 @@
-"""What every dedupe store promises the worker: the state it keeps of each email, the methods
-that read and write it, and the one error that says a store cannot be opened."""
+"""What every dedupe store promises the worker: the state it keeps of each email and of each of
+its recipients, the methods that read and write it, and the one error that says a store cannot
+be opened.
+
+The store is also the worker's outbox: each recipient's row keeps the `email.events` value its
+outcome made, so an email read again after a crash publishes the same events, byte for byte,
+without sending anything (docs/events.md)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 Outcome = Literal["delivered", "dead-lettered"]
+# sent, bounced and suppressed end a recipient; deferred hands it to a retry topic.
+RecipientState = Literal["sent", "bounced", "suppressed", "deferred"]
+FINAL_STATES: frozenset[RecipientState] = frozenset({"sent", "bounced", "suppressed"})
 PRUNE_BATCH = 1000  # rows per delete: each holds its locks for about a millisecond
+
+
+@dataclass(frozen=True)
+class RecipientRow:
+    """One recipient's outcome, as the stage that reached it wrote it."""
+
+    recipient: str  # as events name it (shared.events.recipient_address)
+    state: RecipientState
+    # A final row: the attempt that ended it (0 is email.send, n the n-th retry). A deferred
+    # row: the attempt that may try it next; only that stage may send to it, or move it on.
+    attempt: int
+    # The email.events value this outcome made; None for a row an earlier version wrote
+    # (it kept which recipients took an email, but made no events).
+    event: bytes | None
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
 
 
 @dataclass(frozen=True)
 class DeliveryState:
     """What the store knows of one email."""
 
-    finished: Outcome | None  # None: some recipients are still owed it
-    accepted: frozenset[str] = frozenset()  # recipients the server took (250) in earlier tries
+    # An earlier version's finished email (the whole email, none of its recipients owed); a
+    # version with events marks only a dead-lettered email here.
+    finished: Outcome | None = None
+    recipients: Mapping[str, RecipientRow] = field(default_factory=dict)
+    dead_lettered: bytes | None = None  # the dead_lettered event's value, once dead-lettered
 
 
 class DedupeStore(Protocol):
     """What the worker needs of a store. SQLite serves the workers of one host; PostgreSQL
     serves the workers of every host, with the same methods.
 
-    Both writes are idempotent and the first outcome recorded stays, so a write whose result
-    was lost (a connection dropped after the commit) may simply be made again."""
+    Every write is idempotent and decided in the store, so one whose answer was lost (a
+    connection dropped after the commit) may simply be made again, and two workers writing
+    the same email at once (a rebalance) leave one outcome per recipient."""
 
-    async def state_of(self, message_id: str) -> DeliveryState | None: ...
+    async def state_of(self, message_id: str) -> DeliveryState | None:
+        """None when the store has never heard of the email."""
+        ...
 
-    async def record_accepted(
-        self, message_id: str, recipients: Collection[str], source: str
-    ) -> None: ...
+    async def record(
+        self, message_id: str, rows: Sequence[RecipientRow], stage: int, source: str
+    ) -> DeliveryState:
+        """Write the outcomes the stage with attempt `stage` reached, in one transaction.
 
-    async def record(self, message_id: str, outcome: Outcome, source: str) -> None: ...
+        A row is written where its recipient has no row yet, or has a deferred row whose
+        attempt is `stage` (the stage owns it). Anything else stays as it is: a final row is
+        never changed, and a deferred row another stage owns is not taken from it. Returns
+        the email's state after the write, which the caller publishes from."""
+        ...
+
+    async def record_dead_lettered(
+        self, message_id: str, event: bytes | None, source: str
+    ) -> DeliveryState:
+        """Mark the email dead-lettered with its event (the first one written stays)."""
+        ...
 
 
 class CannotOpenDedupeStore(Exception):
