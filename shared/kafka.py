@@ -54,15 +54,18 @@ def create_producer(
     )
 
 
-def create_consumer(settings: Settings, client_id: str) -> AIOKafkaConsumer:
-    """A member of the consumer group that commits offsets itself, after the work is done.
+def create_consumer(
+    settings: Settings, client_id: str, group_id: str | None = None
+) -> AIOKafkaConsumer:
+    """A member of the consumer group (CONSUMER_GROUP unless another is named) that commits
+    offsets itself, after the work is done.
 
     With nothing committed yet, the group starts at the beginning of the log, as
     `kafka-console-consumer.sh --from-beginning --group` does.
     """
     return AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=settings.consumer_group,
+        group_id=group_id or settings.consumer_group,
         group_instance_id=settings.worker_instance_id,
         client_id=client_id,
         enable_auto_commit=False,

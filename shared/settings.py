@@ -81,6 +81,9 @@ class Settings(BaseSettings):
         default=DEFAULT_RETRY_SCHEDULE, validate_default=True
     )
     worker_max_retry_age: timedelta = Field(default="24h", validate_default=True)
+    # The worker's consumer group of the retry topics: its CURRENT-OFFSET is how far the
+    # retries have been tried.
+    retry_consumer_group: str = "email-retry-group"
 
     # Where the services keep their data files (the dedupe store, the sink's messages), and
     # the local stack its pid files and logs. Relative paths below are relative to the project
@@ -120,7 +123,6 @@ class Settings(BaseSettings):
     # that it gets its partitions back with no rebalance if it returns within the session
     # timeout (10 s). Unset: a new member at each start, as by default.
     worker_instance_id: Annotated[str, Field(min_length=1, max_length=249)] | None = None
-    worker_max_attempts: Annotated[int, Field(ge=0)] = 0  # 0: retry transient failures forever
     worker_retry_initial_seconds: Seconds = 0.5
     worker_retry_max_seconds: Seconds = 30.0
     dedupe_db_path: Path = Path("worker/delivered.sqlite3")

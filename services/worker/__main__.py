@@ -1,7 +1,9 @@
 """`python -m services.worker`: the worker's composition root.
 
-It builds the dedupe store, the dead-letter producer, the consumer and the per-partition SMTP
-connections, then runs the consume loop until SIGTERM or SIGINT, and exits 0 after a clean stop.
+It builds the dedupe store and the suppression list, the producer of events, retry records and
+dead letters, the consumers of email.send and of the retry topics and the per-partition SMTP
+connections, then runs both consume loops until SIGTERM or SIGINT, and exits 0 after a clean
+stop.
 """
 
 from __future__ import annotations
@@ -9,21 +11,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import socket
 import sys
 
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
-from services.worker.assignment import Assignment
+from services.worker.assignment import Assignment, Assignments
 from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.consumer import CLEANUP_SECONDS, consume, finish_within
 from services.worker.dead_letters import DeadLetters
 from services.worker.dedupe import CannotOpenDedupeStore, open_dedupe_store
 from services.worker.health import create_health_app
 from services.worker.membership import GroupMembership
+from services.worker.outbox import Outbox
 from services.worker.partition import PartitionWorker
 from services.worker.processor import AttemptCounts, EmailProcessor
+from services.worker.recipient_outcomes import RetryPlan
 from services.worker.retention import prune_until_stopped, retention_seconds
 from services.worker.retry import RetryPolicy
 from services.worker.smtp import SmtpConnection, SmtpServer, SmtpSettingsError, smtp_server
@@ -40,31 +45,45 @@ from shared.logs import configure_logging
 from shared.loop_lag import LoopLag
 from shared.settings import Settings, load_settings
 from shared.signals import stop_on_signals
+from shared.store import CannotOpenStore
+from shared.suppressions import open_suppression_list
 
 log = logging.getLogger("worker")
 
 
 async def serve(settings: Settings, smtp: SmtpServer) -> None:
     client_id = f"email-worker-{socket.gethostname()}-{os.getpid()}"
+    store_location = settings.dedupe_url or settings.dedupe_db_path
     try:
-        store = await open_dedupe_store(settings.dedupe_url or settings.dedupe_db_path)
-    except CannotOpenDedupeStore as error:
+        store = await open_dedupe_store(store_location)
+        suppressions = await open_suppression_list(store_location, "email-worker")
+    except (CannotOpenDedupeStore, CannotOpenStore) as error:
         sys.exit(f"cannot open the dedupe store: {error}")
-    dead_letter_producer = create_producer(settings, client_id=client_id, request_timeout_ms=30_000)
+    # One producer for dead letters, events and retry records: one connection, one batch.
+    producer = create_producer(settings, client_id=client_id, request_timeout_ms=30_000)
     consumer = create_consumer(settings, client_id=client_id)
+    retry_consumer = create_consumer(
+        settings, client_id=f"{client_id}-retry", group_id=settings.retry_consumer_group
+    )
     configuration_faults = ConfigurationFaults(
         settings.worker_retry_initial_seconds, settings.worker_retry_max_seconds
     )
     store_outage = StoreOutage()
     attempt_counts = AttemptCounts()
+    retry = RetryPolicy(
+        initial_seconds=settings.worker_retry_initial_seconds,
+        max_seconds=settings.worker_retry_max_seconds,
+    )
     processor = EmailProcessor(
         store=store,
-        dead_letters=DeadLetters(dead_letter_producer, settings.dlq_topic),
-        retry=RetryPolicy(
-            max_attempts=settings.worker_max_attempts,
-            initial_seconds=settings.worker_retry_initial_seconds,
-            max_seconds=settings.worker_retry_max_seconds,
+        suppressions=suppressions,
+        outbox=Outbox(producer, backoff=retry.delay),
+        dead_letters=DeadLetters(producer, settings.dlq_topic),
+        retry=retry,
+        retry_plan=RetryPlan(
+            settings.worker_retry_schedule, settings.worker_max_retry_age, settings.email_topic
         ),
+        events_topic=settings.events_topic,
         message_id_domain=settings.message_id_domain,
         configuration_faults=configuration_faults,
         counts=attempt_counts,
@@ -84,10 +103,16 @@ async def serve(settings: Settings, smtp: SmtpServer) -> None:
     assignment = Assignment(
         consumer, start_partition, max_backlog=settings.worker_max_batch_records
     )
+    retry_assignment = Assignment(
+        retry_consumer,
+        start_partition,
+        max_backlog=settings.worker_max_batch_records,
+        waits_until_due=True,
+    )
     membership = GroupMembership()
     health_app = create_health_app(
         membership,
-        assignment,
+        Assignments(assignment, retry_assignment),
         settings.consumer_group,
         configuration_faults,
         attempt_counts,
@@ -103,8 +128,8 @@ async def serve(settings: Settings, smtp: SmtpServer) -> None:
     async with loop_lag.sampling():
         try:
             bootstrap = settings.kafka_bootstrap_servers
-            # Dead letters must be publishable before the first record is taken.
-            if await start_when_kafka_answers(dead_letter_producer, bootstrap, stopping):
+            # Events and dead letters must be publishable before the first record is taken.
+            if await start_when_kafka_answers(producer, bootstrap, stopping):
                 log.info(
                     "consuming %s as %s (client id %s), delivering to %s",
                     settings.email_topic, settings.consumer_group, client_id, smtp.describe(),
@@ -119,25 +144,34 @@ async def serve(settings: Settings, smtp: SmtpServer) -> None:
             consuming = asyncio.create_task(
                 consume(consumer, bootstrap, settings.email_topic, assignment, membership, stopping)
             )
+            retrying = asyncio.create_task(
+                consume(
+                    retry_consumer, bootstrap, f"{settings.email_topic}.retry-*",
+                    retry_assignment, GroupMembership(), stopping,
+                    pattern=f"^{re.escape(settings.email_topic)}\\.retry-",
+                )
+            )  # fmt: skip
             stop_requested = asyncio.create_task(stopping.wait())
-            await asyncio.wait({consuming, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {consuming, retrying, stop_requested}, return_when=asyncio.FIRST_COMPLETED
+            )
             stop_requested.cancel()
+            stopping.set()  # one consumer ended (a lane failed): the other stops too
             # consume() returns once the emails in flight are finished, their offsets committed
             # and the group left: within the shutdown timeout, or, for an email whose final "."
             # was sent, when its reply comes (at most SMTP_DATA_END_TIMEOUT_SECONDS later).
             await finish_within(
-                consuming,
+                asyncio.gather(consuming, retrying),
                 settings.worker_longest_stop_seconds + 2 * CLEANUP_SECONDS,
                 "finishing the email in flight",
             )
         finally:
-            await finish_within(
-                dead_letter_producer.stop(), CLEANUP_SECONDS, "closing the producer"
-            )
+            await finish_within(producer.stop(), CLEANUP_SECONDS, "closing the producer")
             stopping.set()
             if pruning is not None:
                 await pruning
             await store.close()
+            await suppressions.close()
             health.should_exit = True
             await health_task
             log.info(

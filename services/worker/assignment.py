@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
+from services.worker.due_times import split_due
 from services.worker.offsets import PartitionOffsets
 from services.worker.partition import PartitionWorker
 
@@ -23,10 +25,17 @@ class Assignment:
         consumer: AIOKafkaConsumer,
         start_partition: Callable[[TopicPartition], PartitionWorker],
         max_backlog: int,
+        *,
+        waits_until_due: bool = False,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._consumer = consumer
         self._start_partition = start_partition
         self._max_backlog = max_backlog
+        # The retry topics' assignment: a record is handed out once its due time has come.
+        self._waits_until_due = waits_until_due
+        self._clock = clock
+        self._waiting: dict[TopicPartition, asyncio.TimerHandle] = {}  # paused until due
         self.partitions: dict[TopicPartition, PartitionWorker] = {}
         self.committed: dict[TopicPartition, int | None] = {}
 
@@ -37,6 +46,10 @@ class Assignment:
     async def stop(self, partitions: Iterable[TopicPartition]) -> None:
         """Let each one's emails in flight finish, then commit exactly its processed position,
         so the next owner of the partition starts where this one stopped."""
+        partitions = list(partitions)
+        for partition in partitions:
+            if (waiting := self._waiting.pop(partition, None)) is not None:
+                waiting.cancel()
         stopping = [
             self.partitions.pop(partition)
             for partition in partitions
@@ -52,8 +65,33 @@ class Assignment:
         for partition, records in batches.items():
             # A partition revoked while getmany waited is skipped: its next owner reads
             # these records again from the committed offset.
-            if partition in self.partitions:
-                self.partitions[partition].enqueue(records)
+            if partition not in self.partitions:
+                continue
+            if self._waits_until_due:
+                records = self._due(partition, records)
+            self.partitions[partition].enqueue(records)
+
+    def _due(
+        self, partition: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]
+    ) -> list[ConsumerRecord[bytes, bytes]]:
+        """The records that are due; at the first that is not, the partition is paused, the
+        consumer set back to it, and resumed when it falls due. getmany goes on meanwhile, so
+        the group never takes the paused partition for a dead consumer's."""
+        now = self._clock()
+        due, first_waiting, due_at = split_due(records, now)
+        if first_waiting is not None and due_at is not None:
+            self._consumer.pause(partition)
+            self._consumer.seek(partition, first_waiting.offset)
+            seconds = (due_at - now).total_seconds()
+            self._waiting[partition] = asyncio.get_running_loop().call_later(
+                seconds, self._resume_when_due, partition
+            )
+        return due
+
+    def _resume_when_due(self, partition: TopicPartition) -> None:
+        self._waiting.pop(partition, None)
+        if partition in self._consumer.assignment():
+            self._consumer.resume(partition)
 
     def check(self) -> None:
         """Raise what made a lane fail: a bug must not stall a partition silently."""
@@ -64,6 +102,8 @@ class Assignment:
         """Stop fetching for a partition that is held (retrying) until its backlog shrinks."""
         paused = self._consumer.paused()
         for partition, worker in self.partitions.items():
+            if partition in self._waiting:
+                continue  # paused until its head is due, whatever its backlog
             if worker.backlog > self._max_backlog and partition not in paused:
                 self._consumer.pause(partition)
             elif worker.backlog <= self._max_backlog // 2 and partition in paused:
@@ -124,3 +164,18 @@ def _offsets_text(offsets: dict[TopicPartition, int]) -> str:
     return ", ".join(
         f"{tp.topic}-{tp.partition}={offset}" for tp, offset in sorted(offsets.items())
     )
+
+
+class Assignments:
+    """Every partition this worker owns, of email.send and of the retry topics, as /readyz
+    and /metrics show them."""
+
+    def __init__(self, *assignments: Assignment) -> None:
+        self._assignments = assignments
+
+    @property
+    def partitions(self) -> dict[TopicPartition, PartitionWorker]:
+        return {p: w for a in self._assignments for p, w in a.partitions.items()}
+
+    def partition_offsets(self) -> list[PartitionOffsets]:
+        return [offsets for a in self._assignments for offsets in a.partition_offsets()]

@@ -34,14 +34,21 @@ async def consume(
     assignment: Assignment,
     membership: GroupMembership,
     stopping: asyncio.Event,
+    *,
+    pattern: str | None = None,
 ) -> None:
-    """Consume `topic` until `stopping` is set (or a lane fails); then, whatever ended it, each
-    email in flight finishes, the processed position is committed and the consumer leaves the
-    group, so the next owner of each partition starts where this one stopped."""
+    """Consume `topic` (or every topic matching `pattern`, which `topic` then describes)
+    until `stopping` is set (or a lane fails); then, whatever ended it, each email in flight
+    finishes, the processed position is committed and the consumer leaves the group, so the
+    next owner of each partition starts where this one stopped."""
     try:
         if not await start_when_kafka_answers(consumer, bootstrap_servers, stopping):
             return
-        consumer.subscribe([topic], listener=RebalanceListener(topic, assignment, membership))
+        listener = RebalanceListener(topic, assignment, membership)
+        if pattern is None:
+            consumer.subscribe([topic], listener=listener)
+        else:
+            consumer.subscribe(pattern=pattern, listener=listener)
         last_commit_at = 0.0
         while not stopping.is_set():
             batches = await consumer.getmany(timeout_ms=FETCH_TIMEOUT_MS)
@@ -89,7 +96,7 @@ class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
         self._membership.partitions_resumed()
 
 
-async def finish_within(step: Awaitable[None], seconds: float, what: str) -> None:
+async def finish_within(step: Awaitable[object], seconds: float, what: str) -> None:
     """Each step of the shutdown is bounded, so SIGTERM always ends the process."""
     try:
         async with asyncio.timeout(seconds):

@@ -6,7 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.structs import ConsumerRecord
+from aiokafka.structs import ConsumerRecord, RecordMetadata
+
+from shared.events import Located, Position
 
 MAX_ERROR_BYTES = 2000
 
@@ -17,18 +19,29 @@ class DeadLetters:
         self._topic = topic
 
     async def publish(
-        self, record: ConsumerRecord[bytes, bytes], error: str, attempts: int
-    ) -> None:
-        """Returns once Kafka acknowledged the dead letter (acks=all); raises if it did not."""
-        headers = [
-            *record.headers,
-            ("dlq.original.topic", record.topic.encode()),
-            ("dlq.original.partition", str(record.partition).encode()),
-            ("dlq.original.offset", str(record.offset).encode()),
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        error: str,
+        attempts: int,
+        original: tuple[bytes, Position] | None = None,
+    ) -> RecordMetadata:
+        """Returns where the dead letter went once Kafka acknowledged it (acks=all); raises if
+        it did not. `original`: the email.send record's value and place, when `record` is a
+        retry topic's (a dead letter is always an email.send record, to be sent again as is)."""
+        value, headers = record.value, list(record.headers)
+        source: Located = record
+        if original is not None:
+            value, source = original
+            headers = []  # a retry record's headers describe the retry, not the email
+        headers += [
+            ("dlq.original.topic", source.topic.encode()),
+            ("dlq.original.partition", str(source.partition).encode()),
+            ("dlq.original.offset", str(source.offset).encode()),
             ("dlq.error", error.encode()[:MAX_ERROR_BYTES]),
             ("dlq.attempts", str(attempts).encode()),
             ("dlq.failed.at", datetime.now(UTC).isoformat().encode()),
         ]
-        await self._producer.send_and_wait(
-            self._topic, record.value, key=record.key, headers=headers
+        metadata: RecordMetadata = await self._producer.send_and_wait(
+            self._topic, value, key=record.key, headers=headers
         )
+        return metadata

@@ -35,6 +35,12 @@ EMAILS_DELIVERED = Counter(
     "Emails the SMTP server took (250) for at least one recipient.",
     registry=None,
 )
+EMAILS_DEFERRED = Counter(
+    "email_worker_emails_deferred_total",
+    "Tries that handed some recipients to a retry topic (a 4xx, a connection lost after MAIL "
+    "FROM, no reply to the final \".\") and sent to none.",
+    registry=None,
+)
 EMAILS_SKIPPED_DUPLICATE = Counter(
     "email_worker_emails_skipped_duplicate_total",
     "Records skipped because the dedupe store says their message id is finished already "
@@ -44,9 +50,8 @@ EMAILS_SKIPPED_DUPLICATE = Counter(
 EMAILS_DEAD_LETTERED = Counter(
     "email_worker_emails_dead_lettered_total",
     "Records copied to the dead-letter topic, by reason: poison_record (not a readable email), "
-    "permanent_failure (5xx, or an email the server cannot take), attempts_exhausted "
-    "(WORKER_MAX_ATTEMPTS transient failures), some_recipients_refused (delivered, but some "
-    "recipients refused for good).",
+    "refused (some recipient bounced: a 5xx), expired (still deferred at WORKER_MAX_RETRY_AGE), "
+    "unsendable (the worker could not send it to this relay, e.g. no SMTPUTF8).",
     ["reason"],
     registry=None,
 )
@@ -71,6 +76,8 @@ def count(outcome: RecordOutcome) -> None:
     """What became of a record, counted by the lane that processed it."""
     if outcome.finished == "duplicate":
         EMAILS_SKIPPED_DUPLICATE.inc()
+    if outcome.finished == "deferred":
+        EMAILS_DEFERRED.inc()
     if outcome.dead_letter_reason is not None:
         EMAILS_DEAD_LETTERED.labels(reason=outcome.dead_letter_reason).inc()
     if outcome.finished == "delivered" and outcome.accepted_at is not None:
@@ -187,6 +194,7 @@ def metrics_registry(
     for collector in (
         EMAILS_DELIVERED,
         EMAILS_SKIPPED_DUPLICATE,
+        EMAILS_DEFERRED,
         AttemptCountsCollector(attempt_counts),
         EMAILS_DEAD_LETTERED,
         ConfigurationFaultsCollector(configuration_faults),

@@ -1,8 +1,9 @@
 """One assigned partition: its records are taken in offset order by a few lanes, each with its
 own SMTP connection, so that several of its emails are in flight at once. Which offset may then
 be committed, and how far the lanes may run ahead of an unfinished record, is the OffsetTracker's
-rule (offsets.py). Two records with the same key (the same message id) are never in flight
-together: the later one waits, then finds the earlier one in the dedupe store."""
+rule (offsets.py): a record is finished once Kafka has acknowledged what it published, and its
+lane is free before that. Two records with the same key (the same message id) are never in
+flight together: the later one waits, then finds the earlier one in the dedupe store."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from services.worker import metrics
 from services.worker.offsets import OffsetTracker
+from services.worker.outcome import RecordOutcome
 from services.worker.processor import EmailProcessor, Mailer
 from services.worker.retry import Stopped
 
@@ -36,6 +38,8 @@ class PartitionWorker:
         self._keys_in_flight: dict[bytes, asyncio.Event] = {}  # set once that record is done
         self._idle_lanes: set[asyncio.Task[None]] = set()  # waiting for a record to start
         self._stop_grace_seconds = stop_grace_seconds
+        # A record whose events are not yet acknowledged: finished once they are.
+        self._publishing: set[asyncio.Task[None]] = set()
         self._room_ahead = asyncio.Event()  # set while the tracker has room ahead
         self._room_ahead.set()
         # Held from the room check to the take: two idle lanes never both pass the check for
@@ -64,9 +68,9 @@ class PartitionWorker:
 
     def check(self) -> None:
         """Raise what made a lane fail: a bug must not stall a partition silently."""
-        for lane in self._lanes:
-            if lane.done() and not lane.cancelled() and lane.exception():
-                raise RuntimeError(f"delivery for {self.partition} failed") from lane.exception()
+        for task in [*self._lanes, *self._publishing]:
+            if task.done() and not task.cancelled() and task.exception():
+                raise RuntimeError(f"delivery for {self.partition} failed") from task.exception()
 
     async def stop(self) -> None:
         """Let the emails in flight finish, leave the rest unprocessed (and uncommitted).
@@ -77,6 +81,7 @@ class PartitionWorker:
         self._stopping.set()
         for lane in self._idle_lanes:
             lane.cancel()
+        deadline = asyncio.get_running_loop().time() + self._stop_grace_seconds
         _, in_flight = await asyncio.wait(self._lanes, timeout=self._stop_grace_seconds)
         for lane in in_flight:
             if not self._lanes[lane].awaiting_final_reply:
@@ -84,6 +89,14 @@ class PartitionWorker:
         for lane in self._lanes:
             with contextlib.suppress(asyncio.CancelledError):
                 await lane
+        # What the finished emails published gets what is left of the grace to be
+        # acknowledged; a record whose events were not is read again by the next owner.
+        if self._publishing:
+            left = max(0.0, deadline - asyncio.get_running_loop().time())
+            _, unacknowledged = await asyncio.wait(self._publishing, timeout=left)
+            for task in unacknowledged:
+                task.cancel()
+            await asyncio.gather(*unacknowledged, return_exceptions=True)
 
     async def _run_lane(self, smtp: Mailer) -> None:
         lane = asyncio.current_task()
@@ -111,10 +124,30 @@ class PartitionWorker:
                     if record.key and self._keys_in_flight.get(record.key) is done:
                         del self._keys_in_flight[record.key]
                 metrics.count(outcome)
-                self._offsets.finish(record.offset)
-                self._update_room_ahead()
+                if outcome.published is None:
+                    self._finish(record.offset)
+                else:
+                    # The lane goes on at once: Kafka's acknowledgement, not the lane,
+                    # decides when the record is finished.
+                    publishing = asyncio.create_task(self._finish_once_published(record, outcome))
+                    self._publishing.add(publishing)
+                    publishing.add_done_callback(self._publishing.discard)
         finally:
             await smtp.close()
+
+    async def _finish_once_published(
+        self, record: ConsumerRecord[bytes, bytes], outcome: RecordOutcome
+    ) -> None:
+        assert outcome.published is not None
+        try:
+            await self._processor.published(record, outcome.published, self._stopping)
+        except Stopped:
+            return
+        self._finish(record.offset)
+
+    def _finish(self, offset: int) -> None:
+        self._offsets.finish(offset)
+        self._update_room_ahead()
 
     def _update_room_ahead(self) -> None:
         if self._offsets.has_room_ahead:

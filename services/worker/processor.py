@@ -1,27 +1,71 @@
-"""What happens to one record: parse it, skip it if its message id is finished, deliver it with
-retries, or dead-letter it; hold it while the SMTP server refuses the worker's own settings.
-A record leaves `process` finished, with its RecordOutcome for the caller to count, or `Stopped`
-is raised."""
+"""What happens to one record, of email.send or of a retry topic: parse it, find in the dedupe
+store whom this try still owes the email, skip the suppressed, send one SMTP transaction to the
+rest, write each recipient's outcome in one store write, and hand the events (and a retry record
+for the deferred) to the outbox. A record leaves `process` with its RecordOutcome, whose
+publication the caller awaits before the offset may be committed; or `Stopped` is raised.
+
+Who is at fault decides the path. The email or a recipient (a 4xx or 5xx about it, a connection
+lost after MAIL FROM, no reply to the final "."): its outcome is written, and a deferral goes to
+the next retry topic, so the partition moves on at once. The relay or the worker's own settings
+(unreachable, a wrong password, an untrusted certificate): no email is at fault, and every
+email waits here, however long."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
 from typing import Protocol, TypeVar
 
-from aiokafka.structs import ConsumerRecord
-from aiosmtplib import SMTPResponse
+from aiokafka.structs import ConsumerRecord, RecordMetadata
+from aiosmtplib import (
+    SMTPNotSupported,
+    SMTPRecipientsRefused,
+    SMTPResponse,
+    SMTPResponseException,
+)
 
 from services.worker.configuration_faults import ConfigurationFaults
-from services.worker.dedupe import DedupeStore, Outcome
+from services.worker.dedupe.contract import DedupeStore, DeliveryState, RecipientRow
 from services.worker.mime import OutgoingEmail, accepted_at, render_email
-from services.worker.outcome import RecordOutcome
+from services.worker.outbox import Message, Outbox
+from services.worker.outcome import DeadLetterReason, Finished, Publication, RecordOutcome
+from services.worker.recipient_outcomes import (
+    RetryPlan,
+    Stage,
+    bounce_of,
+    bounced,
+    dead_letter_reason,
+    deferred,
+    event_record,
+    every_recipient,
+    handed_off,
+    retry_record,
+    sent,
+    suppressed,
+    synthetic_reply,
+    what_is_owed,
+)
 from services.worker.retry import RetryPolicy, Stopped, retry_until_done, wait_unless_stopping
-from services.worker.smtp_failures import Failure, classify
+from services.worker.smtp import Transaction
+from services.worker.smtp_failures import classify, suppresses
 from services.worker.store_outage import StoreOutage
-from shared.schema import EmailRecord, parse_record
+from shared.events import (
+    DeadLettered,
+    Position,
+    ProducerRecord,
+    Reply,
+    Suppression,
+    accepted_event,
+)
+from shared.retry_topics import parse_retry_record
+from shared.schema import parse_record
+from shared.suppressions import Suppression as ListedSuppression
+from shared.suppressions import SuppressionList
 
 log = logging.getLogger("worker")
 
@@ -33,9 +77,7 @@ class Mailer(Protocol):
 
     awaiting_final_reply: bool  # the final "." of DATA is sent and its reply not yet read
 
-    async def send(
-        self, email: OutgoingEmail, recipients: list[str]
-    ) -> dict[str, SMTPResponse]: ...
+    async def send(self, email: OutgoingEmail, recipients: list[str]) -> Transaction: ...
 
     async def close(self) -> None: ...
 
@@ -44,73 +86,56 @@ class DeadLetterSink(Protocol):
     """The dead-letter topic (services.worker.dead_letters.DeadLetters)."""
 
     async def publish(
-        self, record: ConsumerRecord[bytes, bytes], error: str, attempts: int
-    ) -> None: ...
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        error: str,
+        attempts: int,
+        original: tuple[bytes, Position] | None = None,
+    ) -> RecordMetadata: ...
 
 
 @dataclass
 class AttemptCounts:
-    """Counted as it happens, not with the outcome: an email may be retried for hours, and its
-    retries show meanwhile (metrics.AttemptCountsCollector reads them at each scrape)."""
+    """Counted as it happens, not with the outcome: an email may wait for hours, and its
+    tries show meanwhile (metrics.AttemptCountsCollector reads them at each scrape)."""
 
-    retries: int = 0  # transient failures after which an email is tried again
+    retries: int = 0  # tries that failed for the relay's sake, after which the email waits
     outcome_unknown: int = 0  # transactions whose reply to the final "." never came
 
 
-class TransientFailure(Exception):
-    """An attempt failed in a way the next one may not (a 4xx, a lost connection)."""
-
-    def __init__(self, failure: Failure) -> None:
-        super().__init__(failure.reason)
-        self.failure = failure
-
-
-class RecipientsDeferred(Exception):
-    """The server took the email for some recipients and deferred the others (4xx): those are
-    still owed it, and get it after the same back-off as after a transient failure."""
-
-    def __init__(self, taken: int, deferred: dict[str, SMTPResponse]) -> None:
-        super().__init__(f"deferred for {len(deferred)} recipient(s)")
-        self.taken = taken  # by the round that deferred the others
-        self.deferred = deferred
-
-
-@dataclass
-class DeliveryProgress:
-    """One email's recipients as its rounds go, and the SMTP attempts made so far."""
-
-    owed: list[str]  # not taken yet, nor refused for good
-    taken: int  # by this owner of the record and earlier ones
-    refused_for_good: dict[str, str] = field(default_factory=dict)  # address: the answer
-    failure: Failure | None = None  # what ended the sending to those owed: permanent, or the last
-    attempts: int = 0
-
-
-@dataclass(frozen=True)
-class Delivery:
-    attempts: int
-    failure: Failure | None = None  # None: the server took the email for some recipients
-    refused: dict[str, SMTPResponse] = field(default_factory=dict)  # ...and refused these
+class RelayTrouble(Exception):
+    """The relay could not be reached, or asked the worker to slow down: the email is not at
+    fault, and is tried again after a back-off."""
 
 
 class EmailProcessor:
     def __init__(
         self,
         store: DedupeStore,
+        suppressions: SuppressionList,
+        outbox: Outbox,
         dead_letters: DeadLetterSink,
         retry: RetryPolicy,
+        retry_plan: RetryPlan,
+        events_topic: str,
         message_id_domain: str,
         configuration_faults: ConfigurationFaults,
         counts: AttemptCounts,
         store_outage: StoreOutage,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
+        self._suppressions = suppressions
+        self._outbox = outbox
         self._dead_letters = dead_letters
         self._retry = retry
+        self._retry_plan = retry_plan
+        self._events_topic = events_topic
         self._message_id_domain = message_id_domain
         self._configuration_faults = configuration_faults
         self._store_outage = store_outage
         self._counts = counts
+        self._clock = clock
 
     async def process(
         self,
@@ -120,212 +145,226 @@ class EmailProcessor:
     ) -> RecordOutcome:
         where = where_of(record)
         try:
-            email = parse_record(record.value)
-            outgoing = render_email(email, self._message_id_domain)
+            stage = self._stage_of(record)
+            outgoing = render_email(stage.email, self._message_id_domain)
         except Exception as error:  # PoisonRecord, or a record no MIME message can be made of
-            reason = f"poison record: {error}"
-            await self._dead_letter(record, reason, 1, stopping)
-            log.warning("%s: dead-lettered a %s", where, reason)
+            problem = f"poison record: {error}"
+            await self._dead_letter(record, problem, stopping)
+            log.warning("%s: dead-lettered a %s", where, problem)
             return RecordOutcome("dead-lettered", dead_letter_reason="poison_record")
 
+        message_id = stage.message_id
         state = await self._until_done(
-            lambda: self._store.state_of(email.message_id),
-            f"{where}: cannot read the state of {email.message_id} from the dedupe store",
+            lambda: self._store.state_of(message_id),
+            f"{where}: cannot read the state of {message_id} from the dedupe store",
             stopping,
             self._store_outage,
         )
         if state is not None and state.finished is not None:
-            log.info(
-                "%s: skipped %s, a duplicate (already %s)", where, email.message_id, state.finished
-            )
+            log.info("%s: skipped %s, a duplicate (already %s)", where, message_id, state.finished)
             return RecordOutcome("duplicate")
-        accepted_before = state.accepted if state is not None else frozenset()
-        owed = [address for address in outgoing.recipients if address not in accepted_before]
-        if accepted_before:
-            log.info(
-                "%s: %s was taken for %d recipient(s) before; sending it to the %d still owed",
-                where, email.message_id, len(accepted_before), len(owed),
-            )  # fmt: skip
-        return await self._deliver(
-            record, smtp, email, outgoing, owed, len(accepted_before), stopping
+        owed, settled = what_is_owed(stage, state)
+        await self._suppress_bounced(stage, settled, stopping)
+        sent_now = 0
+        if owed:
+            state, owed = await self._skip_suppressed(stage, owed, where, stopping)
+        if owed:
+            if len(owed) < len(stage.recipients):
+                log.info(
+                    "%s: %s is done for %d recipient(s); sending it to the %d still owed",
+                    where, message_id, len(stage.recipients) - len(owed), len(owed),
+                )  # fmt: skip
+            rows = await self._send(stage, smtp, outgoing, owed, where, stopping)
+            state = await self._write(stage, rows, where, stopping)
+            sent_now = sum(row.state == "sent" for row in rows)
+            await self._suppress_bounced(stage, rows, stopping)
+            log.info("%s: %s, try %d: %s", where, message_id, stage.attempt, _counted(rows))
+        if state is None:  # nothing owed and nothing written: the rows were there already
+            state = DeliveryState()
+        dead_lettered = await self._dead_letter_if_ended(record, stage, state, stopping)
+        if dead_lettered is not None:
+            state = dead_lettered
+        messages = self._messages(stage, state)
+        acks = await self._until_done(
+            lambda: self._outbox.enqueue(messages),
+            f"{where}: cannot hand the events of {message_id} to the producer",
+            stopping,
         )
-
-    async def _deliver(
-        self,
-        record: ConsumerRecord[bytes, bytes],
-        smtp: Mailer,
-        email: EmailRecord,
-        outgoing: OutgoingEmail,
-        owed: list[str],
-        taken_before: int,
-        stopping: asyncio.Event,
-    ) -> RecordOutcome:
-        """Send to the owed recipients until each is taken or refused for good: while the
-        server defers some of them (4xx), another round sends to those after a back-off.
-
-        Whenever the server takes the email for some recipients while others are still owed
-        it, those are written to the store at once: if the worker stops while it retries the
-        others, the next owner of the record sends it to the others only."""
-        where = where_of(record)
-        progress = DeliveryProgress(owed, taken_before)
-
-        def retrying_the_deferred(error: RecipientsDeferred, round_: int, delay: float) -> None:
-            self._counts.retries += 1
-            first = next(iter(error.deferred.values()))
-            log.info(
-                "%s: %s taken for %d recipient(s), deferred for %d (%d %s); retrying those",
-                where, email.message_id, error.taken, len(error.deferred), first.code,
-                first.message,
-            )  # fmt: skip
-
-        return await retry_until_done(
-            lambda round_: self._send_round(record, smtp, email, outgoing, progress, stopping),
-            retry_on=RecipientsDeferred,
-            # As after a transient failure: the wait grows with every SMTP attempt so far, those
-            # retried within the rounds included.
-            backoff=lambda round_: self._retry.delay(progress.attempts),
-            stopping=stopping,
-            failed=retrying_the_deferred,
-        )
-
-    async def _send_round(
-        self,
-        record: ConsumerRecord[bytes, bytes],
-        smtp: Mailer,
-        email: EmailRecord,
-        outgoing: OutgoingEmail,
-        progress: DeliveryProgress,
-        stopping: asyncio.Event,
-    ) -> RecordOutcome:
-        """Send to the recipients still owed and record those the server took; the record's
-        outcome, or RecipientsDeferred while the server defers some of them."""
-        where = where_of(record)
-        message_id = email.message_id
-        delivery = await self._send(smtp, outgoing, progress.owed, where, stopping)
-        progress.attempts += delivery.attempts
-        if delivery.failure is not None:
-            progress.failure = delivery.failure
-            progress.refused_for_good |= dict.fromkeys(progress.owed, delivery.failure.reason)
-            return await self._dead_letter_refused(record, email, progress, stopping)
-        deferred = {a: reply for a, reply in delivery.refused.items() if reply.code < 500}
-        progress.refused_for_good |= {
-            a: f"{reply.code} {reply.message}"
-            for a, reply in delivery.refused.items()
-            if reply.code >= 500
-        }
-        accepted_now = [a for a in progress.owed if a not in delivery.refused]
-        progress.taken += len(accepted_now)
-        if not deferred and not progress.refused_for_good:
-            # Recorded in the same step that read the server's 250: from here on, sending
-            # it again would reach the recipients who already have it.
-            await self._record(message_id, "delivered", where, stopping)
-            log.info("%s: delivered %s to %d recipient(s)", where, message_id, progress.taken)
-            return RecordOutcome("delivered", accepted_at=accepted_at(email))
-        await self._record_accepted(message_id, accepted_now, where, stopping)
-        if deferred:
-            progress.owed = list(deferred)
-            raise RecipientsDeferred(len(accepted_now), deferred)
-        return await self._dead_letter_refused(record, email, progress, stopping)
-
-    async def _dead_letter_refused(
-        self,
-        record: ConsumerRecord[bytes, bytes],
-        email: EmailRecord,
-        progress: DeliveryProgress,
-        stopping: asyncio.Event,
-    ) -> RecordOutcome:
-        """None is owed the email any more, and some recipients never took it: the record goes
-        to the dead-letter topic, as undeliverable if nobody took it, else naming the refused."""
-        where = where_of(record)
-        message_id, failure, attempts = email.message_id, progress.failure, progress.attempts
-        refused_for_good = progress.refused_for_good
-        if progress.taken == 0:
-            reason = failure.reason if failure is not None else _refusals(refused_for_good)
-            permanent = failure is None or failure.permanent
-            await self._dead_letter(record, reason, attempts, stopping)
-            await self._record(message_id, "dead-lettered", where, stopping)
-            log.warning(
-                "%s: dead-lettered %s after %d attempt(s): %s",
-                where, message_id, attempts, failure.reason if failure else "refused",
-            )  # fmt: skip
-            return RecordOutcome(
-                "dead-lettered",
-                dead_letter_reason="permanent_failure" if permanent else "attempts_exhausted",
-            )
-        # The dead letter names the refused addresses; the log only counts them (Bcc).
-        await self._dead_letter(
-            record, "delivered, but refused for " + _refusals(refused_for_good), attempts, stopping
-        )
-        await self._record(message_id, "delivered", where, stopping)
-        log.warning(
-            "%s: %s delivered to %d recipient(s), refused for good for %d (%s); dead-lettered",
-            where, message_id, progress.taken, len(refused_for_good),
-            next(iter(refused_for_good.values())),
-        )  # fmt: skip
+        reason: DeadLetterReason | None = None
+        if dead_lettered is not None:
+            reason = dead_letter_reason(stage.email, state)
         return RecordOutcome(
-            "delivered",
-            dead_letter_reason="some_recipients_refused",
-            accepted_at=accepted_at(email),
+            _finished(stage, state, sent_now, dead_lettered is not None),
+            dead_letter_reason=reason,
+            accepted_at=accepted_at(stage.email) if sent_now else None,
+            published=Publication(messages, acks),
         )
+
+    async def published(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        publication: Publication,
+        stopping: asyncio.Event,
+    ) -> None:
+        """Once Kafka has acknowledged what processing the record published; Stopped if asked
+        to stop first."""
+        await self._outbox.acknowledged(
+            publication.messages, publication.acks, where_of(record), stopping
+        )
+
+    def _stage_of(self, record: ConsumerRecord[bytes, bytes]) -> Stage:
+        position = Position.of(record)
+        if record.topic == self._retry_plan.email_topic:
+            email = parse_record(record.value)
+            return Stage(email, 0, position, position, every_recipient(email))
+        retry = parse_retry_record(record.value)
+        return Stage(retry.email, retry.attempt, position, retry.origin, tuple(retry.owed))
+
+    async def _skip_suppressed(
+        self, stage: Stage, owed: list[str], where: str, stopping: asyncio.Event
+    ) -> tuple[DeliveryState, list[str]]:
+        """Write a suppressed row for each owed recipient on the suppression list; the rest
+        are still owed."""
+        listed = await self._until_done(
+            lambda: self._suppressions.suppressed(owed),
+            f"{where}: cannot read the suppression list",
+            stopping,
+            self._store_outage,
+        )
+        now = self._clock()
+        rows = [
+            suppressed(stage, address, _suppression(listed[address]), now) for address in listed
+        ]
+        state = await self._write(stage, rows, where, stopping) if rows else None
+        if rows:
+            log.info(
+                "%s: %s not sent to %d suppressed recipient(s)", where, stage.message_id, len(rows)
+            )
+        left = [address for address in owed if address not in listed]
+        if state is None:
+            state = (
+                await self._until_done(
+                    lambda: self._store.state_of(stage.message_id),
+                    f"{where}: cannot read the state of {stage.message_id} from the dedupe store",
+                    stopping,
+                    self._store_outage,
+                )
+                or DeliveryState()
+            )
+        return state, left
 
     async def _send(
         self,
+        stage: Stage,
         smtp: Mailer,
         outgoing: OutgoingEmail,
-        recipients: list[str],
+        owed: list[str],
         where: str,
         stopping: asyncio.Event,
-    ) -> Delivery:
-        """Send until the server takes the email for some recipients, or says no for good (a
-        permanent failure, or the last of WORKER_MAX_ATTEMPTS transient ones)."""
+    ) -> list[RecipientRow]:
+        """One transaction to the owed recipients, and the row it made of each. While the relay
+        is unavailable or asks for a slower pace, the email waits and is tried again; while it
+        refuses the worker's own settings, every lane waits its turn."""
 
-        def retrying(error: TransientFailure, attempt: int, delay: float) -> None:
+        def waiting(error: RelayTrouble, number: int, seconds: float) -> None:
             self._counts.retries += 1
             log.warning(
-                "%s: attempt %d for %s failed (%s); retrying in %.1f s (%s)",
-                where, attempt, message_id_of(outgoing), error.failure.reason, delay,
-                "the server may have stored it: its recipients may get it twice, with the "
-                "same Message-ID" if error.failure.outcome_unknown else "the commit waits here",
+                "%s: %s waits for the relay (%s); trying again in %.1f s",
+                where, stage.message_id, error, seconds,
             )  # fmt: skip
 
         return await retry_until_done(
-            lambda attempt: self._attempt(smtp, outgoing, recipients, attempt, stopping),
-            retry_on=TransientFailure,
+            lambda number: self._try(stage, smtp, outgoing, owed, stopping),
+            retry_on=RelayTrouble,
             backoff=self._retry.delay,
             stopping=stopping,
-            failed=retrying,
+            failed=waiting,
         )
 
-    async def _attempt(
+    async def _try(
         self,
+        stage: Stage,
         smtp: Mailer,
         outgoing: OutgoingEmail,
-        recipients: list[str],
-        attempt: int,
+        owed: list[str],
         stopping: asyncio.Event,
-    ) -> Delivery:
-        """One attempt, counted against WORKER_MAX_ATTEMPTS; raises TransientFailure when
-        another may succeed.
-
-        While the server refuses the worker's own settings (a wrong password, an untrusted
-        certificate) the email is not at fault, and its tries are no attempts: it waits here,
-        however long, and the commit with it."""
+    ) -> list[RecipientRow]:
         while True:
             await self._wait_for_turn(stopping)
             try:
-                refused = await smtp.send(outgoing, recipients)
+                transaction = await smtp.send(outgoing, owed)
             except Exception as error:
                 failure = classify(error)
                 if failure.fault is not None:
                     self._configuration_faults.refused(failure.fault, failure.reason)
                     continue
-                if failure.outcome_unknown:
-                    self._counts.outcome_unknown += 1
-                if failure.permanent or self._retry.gives_up_after(attempt):
-                    return Delivery(attempt, failure=failure)
-                raise TransientFailure(failure) from error
+                self._configuration_faults.accepted()
+                if failure.relay_unavailable:
+                    raise RelayTrouble(failure.reason) from error
+                return self._rows_after_failure(stage, owed, error)
             self._configuration_faults.accepted()
-            return Delivery(attempt, refused=refused)
+            return self._rows_of(stage, owed, transaction)
+
+    def _rows_of(
+        self, stage: Stage, owed: list[str], transaction: Transaction
+    ) -> list[RecipientRow]:
+        now = self._clock()
+        accepted = _reply(transaction.reply)
+        refusals = transaction.refused
+        return [
+            sent(stage, address, accepted, now)
+            if address not in refusals
+            else self._refused(stage, address, refusals[address], now)
+            for address in owed
+        ]
+
+    def _refused(
+        self, stage: Stage, address: str, reply: SMTPResponse, now: datetime
+    ) -> RecipientRow:
+        """A recipient the server refused at RCPT: bounced (and suppressed, if the reply says
+        the address is no good) or deferred."""
+        if reply.code >= 500:
+            return bounced(
+                stage, address, _reply(reply), "address", now, suppressed=suppresses(reply)
+            )
+        return deferred(stage, address, _reply(reply), now, self._retry_plan)
+
+    def _rows_after_failure(
+        self, stage: Stage, owed: list[str], error: Exception
+    ) -> list[RecipientRow]:
+        """What a transaction that failed as a whole made of each owed recipient."""
+        now = self._clock()
+        if isinstance(error, SMTPRecipientsRefused):
+            by_address = {refusal.recipient: refusal for refusal in error.recipients}
+            return [
+                self._refused(
+                    stage,
+                    address,
+                    SMTPResponse(by_address[address].code, by_address[address].message),
+                    now,
+                )
+                for address in owed
+            ]
+        if isinstance(error, SMTPResponseException):  # to MAIL FROM, DATA or the final "."
+            answer = Reply.of(error.code, error.message)
+            if error.code >= 500:
+                return [bounced(stage, a, answer, "message", now) for a in owed]
+            return [deferred(stage, a, answer, now, self._retry_plan) for a in owed]
+        failure = classify(error)
+        if failure.permanent or isinstance(error, SMTPNotSupported):
+            local = synthetic_reply(
+                550, "5.6.7" if "SMTPUTF8" in str(error) else "5.6.0", failure.reason
+            )
+            return [bounced(stage, a, local, "local", now) for a in owed]
+        if failure.outcome_unknown:
+            self._counts.outcome_unknown += 1
+            log.warning(
+                "%s may have been stored by the server (%s): its recipients may get it twice, "
+                "with the same Message-ID",
+                stage.message_id, failure.reason,
+            )  # fmt: skip
+        lost = synthetic_reply(451, "4.4.2", failure.reason)
+        return [deferred(stage, a, lost, now, self._retry_plan) for a in owed]
 
     async def _wait_for_turn(self, stopping: asyncio.Event) -> None:
         """At once while the server accepts the worker's settings; while it refuses them, until
@@ -333,53 +372,113 @@ class EmailProcessor:
         while (seconds := self._configuration_faults.claim_turn()) > 0:
             await wait_unless_stopping(stopping, seconds, self._configuration_faults.accepting)
 
-    async def _record(
-        self, message_id: str, outcome: Outcome, where: str, stopping: asyncio.Event
-    ) -> None:
-        """Write the outcome to the dedupe store, retrying while the store fails (locked, full)."""
+    async def _write(
+        self, stage: Stage, rows: list[RecipientRow], where: str, stopping: asyncio.Event
+    ) -> DeliveryState:
+        """Write the outcomes to the dedupe store, retrying while the store fails (locked, full).
+        Made in the step that read the server's replies: from here on, reading the record again
+        sends nothing to those recipients."""
         try:
-            await self._until_done(
-                lambda: self._store.record(message_id, outcome, where),
-                f"{where}: cannot record {message_id} as {outcome} in the dedupe store",
+            return await self._until_done(
+                lambda: self._store.record(stage.message_id, rows, stage.attempt, where),
+                f"{where}: cannot record the outcomes of {stage.message_id} in the dedupe store",
                 stopping,
                 self._store_outage,
             )
         except Stopped:
             log.error(
-                "%s: stopping with %s %s but not recorded: a redelivery would send it again",
-                where, message_id, outcome,
+                "%s: stopping with the outcomes of %s for %d recipient(s) not recorded: a "
+                "redelivery would send it to them again",
+                where, stage.message_id, len(rows),
             )  # fmt: skip
             raise
 
-    async def _record_accepted(
-        self, message_id: str, recipients: list[str], where: str, stopping: asyncio.Event
+    async def _suppress_bounced(
+        self, stage: Stage, rows: Iterable[RecipientRow], stopping: asyncio.Event
     ) -> None:
-        """Write the recipients the server took while others are still owed the email."""
-        try:
+        """Put each address that bounced for good on the suppression list. After the store
+        write, so that it never widens the instant after a 250; and again for the rows found
+        on reading a record again, since a crash may have come in between."""
+        for row in rows:
+            bounce = bounce_of(row)
+            if bounce is None or not bounce.suppressed:
+                continue
+            reply = _reply_text(bounce.reply)
             await self._until_done(
-                lambda: self._store.record_accepted(message_id, recipients, where),
-                f"{where}: cannot record the recipients of {message_id} in the dedupe store",
+                partial(self._suppressions.suppress, row.recipient, reply, stage.message_id),
+                f"cannot add a bounced address of {stage.message_id} to the suppression list",
                 stopping,
                 self._store_outage,
             )
-        except Stopped:
-            log.error(
-                "%s: stopping with %s taken for %d recipient(s) but not recorded: a redelivery "
-                "would send it to them again",
-                where, message_id, len(recipients),
-            )  # fmt: skip
-            raise
+
+    async def _dead_letter_if_ended(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        stage: Stage,
+        state: DeliveryState,
+        stopping: asyncio.Event,
+    ) -> DeliveryState | None:
+        """Once no recipient is owed the email and some never got it, a copy goes to the
+        dead-letter topic, and the state with its mark is returned; None when it is not due,
+        or done already. The first mark written stays, so two tries that both make a copy
+        (a crash, a race) publish one dead_lettered event."""
+        reason = dead_letter_reason(stage.email, state)
+        if reason is None or state.dead_lettered is not None:
+            return None
+        error = f"{reason}: " + "; ".join(
+            f"{row.recipient} ({_reply_text(bounce.reply)})"
+            for row in state.recipients.values()
+            if (bounce := bounce_of(row)) is not None
+        )
+        original = None
+        if stage.attempt > 0:
+            original = (stage.email.to_kafka()[1], stage.origin)
+        metadata = await self._dead_letter(record, error, stopping, original)
+        copy = Position(topic=metadata.topic, partition=metadata.partition, offset=metadata.offset)
+        event = DeadLettered(
+            message_id=stage.message_id, at=self._clock(), record=stage.record, reason=reason,
+            dead_letter=copy,
+        )  # fmt: skip
+        where = where_of(record)
+        return_state = await self._until_done(
+            lambda: self._store.record_dead_lettered(
+                stage.message_id, event.to_kafka().value, where
+            ),
+            f"{where}: cannot record {stage.message_id} as dead-lettered in the dedupe store",
+            stopping,
+            self._store_outage,
+        )
+        log.warning("%s: dead-lettered %s (%s)", where, stage.message_id, reason)
+        return return_state
+
+    def _messages(self, stage: Stage, state: DeliveryState) -> list[Message]:
+        """What this try publishes, all made from the store's rows: on email.send, the accepted
+        event; each of its recipients' final or deferred events; the retry record for those it
+        deferred; and the dead_lettered event."""
+        events: list[ProducerRecord] = []
+        if stage.attempt == 0:
+            events.append(accepted_event(stage.email, stage.record).to_kafka())
+        rows = [state.recipients[r] for r in stage.recipients if r in state.recipients]
+        mine = [row for row in rows if row.final or row.attempt == stage.attempt + 1]
+        events += [record for row in mine if (record := event_record(row)) is not None]
+        if state.dead_lettered is not None:
+            events.append(_dead_lettered_record(stage.message_id, state.dead_lettered))
+        messages = [Message(self._events_topic, event) for event in events]
+        deferred_rows = handed_off(stage, rows)
+        if deferred_rows:
+            messages.insert(0, Message(*retry_record(stage, deferred_rows)))
+        return messages
 
     async def _dead_letter(
         self,
         record: ConsumerRecord[bytes, bytes],
         reason: str,
-        attempts: int,
         stopping: asyncio.Event,
-    ) -> None:
+        original: tuple[bytes, Position] | None = None,
+    ) -> RecordMetadata:
         """Publish to the dead-letter topic, retrying while Kafka does not acknowledge."""
-        await self._until_done(
-            lambda: self._dead_letters.publish(record, reason, attempts),
+        return await self._until_done(
+            lambda: self._dead_letters.publish(record, reason, 1, original),
             "the dead-letter topic refused the record",
             stopping,
         )
@@ -412,9 +511,47 @@ class EmailProcessor:
         return done
 
 
-def _refusals(refused: dict[str, str]) -> str:
-    """`bob@example.com (550 5.1.1 no such user); ...`, for a dead letter's reason."""
-    return "; ".join(f"{address} ({answer})" for address, answer in refused.items())
+def _finished(stage: Stage, state: DeliveryState, sent_now: int, dead_lettered: bool) -> Finished:
+    if dead_lettered and not sent_now:
+        return "dead-lettered"
+    if sent_now:
+        return "delivered"
+    rows = [state.recipients.get(recipient) for recipient in stage.recipients]
+    if any(row is not None and row.state == "deferred" for row in rows):
+        return "deferred"
+    return "duplicate"
+
+
+def _counted(rows: list[RecipientRow]) -> str:
+    """`sent 2, deferred 1`: the log counts recipients, and never names them (Bcc)."""
+    counts = Counter(row.state for row in rows)
+    return ", ".join(
+        f"{state} {counts[state]}" for state in ("sent", "bounced", "deferred") if counts[state]
+    )
+
+
+def _reply(response: SMTPResponse) -> Reply:
+    return Reply.of(response.code, response.message)
+
+
+def _reply_text(reply: Reply) -> str:
+    """`550 5.1.1 no such mailbox`, as the log and the dead-letter header write a reply."""
+    return " ".join(str(part) for part in (reply.code, reply.enhanced, reply.text) if part)
+
+
+def _suppression(listed: ListedSuppression) -> Suppression:
+    code, _, text = listed.reply.partition(" ")
+    return Suppression(
+        since=listed.created_at,
+        reply=Reply.of(int(code) if code.isdigit() else 550, text),
+        message_id=listed.message_id,
+    )
+
+
+def _dead_lettered_record(message_id: str, value: bytes) -> ProducerRecord:
+    return ProducerRecord(
+        message_id.encode(), value, [("schema_version", b"1"), ("type", b"dead_lettered")]
+    )
 
 
 def where_of(record: ConsumerRecord[bytes, bytes]) -> str:

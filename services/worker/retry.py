@@ -1,4 +1,4 @@
-"""Retrying with back-off: how many attempts an email gets, how long to wait before the next
+"""Retrying with back-off while a server is away: how long to wait before the next try
 (exponential, with jitter), and `retry_until_done`, the one loop that makes them; a stop
 interrupts any wait at once.
 
@@ -24,12 +24,11 @@ class Stopped(Exception):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_attempts: int  # 0: retry transient failures for ever
+    """The back-off while a server is away: the relay, the dedupe store, Kafka. An email the
+    relay deferred waits in a retry topic instead (shared/retry_topics.py)."""
+
     initial_seconds: float
     max_seconds: float
-
-    def gives_up_after(self, attempt: int) -> bool:
-        return self.max_attempts > 0 and attempt >= self.max_attempts
 
     def delay(self, attempt: int) -> float:
         return backoff_seconds(attempt, self.initial_seconds, self.max_seconds, random.random)

@@ -26,10 +26,19 @@ from pydantic import SecretStr
 from services.worker import metrics
 from services.worker.mime import OutgoingEmail
 from services.worker.smtp_data import send_data
-from services.worker.smtp_failures import ConfigurationFault
+from services.worker.smtp_failures import ConfigurationFault, RelayUnavailable
 from shared.settings import Settings
 
 TlsMode = Literal["none", "starttls", "tls"]
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """What the server said to one email it took: its reply to the final "." (the `250 2.0.0
+    Ok: queued as ...` that a sent event keeps), and its replies to the recipients it refused."""
+
+    reply: SMTPResponse
+    refused: dict[str, SMTPResponse]
 
 
 class SmtpSettingsError(Exception):
@@ -123,31 +132,39 @@ class SmtpConnection:
         # True from the moment the final "." of DATA is handed to the socket until the reply:
         # the server may be storing the email, so a stop must wait rather than cut it off.
         self.awaiting_final_reply = False
+        self._mail_answered = False  # the server answered MAIL FROM in this transaction
 
-    async def send(self, email: OutgoingEmail, recipients: list[str]) -> dict[str, SMTPResponse]:
-        """Send one email; returns the recipients the server refused while taking the rest.
+    async def send(self, email: OutgoingEmail, recipients: list[str]) -> Transaction:
+        """Send one email: the server's reply to the final "." and the recipients it refused
+        while taking the rest.
 
         Raises ConfigurationFault when the server refuses the connection's settings (TLS,
-        credentials) rather than this email, and OutcomeUnknown when the reply to the final "."
+        credentials), RelayUnavailable when it cannot be reached or fails before it answers
+        MAIL FROM (no email is at fault), and OutcomeUnknown when the reply to the final "."
         never came."""
+        self._mail_answered = False
         try:
             client = await self._connected()
             started = time.perf_counter()
-            refused = await self._transaction(client, email, recipients)
-        except BaseException:
+            transaction = await self._transaction(client, email, recipients)
+        except BaseException as error:
             # A half-finished exchange leaves the connection in an unknown state: drop it.
             if self._client is not None:
                 self._client.close()
                 self._client = None
+            if not self._mail_answered and _the_relays_trouble(error):
+                raise RelayUnavailable(
+                    f"{self._server.address}: {type(error).__name__}: {error}"
+                ) from error
             raise
         finally:
             self.awaiting_final_reply = False
         metrics.DELIVERY_DURATION.observe(time.perf_counter() - started)
-        return refused
+        return transaction
 
     async def _transaction(
         self, client: SMTP, email: OutgoingEmail, recipients: list[str]
-    ) -> dict[str, SMTPResponse]:
+    ) -> Transaction:
         """MAIL, RCPT for each recipient, DATA: what aiosmtplib's sendmail does, raising the
         same errors, minus its parsing of every address again (a tenth of the worker's CPU):
         ours are bare addresses already. Each step waits as long as RFC 5321 allows."""
@@ -166,6 +183,7 @@ class SmtpConnection:
 
         sender = b"FROM:<" + email.sender.encode(encoding) + b">"
         response = await client.execute_command(b"MAIL", sender, *options, timeout=wait)
+        self._mail_answered = True
         if response.code != SMTPStatus.completed:
             raise SMTPSenderRefused(response.code, response.message, email.sender)
         refused: dict[str, SMTPResponse] = {}
@@ -178,14 +196,14 @@ class SmtpConnection:
             raise SMTPRecipientsRefused(
                 [SMTPRecipientRefused(r.code, r.message, address) for address, r in refused.items()]
             )
-        await send_data(
+        reply = await send_data(
             client,
             email.data,
             start_timeout=server.data_timeout_seconds,
             end_timeout=server.data_end_timeout_seconds,
             final_dot_sent=self._final_dot_sent,
         )
-        return refused
+        return Transaction(reply, refused)
 
     def _final_dot_sent(self) -> None:
         self.awaiting_final_reply = True
@@ -282,6 +300,14 @@ class SmtpConnection:
                 f"SMTP authentication refused by {address} ({error.code} {error.message}); "
                 f"check {check}",
             ) from error
+
+
+def _the_relays_trouble(error: BaseException) -> bool:
+    """A failure before the server answered MAIL FROM, and not about the worker's settings or
+    this email (its SMTPUTF8 addresses, an address that cannot be encoded)."""
+    return isinstance(error, Exception) and not isinstance(
+        error, ConfigurationFault | SMTPNotSupported | ValueError
+    )
 
 
 async def _greet(client: SMTP) -> None:

@@ -43,6 +43,12 @@ class ConfigurationFault(Exception):
         self.kind = kind
 
 
+class RelayUnavailable(Exception):
+    """The relay could not be reached, or failed before it answered MAIL FROM (refused, lost or
+    timed-out connections, a 4xx greeting, a stale pooled connection): no email has been named
+    to it yet, so none is at fault. Every email waits for the relay, none is deferred."""
+
+
 class OutcomeUnknown(Exception):
     """The connection was lost, or the reply did not come in time, after the final "." of
     DATA: the server may have stored the email or not, and nothing can tell which."""
@@ -56,6 +62,7 @@ class Failure:
     # other) until the server accepts, whatever WORKER_MAX_ATTEMPTS says.
     fault: ConfigurationFaultKind | None = None
     outcome_unknown: bool = False  # the server may have the email already (OutcomeUnknown)
+    relay_unavailable: bool = False  # RelayUnavailable: the relay's trouble, not the email's
 
 
 def authentication_refusal(error: BaseException) -> str | None:
@@ -77,6 +84,8 @@ def classify(error: BaseException) -> Failure:
         return Failure(False, str(error), error.kind)
     if isinstance(error, OutcomeUnknown):
         return Failure(False, f"outcome unknown: {error}", outcome_unknown=True)
+    if isinstance(error, RelayUnavailable):
+        return Failure(False, f"the relay is unavailable: {error}", relay_unavailable=True)
     if isinstance(error, SMTPAuthenticationError):
         # Wrong credentials are the configuration's fault, not the email's; a 454 is a pause.
         return Failure(
