@@ -1,28 +1,36 @@
-"""Fakes for the worker's edges (SMTP, Kafka's consumer, the dead-letter topic, the dedupe store)
+"""Fakes for the worker's edges (SMTP, Kafka's consumer and producer, the dead-letter topic, the
+dedupe store, the suppression list)
 and of what its health app reads, for unit tests only."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Iterable
+import json
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 
 from aiokafka.errors import KafkaConnectionError
-from aiokafka.structs import ConsumerRecord, TopicPartition
+from aiokafka.structs import ConsumerRecord, RecordMetadata, TopicPartition
 from aiosmtplib import SMTPRecipientRefused, SMTPRecipientsRefused, SMTPResponse
 
 from services.worker.consumer import RebalanceListener
-from services.worker.dedupe import DeliveryState, Outcome
+from services.worker.dedupe.contract import DeliveryState, Outcome, RecipientRow
 from services.worker.membership import GroupMembership
 from services.worker.mime import OutgoingEmail
 from services.worker.offsets import PartitionOffsets
+from services.worker.smtp import Transaction
+from shared.events import Position
 from shared.schema import EmailRecord
+from shared.suppressions import Suppression, SuppressionPage
+
+QUEUED = SMTPResponse(250, "2.0.0 Ok: queued as 4F2A")
 
 
 class FakeMailer:
-    """Answers each send with the next scripted result: an exception to raise, or refusals."""
+    """Answers each send with the next scripted result: an exception to raise, or refusals
+    (the server takes the email for the others, with QUEUED)."""
 
     def __init__(self, script: Iterable[BaseException | dict[str, SMTPResponse]] = ()) -> None:
         self.awaiting_final_reply = False
@@ -30,7 +38,7 @@ class FakeMailer:
         self.sent: list[tuple[EmailMessage, str, list[str]]] = []  # parsed back, as received
         self.attempts = 0
 
-    async def send(self, email: OutgoingEmail, recipients: list[str]) -> dict[str, SMTPResponse]:
+    async def send(self, email: OutgoingEmail, recipients: list[str]) -> Transaction:
         self.attempts += 1
         result = self.script.pop(0) if self.script else {}
         if isinstance(result, BaseException):
@@ -38,7 +46,7 @@ class FakeMailer:
         message = message_from_bytes(email.data, policy=policy.default)
         assert isinstance(message, EmailMessage)
         self.sent.append((message, email.sender, recipients))
-        return result
+        return Transaction(QUEUED, result)
 
     async def close(self) -> None:
         pass
@@ -127,7 +135,7 @@ class HoldingMailer(FakeMailer):
     def release(self) -> None:
         self.holding = False
 
-    async def send(self, email: OutgoingEmail, recipients: list[str]) -> dict[str, SMTPResponse]:
+    async def send(self, email: OutgoingEmail, recipients: list[str]) -> Transaction:
         if self.holding and b"held" in email.data:
             self.attempts += 1
             raise HELD
@@ -138,34 +146,124 @@ class FakeDeadLetters:
     def __init__(self, failures: Iterable[BaseException] = ()) -> None:
         self.failures = list(failures)
         self.published: list[tuple[ConsumerRecord[bytes, bytes], str, int]] = []
+        self.values: list[bytes | None] = []  # what went to the topic: the email.send record
 
     async def publish(
-        self, record: ConsumerRecord[bytes, bytes], error: str, attempts: int
-    ) -> None:
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        error: str,
+        attempts: int,
+        original: tuple[bytes, Position] | None = None,
+    ) -> RecordMetadata:
         if self.failures:
             raise self.failures.pop(0)
         self.published.append((record, error, attempts))
+        self.values.append(record.value if original is None else original[0])
+        offset = len(self.published) - 1
+        return RecordMetadata(
+            "email.send.dlq", 0, TopicPartition("email.send.dlq", 0), offset, -1, 0, -1
+        )
+
+
+class FakeProducer:
+    """aiokafka's send: each record queued at once, acknowledged when `acknowledge` is set
+    (at once by default), or failed with the next of `failures`."""
+
+    def __init__(self, failures: Iterable[BaseException] = ()) -> None:
+        self.failures = list(failures)
+        self.acknowledge = asyncio.Event()
+        self.acknowledge.set()
+        self.sent: list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]]]] = []
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[None]:
+        self.sent.append((topic, value, key, list(headers or [])))
+        failure = self.failures.pop(0) if self.failures else None
+        return asyncio.ensure_future(self._ack(failure))
+
+    async def _ack(self, failure: BaseException | None) -> None:
+        await self.acknowledge.wait()
+        if failure is not None:
+            raise failure
+
+    def events(self) -> list[dict[str, object]]:
+        """The events produced, in order, parsed."""
+        return [json.loads(value) for topic, value, _, _ in self.sent if topic == "email.events"]
+
+    def retry_records(self) -> list[tuple[str, dict[str, object]]]:
+        return [
+            (topic, json.loads(value)) for topic, value, _, _ in self.sent if ".retry-" in topic
+        ]
 
 
 class InMemoryDedupeStore:
+    """The dedupe store's contract (services/worker/dedupe/contract.py), in a dict."""
+
     def __init__(self) -> None:
-        self.outcomes: dict[str, Outcome] = {}
-        self.accepted: dict[str, set[str]] = {}  # of emails not finished yet, and finished ones
+        self.finished: dict[str, Outcome] = {}
+        self.rows: dict[str, dict[str, RecipientRow]] = {}
+        self.dead_lettered: dict[str, bytes | None] = {}
+        self.writes = 0
 
     async def state_of(self, message_id: str) -> DeliveryState | None:
-        if message_id not in self.outcomes and message_id not in self.accepted:
+        if not any(message_id in kept for kept in (self.finished, self.rows, self.dead_lettered)):
             return None
-        accepted = frozenset(self.accepted.get(message_id, ()))
-        return DeliveryState(self.outcomes.get(message_id), accepted)
+        return DeliveryState(
+            self.finished.get(message_id),
+            dict(self.rows.get(message_id, {})),
+            self.dead_lettered.get(message_id),
+        )
 
-    async def record_accepted(
-        self, message_id: str, recipients: Collection[str], source: str
-    ) -> None:
-        if message_id not in self.outcomes:
-            self.accepted.setdefault(message_id, set()).update(recipients)
+    async def record(
+        self, message_id: str, rows: Sequence[RecipientRow], stage: int, source: str
+    ) -> DeliveryState:
+        self.writes += 1
+        kept = self.rows.setdefault(message_id, {})
+        for row in rows:
+            old = kept.get(row.recipient)
+            if old is None or (old.state == "deferred" and old.attempt == stage):
+                kept[row.recipient] = row
+        state = await self.state_of(message_id)
+        assert state is not None
+        return state
 
-    async def record(self, message_id: str, outcome: Outcome, source: str) -> None:
-        self.outcomes.setdefault(message_id, outcome)
+    async def record_dead_lettered(
+        self, message_id: str, event: bytes | None, source: str
+    ) -> DeliveryState:
+        self.dead_lettered.setdefault(message_id, event)
+        state = await self.state_of(message_id)
+        assert state is not None
+        return state
+
+
+class InMemorySuppressions:
+    def __init__(self, suppressed: dict[str, str] | None = None) -> None:
+        self.kept = {
+            address: Suppression(address, reply, "earlier", datetime(2026, 11, 24, tzinfo=UTC))
+            for address, reply in (suppressed or {}).items()
+        }
+
+    async def suppressed(self, addresses: Iterable[str]) -> dict[str, Suppression]:
+        return {a: self.kept[a.lower()] for a in addresses if a.lower() in self.kept}
+
+    async def suppress(self, address: str, reply: str, message_id: str) -> None:
+        self.kept.setdefault(
+            address.lower(), Suppression(address.lower(), reply, message_id, datetime.now(UTC))
+        )
+
+    async def page(self, after: str | None, limit: int) -> SuppressionPage:
+        raise NotImplementedError
+
+    async def lift(self, address: str) -> bool:
+        return self.kept.pop(address.lower(), None) is not None
+
+    async def close(self) -> None:
+        pass
 
 
 class FakeOwnedPartitions:
@@ -198,10 +296,15 @@ def email_record(message_id: str, **fields: object) -> EmailRecord:
 
 
 def consumer_record(
-    offset: int, value: bytes | None, partition: int = 0, key: bytes | None = None
+    offset: int,
+    value: bytes | None,
+    partition: int = 0,
+    key: bytes | None = None,
+    topic: str = "email.send",
+    headers: list[tuple[str, bytes]] | None = None,
 ) -> ConsumerRecord[bytes, bytes]:
     return ConsumerRecord(
-        topic="email.send",
+        topic=topic,
         partition=partition,
         offset=offset,
         timestamp=0,
@@ -211,7 +314,7 @@ def consumer_record(
         checksum=None,
         serialized_key_size=len(key or b""),
         serialized_value_size=len(value or b""),
-        headers=[],
+        headers=headers or [],
     )
 
 
