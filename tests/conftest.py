@@ -69,7 +69,6 @@ ISOLATED = {
     "SINK_FAIL_5XX_RECIPIENTS": "",
     "SINK_FAIL_4XX_RATE": "0",
     "SINK_FAIL_5XX_RATE": "0",
-    "WORKER_MAX_ATTEMPTS": "0",
     "LOG_LEVEL": "INFO",
 }
 

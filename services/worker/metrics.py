@@ -38,7 +38,7 @@ EMAILS_DELIVERED = Counter(
 EMAILS_DEFERRED = Counter(
     "email_worker_emails_deferred_total",
     "Tries that handed some recipients to a retry topic (a 4xx, a connection lost after MAIL "
-    "FROM, no reply to the final \".\") and sent to none.",
+    'FROM, no reply to the final ".") and sent to none.',
     registry=None,
 )
 EMAILS_SKIPPED_DUPLICATE = Counter(

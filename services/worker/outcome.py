@@ -13,8 +13,8 @@ if TYPE_CHECKING:
     from services.worker.outbox import Message
 
 # delivered: sent to some recipient by this try; deferred: some handed to a retry topic and
-# none sent; duplicate: nothing left to send (done before, or every recipient suppressed).
-Finished = Literal["delivered", "deferred", "duplicate", "dead-lettered"]
+# none sent; suppressed: every recipient owed is suppressed; duplicate: nothing was owed.
+Finished = Literal["delivered", "deferred", "suppressed", "duplicate", "dead-lettered"]
 # poison_record: unreadable; the others as the dead_lettered event says (shared/events.py).
 DeadLetterReason = Literal["poison_record", "refused", "expired", "unsendable"]
 DEAD_LETTER_REASONS: Final[tuple[DeadLetterReason, ...]] = get_args(DeadLetterReason)
@@ -32,5 +32,6 @@ class RecordOutcome:
 
 @dataclass(frozen=True)
 class Publication:
-    messages: Sequence[Message]
-    acks: Awaitable[object]
+    events: Sequence[Message]
+    acks: Awaitable[object]  # of the events, handed to the producer already
+    retry: Sequence[Message] = ()  # the retry record: produced once the events are acknowledged

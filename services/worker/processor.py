@@ -33,7 +33,7 @@ from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.dedupe.contract import DedupeStore, DeliveryState, RecipientRow
 from services.worker.mime import OutgoingEmail, accepted_at, render_email
 from services.worker.outbox import Message, Outbox
-from services.worker.outcome import DeadLetterReason, Finished, Publication, RecordOutcome
+from services.worker.outcome import Finished, Publication, RecordOutcome
 from services.worker.recipient_outcomes import (
     RetryPlan,
     Stage,
@@ -163,42 +163,64 @@ class EmailProcessor:
         if state is not None and state.finished is not None:
             log.info("%s: skipped %s, a duplicate (already %s)", where, message_id, state.finished)
             return RecordOutcome("duplicate")
-        owed, settled = what_is_owed(stage, state)
-        await self._suppress_bounced(stage, settled, stopping)
-        sent_now = 0
-        if owed:
-            state, owed = await self._skip_suppressed(stage, owed, where, stopping)
-        if owed:
-            if len(owed) < len(stage.recipients):
-                log.info(
-                    "%s: %s is done for %d recipient(s); sending it to the %d still owed",
-                    where, message_id, len(stage.recipients) - len(owed), len(owed),
-                )  # fmt: skip
-            rows = await self._send(stage, smtp, outgoing, owed, where, stopping)
-            state = await self._write(stage, rows, where, stopping)
-            sent_now = sum(row.state == "sent" for row in rows)
-            await self._suppress_bounced(stage, rows, stopping)
-            log.info("%s: %s, try %d: %s", where, message_id, stage.attempt, _counted(rows))
-        if state is None:  # nothing owed and nothing written: the rows were there already
-            state = DeliveryState()
+        state, written = await self._try_owed(stage, state, smtp, outgoing, where, stopping)
         dead_lettered = await self._dead_letter_if_ended(record, stage, state, stopping)
         if dead_lettered is not None:
             state = dead_lettered
-        messages = self._messages(stage, state)
+        events, retry = self._publication(stage, state)
         acks = await self._until_done(
-            lambda: self._outbox.enqueue(messages),
+            lambda: self._outbox.enqueue(events),
             f"{where}: cannot hand the events of {message_id} to the producer",
             stopping,
         )
-        reason: DeadLetterReason | None = None
-        if dead_lettered is not None:
-            reason = dead_letter_reason(stage.email, state)
+        sent_now = sum(row.state == "sent" for row in written)
         return RecordOutcome(
-            _finished(stage, state, sent_now, dead_lettered is not None),
-            dead_letter_reason=reason,
+            _finished(written, sent_now, dead_lettered is not None),
+            dead_letter_reason=(
+                dead_letter_reason(stage.email, state) if dead_lettered is not None else None
+            ),
             accepted_at=accepted_at(stage.email) if sent_now else None,
-            published=Publication(messages, acks),
+            published=Publication(events, acks, retry),
         )
+
+    async def _try_owed(
+        self,
+        stage: Stage,
+        state: DeliveryState | None,
+        smtp: Mailer,
+        outgoing: OutgoingEmail,
+        where: str,
+        stopping: asyncio.Event,
+    ) -> tuple[DeliveryState, list[RecipientRow]]:
+        """Settle the recipients this try owes: suppressed ones without sending, the rest with
+        one transaction. The email's state after it, and the rows written."""
+        owed, settled = what_is_owed(stage, state)
+        await self._suppress_bounced(stage, settled, stopping)
+        if not owed:
+            return state or DeliveryState(), []
+        listed = await self._until_done(
+            lambda: self._suppressions.suppressed(owed),
+            f"{where}: cannot read the suppression list",
+            stopping,
+            self._store_outage,
+        )
+        now = self._clock()
+        written = [suppressed(stage, a, _suppression(listed[a]), now) for a in owed if a in listed]
+        owed = [address for address in owed if address not in listed]
+        if written and not owed:
+            log.info("%s: %s is for suppressed recipients only", where, stage.message_id)
+            return await self._write(stage, written, where, stopping), written
+        if len(owed) < len(stage.recipients):
+            log.info(
+                "%s: %s is done for %d recipient(s); sending it to the %d still owed",
+                where, stage.message_id, len(stage.recipients) - len(owed), len(owed),
+            )  # fmt: skip
+        rows = await self._send(stage, smtp, outgoing, owed, where, stopping)
+        written += rows
+        state = await self._write(stage, written, where, stopping)
+        await self._suppress_bounced(stage, rows, stopping)
+        log.info("%s: %s, try %d: %s", where, stage.message_id, stage.attempt, _counted(written))
+        return state, written
 
     async def published(
         self,
@@ -206,11 +228,19 @@ class EmailProcessor:
         publication: Publication,
         stopping: asyncio.Event,
     ) -> None:
-        """Once Kafka has acknowledged what processing the record published; Stopped if asked
-        to stop first."""
-        await self._outbox.acknowledged(
-            publication.messages, publication.acks, where_of(record), stopping
-        )
+        """Once Kafka has acknowledged what processing the record published: the events, then
+        the retry record, so that a retry never runs before the deferral's event is in the
+        log. Stopped if asked to stop first."""
+        where = where_of(record)
+        await self._outbox.acknowledged(publication.events, publication.acks, where, stopping)
+        if publication.retry:
+            retry = list(publication.retry)
+            acks = await self._until_done(
+                lambda: self._outbox.enqueue(retry),
+                f"{where}: cannot hand the retry record to the producer",
+                stopping,
+            )
+            await self._outbox.acknowledged(retry, acks, where, stopping)
 
     def _stage_of(self, record: ConsumerRecord[bytes, bytes]) -> Stage:
         position = Position.of(record)
@@ -219,39 +249,6 @@ class EmailProcessor:
             return Stage(email, 0, position, position, every_recipient(email))
         retry = parse_retry_record(record.value)
         return Stage(retry.email, retry.attempt, position, retry.origin, tuple(retry.owed))
-
-    async def _skip_suppressed(
-        self, stage: Stage, owed: list[str], where: str, stopping: asyncio.Event
-    ) -> tuple[DeliveryState, list[str]]:
-        """Write a suppressed row for each owed recipient on the suppression list; the rest
-        are still owed."""
-        listed = await self._until_done(
-            lambda: self._suppressions.suppressed(owed),
-            f"{where}: cannot read the suppression list",
-            stopping,
-            self._store_outage,
-        )
-        now = self._clock()
-        rows = [
-            suppressed(stage, address, _suppression(listed[address]), now) for address in listed
-        ]
-        state = await self._write(stage, rows, where, stopping) if rows else None
-        if rows:
-            log.info(
-                "%s: %s not sent to %d suppressed recipient(s)", where, stage.message_id, len(rows)
-            )
-        left = [address for address in owed if address not in listed]
-        if state is None:
-            state = (
-                await self._until_done(
-                    lambda: self._store.state_of(stage.message_id),
-                    f"{where}: cannot read the state of {stage.message_id} from the dedupe store",
-                    stopping,
-                    self._store_outage,
-                )
-                or DeliveryState()
-            )
-        return state, left
 
     async def _send(
         self,
@@ -451,10 +448,12 @@ class EmailProcessor:
         log.warning("%s: dead-lettered %s (%s)", where, stage.message_id, reason)
         return return_state
 
-    def _messages(self, stage: Stage, state: DeliveryState) -> list[Message]:
-        """What this try publishes, all made from the store's rows: on email.send, the accepted
-        event; each of its recipients' final or deferred events; the retry record for those it
-        deferred; and the dead_lettered event."""
+    def _publication(
+        self, stage: Stage, state: DeliveryState
+    ) -> tuple[list[Message], list[Message]]:
+        """What this try publishes, all made from the store's rows: the events (on email.send,
+        the accepted event; each of its recipients' final or deferred event; the dead_lettered
+        event), and the retry record for the recipients it deferred."""
         events: list[ProducerRecord] = []
         if stage.attempt == 0:
             events.append(accepted_event(stage.email, stage.record).to_kafka())
@@ -463,11 +462,9 @@ class EmailProcessor:
         events += [record for row in mine if (record := event_record(row)) is not None]
         if state.dead_lettered is not None:
             events.append(_dead_lettered_record(stage.message_id, state.dead_lettered))
-        messages = [Message(self._events_topic, event) for event in events]
         deferred_rows = handed_off(stage, rows)
-        if deferred_rows:
-            messages.insert(0, Message(*retry_record(stage, deferred_rows)))
-        return messages
+        retry = [Message(*retry_record(stage, deferred_rows))] if deferred_rows else []
+        return [Message(self._events_topic, event) for event in events], retry
 
     async def _dead_letter(
         self,
@@ -511,15 +508,16 @@ class EmailProcessor:
         return done
 
 
-def _finished(stage: Stage, state: DeliveryState, sent_now: int, dead_lettered: bool) -> Finished:
+def _finished(written: list[RecipientRow], sent_now: int, dead_lettered: bool) -> Finished:
     if dead_lettered and not sent_now:
         return "dead-lettered"
     if sent_now:
         return "delivered"
-    rows = [state.recipients.get(recipient) for recipient in stage.recipients]
-    if any(row is not None and row.state == "deferred" for row in rows):
+    if any(row.state == "deferred" for row in written):
         return "deferred"
-    return "duplicate"
+    if written and all(row.state == "suppressed" for row in written):
+        return "suppressed"
+    return "duplicate"  # nothing was owed: done before, by this record or a copy of it
 
 
 def _counted(rows: list[RecipientRow]) -> str:

@@ -59,7 +59,7 @@ class Failure:
     permanent: bool  # True: retrying cannot help (5xx, a malformed message); dead-letter it
     reason: str
     # Set when the server refuses the worker's settings, not this email: hold it (and every
-    # other) until the server accepts, whatever WORKER_MAX_ATTEMPTS says.
+    # other) until the server accepts.
     fault: ConfigurationFaultKind | None = None
     outcome_unknown: bool = False  # the server may have the email already (OutcomeUnknown)
     relay_unavailable: bool = False  # RelayUnavailable: the relay's trouble, not the email's

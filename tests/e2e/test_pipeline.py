@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import uuid
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import murmur2
@@ -178,22 +180,57 @@ async def test_a_poison_record_is_dead_lettered_and_the_partition_moves_on(
     assert int(headers_of(dead)["dlq.original.offset"]) < after["offset"]
 
 
-def test_a_transient_failure_holds_the_partition_then_delivers_once(stack: RunningStack) -> None:
+async def test_a_deferred_recipient_waits_in_a_retry_topic_while_its_partition_moves_on(
+    stack: RunningStack,
+) -> None:
     held = stack.send(to=GREYLISTED_RECIPIENT, partition=1)
-    wait_until(
-        lambda: f"attempt 2 for {held['id']} failed" in stack.worker_log(),
-        20,
-        "the worker did not retry the greylisted email",
-    )
+    following = stack.send(partition=1)
 
-    other = stack.send(partition=2)
-    stack.wait_until_delivered(other["id"])
-    assert stack.deliveries_of(held["id"]) == 0, "held, while another partition moves on"
+    stack.wait_until_delivered(following["id"])
+    first_retry = f"{stack.settings.email_topic}.retry-2s"
+    async with asyncio.timeout(20):
+        while not (deferrals := await events_of(stack, held["id"], "deferred")):  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+    assert deferrals[0]["retry_topic"] == first_retry
+    assert deferrals[0]["reply"]["code"] == 451
+    await wait_for_commit(stack, 1, following["offset"] + 1)  # the partition did not wait
+    assert stack.deliveries_of(held["id"]) == 0
 
     stack.command("restart", "smtp_sink", SINK_FAIL_4XX_RECIPIENTS="")
 
     stack.wait_until_delivered(held["id"])
     assert stack.deliveries_of(held["id"]) == 1
+    async with asyncio.timeout(20):
+        while not (sent := await events_of(stack, held["id"], "sent")):  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+    [delivery] = sent
+    assert delivery["attempt"] >= 1
+    assert delivery["record"]["topic"].startswith(f"{stack.settings.email_topic}.retry-")
+
+
+async def events_of(stack: RunningStack, message_id: str, event_type: str) -> list[dict[str, Any]]:
+    """The email's events of one type on the stack's email.events, each id once."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=stack.settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    found: dict[str, dict[str, Any]] = {}
+    try:
+        topic = stack.settings.events_topic
+        partitions = [TopicPartition(topic, p) for p in range(stack.settings.topic_partitions)]
+        consumer.assign(partitions)
+        end = await consumer.end_offsets(partitions)
+        while any(await consumer.position(tp) < offset for tp, offset in end.items()):
+            batches = await consumer.getmany(timeout_ms=500)
+            for record in (r for batch in batches.values() for r in batch):
+                event = json.loads(record.value or b"{}")
+                if event["message_id"] == message_id and event["type"] == event_type:
+                    found.setdefault(event["event_id"], event)
+    finally:
+        await consumer.stop()
+    return list(found.values())
 
 
 def test_the_sink_prints_each_delivery(stack: RunningStack) -> None:
