@@ -155,6 +155,11 @@ class Settings(BaseSettings):
     smtp_ca_file: Path | None = None  # trust this CA too, e.g. a self-signed test CA
     # Credentials never cross an unencrypted connection unless this says they may.
     smtp_allow_plaintext_auth: bool = False
+    # Relay etiquette: emails (transactions) a second and open connections, for this worker
+    # process. Unset: no rate limit until the relay says "slow down", and a connection per
+    # lane in a transaction.
+    smtp_max_rate: int | None = None
+    smtp_max_connections: int | None = None
 
     # services/smtp_sink: the local SMTP server that stores and prints what it receives.
     sink_host: str = "127.0.0.1"
@@ -277,15 +282,29 @@ class Settings(BaseSettings):
         run_dir: Path = info.data.get("run_dir", PROJECT_ROOT / "run")
         return store_location(value, run_dir)
 
-    @field_validator("sink_rate_limit", mode="before")
+    @field_validator("sink_rate_limit", "smtp_max_rate", mode="before")
     @classmethod
-    def _check_sink_rate_limit(cls, value: object) -> object:
+    def _check_rate_limit(cls, value: object) -> object:
         """Empty means unset; anything else is a whole number of emails a second, at least 1."""
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
         text = str(value).strip()
         if isinstance(value, bool) or not (text.isascii() and text.isdigit()) or int(text) < 1:
             raise ValueError(_RATE_LIMIT_EXPECTED)
+        return int(text)
+
+    @field_validator("smtp_max_connections", mode="before")
+    @classmethod
+    def _check_connection_limit(cls, value: object) -> object:
+        """Empty means unset; anything else is a whole number of connections, at least 1."""
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        text = str(value).strip()
+        if isinstance(value, bool) or not (text.isascii() and text.isdigit()) or int(text) < 1:
+            raise ValueError(
+                "expected a whole number of connections, at least 1 (for example 10), or "
+                "nothing for a connection per lane in a transaction"
+            )
         return int(text)
 
     @field_validator(

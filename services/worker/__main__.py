@@ -31,7 +31,9 @@ from services.worker.processor import AttemptCounts, EmailProcessor
 from services.worker.recipient_outcomes import RetryPlan
 from services.worker.retention import prune_until_stopped, retention_seconds
 from services.worker.retry import RetryPolicy
-from services.worker.smtp import SmtpConnection, SmtpServer, SmtpSettingsError, smtp_server
+from services.worker.send_limiter import SendLimiter
+from services.worker.smtp import SmtpServer, SmtpSettingsError, smtp_server
+from services.worker.smtp_pool import SmtpPool
 from services.worker.store_outage import StoreOutage
 from shared.event_loop import run
 from shared.http_server import embedded_server
@@ -74,6 +76,8 @@ async def serve(settings: Settings, smtp: SmtpServer) -> None:
         initial_seconds=settings.worker_retry_initial_seconds,
         max_seconds=settings.worker_retry_max_seconds,
     )
+    send_limiter = SendLimiter(settings.smtp_max_rate)
+    smtp_pool = SmtpPool(smtp, send_limiter, settings.smtp_max_connections)
     processor = EmailProcessor(
         store=store,
         suppressions=suppressions,
@@ -88,10 +92,11 @@ async def serve(settings: Settings, smtp: SmtpServer) -> None:
         configuration_faults=configuration_faults,
         counts=attempt_counts,
         store_outage=store_outage,
+        pace=send_limiter,
     )
 
     def start_partition(partition: TopicPartition) -> PartitionWorker:
-        lanes = [SmtpConnection(smtp) for _ in range(settings.worker_lanes_per_partition)]
+        lanes = [smtp_pool.lane() for _ in range(settings.worker_lanes_per_partition)]
         return PartitionWorker(
             partition,
             processor,
@@ -170,6 +175,7 @@ async def serve(settings: Settings, smtp: SmtpServer) -> None:
             stopping.set()
             if pruning is not None:
                 await pruning
+            await smtp_pool.close()
             await store.close()
             await suppressions.close()
             health.should_exit = True

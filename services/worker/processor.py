@@ -52,7 +52,7 @@ from services.worker.recipient_outcomes import (
 )
 from services.worker.retry import RetryPolicy, Stopped, retry_until_done, wait_unless_stopping
 from services.worker.smtp import Transaction
-from services.worker.smtp_failures import classify, suppresses
+from services.worker.smtp_failures import classify, is_throttling, suppresses
 from services.worker.store_outage import StoreOutage
 from shared.events import (
     DeadLettered,
@@ -73,9 +73,12 @@ T = TypeVar("T")
 
 
 class Mailer(Protocol):
-    """One SMTP connection (services.worker.smtp.SmtpConnection)."""
+    """A lane's way to the relay (services.worker.smtp_pool.PooledMailer)."""
 
-    awaiting_final_reply: bool  # the final "." of DATA is sent and its reply not yet read
+    @property
+    def awaiting_final_reply(self) -> bool:
+        """The final "." of DATA is sent and its reply not yet read."""
+        ...
 
     async def send(self, email: OutgoingEmail, recipients: list[str]) -> Transaction: ...
 
@@ -103,6 +106,12 @@ class AttemptCounts:
     outcome_unknown: int = 0  # transactions whose reply to the final "." never came
 
 
+class Pace(Protocol):
+    """The sending budget every lane shares (send_limiter.SendLimiter)."""
+
+    def throttled(self) -> bool: ...
+
+
 class RelayTrouble(Exception):
     """The relay could not be reached, or asked the worker to slow down: the email is not at
     fault, and is tried again after a back-off."""
@@ -122,8 +131,10 @@ class EmailProcessor:
         configuration_faults: ConfigurationFaults,
         counts: AttemptCounts,
         store_outage: StoreOutage,
+        pace: Pace,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self._pace = pace
         self._store = store
         self._suppressions = suppressions
         self._outbox = outbox
@@ -298,8 +309,15 @@ class EmailProcessor:
                 self._configuration_faults.accepted()
                 if failure.relay_unavailable:
                     raise RelayTrouble(failure.reason) from error
+                if (reply := _throttling_reply(error)) is not None:
+                    # About the pace, not this email: every lane slows down, and the email
+                    # waits here rather than a retry topic's minute.
+                    self._pace.throttled()
+                    raise RelayTrouble(f"the relay asks to slow down ({reply})") from error
                 return self._rows_after_failure(stage, owed, error)
             self._configuration_faults.accepted()
+            if any(is_throttling(reply) for reply in transaction.refused.values()):
+                self._pace.throttled()
             return self._rows_of(stage, owed, transaction)
 
     def _rows_of(
@@ -526,6 +544,19 @@ def _counted(rows: list[RecipientRow]) -> str:
     return ", ".join(
         f"{state} {counts[state]}" for state in ("sent", "bounced", "deferred") if counts[state]
     )
+
+
+def _throttling_reply(error: Exception) -> str | None:
+    """`421 4.7.0 ...` when the whole transaction was refused with a reply that asks the worker
+    to slow down (smtp_failures.is_throttling); None otherwise."""
+    replies: list[SMTPResponse] = []
+    if isinstance(error, SMTPRecipientsRefused):
+        replies = [SMTPResponse(refusal.code, refusal.message) for refusal in error.recipients]
+    elif isinstance(error, SMTPResponseException):
+        replies = [SMTPResponse(error.code, error.message)]
+    if replies and all(is_throttling(reply) for reply in replies):
+        return f"{replies[0].code} {replies[0].message}"
+    return None
 
 
 def _reply(response: SMTPResponse) -> Reply:

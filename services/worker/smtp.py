@@ -1,5 +1,5 @@
-"""The worker's edge toward the SMTP server: persistent connections, one per lane, in the clear,
-over STARTTLS or over TLS, logged in when credentials are set."""
+"""The worker's edge toward the SMTP server: persistent connections (shared by the lanes through
+smtp_pool.py), in the clear, over STARTTLS or over TLS, logged in when credentials are set."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from pydantic import SecretStr
 
 from services.worker import metrics
 from services.worker.mime import OutgoingEmail
+from services.worker.send_limiter import SendLimiter
 from services.worker.smtp_data import send_data
 from services.worker.smtp_failures import ConfigurationFault, RelayUnavailable
 from shared.settings import Settings
@@ -126,8 +127,9 @@ def tls_context(ca_file: Path | None) -> ssl.SSLContext:
 class SmtpConnection:
     """Opened on first use, reused for every email, and opened afresh after any failure."""
 
-    def __init__(self, server: SmtpServer) -> None:
+    def __init__(self, server: SmtpServer, limiter: SendLimiter | None = None) -> None:
         self._server = server
+        self._limiter = limiter  # the worker's sending budget: a turn before each MAIL FROM
         self._client: SMTP | None = None
         # True from the moment the final "." of DATA is handed to the socket until the reply:
         # the server may be storing the email, so a stop must wait rather than cut it off.
@@ -145,6 +147,8 @@ class SmtpConnection:
         self._mail_answered = False
         try:
             client = await self._connected()
+            if self._limiter is not None:
+                await self._limiter.turn()  # with the connection in hand, right before MAIL
             started = time.perf_counter()
             transaction = await self._transaction(client, email, recipients)
         except BaseException as error:
@@ -190,6 +194,10 @@ class SmtpConnection:
         for recipient in recipients:
             address = b"TO:<" + recipient.encode(encoding) + b">"
             response = await client.execute_command(b"RCPT", address, timeout=wait)
+            if response.code == SMTPStatus.domain_unavailable:
+                # 421: the relay closes the connection (aiosmtplib has closed it): the whole
+                # transaction is refused, not this recipient.
+                raise SMTPResponseException(response.code, response.message)
             if response.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
                 refused[recipient] = response
         if len(refused) == len(recipients):
