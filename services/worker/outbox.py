@@ -10,8 +10,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-
-from aiokafka import AIOKafkaProducer
+from typing import Any, Protocol
 
 from services.worker.retry import Stopped, retry_until_done
 from shared.events import ProducerRecord
@@ -25,8 +24,20 @@ class Message:
     record: ProducerRecord
 
 
+class Producer(Protocol):
+    """What the outbox needs of aiokafka's AIOKafkaProducer."""
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[Any]: ...
+
+
 class Outbox:
-    def __init__(self, producer: AIOKafkaProducer, backoff: Callable[[int], float]) -> None:
+    def __init__(self, producer: Producer, backoff: Callable[[int], float]) -> None:
         self._producer = producer
         self._backoff = backoff
 

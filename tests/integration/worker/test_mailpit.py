@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -16,11 +17,15 @@ from pydantic import SecretStr
 from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.health import create_health_app
 from services.worker.mime import OutgoingEmail, render_email
+from services.worker.outbox import Outbox
 from services.worker.processor import AttemptCounts, EmailProcessor
+from services.worker.recipient_outcomes import RetryPlan
 from services.worker.retry import RetryPolicy
+from services.worker.send_limiter import SendLimiter
 from services.worker.smtp import SmtpConnection, SmtpServer, TlsMode, tls_context
 from services.worker.smtp_failures import ConfigurationFault, classify
 from services.worker.store_outage import StoreOutage
+from shared.retry_topics import parse_schedule
 from tests.mailpit import (
     Certificate,
     RunningMailpit,
@@ -32,7 +37,9 @@ from tests.mailpit import (
 from tests.unit.worker.fakes import (
     FakeDeadLetters,
     FakeOwnedPartitions,
+    FakeProducer,
     InMemoryDedupeStore,
+    InMemorySuppressions,
     email_record,
     kafka_record,
     member_of_the_group,
@@ -202,14 +209,20 @@ async def test_held_emails_arrive_once_when_the_server_accepts_the_password(
     sent, recorded or dead-lettered; the server learns it and every email arrives once."""
     store, dead_letters = InMemoryDedupeStore(), FakeDeadLetters()
     faults = ConfigurationFaults(0.05, 0.2)
+    retry = RetryPolicy(0.05, 0.2)
     processor = EmailProcessor(
-        store,
-        dead_letters,
-        RetryPolicy(3, 0.05, 0.2),
-        DOMAIN,
+        store=store,
+        suppressions=InMemorySuppressions(),
+        outbox=Outbox(FakeProducer(), retry.delay),
+        dead_letters=dead_letters,
+        retry=retry,
+        retry_plan=RetryPlan(parse_schedule("1m"), timedelta(hours=24), "email.send"),
+        events_topic="email.events",
+        message_id_domain=DOMAIN,
         configuration_faults=faults,
         counts=AttemptCounts(),
         store_outage=StoreOutage(),
+        pace=SendLimiter(None),
     )
     message_ids = [f"held-{n}" for n in range(8)]
     flags = starttls_flags(certificate)
@@ -238,7 +251,7 @@ async def test_held_emails_arrive_once_when_the_server_accepts_the_password(
         )
         assert 'email_worker_configuration_faults_total{kind="authentication"}' in metrics_text
         assert before.total() == 0
-        assert (store.outcomes, dead_letters.published) == ({}, [])
+        assert (store.rows, dead_letters.published) == ({}, [])
 
     flags = [*flags, *auth_flags(tmp_path / "auth", USERNAME, PASSWORD)]
     with running_mailpit(mailpit, tmp_path, *flags, **ports) as after:
