@@ -25,6 +25,7 @@ from services.worker.dead_letters import DeadLetters
 from services.worker.dedupe import CannotOpenDedupeStore, open_dedupe_store
 from services.worker.health import create_health_app
 from services.worker.membership import GroupMembership
+from services.worker.metrics import RelayEtiquetteCollector
 from services.worker.outbox import Outbox
 from services.worker.partition import PartitionWorker
 from services.worker.processor import AttemptCounts, EmailProcessor
@@ -123,6 +124,7 @@ async def serve(settings: Settings, smtp: SmtpServer) -> None:
         attempt_counts,
         store_outage,
     )
+    health_app.state.metrics_registry.register(RelayEtiquetteCollector(send_limiter, smtp_pool))
     loop_lag = LoopLag("email_worker", health_app.state.metrics_registry)
     health = embedded_server(health_app, settings.worker_host, settings.worker_port)
     health_task = asyncio.create_task(health.serve())

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.gc_collector import GCCollector
@@ -19,6 +19,10 @@ from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.offsets import PartitionOffsets
 from services.worker.outcome import DEAD_LETTER_REASONS, RecordOutcome
 from services.worker.processor import AttemptCounts
+
+if TYPE_CHECKING:  # smtp.py, which smtp_pool.py imports, counts in this module
+    from services.worker.send_limiter import SendLimiter
+    from services.worker.smtp_pool import SmtpPool
 
 # One SMTP transaction: a millisecond on the same host, up to SMTP_TIMEOUT_SECONDS and beyond.
 SECONDS_BUCKETS: Final = (
@@ -102,9 +106,17 @@ class AttemptCountsCollector:
     def collect(self) -> Iterator[Metric]:
         yield CounterMetricFamily(
             "email_worker_delivery_retries_total",
-            "Transient SMTP failures (4xx, connection lost, timeout) after which the email is "
-            "tried again.",
+            "Tries that failed for the relay's sake (unreachable, lost before MAIL FROM was "
+            "answered, a reply asking to slow down), after which the email waits and is tried "
+            "again in place.",
             value=self._counts.retries,
+            created=self._created,
+        )
+        yield CounterMetricFamily(
+            "email_worker_throttled_total",
+            "Replies asking the worker to slow down (421, or a 450/451/452/454 about rates or "
+            "load): each may halve the send rate of every lane (AIMD).",
+            value=self._counts.throttled,
             created=self._created,
         )
         yield CounterMetricFamily(
@@ -207,3 +219,30 @@ def metrics_registry(
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
     return registry
+
+
+class RelayEtiquetteCollector:
+    """`email_worker_send_rate_limit` and `email_worker_smtp_connections_open`, read at each
+    scrape from the shared send limiter and connection pool."""
+
+    def __init__(self, limiter: SendLimiter, pool: SmtpPool) -> None:
+        self._limiter = limiter
+        self._pool = pool
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self.collect()
+
+    def collect(self) -> Iterator[Metric]:
+        limit = self._limiter.rate_limit
+        yield GaugeMetricFamily(
+            "email_worker_send_rate_limit",
+            "Emails a second this worker may start now: SMTP_MAX_RATE, or less after the relay "
+            "asked to slow down; -1 while there is no limit.",
+            value=-1 if limit is None else limit,
+        )
+        yield GaugeMetricFamily(
+            "email_worker_smtp_connections_open",
+            "SMTP connections this worker holds, in a transaction or idle (at most "
+            "SMTP_MAX_CONNECTIONS).",
+            value=self._pool.open_connections,
+        )

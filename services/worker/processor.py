@@ -104,6 +104,7 @@ class AttemptCounts:
 
     retries: int = 0  # tries that failed for the relay's sake, after which the email waits
     outcome_unknown: int = 0  # transactions whose reply to the final "." never came
+    throttled: int = 0  # replies asking the worker to slow down
 
 
 class Pace(Protocol):
@@ -312,11 +313,13 @@ class EmailProcessor:
                 if (reply := _throttling_reply(error)) is not None:
                     # About the pace, not this email: every lane slows down, and the email
                     # waits here rather than a retry topic's minute.
+                    self._counts.throttled += 1
                     self._pace.throttled()
                     raise RelayTrouble(f"the relay asks to slow down ({reply})") from error
                 return self._rows_after_failure(stage, owed, error)
             self._configuration_faults.accepted()
             if any(is_throttling(reply) for reply in transaction.refused.values()):
+                self._counts.throttled += 1
                 self._pace.throttled()
             return self._rows_of(stage, owed, transaction)
 

@@ -213,6 +213,10 @@ class SmtpConnection:
         )
         return Transaction(reply, refused)
 
+    @property
+    def is_open(self) -> bool:
+        return self._client is not None and self._client.is_connected
+
     def _final_dot_sent(self) -> None:
         self.awaiting_final_reply = True
 

@@ -22,15 +22,24 @@ class SmtpPool:
         # Counts the connections in a transaction; with the idle ones, never more are open.
         self._slots = asyncio.Semaphore(max_connections) if max_connections else None
         self._idle: list[SmtpConnection] = []
+        self._in_use = 0
+
+    @property
+    def open_connections(self) -> int:
+        """In a transaction or idle; an idle one the relay closed meanwhile is counted until
+        its next use finds out."""
+        return self._in_use + sum(connection.is_open for connection in self._idle)
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[SmtpConnection]:
         if self._slots is not None:
             await self._slots.acquire()
         connection = self._idle.pop() if self._idle else SmtpConnection(self._server, self._limiter)
+        self._in_use += 1
         try:
             yield connection
         finally:
+            self._in_use -= 1
             self._idle.append(connection)
             if self._slots is not None:
                 self._slots.release()
