@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from aiokafka.structs import ConsumerRecord, RecordMetadata
 from aiosmtplib import (
@@ -51,7 +51,6 @@ from services.worker.recipient_outcomes import (
     what_is_owed,
 )
 from services.worker.retry import RetryPolicy, Stopped, retry_until_done, wait_unless_stopping
-from services.worker.smtp import Transaction
 from services.worker.smtp_failures import classify, is_throttling, suppresses
 from services.worker.store_outage import StoreOutage
 from shared.events import (
@@ -66,6 +65,9 @@ from shared.retry_topics import parse_retry_record
 from shared.schema import parse_record
 from shared.suppressions import Suppression as ListedSuppression
 from shared.suppressions import SuppressionList
+
+if TYPE_CHECKING:  # smtp.py counts in metrics.py, which reads this module's AttemptCounts
+    from services.worker.smtp import Transaction
 
 log = logging.getLogger("worker")
 
