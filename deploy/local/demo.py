@@ -3,6 +3,8 @@
 hello1..hello4 go through the API into one partition of `email.send` and reach the sink; the
 group's CURRENT-OFFSET moves past them; the worker stops, hello5 waits as LAG 1; the worker
 starts, resumes at the committed offset, and only hello5 arrives. Kafka still holds all five.
+Part 2 (demo_lifecycle.py) follows a deferral through a retry topic, and a bounce into the
+suppression list.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import httpx
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import TopicPartition
 
+from deploy.local import demo_lifecycle
 from deploy.local.errors import StackError
 from deploy.local.kafka import parse_group_description, run_kafka_tool
 from deploy.local.sender import DEMO_SENDER, post_email
@@ -246,3 +249,4 @@ def run(settings: LocalSettings) -> None:
         raise StackError(
             "The demo saw an email lost or delivered twice: that is a bug, please report it."
         )
+    demo_lifecycle.run(settings, demo.http, demo.say, demo.step, demo.sink_counts)
