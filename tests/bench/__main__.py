@@ -21,6 +21,7 @@ from deploy.local.settings import load_local_settings
 from shared.event_loop import run
 from tests.bench.chart import draw_chart
 from tests.bench.console_stage import console_watching
+from tests.bench.lifecycle_stages import drain_with_deferrals
 from tests.bench.mailpit_stage import sink_against_mailpit
 from tests.bench.scale_out import cluster_drain, postgres_store
 from tests.bench.stages import (
@@ -52,6 +53,7 @@ TARGETS = {
     "api_rss_mb": 120.0,
     "console/drain": 0.95,  # the drain with the console and 50 pages open, against without
     "sink/mailpit": 1.0,  # SMTP ingest, the same emails over the same connections
+    "deferred/plain": 0.9,  # the drain with 1 % of recipients deferred, against 0 %
 }
 LOWER_IS_BETTER = {"p99_ms", "restart_s", "worker_rss_mb", "api_rss_mb"}
 # Reported side by side, with no target of their own yet.
@@ -97,6 +99,8 @@ def ratios(stages: dict[str, dict[str, Any]], peak_rss: dict[str, int]) -> dict[
         / stages["backlog drain"]["emails_per_second"],
         "pg/sqlite": stages["drain with the PostgreSQL store"]["emails_per_second"]
         / stages["backlog drain"]["emails_per_second"],
+        "deferred/plain": stages["drain with 1 % deferred"]["emails_per_second"]
+        / stages["backlog drain"]["emails_per_second"],
     }
 
 
@@ -118,7 +122,8 @@ def summary_line(figures: dict[str, float], rate: float) -> str:
         f"console/drain={figures['console/drain']:.2f} "
         f"sink/mailpit={figures['sink/mailpit']:.2f} "
         f"cluster/single={figures['cluster/single']:.2f} "
-        f"pg/sqlite={figures['pg/sqlite']:.2f}"
+        f"pg/sqlite={figures['pg/sqlite']:.2f} "
+        f"deferred/plain={figures['deferred/plain']:.2f}"
     )
 
 
@@ -129,6 +134,7 @@ def stage_rows(stages: dict[str, dict[str, Any]], peak_rss: dict[str, int]) -> l
     latency, api, restart = stages["latency"], stages["API accept rate"], stages["restart"]
     console, versus = stages["console watching"], stages["sink against Mailpit"]
     tls = stages["drain over STARTTLS and AUTH"]
+    deferred = stages["drain with 1 % deferred"]
     cluster, postgres = (
         stages["drain on a 3-broker cluster"],
         stages["drain with the PostgreSQL store"],
@@ -176,6 +182,12 @@ def stage_rows(stages: dict[str, dict[str, Any]], peak_rss: dict[str, int]) -> l
             f"({cluster['emails_per_second'] / stages['backlog drain']['emails_per_second']:.2f} "
             "of the single broker's); the cluster started in "
             f"{cluster['cluster_start_seconds']:.1f} s",
+        ),
+        (
+            "backlog drain, 1 % of recipients deferred",
+            f"{deferred['emails_per_second']:,.0f} emails/s "
+            f"({deferred['emails_per_second'] / stages['backlog drain']['emails_per_second']:.2f} "
+            "of the plain drain)",
         ),
         (
             "backlog drain, PostgreSQL dedupe store",
@@ -248,6 +260,7 @@ STAGES: list[tuple[str, Callable[[Bench], Awaitable[dict[str, Any]]]]] = [
     ("sink against Mailpit", sink_against_mailpit),
     ("drain on a 3-broker cluster", cluster_drain),
     ("drain with the PostgreSQL store", postgres_store),
+    ("drain with 1 % deferred", drain_with_deferrals),
 ]
 
 
