@@ -83,6 +83,8 @@ class Assignment:
             self._consumer.pause(partition)
             self._consumer.seek(partition, first_waiting.offset)
             seconds = (due_at - now).total_seconds()
+            if (earlier := self._waiting.pop(partition, None)) is not None:
+                earlier.cancel()
             self._waiting[partition] = asyncio.get_running_loop().call_later(
                 seconds, self._resume_when_due, partition
             )
