@@ -1,5 +1,6 @@
 """The chaos scenarios in quick mode, inside `make test`: every scenario, small counts; those on
-the single broker and those on the three-node cluster in a run each."""
+the single broker and those on the three-node cluster in a run each. Each also reconciles
+email.events, and fails if they disagree."""
 
 from __future__ import annotations
 
