@@ -13,6 +13,7 @@ from tests.conftest import run_harness
 SCENARIOS = (
     "clean-restarts", "hard-kills", "broker-restarts", "smtp-outage",
     "scale-out-failover", "poison-and-bounce", "client-retries", "greylisting",
+    "retry-under-kills",
 )  # fmt: skip
 CLUSTER_SCENARIOS = (
     "cluster-leader-kill", "cluster-two-down", "cluster-rolling-restart", "worker-host-lost",
