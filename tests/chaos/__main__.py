@@ -89,7 +89,7 @@ def describe(result: Result) -> str:
         facts.append(
             f"assignment {d['assignment_before']} -> after SIGKILL {d['assignment_after']}"
         )
-    if "dead_letters" in d:
+    if "garbage_produced" in d:
         facts.append(
             f"{d['garbage_produced']} garbage + {d['bounces_accepted']} bounces -> "
             f"{d['dead_letters']} dead letters, {d['dead_letters_with_headers']} with headers, "

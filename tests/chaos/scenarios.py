@@ -562,7 +562,7 @@ async def retry_under_kills(run: Run) -> Result:
             "expired_without_dead_lettered_event": ended.not_dead_lettered[:20],
             "expired_missing_in_dlq": ended.missing_in_dlq[:20],
             "unexpected_in_dlq": ended.unexpected_in_dlq[:20],
-            "dead_letters": len(dead_letters),
+            "dead_letter_records": len(dead_letters),
             "dead_lettered_emails": len(dead_ids),
             "summary": (
                 f"{len(kills)} SIGKILLs; {len(deferred)} recipients deferred once, "
