@@ -47,6 +47,9 @@ class Final:
 
 @dataclass
 class EventLedger:
+    """Everything read from email.events, by event id and by recipient; `add` one record's
+    value at a time, in any order."""
+
     read: int = 0  # records read, copies included
     unreadable: list[str] = field(default_factory=list)  # why each could not be read
     bodies: dict[str, set[bytes]] = field(default_factory=dict)  # event id -> its values
