@@ -51,6 +51,7 @@ class PrivateStack:
             "DLQ_TOPIC": f"email.send.{name}.dlq",
             "EVENTS_TOPIC": f"email.events.{name}",
             "CONSUMER_GROUP": f"email-send-group.{name}",
+            "RETRY_CONSUMER_GROUP": f"email-retry-group.{name}",
             "API_PORT": str(free_port()),
             "WORKER_PORT": str(free_port(span=WORKER_PORTS)),
             "SINK_SMTP_PORT": sink_smtp_port,
@@ -133,13 +134,37 @@ class PrivateStack:
                 return
             await asyncio.sleep(0.2)
 
+    @property
+    def retry_consumer_group(self) -> str:
+        """The workers' group on the retry topics (RETRY_CONSUMER_GROUP)."""
+        return self.env["RETRY_CONSUMER_GROUP"]
+
     async def lag(self) -> int:
         """Records in the topic that the group has not committed past, over all partitions."""
-        topic, group = self.settings.email_topic, self.settings.consumer_group
+        return await self._lag(self.settings.consumer_group, [self.settings.email_topic])
+
+    async def retry_lag(self) -> int | None:
+        """As `lag`, for the retry group over every retry topic of this stack's email topic
+        (those of an earlier schedule too, as the workers subscribe to them by pattern); None
+        when there are none."""
+        prefix = f"{self.settings.email_topic}.retry-"
+        async with admin_client(self.settings.kafka_bootstrap_servers) as admin:
+            topics = sorted(
+                topic for topic in await admin.list_topics() if topic.startswith(prefix)
+            )
+        if not topics:
+            return None
+        return await self._lag(self.retry_consumer_group, topics)
+
+    async def _lag(self, group: str, topics: list[str]) -> int:
         async with admin_client(self.settings.kafka_bootstrap_servers) as admin:
             committed = await admin.list_consumer_group_offsets(group)
-            described = await admin.describe_topics([topic])
-        partitions = [TopicPartition(topic, p["partition"]) for p in described[0]["partitions"]]
+            described = await admin.describe_topics(topics)
+        partitions = [
+            TopicPartition(topic["topic"], p["partition"])
+            for topic in described
+            for p in topic["partitions"]
+        ]
         consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap_servers)
         await consumer.start()
         try:

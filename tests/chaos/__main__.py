@@ -1,7 +1,7 @@
 """`python -m tests.chaos [--quick] [--scenario NAME ...]`: run the fault scenarios against a
 private stack (its own broker, or three-node cluster, run directory and ports), print one row
 per scenario, write the results as JSON, and exit 1 if any scenario lost or duplicated an email
-(or if the per-host SQLite control did not send any twice)."""
+or if its events disagree (or if the per-host SQLite control did not send any twice)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from pathlib import Path
 from deploy.local.settings import load_local_settings
 from shared.logs import configure_logging
 from tests.chaos.cluster_scenarios import CLUSTER_SCENARIOS
-from tests.chaos.harness import FULL, HEADER, QUICK, Result, write_report
+from tests.chaos.harness import FULL, QUICK, write_report
+from tests.chaos.report import HEADER, Result
 from tests.chaos.scenarios import SCENARIOS, Run
 from tests.private_cluster import private_cluster
 from tests.private_stack import private_broker
@@ -67,8 +68,9 @@ def describe(result: Result) -> str:
         facts.append(f"the worker's event loop lagged {d['max_worker_loop_lag_ms']} ms at most")
     if "recipients_expected" in d:
         facts.append(
-            f"{d['recipients_expected']} recipients, {d['deferred_then_retried']} deferrals "
-            f"retried, {d['sent_to_the_still_owed_only']} emails sent again to the still owed only"
+            f"{d['recipients_expected']} recipients to deliver, {d['recipients_refused']} the "
+            f"sink refuses, {d['deferred_events']} deferrals retried, "
+            f"{d['sent_to_the_still_owed_only']} emails sent again to the still owed only"
         )
     if result.duplicates_in_kill_window:
         facts.append(f"duplicates in the SIGKILL window: {d['kill_window_duplicates']}")
@@ -87,7 +89,7 @@ def describe(result: Result) -> str:
         facts.append(
             f"assignment {d['assignment_before']} -> after SIGKILL {d['assignment_after']}"
         )
-    if "dead_letters" in d:
+    if "garbage_produced" in d:
         facts.append(
             f"{d['garbage_produced']} garbage + {d['bounces_accepted']} bounces -> "
             f"{d['dead_letters']} dead letters, {d['dead_letters_with_headers']} with headers, "
@@ -95,6 +97,15 @@ def describe(result: Result) -> str:
         )
     if d.get("summary"):
         facts.append(d["summary"])
+    if result.events_wrong:
+        wrong = {
+            kind: found["count"]
+            for kind, found in d.get("event_problems", {}).items()
+            if found["count"]
+        }
+        facts.append(f"events wrong: {wrong}")
+    if d.get("retry_group_lag"):
+        facts.append(f"the retry group's lag at the end: {d['retry_group_lag']}")
     if d.get("lost_ids"):
         facts.append(f"lost: {d['lost_ids']}")
     if d.get("error"):

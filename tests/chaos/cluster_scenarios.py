@@ -25,18 +25,17 @@ from deploy.local.cluster_plan import API_PRODUCE_TIMEOUT_SECONDS
 from deploy.local.kafka_cluster import KafkaCluster
 from deploy.local.processes import wait_for_exit
 from deploy.local.stack import Service
+from services.smtp_sink.simulator.addresses import SIMULATOR_DOMAIN
 from tests.chaos.harness import (
     ChaosStack,
     Driver,
-    Result,
     Sizes,
     Traffic,
     reconcile,
     reconcile_recipients,
 )
+from tests.chaos.report import Result
 from tests.chaos.scenarios import (
-    GREY_DOMAIN,
-    GREYLIST_SECONDS,
     Run,
     first_delivery_on,
     settled_assignment,
@@ -61,7 +60,10 @@ ON_THE_CLUSTER = {
 CLUSTER_RATE = 25.0
 WHOLE_SECONDS = 90.0  # for a restarted node to be back in every ISR and the quorum
 TAIL_SECONDS = 3.0  # the stream goes on this long after the last fault: writes resume
-GREY_EVERY = 10  # in worker-host-lost, one email in this many has a greylisted recipient
+# In worker-host-lost, one email in this many has a recipient whose final reply the sink holds
+# back SLOW_SECONDS.
+SLOW_EVERY = 10
+SLOW_SECONDS = 3
 
 
 def cluster_sizes(run: Run) -> Sizes:
@@ -420,15 +422,14 @@ async def worker_host_lost(run: Run, shared_store: bool) -> Result:
     With the PostgreSQL store they share, the survivor skips what the lost host delivered.
     With `shared_store` false each has its own SQLite file instead: the control, which must
     send emails twice beyond the SIGKILL window, or the scenario proves nothing. One email in
-    GREY_EVERY has a recipient the sink greylists, as real servers do: while it is retried,
-    its partition's committed offset waits behind it and the lanes deliver the emails after
-    it, so the survivor reads seconds of delivered emails again, not only the last 0.1 s."""
+    SLOW_EVERY has a recipient whose final reply the sink holds back SLOW_SECONDS, as a slow
+    server does: meanwhile its partition's committed offset waits behind it and the other
+    lanes deliver the emails after it, so the survivor reads seconds of delivered emails
+    again, not only the last 0.1 s. (A deferred recipient would not do: it leaves for a retry
+    topic, and the commit moves on at once.)"""
     name = "worker-host-lost" if shared_store else "worker-host-lost-sqlite-control"
     with contextlib.ExitStack() as servers:
-        overrides = {
-            "SINK_GREYLIST_DOMAINS": GREY_DOMAIN,
-            "SINK_GREYLIST_SECONDS": str(GREYLIST_SECONDS),
-        }
+        overrides = {"SINK_SIMULATOR_SLOW_SECONDS": str(SLOW_SECONDS)}
         if shared_store:
             overrides["DEDUPE_URL"] = servers.enter_context(private_postgres()).url
         _, stack = await on_the_cluster(run, name, **overrides)
@@ -444,7 +445,7 @@ async def lose_a_worker_host(run: Run, stack: ChaosStack, shared_store: bool) ->
         stack,
         cluster_sizes(run),
         run.rng,
-        extra_recipients=lambda n: [f"grey{n}@{GREY_DOMAIN}"] if n % GREY_EVERY == 0 else [],
+        extra_recipients=lambda n: [f"slow+{n}@{SIMULATOR_DOMAIN}"] if n % SLOW_EVERY == 0 else [],
     )
     workers = {worker.name: worker for worker in stack.workers(2)}
     every_partition = list(range(stack.settings.topic_partitions))
@@ -455,8 +456,8 @@ async def lose_a_worker_host(run: Run, stack: ChaosStack, shared_store: bool) ->
 
     async def faults() -> None:
         before.update(await settled_assignment(stack, lambda owners: len(owners) == 2))
-        # Long enough for greylisted emails to hold commits back (GREYLIST_SECONDS each).
-        await asyncio.sleep(run.rng.uniform(GREYLIST_SECONDS, GREYLIST_SECONDS + 2))
+        # Long enough for slow emails to hold commits back (SLOW_SECONDS each).
+        await asyncio.sleep(run.rng.uniform(SLOW_SECONDS, SLOW_SECONDS + 2))
         # The worker with more partitions: more of the emails read again are its.
         victim = workers[max(before, key=lambda owner: len(before[owner]))]
         pid = stack.pid(victim)

@@ -1,5 +1,6 @@
 """The chaos harness: a private stack per scenario, a steady stream of emails through the API,
-and the reconciliation of three independent records (the API's 202s, the topic, the sink)."""
+and the reconciliation of four independent records (the API's 202s, the topic, the sink, and
+what `email.events` says happened to each recipient)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import re
 import sqlite3
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +20,40 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import TopicPartition
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
+from services.smtp_sink.simulator.addresses import SIMULATOR_DOMAIN
 from shared.kafka import admin_client
 from shared.schema import PoisonRecord, parse_record
-from tests.private_stack import PrivateStack, SinkRecord, read_sink
+from tests.chaos.event_ledger import (
+    EventLedger,
+    EventProblems,
+    Pair,
+    event_problems,
+    ledger_of,
+    pair,
+    unsettled,
+)
+from tests.chaos.kill_window import by_email, kill_window_duplicates
+from tests.chaos.report import Result
+from tests.private_stack import PrivateStack, read_sink
 
-BOUNCING_RECIPIENT = "bounce@example.com"
+# Every chaos stack retries a deferred recipient after 2 s, then every 4 s (the default waits
+# a minute first): a deferral is then retried within a scenario's drain.
+CHAOS_RETRY_SCHEDULE = "2s,4s"
+# After the sink has every copy, how long the last events (and retries) may still take.
+EVENTS_GRACE_SECONDS = 15.0
+
+
+def bouncing_recipient(number: int) -> str:
+    """A recipient the sink refuses for good (550 5.1.1), one address per email: an address
+    that bounced once goes on the suppression list, so the same one again would be suppressed
+    by the worker, not bounced by the sink."""
+    return f"bounced+{number}@{SIMULATOR_DOMAIN}"
+
+
+def is_bouncing(address: str) -> bool:
+    return address.startswith("bounced+") and address.endswith(f"@{SIMULATOR_DOMAIN}")
 
 
 @dataclass(frozen=True)
@@ -48,19 +75,17 @@ QUICK = Sizes(
 
 
 class ChaosStack(PrivateStack):
-    """One scenario's private stack, with one recipient the sink refuses for good."""
+    """One scenario's private stack, with retries and back-offs measured in seconds."""
 
     def __init__(self, name: str, run_dir: Path, bootstrap_servers: str, **overrides: str) -> None:
         self.scenario = name
-        super().__init__(
-            f"chaos-{name}",
-            run_dir,
-            bootstrap_servers,
-            SINK_FAIL_5XX_RECIPIENTS=BOUNCING_RECIPIENT,
+        settings = {
+            "WORKER_RETRY_SCHEDULE": CHAOS_RETRY_SCHEDULE,
             # A short back-off cap, so recovery is measured in seconds (the default is 30 s).
-            WORKER_RETRY_MAX_SECONDS="2",
+            "WORKER_RETRY_MAX_SECONDS": "2",
             **overrides,
-        )
+        }
+        super().__init__(f"chaos-{name}", run_dir, bootstrap_servers, **settings)
         self.max_worker_loop_lag_seconds = 0.0
         self._watching: asyncio.Task[None] | None = None
 
@@ -101,7 +126,8 @@ class Traffic:
     """What the API answered: the ids it accepted (202) and when, and how often it said 503."""
 
     accepted: dict[str, float] = field(default_factory=dict)
-    bounced: set[str] = field(default_factory=set)  # accepted, addressed to the 5xx recipient
+    bounced: set[str] = field(default_factory=set)  # accepted, addressed to a 5xx recipient
+    refused: set[Pair] = field(default_factory=set)  # recipients the sink never takes
     unavailable: int = 0
     replayed: int = 0  # 202s that were an earlier request's answer (Idempotent-Replayed)
     in_flight: int = 0  # 409s: the key's first request was still being answered
@@ -131,21 +157,26 @@ class Driver:
         sizes: Sizes,
         rng: random.Random,
         extra_recipients: Callable[[int], list[str]] = lambda number: [],
+        never_delivered: Callable[[str], bool] = lambda address: False,
     ) -> None:
+        """`extra_recipients`: beside the usual one, email `number`'s; `never_delivered`: which
+        of those the sink refuses for good, or for longer than the worker retries."""
         self.stack = stack
         self.sizes = sizes
         self.rng = rng
         self.extra_recipients = extra_recipients
+        self.never_delivered = never_delivered
         self.traffic = Traffic()
         self.run_id = uuid.uuid4().hex[:8]
+
+    def recipients(self, number: int, bounce: bool = False) -> list[str]:
+        first = bouncing_recipient(number) if bounce else f"reader{number % 7}@example.com"
+        return [first, *self.extra_recipients(number)]
 
     def email(self, number: int, bounce: bool = False) -> dict[str, Any]:
         return {
             "from": "Chaos <chaos@example.com>",
-            "to": [
-                BOUNCING_RECIPIENT if bounce else f"reader{number % 7}@example.com",
-                *self.extra_recipients(number),
-            ],
+            "to": self.recipients(number, bounce),
             "subject": f"chaos {self.stack.scenario} #{number}",
             "text": f"email {number} of run {self.run_id}",
         }
@@ -226,23 +257,16 @@ class Driver:
             answered = time.time()
             self.traffic.answers.append((sent, answered, response.status_code))
             first_sent = first_sent or sent
-            if response.status_code == 202 and "Idempotent-Replayed" in response.headers:
-                # The first request's answer, byte for byte: it was counted when it came.
-                self.traffic.replayed += 1
-                self.traffic.ids_by_key.setdefault(key, set()).add(response.json()["id"])
-                return
             if response.status_code == 202:
-                message_id = response.json()["id"]
-                self.traffic.waited_for_202[message_id] = (first_sent, answered)
-                self.traffic.recipients[message_id] = [
-                    BOUNCING_RECIPIENT if bounce else f"reader{number % 7}@example.com",
-                    *self.extra_recipients(number),
-                ]
-                self.traffic.ids_by_key.setdefault(key, set()).add(message_id)
-                self.traffic.partitions[message_id] = response.json()["partition"]
-                self.traffic.accepted[message_id] = time.time()
-                if bounce:
-                    self.traffic.bounced.add(message_id)
+                answer = response.json()
+                if "Idempotent-Replayed" in response.headers:
+                    # The first request's answer, byte for byte: counted when it came, unless
+                    # it never came (that request got no answer, and this is it sent again).
+                    self.traffic.replayed += 1
+                    self.traffic.ids_by_key.setdefault(key, set()).add(answer["id"])
+                    if answer["id"] in self.traffic.accepted:
+                        return
+                self.accepted(number, key, bounce, answer, (first_sent, answered))
                 return
             if response.status_code == 409:
                 # The first request with this key is still in flight: as a careful client,
@@ -260,9 +284,34 @@ class Driver:
             return
         self.traffic.errors.append(f"#{number}: still unanswered or 503 after 120 s")
 
+    def accepted(
+        self,
+        number: int,
+        key: str,
+        bounce: bool,
+        answer: dict[str, Any],
+        waited: tuple[float, float],
+    ) -> None:
+        """Note a 202: the message id, its place, whom it is for, and whom the sink refuses."""
+        message_id = answer["id"]
+        recipients = self.recipients(number, bounce)
+        self.traffic.waited_for_202[message_id] = waited
+        self.traffic.recipients[message_id] = recipients
+        self.traffic.refused |= {
+            pair(message_id, address)
+            for address in recipients
+            if is_bouncing(address) or self.never_delivered(address)
+        }
+        self.traffic.ids_by_key.setdefault(key, set()).add(message_id)
+        self.traffic.partitions[message_id] = answer["partition"]
+        self.traffic.accepted[message_id] = time.time()
+        if bounce:
+            self.traffic.bounced.add(message_id)
 
-async def read_topic(stack: ChaosStack, topic: str) -> tuple[set[str], int, list[dict[str, str]]]:
-    """(message ids, poison records, each record's headers) of a topic, with a fresh consumer."""
+
+async def read_records(stack: ChaosStack, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of a topic, from its beginning to its log end as reading began, with a
+    consumer of no group: it commits nothing, so no group's position moves."""
     async with admin_client(stack.settings.kafka_bootstrap_servers) as admin:
         described = await admin.describe_topics([topic])
     partitions = [TopicPartition(topic, p["partition"]) for p in described[0]["partitions"]]
@@ -270,9 +319,7 @@ async def read_topic(stack: ChaosStack, topic: str) -> tuple[set[str], int, list
         bootstrap_servers=stack.settings.kafka_bootstrap_servers, enable_auto_commit=False
     )
     await consumer.start()
-    ids: set[str] = set()
-    poison = 0
-    headers: list[dict[str, str]] = []
+    records: list[ConsumerRecord[bytes, bytes]] = []
     try:
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
@@ -281,53 +328,75 @@ async def read_topic(stack: ChaosStack, topic: str) -> tuple[set[str], int, list
         async with asyncio.timeout(60):
             while remaining:
                 batches = await consumer.getmany(timeout_ms=500, max_records=5000)
-                for tp, records in batches.items():
-                    for record in records:
-                        headers.append({k: v.decode(errors="replace") for k, v in record.headers})
-                        try:
-                            ids.add(parse_record(record.value).message_id)
-                        except PoisonRecord:
-                            poison += 1
-                    if records and records[-1].offset + 1 >= log_end[tp]:
+                for tp, batch in batches.items():
+                    records += [record for record in batch if record.offset < log_end[tp]]
+                    if batch and batch[-1].offset + 1 >= log_end[tp]:
                         remaining.discard(tp)
     finally:
         await consumer.stop()
+    return records
+
+
+async def read_topic(stack: ChaosStack, topic: str) -> tuple[set[str], int, list[dict[str, str]]]:
+    """(message ids, poison records, each record's headers) of a topic, with a fresh consumer."""
+    ids: set[str] = set()
+    poison = 0
+    headers: list[dict[str, str]] = []
+    for record in await read_records(stack, topic):
+        headers.append({k: v.decode(errors="replace") for k, v in record.headers})
+        try:
+            ids.add(parse_record(record.value).message_id)
+        except PoisonRecord:
+            poison += 1
     return ids, poison, headers
 
 
-@dataclass
-class Result:
-    scenario: str
-    accepted: int
-    delivered: int
-    lost: int
-    duplicates: int
-    redelivered: int
-    recovery_seconds: float | None
-    passed: bool
-    # Duplicates a SIGKILL caused between the server's 250 and the dedupe write: the window no
-    # system can close with a non-transactional SMTP server (docs/guarantees.md).
-    duplicates_in_kill_window: int = 0
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def row(self) -> str:
-        recovery = "-" if self.recovery_seconds is None else f"{self.recovery_seconds:.1f}s"
-        verdict = "pass" if self.passed else "FAIL"
-        return (
-            f"{self.scenario:<{NAME_WIDTH}} {self.accepted:>8} {self.delivered:>9} {self.lost:>5} "
-            f"{self.duplicates:>10} {self.duplicates_in_kill_window:>14} {self.redelivered:>11} "
-            f"{recovery:>9}  {verdict}"
-        )
+async def read_events(stack: ChaosStack) -> EventLedger:
+    """What email.events says, from its beginning: each distinct event, and each recipient's
+    final events by (message id, recipient)."""
+    records = await read_records(stack, stack.settings.events_topic)
+    return ledger_of(record.value for record in records)
 
 
-NAME_WIDTH = len("worker-host-lost-sqlite-control")  # the longest scenario name
-HEADER = (
-    f"{'scenario':<{NAME_WIDTH}} {'accepted':>8} {'delivered':>9} {'lost':>5} "
-    f"{'duplicates':>10} {'of which window':>14} {'redelivered':>11} {'recovery':>9}  result"
-)
-# The sink stores an email (with an fsync) before its 250; a kill up to this long after the
-# stored copy's timestamp can still fall between the 250 and the worker's dedupe write.
-KILL_WINDOW_SECONDS = 0.25
+async def settled_events(stack: ChaosStack, traffic: Traffic, deadline: float) -> None:
+    """Wait until every recipient of every accepted email has a final event and the retry
+    group has committed every retry record, or until the deadline."""
+    while time.monotonic() < deadline:
+        events = await read_events(stack)
+        if unsettled(events, traffic.recipients) == 0 and not await stack.retry_lag():
+            return
+        await asyncio.sleep(2)
+
+
+@dataclass(frozen=True)
+class EventsRead:
+    """email.events and the retry group at the end of a scenario, against the 202s and the
+    copies the sink stored."""
+
+    ledger: EventLedger
+    problems: EventProblems
+    retry_lag: int | None  # None: the stack has no retry topics
+
+    @property
+    def passed(self) -> bool:
+        return self.problems.count == 0 and not self.retry_lag
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "events_read": self.ledger.read,
+            "event_copies": self.ledger.copies,
+            "deferred_events": self.ledger.deferred_count,
+            "event_problems": self.problems.details(),
+            "retry_group_lag": self.retry_lag,
+        }
+
+
+async def read_events_against(
+    stack: ChaosStack, traffic: Traffic, copies: dict[Pair, list[float]]
+) -> EventsRead:
+    ledger = await read_events(stack)
+    problems = event_problems(ledger, traffic.recipients, copies.keys())
+    return EventsRead(ledger, problems, await stack.retry_lag())
 
 
 async def reconcile(
@@ -338,16 +407,19 @@ async def reconcile(
     expect_no_redelivery: bool = False,
     worker_kills: list[float] | None = None,
 ) -> Result:
-    """Wait for the pipeline to drain, then compare what the API accepted, what the topic holds
-    and what the sink stored."""
+    """Wait for the pipeline to drain, then compare what the API accepted, what the topic holds,
+    what the sink stored and what email.events says."""
     expected = set(traffic.accepted) - traffic.bounced
     deadline = time.monotonic() + sizes.drain_seconds
     sink = await read_sink(stack)
     while time.monotonic() < deadline and any(sink.counts.get(i, 0) == 0 for i in expected):
         await asyncio.sleep(1)
         sink = await read_sink(stack)
+    await settled_events(stack, traffic, max(deadline, time.monotonic() + EVENTS_GRACE_SECONDS))
     await asyncio.sleep(1)  # let the last commits land before counting redeliveries
     sink = await read_sink(stack)
+    copies = recipient_copies(stack)
+    events = await read_events_against(stack, traffic, copies)
     in_topic, _, _ = await read_topic(stack, stack.settings.email_topic)
 
     lost = sorted(i for i in expected if sink.counts.get(i, 0) == 0)
@@ -356,7 +428,9 @@ async def reconcile(
     missing_in_topic = sorted(i for i in traffic.accepted if i not in in_topic)
     worker_logs = stack.worker_logs()
     redelivered = worker_logs.count("a duplicate (already")
-    in_kill_window = kill_window_duplicates(sink, worker_logs, worker_kills or [])
+    in_kill_window = by_email(
+        kill_window_duplicates(copies, worker_kills or [], events.ledger), copies
+    )
     recoveries = [
         first - end for end in fault_ends if (first := sink.first_stored_after(end)) is not None
     ]
@@ -369,6 +443,7 @@ async def reconcile(
         and not bounced_delivered
         and not traffic.errors
         and not (expect_no_redelivery and redelivered)
+        and events.passed
     )
     return Result(
         scenario=stack.scenario,
@@ -380,6 +455,8 @@ async def reconcile(
         recovery_seconds=max(recoveries) if recoveries else None,
         passed=passed,
         duplicates_in_kill_window=sum(in_kill_window.values()),
+        events_wrong=events.problems.count,
+        event_copies=events.ledger.copies,
         details={
             "kill_window_duplicates": sorted(in_kill_window)[:20],
             "unexplained_duplicates": sorted(
@@ -397,6 +474,7 @@ async def reconcile(
             "unanswered_and_sent_again": traffic.unanswered[:20],
             "faults": len(fault_ends),
             "max_worker_loop_lag_ms": round(1000 * stack.max_worker_loop_lag_seconds),
+            **events.details(),
         },
     )
 
@@ -409,35 +487,31 @@ async def reconcile_recipients(
     worker_kills: list[float],
 ) -> Result:
     """As `reconcile`, per recipient: every recipient of every accepted email has exactly one
-    copy, though an email reaches its recipients in several transactions (some deferred)."""
+    copy, though an email reaches its recipients in several transactions (some deferred), and
+    the recipients the sink refuses have none."""
     expected = {
-        (message_id, recipient.lower())
+        pair(message_id, recipient)
         for message_id, recipients in traffic.recipients.items()
         for recipient in recipients
-        if message_id not in traffic.bounced
-    }
+    } - traffic.refused
     deadline = time.monotonic() + sizes.drain_seconds
     copies = recipient_copies(stack)
     while time.monotonic() < deadline and not expected <= copies.keys():
         await asyncio.sleep(1)
         copies = recipient_copies(stack)
+    await settled_events(stack, traffic, max(deadline, time.monotonic() + EVENTS_GRACE_SECONDS))
     await asyncio.sleep(1)  # let the last commits land before counting redeliveries
     copies = recipient_copies(stack)
+    events = await read_events_against(stack, traffic, copies)
     in_topic, _, _ = await read_topic(stack, stack.settings.email_topic)
 
     lost = sorted(expected - copies.keys())
-    duplicates = {pair: len(arrivals) - 1 for pair, arrivals in copies.items() if len(arrivals) > 1}
-    worker_logs = stack.worker_logs()
-    in_kill_window = {
-        pair: extra
-        for pair, extra in duplicates.items()
-        if f"for {pair[0]} failed (outcome unknown" not in worker_logs
-        and sum(
-            any(0 <= kill - arrival < KILL_WINDOW_SECONDS for kill in worker_kills)
-            for arrival in sorted(copies[pair])[:-1]
-        )
-        == extra
+    refused_but_delivered = sorted(traffic.refused & copies.keys())
+    duplicates = {
+        recipient: len(arrivals) - 1 for recipient, arrivals in copies.items() if len(arrivals) > 1
     }
+    worker_logs = stack.worker_logs()
+    in_kill_window = kill_window_duplicates(copies, worker_kills, events.ledger)
     missing_in_topic = sorted(i for i in traffic.accepted if i not in in_topic)
     recoveries = [
         min(later) - end
@@ -446,9 +520,11 @@ async def reconcile_recipients(
     ]
     passed = (
         not lost
+        and not refused_but_delivered
         and sum(duplicates.values()) == sum(in_kill_window.values())
         and not missing_in_topic
         and not traffic.errors
+        and events.passed
     )
     return Result(
         scenario=stack.scenario,
@@ -460,24 +536,28 @@ async def reconcile_recipients(
         recovery_seconds=max(recoveries) if recoveries else None,
         passed=passed,
         duplicates_in_kill_window=sum(in_kill_window.values()),
+        events_wrong=events.problems.count,
+        event_copies=events.ledger.copies,
         details={
             "recipients_expected": len(expected),
-            "deferred_then_retried": worker_logs.count(" deferred for "),
+            "recipients_refused": len(traffic.refused),
             "sent_to_the_still_owed_only": worker_logs.count("sending it to the"),
             "kill_window_duplicates": sorted(in_kill_window)[:20],
             "unexplained_duplicates": sorted(set(duplicates) - set(in_kill_window))[:20],
             "lost_ids": lost[:20],
+            "refused_but_delivered": refused_but_delivered[:20],
             "accepted_but_not_in_topic": missing_in_topic[:20],
             "api_503_answers": traffic.unavailable,
             "worker_kills": worker_kills,
             "client_errors": traffic.errors[:20],
             "faults": len(fault_ends),
             "max_worker_loop_lag_ms": round(1000 * stack.max_worker_loop_lag_seconds),
+            **events.details(),
         },
     )
 
 
-def recipient_copies(stack: ChaosStack) -> dict[tuple[str, str], list[float]]:
+def recipient_copies(stack: ChaosStack) -> dict[Pair, list[float]]:
     """(message id, recipient) -> when each copy reached the sink, from the envelopes it
     stored. Read from the sink's own SQLite file (read-only): its Mailpit-shaped API shows an
     email's headers, which are the same in every copy, not the envelope each copy went to."""
@@ -485,43 +565,13 @@ def recipient_copies(stack: ChaosStack) -> dict[tuple[str, str], list[float]]:
     database = f"file:{stack.settings.sink_db_path}?mode=ro"
     with contextlib.closing(sqlite3.connect(database, uri=True)) as db:
         rows = db.execute("SELECT message_id, rcpt_tos, created_ms FROM messages").fetchall()
-    copies: dict[tuple[str, str], list[float]] = {}
+    copies: dict[Pair, list[float]] = {}
     for message_id, rcpt_tos, created_ms in rows:
         for recipient in json.loads(rcpt_tos):
-            pair = (message_id.removesuffix(suffix), recipient.lower())
-            copies.setdefault(pair, []).append(created_ms / 1000)
+            copies.setdefault(pair(message_id.removesuffix(suffix), recipient), []).append(
+                created_ms / 1000
+            )
     return copies
-
-
-def kill_window_duplicates(
-    sink: SinkRecord, worker_logs: str, worker_kills: list[float]
-) -> dict[str, int]:
-    """Extra copies sent by a worker that was SIGKILLed before it could write them to the dedupe
-    store (it logs 'delivered' only after that write): message id -> extra copies.
-
-    Evidence for each extra copy, all required: the earlier copy reached the sink at most
-    KILL_WINDOW_SECONDS before a kill (the SMTP exchange was still ending), no attempt at that
-    email failed (so the worker did not send it again itself), and the workers logged exactly
-    one 'delivered' for the email. A duplicate without all of it is a defect and fails.
-    """
-    delivered_lines = Counter(re.findall(r"delivered (\S+) to ", worker_logs))
-    explained = {}
-    for message_id, copies in sink.counts.items():
-        if (
-            copies < 2
-            or delivered_lines[message_id] != 1
-            or f"for {message_id} failed" in worker_logs
-        ):
-            continue
-        arrivals = sorted(sink.arrivals[message_id])
-        killed_right_after = [
-            arrival
-            for arrival in arrivals[:-1]  # the last copy is the one a worker logged
-            if any(0 <= kill - arrival < KILL_WINDOW_SECONDS for kill in worker_kills)
-        ]
-        if len(killed_right_after) == copies - 1:
-            explained[message_id] = copies - 1
-    return explained
 
 
 def write_report(results: list[Result], path: Path, sizes: Sizes) -> None:

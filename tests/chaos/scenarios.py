@@ -1,5 +1,6 @@
-"""The seven fault scenarios: each starts its own stack, streams emails, injects its fault while
-the stream runs, and reconciles what the API accepted with what the sink stored."""
+"""The fault scenarios on one broker: each starts its own stack, streams emails, injects its
+fault while the stream runs, and reconciles what the API accepted with what the sink stored and
+what email.events says."""
 
 from __future__ import annotations
 
@@ -18,15 +19,20 @@ from aiokafka import AIOKafkaProducer
 from deploy.local.kafka import KafkaBroker
 from deploy.local.kafka_cluster import KafkaCluster
 from deploy.local.processes import wait_for_exit
+from deploy.local.stack import Service
+from services.smtp_sink.simulator.addresses import SIMULATOR_DOMAIN
+from tests.chaos.event_ledger import expiry, never_deferred, pair
 from tests.chaos.harness import (
     ChaosStack,
     Driver,
-    Result,
     Sizes,
+    read_events,
     read_topic,
     reconcile,
     reconcile_recipients,
 )
+from tests.chaos.kill_window import first_try_interrupted
+from tests.chaos.report import Result
 from tests.private_stack import read_sink
 
 
@@ -104,11 +110,17 @@ async def worker_cycles(run: Run, hard: bool) -> Result:
 
 
 async def restart_worker(
-    run: Run, stack: ChaosStack, hard: bool, kills: list[float], crashes: list[float]
+    run: Run,
+    stack: ChaosStack,
+    hard: bool,
+    kills: list[float],
+    crashes: list[float],
+    worker: Service | None = None,
 ) -> float:
-    """Stop the worker at a random moment of its life (SIGTERM, or SIGKILL if hard) and start
-    it again; one found dead already counts as a crash. Returns when it was down."""
-    worker = stack.stack.worker()
+    """Stop the worker (the first, unless another is given) at a random moment of its life
+    (SIGTERM, or SIGKILL if hard) and start it again; one found dead already counts as a
+    crash. Returns when it was down."""
+    worker = worker or stack.stack.worker()
     # A random moment in the worker's life, not the instant it joined the group.
     await asyncio.sleep(run.rng.uniform(0.2, 2.0))
     pid = stack.pid(worker)
@@ -127,25 +139,27 @@ async def restart_worker(
 
 GREY_DOMAIN = "grey.example.com"
 GREYLIST_SECONDS = 3
-GREYLISTING_RATE = 20.0  # emails a second: each deferred one holds a lane for seconds
+GREYLISTING_RETRY_SCHEDULE = "2s,4s"  # tried at 0 s, 2 s (still greylisted) and 6 s
 
 
 async def greylisting(run: Run) -> Result:
     """Every other email has one recipient the sink greylists (451 4.7.1 for its first
     GREYLIST_SECONDS) beside one it accepts, while the worker is stopped cleanly and SIGKILLed
-    in turns: each recipient gets each email exactly once."""
+    in turns: the greylisted recipient goes through the retry topics, and each recipient gets
+    each email exactly once."""
     stack = run.stack(
         "greylisting",
         SINK_GREYLIST_DOMAINS=GREY_DOMAIN,
         SINK_GREYLIST_SECONDS=str(GREYLIST_SECONDS),
+        WORKER_RETRY_SCHEDULE=GREYLISTING_RETRY_SCHEDULE,
     )
     await stack.up()
     cycles = max(2, run.sizes.cycles // 2)
     hard_cycles = [number % 2 == 1 for number in range(cycles)]
+    # The stream lasts as long as the cycles, so that every fault happens during it.
     stream_seconds = sum(CYCLE_SECONDS[hard] for hard in hard_cycles)
-    rate = min(run.sizes.rate, GREYLISTING_RATE)
     sizes = dataclasses.replace(
-        run.sizes, rate=rate, emails=min(run.sizes.emails, int(rate * stream_seconds))
+        run.sizes, rate=min(run.sizes.rate, run.sizes.emails / stream_seconds)
     )
     driver = Driver(
         stack,
@@ -165,9 +179,7 @@ async def greylisting(run: Run) -> Result:
         await with_faults(driver.run(), faults)
         result = await reconcile_recipients(stack, driver.traffic, sizes, fault_ends, kills)
         result.details |= {"worker_died_on_its_own": len(crashes)}
-        result.passed = (
-            result.passed and not crashes and result.details["deferred_then_retried"] > 0
-        )
+        result.passed = result.passed and not crashes and result.details["deferred_events"] > 0
         return result
     finally:
         await stack.down()
@@ -365,7 +377,8 @@ async def poison_and_bounce(run: Run) -> Result:
     garbage = 0
     garbage_sends: list[asyncio.Future[object]] = []
 
-    # 1 record in 50 is bad: every 100 emails, one bounce (a 5xx recipient) and one garbage.
+    # 1 record in 50 is bad: every 100 emails, one bounce (a recipient the sink refuses with
+    # 550 5.1.1, an address of its own each time) and one garbage.
     def bounces(number: int) -> bool:
         return number % 100 == 50
 
@@ -437,6 +450,142 @@ async def client_retries(run: Run) -> Result:
         await stack.down()
 
 
+RETRY_SCHEDULE = "2s,5s,10s"
+MAX_RETRY_AGE_SECONDS = 40
+KILL_EVERY_SECONDS = 8.0
+DEFERRED_EVERY = 10  # one email in this many has a recipient the sink defers once
+EXPIRING_EVERY = 50  # one in this many, a recipient it greylists longer than the age limit
+# Far past the age limit and the whole scenario: the worker gives up on them first, always.
+EXPIRING_GREYLIST_SECONDS = 3600
+
+
+def retried_recipient(number: int) -> list[str]:
+    """Beside email `number`'s usual recipient: one the sink defers once (450, then 250), or one
+    it greylists until long after WORKER_MAX_RETRY_AGE, or none."""
+    if number % EXPIRING_EVERY == 0:
+        return [f"expiring{number}@{GREY_DOMAIN}"]
+    if number % DEFERRED_EVERY == DEFERRED_EVERY // 2:
+        return [f"deferred+{number}@{SIMULATOR_DOMAIN}"]
+    return []
+
+
+def is_expiring(address: str) -> bool:
+    return address.endswith(f"@{GREY_DOMAIN}")
+
+
+async def retry_under_kills(run: Run) -> Result:
+    """Two workers, one of them SIGKILLed at random every KILL_EVERY_SECONDS and started again,
+    while recipients wait in the retry topics: 1 in DEFERRED_EVERY emails has one the sink
+    defers once, 1 in EXPIRING_EVERY one it greylists for longer than WORKER_MAX_RETRY_AGE.
+    The kills go on until the last email accepted is older than that age, so they land while
+    retry partitions are paused and retry records are in flight. Every recipient gets its
+    email once (bar the SIGKILL instant), each has one final event, each deferred one at least
+    one deferred event, and each expiring one ends bounced (expired), its email dead-lettered."""
+    stack = run.stack(
+        "retry-under-kills",
+        WORKER_RETRY_SCHEDULE=RETRY_SCHEDULE,
+        WORKER_MAX_RETRY_AGE=f"{MAX_RETRY_AGE_SECONDS}s",
+        SINK_GREYLIST_DOMAINS=GREY_DOMAIN,
+        SINK_GREYLIST_SECONDS=str(EXPIRING_GREYLIST_SECONDS),
+    )
+    await stack.up(workers=2)
+    stream_seconds = max(3, run.sizes.cycles) * KILL_EVERY_SECONDS
+    sizes = dataclasses.replace(
+        run.sizes,
+        rate=min(run.sizes.rate, run.sizes.emails / stream_seconds),
+        drain_seconds=run.sizes.drain_seconds + MAX_RETRY_AGE_SECONDS,
+    )
+    driver = Driver(
+        stack, sizes, run.rng, extra_recipients=retried_recipient, never_delivered=is_expiring
+    )
+    streamed = asyncio.Event()
+    fault_ends: list[float] = []
+    kills: list[float] = []
+    outages: list[tuple[float, float]] = []  # (SIGKILL, a member of the group again)
+    crashes: list[float] = []
+
+    async def stream() -> None:
+        try:
+            await driver.run()
+        finally:
+            streamed.set()
+
+    def retries_may_be_pending() -> bool:
+        last_202 = max(driver.traffic.accepted.values(), default=0.0)
+        return not streamed.is_set() or time.time() < last_202 + MAX_RETRY_AGE_SECONDS
+
+    async def faults() -> None:
+        while retries_may_be_pending():
+            cycle_ends = time.monotonic() + KILL_EVERY_SECONDS
+            victim = run.rng.choice(stack.workers(2))
+            fault_ends.append(await restart_worker(run, stack, True, kills, crashes, worker=victim))
+            if len(kills) > len(outages):
+                outages.append((kills[-1], time.time()))
+            await asyncio.sleep(max(0.0, cycle_ends - time.monotonic()))
+
+    try:
+        await with_faults(stream(), faults)
+        result = await reconcile_recipients(stack, driver.traffic, sizes, fault_ends, kills)
+        traffic = driver.traffic
+        events = await read_events(stack)
+        dead_ids, _, dead_letters = await read_topic(stack, stack.settings.dlq_topic)
+        owed = [
+            (message_id, address)
+            for message_id, addresses in traffic.recipients.items()
+            for address in addresses
+        ]
+        deferred = [pair(m, a) for m, a in owed if a.startswith("deferred+")]
+        expiring = [pair(m, a) for m, a in owed if is_expiring(a)]
+        undeferred = never_deferred(events, deferred)
+        interrupted = [
+            recipient
+            for recipient in undeferred
+            if (final := events.final_of(recipient)) is not None
+            and final.type == "sent"
+            and first_try_interrupted(
+                traffic.waited_for_202[recipient[0]][0],
+                final.at.timestamp(),
+                final.attempt,
+                outages,
+            )
+        ]
+        unexplained = sorted(set(undeferred) - set(interrupted))
+        ended = expiry(events, expiring, dead_ids)
+        result.details |= {
+            "worker_died_on_its_own": len(crashes),
+            "kills": len(kills),
+            "deferred_recipients": len(deferred),
+            "deferred_without_a_deferred_event": unexplained[:20],
+            "deferral_skipped_by_an_interrupted_first_try": interrupted[:20],
+            "expiring_recipients": len(expiring),
+            "not_expired": ended.not_expired[:20],
+            "expired_without_dead_lettered_event": ended.not_dead_lettered[:20],
+            "expired_missing_in_dlq": ended.missing_in_dlq[:20],
+            "unexpected_in_dlq": ended.unexpected_in_dlq[:20],
+            "dead_letter_records": len(dead_letters),
+            "dead_lettered_emails": len(dead_ids),
+            "summary": (
+                f"{len(kills)} SIGKILLs; {len(deferred)} recipients deferred once, "
+                f"{len(deferred) - len(undeferred)} with a deferred event "
+                f"({len(interrupted)} more whose first try a kill cut off after the sink's "
+                f"450); {len(expiring)} expiring, {len(dead_ids)} emails dead-lettered in "
+                f"{len(dead_letters)} records"
+            ),
+        }
+        result.passed = (
+            result.passed
+            and not crashes
+            and bool(kills)
+            and bool(deferred)
+            and bool(expiring)
+            and not unexplained
+            and ended.count == 0
+        )
+        return result
+    finally:
+        await stack.down()
+
+
 SCENARIOS: dict[str, Callable[[Run], Awaitable[Result]]] = {
     "clean-restarts": lambda run: worker_cycles(run, hard=False),
     "hard-kills": lambda run: worker_cycles(run, hard=True),
@@ -446,4 +595,5 @@ SCENARIOS: dict[str, Callable[[Run], Awaitable[Result]]] = {
     "poison-and-bounce": poison_and_bounce,
     "client-retries": client_retries,
     "greylisting": greylisting,
+    "retry-under-kills": retry_under_kills,
 }

@@ -1,5 +1,6 @@
 """The chaos scenarios in quick mode, inside `make test`: every scenario, small counts; those on
-the single broker and those on the three-node cluster in a run each."""
+the single broker and those on the three-node cluster in a run each. Each also reconciles
+email.events, and fails if they disagree."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from tests.conftest import run_harness
 SCENARIOS = (
     "clean-restarts", "hard-kills", "broker-restarts", "smtp-outage",
     "scale-out-failover", "poison-and-bounce", "client-retries", "greylisting",
+    "retry-under-kills",
 )  # fmt: skip
 CLUSTER_SCENARIOS = (
     "cluster-leader-kill", "cluster-two-down", "cluster-rolling-restart", "worker-host-lost",
