@@ -211,6 +211,10 @@ class EmailProcessor:
         owed, settled = what_is_owed(stage, state)
         await self._suppress_bounced(stage, settled, stopping)
         if not owed:
+            log.info(
+                "%s: skipped %s, a duplicate (already %s)",
+                where, stage.message_id, _counted(settled) or "handled by another try",
+            )  # fmt: skip
             return state or DeliveryState(), []
         listed = await self._until_done(
             lambda: self._suppressions.suppressed(owed),
@@ -546,9 +550,8 @@ def _finished(written: list[RecipientRow], sent_now: int, dead_lettered: bool) -
 def _counted(rows: list[RecipientRow]) -> str:
     """`sent 2, deferred 1`: the log counts recipients, and never names them (Bcc)."""
     counts = Counter(row.state for row in rows)
-    return ", ".join(
-        f"{state} {counts[state]}" for state in ("sent", "bounced", "deferred") if counts[state]
-    )
+    states = ("sent", "bounced", "suppressed", "deferred")
+    return ", ".join(f"{state} {counts[state]}" for state in states if counts[state])
 
 
 def _throttling_reply(error: Exception) -> str | None:
