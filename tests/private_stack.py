@@ -137,7 +137,7 @@ class PrivateStack:
     @property
     def retry_consumer_group(self) -> str:
         """The workers' group on the retry topics (RETRY_CONSUMER_GROUP)."""
-        return self.env["RETRY_CONSUMER_GROUP"]
+        return self.settings.retry_consumer_group
 
     async def lag(self) -> int:
         """Records in the topic that the group has not committed past, over all partitions."""
