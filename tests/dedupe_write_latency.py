@@ -16,7 +16,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Collection
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,8 +27,8 @@ from deploy.local.postgres import LocalPostgres
 from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.dedupe import (
     DeliveryState,
-    Outcome,
     PostgresDedupeStore,
+    RecipientRow,
     SqliteDedupeStore,
     open_dedupe_store,
 )
@@ -81,14 +81,17 @@ class TimedStore:
     async def state_of(self, message_id: str) -> DeliveryState | None:
         return await self._store.state_of(message_id)
 
-    async def record_accepted(
-        self, message_id: str, recipients: Collection[str], source: str
-    ) -> None:
-        await self._store.record_accepted(message_id, recipients, source)
-
-    async def record(self, message_id: str, outcome: Outcome, source: str) -> None:
-        await self._store.record(message_id, outcome, source)
+    async def record(
+        self, message_id: str, rows: Sequence[RecipientRow], stage: int, source: str
+    ) -> DeliveryState:
+        state = await self._store.record(message_id, rows, stage, source)
         self._clock.committed_at[message_id] = time.perf_counter_ns()
+        return state
+
+    async def record_dead_lettered(
+        self, message_id: str, event: bytes | None, source: str
+    ) -> DeliveryState:
+        return await self._store.record_dead_lettered(message_id, event, source)
 
 
 async def measure(location: str | Path, emails: int, lanes: int) -> list[float]:

@@ -1,5 +1,6 @@
 """The dedupe store: what became of each message id, per recipient, so that a record read again
-after a crash or a rebalance goes only to the recipients the server has not yet taken."""
+after a crash or a rebalance goes only to the recipients still owed it, and publishes the
+events its outcomes made."""
 
 from __future__ import annotations
 
@@ -7,23 +8,29 @@ import sqlite3
 from pathlib import Path
 
 from services.worker.dedupe.contract import (
+    FINAL_STATES,
     PRUNE_BATCH,
     CannotOpenDedupeStore,
     DedupeStore,
     DeliveryState,
     Outcome,
+    RecipientRow,
+    RecipientState,
 )
 from services.worker.dedupe.postgres import PostgresDedupeStore
 from services.worker.dedupe.sqlite import SqliteDedupeStore
 from shared.settings import POSTGRES_SCHEMES
 
 __all__ = [
+    "FINAL_STATES",
     "PRUNE_BATCH",
     "CannotOpenDedupeStore",
     "DedupeStore",
     "DeliveryState",
     "Outcome",
     "PostgresDedupeStore",
+    "RecipientRow",
+    "RecipientState",
     "SqliteDedupeStore",
     "open_dedupe_store",
 ]

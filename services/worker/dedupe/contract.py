@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from itertools import pairwise
+from typing import Any, Literal, Protocol, cast
 
 Outcome = Literal["delivered", "dead-lettered"]
 # sent, bounced and suppressed end a recipient; deferred hands it to a retry topic.
@@ -68,15 +69,43 @@ class DedupeStore(Protocol):
         A row is written where its recipient has no row yet, or has a deferred row whose
         attempt is `stage` (the stage owns it). Anything else stays as it is: a final row is
         never changed, and a deferred row another stage owns is not taken from it. Returns
-        the email's state after the write, which the caller publishes from."""
+        the email's state after the write, which the caller publishes from: for the
+        recipients in `rows`, the row that won. Each recipient appears in `rows` at most
+        once (a ValueError otherwise)."""
         ...
 
     async def record_dead_lettered(
         self, message_id: str, event: bytes | None, source: str
     ) -> DeliveryState:
-        """Mark the email dead-lettered with its event (the first one written stays)."""
+        """Mark the email dead-lettered with its event, and return its state. The first mark
+        stays, as does an earlier version's finished outcome."""
         ...
 
 
 class CannotOpenDedupeStore(Exception):
     """The store named by DEDUPE_URL cannot be used; the message says why and what to change."""
+
+
+def in_write_order(rows: Sequence[RecipientRow]) -> list[RecipientRow]:
+    """`rows` sorted by recipient, so that two writers of one email lock its rows in the same
+    order; a ValueError if a recipient is given twice, whose second row could not be told
+    apart from a conflicting writer's. (The message names no address: it may reach a log.)"""
+    ordered = sorted(rows, key=lambda row: row.recipient)
+    if any(first.recipient == second.recipient for first, second in pairwise(ordered)):
+        raise ValueError("a recipient is given twice in one write of the dedupe store")
+    return ordered
+
+
+def delivery_state(rows: Sequence[Sequence[Any]]) -> DeliveryState | None:
+    """The state read by a store's query: a row (outcome, dead_lettered, recipient, state,
+    attempt, event) per recipient, or one without a recipient for an email that has none; no
+    row at all for an email the store never heard of."""
+    if not rows:
+        return None
+    recipients = {
+        recipient: RecipientRow(recipient, cast(RecipientState, state), attempt, event)
+        for _, _, recipient, state, attempt, event in rows
+        if recipient is not None
+    }
+    finished, dead_lettered = rows[0][0], rows[0][1]
+    return DeliveryState(cast(Outcome | None, finished), recipients, dead_lettered)

@@ -4,12 +4,72 @@ own connection, in WAL mode."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
-from services.worker.dedupe.contract import PRUNE_BATCH, DeliveryState, Outcome
+from services.worker.dedupe.contract import (
+    PRUNE_BATCH,
+    DeliveryState,
+    RecipientRow,
+    delivery_state,
+    in_write_order,
+)
+
+T = TypeVar("T")
+
+CREATE_EMAILS = """
+    CREATE TABLE IF NOT EXISTS emails (
+        message_id    TEXT PRIMARY KEY,
+        outcome       TEXT,  -- dead-lettered, or an earlier version's delivered; else NULL
+        dead_lettered BLOB,  -- the dead_lettered event, once dead-lettered
+        source        TEXT NOT NULL,  -- topic-partition and offset of the last write
+        updated_at    REAL NOT NULL  -- seconds since the epoch, of the last write: for pruning
+    ) WITHOUT ROWID"""
+CREATE_RECIPIENTS = """
+    CREATE TABLE IF NOT EXISTS email_recipients (
+        message_id TEXT NOT NULL,  -- pruned with its row in emails
+        recipient  TEXT NOT NULL,
+        state      TEXT NOT NULL CHECK (state IN ('sent', 'bounced', 'suppressed', 'deferred')),
+        attempt    INTEGER NOT NULL CHECK (attempt >= 0),
+        event      BLOB,  -- the email.events value; NULL in a row an earlier version wrote
+        source     TEXT NOT NULL,  -- topic-partition and offset of the write
+        updated_at REAL NOT NULL,  -- seconds since the epoch
+        PRIMARY KEY (message_id, recipient)
+    ) WITHOUT ROWID"""
+STATE_OF = """
+    SELECT e.outcome, e.dead_lettered, r.recipient, r.state, r.attempt, r.event
+    FROM emails AS e LEFT JOIN email_recipients AS r ON r.message_id = e.message_id
+    WHERE e.message_id = ?"""
+# Every write touches the email's row: its updated_at is what pruning goes by.
+TOUCH_EMAIL = """
+    INSERT INTO emails (message_id, source, updated_at) VALUES (?, ?, ?)
+    ON CONFLICT (message_id) DO UPDATE
+    SET source = excluded.source, updated_at = excluded.updated_at"""
+WRITE_RECIPIENT = """
+    INSERT INTO email_recipients (message_id, recipient, state, attempt, event, source, updated_at)
+    VALUES (:message_id, :recipient, :state, :attempt, :event, :source, :now)
+    ON CONFLICT (message_id, recipient) DO UPDATE
+    SET state = excluded.state, attempt = excluded.attempt, event = excluded.event,
+        source = excluded.source, updated_at = excluded.updated_at
+    WHERE email_recipients.state = 'deferred' AND email_recipients.attempt = :stage"""
+DEAD_LETTER = """
+    INSERT INTO emails (message_id, outcome, dead_lettered, source, updated_at)
+    VALUES (?, 'dead-lettered', ?, ?, ?)
+    ON CONFLICT (message_id) DO UPDATE
+    SET outcome = coalesce(emails.outcome, excluded.outcome),
+        dead_lettered = CASE WHEN emails.outcome IS NULL
+                             THEN excluded.dead_lettered ELSE emails.dead_lettered END,
+        source = excluded.source, updated_at = excluded.updated_at"""
+PRUNE_EMAILS = """
+    DELETE FROM emails WHERE message_id IN (
+        SELECT message_id FROM emails WHERE updated_at < ? LIMIT ?)
+    RETURNING message_id"""
+PRUNE_RECIPIENTS = """
+    DELETE FROM email_recipients WHERE message_id IN (SELECT value FROM json_each(?))"""
 
 
 class SqliteDedupeStore:
@@ -19,29 +79,50 @@ class SqliteDedupeStore:
     loss in the instant after a write could lose it. Calls run on the event loop itself: a write
     takes tens of microseconds, and making it in the same step that reads the server's 250 keeps
     the one window where a crash causes a duplicate (after the 250, before this write) as short
-    as it can be; a hop to a thread would widen it.
+    as it can be; a hop to a thread would widen it. Each write is one transaction under the
+    file's write lock, so it reads the state it returns before any other process can write.
     """
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._path = path
         self._db = _connect(path)
-        self._db.execute("BEGIN IMMEDIATE")
         try:
-            self._db.execute(
-                """CREATE TABLE IF NOT EXISTS emails (
-                       message_id TEXT PRIMARY KEY,
-                       outcome    TEXT,  -- delivered | dead-lettered; NULL while some are owed
-                       accepted   TEXT NOT NULL,  -- recipients the server took, one a line
-                       source     TEXT NOT NULL,  -- topic-partition and offset of the last write
-                       updated_at REAL NOT NULL  -- seconds since the epoch, for pruning
-                   ) WITHOUT ROWID"""
-            )
-            self._adopt_finished_emails()
+            _in_transaction(self._db, self._create_tables)
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._db.close()
             raise
-        self._db.execute("COMMIT")
+
+    def _create_tables(self) -> None:
+        """Under the write lock: processes that start together create them, and adopt an
+        earlier version's table, once."""
+        self._db.execute(CREATE_EMAILS)
+        self._db.execute(CREATE_RECIPIENTS)
+        columns = {column for _, column, *_ in self._db.execute("PRAGMA table_info(emails)")}
+        if "accepted" in columns:
+            self._adopt_accepted_recipients()
+        self._adopt_finished_emails()
+
+    def _adopt_accepted_recipients(self) -> None:
+        """The version before kept the recipients the server took as lines of emails.accepted:
+        each becomes a sent row (without an event: that version made none), so it is never
+        sent the email again."""
+        earlier = self._db.execute(
+            "SELECT message_id, accepted, source, updated_at FROM emails WHERE accepted <> ''"
+        ).fetchall()
+        self._db.executemany(
+            """INSERT INTO email_recipients
+                   (message_id, recipient, state, attempt, event, source, updated_at)
+               VALUES (?, ?, 'sent', 0, NULL, ?, ?) ON CONFLICT DO NOTHING""",
+            (
+                (message_id, recipient, source, updated_at)
+                for message_id, accepted, source, updated_at in earlier
+                for recipient in accepted.split("\n")
+                if recipient
+            ),
+        )
+        self._db.execute("ALTER TABLE emails DROP COLUMN accepted")
+        self._db.execute("ALTER TABLE emails ADD COLUMN dead_lettered BLOB")
 
     def _adopt_finished_emails(self) -> None:
         """Earlier versions kept only finished ids, in finished_emails: carry them over once."""
@@ -50,47 +131,58 @@ class SqliteDedupeStore:
         ).fetchone()
         if known is not None:
             self._db.execute(
-                """INSERT OR IGNORE INTO emails
-                   SELECT message_id, outcome, '', source, unixepoch(finished_at)
+                """INSERT OR IGNORE INTO emails (message_id, outcome, source, updated_at)
+                   SELECT message_id, outcome, source, unixepoch(finished_at)
                    FROM finished_emails"""
             )
             self._db.execute("DROP TABLE finished_emails")
 
     async def state_of(self, message_id: str) -> DeliveryState | None:
-        query = "SELECT outcome, accepted FROM emails WHERE message_id = ?"
-        row = self._db.execute(query, (message_id,)).fetchone()
-        if row is None:
-            return None
-        outcome, accepted = row
-        return DeliveryState(outcome, frozenset(accepted.split("\n")) - {""})
+        return delivery_state(self._db.execute(STATE_OF, (message_id,)).fetchall())
 
-    async def record_accepted(
-        self, message_id: str, recipients: Collection[str], source: str
-    ) -> None:
-        """Add recipients the server took while others are still owed the email."""
-        self._db.execute(
-            """INSERT INTO emails VALUES (?, NULL, ?, ?, ?)
-               ON CONFLICT (message_id) DO UPDATE
-               SET accepted = accepted || char(10) || excluded.accepted,
-                   source = excluded.source, updated_at = excluded.updated_at
-               WHERE outcome IS NULL""",
-            (message_id, "\n".join(recipients), source, time.time()),
-        )
+    async def record(
+        self, message_id: str, rows: Sequence[RecipientRow], stage: int, source: str
+    ) -> DeliveryState:
+        now = time.time()
+        written = [
+            {
+                "message_id": message_id,
+                "recipient": row.recipient,
+                "state": row.state,
+                "attempt": row.attempt,
+                "event": row.event,
+                "source": source,
+                "now": now,
+                "stage": stage,
+            }
+            for row in in_write_order(rows)
+        ]
 
-    async def record(self, message_id: str, outcome: Outcome, source: str) -> None:
-        """The email is finished; the first outcome recorded stays."""
-        self._db.execute(
-            """INSERT INTO emails VALUES (?, ?, '', ?, ?)
-               ON CONFLICT (message_id) DO UPDATE
-               SET outcome = excluded.outcome, source = excluded.source,
-                   updated_at = excluded.updated_at
-               WHERE outcome IS NULL""",
-            (message_id, outcome, source, time.time()),
-        )
+        def write() -> DeliveryState:
+            self._db.execute(TOUCH_EMAIL, (message_id, source, now))
+            self._db.executemany(WRITE_RECIPIENT, written)
+            return self._written_state(message_id)
+
+        return _in_transaction(self._db, write)
+
+    async def record_dead_lettered(
+        self, message_id: str, event: bytes | None, source: str
+    ) -> DeliveryState:
+        def write() -> DeliveryState:
+            self._db.execute(DEAD_LETTER, (message_id, event, source, time.time()))
+            return self._written_state(message_id)
+
+        return _in_transaction(self._db, write)
+
+    def _written_state(self, message_id: str) -> DeliveryState:
+        state = delivery_state(self._db.execute(STATE_OF, (message_id,)).fetchall())
+        assert state is not None  # the transaction has just written the email's row
+        return state
 
     async def prune(self, older_than: float) -> int:
-        """Delete the states last written before `older_than` (seconds since the epoch), in a
-        thread: deleting a day's states must not stall the loop. Returns the count."""
+        """Delete the emails last written before `older_than` (seconds since the epoch), each
+        with its recipients, in a thread: deleting a day's emails must not stall the loop.
+        Returns how many emails."""
         return await asyncio.to_thread(self._prune_in_batches, older_than)
 
     def _prune_in_batches(self, older_than: float) -> int:
@@ -99,11 +191,7 @@ class SqliteDedupeStore:
         deleted = 0
         try:
             while True:
-                batch = db.execute(
-                    """DELETE FROM emails WHERE message_id IN (
-                           SELECT message_id FROM emails WHERE updated_at < ? LIMIT ?)""",
-                    (older_than, PRUNE_BATCH),
-                ).rowcount
+                batch = _in_transaction(db, lambda: _prune_batch(db, older_than))
                 deleted += batch
                 if batch < PRUNE_BATCH:
                     return deleted
@@ -112,6 +200,25 @@ class SqliteDedupeStore:
 
     async def close(self) -> None:
         self._db.close()
+
+
+def _prune_batch(db: sqlite3.Connection, older_than: float) -> int:
+    pruned = [id_ for (id_,) in db.execute(PRUNE_EMAILS, (older_than, PRUNE_BATCH)).fetchall()]
+    db.execute(PRUNE_RECIPIENTS, (json.dumps(pruned),))
+    return len(pruned)
+
+
+def _in_transaction(db: sqlite3.Connection, write: Callable[[], T]) -> T:
+    """`write` between BEGIN IMMEDIATE (the file's write lock, taken at once) and COMMIT."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = write()
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return result
 
 
 def _connect(path: Path, busy_timeout_ms: int = 100) -> sqlite3.Connection:

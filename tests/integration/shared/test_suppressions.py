@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from deploy.local.postgres import LocalPostgres
-from services.worker.dedupe import DeliveryState, open_dedupe_store
+from services.worker.dedupe import DeliveryState, RecipientRow, open_dedupe_store
 from shared.store import CannotOpenStore
 from shared.suppressions import (
     MAX_PAGE_SIZE,
@@ -223,10 +223,12 @@ class SuppressionListContract:
         dedupe = await open_dedupe_store(location)
         try:
             suppressions = await open_list()
-            await dedupe.record("m-1", "delivered", "email.send-0 offset 4")
+            bounced = RecipientRow("ana@example.com", "bounced", 0, b"bounced")
+            await dedupe.record("m-1", [bounced], 0, "email.send-0 offset 4")
             await suppressions.suppress("ana@example.com", BOUNCE, "m-1")
 
-            assert await dedupe.state_of("m-1") == DeliveryState("delivered")
+            state = await dedupe.state_of("m-1")
+            assert state == DeliveryState(recipients={"ana@example.com": bounced})
             assert "ana@example.com" in await suppressions.suppressed(["ana@example.com"])
         finally:
             await dedupe.close()

@@ -5,9 +5,10 @@ again, without a restart, once it is back."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 from aiosmtplib import SMTPResponse
 
@@ -17,6 +18,7 @@ from services.worker.dedupe import (
     CannotOpenDedupeStore,
     DeliveryState,
     PostgresDedupeStore,
+    RecipientRow,
     open_dedupe_store,
 )
 from services.worker.mime import OutgoingEmail
@@ -27,7 +29,13 @@ from tests.conftest import free_port
 from tests.integration.worker.test_start import start_worker
 from tests.postgres import fresh_database
 from tests.unit.worker.fakes import FakeDeadLetters, FakeMailer, kafka_record
-from tests.unit.worker.test_dedupe import DedupeStoreContract, OpenStore, opened_stores
+from tests.unit.worker.test_dedupe import (
+    DedupeStoreContract,
+    EarlierEmail,
+    OpenStore,
+    WriteEarlierVersion,
+    opened_stores,
+)
 
 PASSWORD = "never-printed-at-start"
 
@@ -45,59 +53,76 @@ async def store(dedupe_url: str) -> AsyncIterator[PostgresDedupeStore]:
     await opened.close()
 
 
+SENT = RecipientRow("ana@example.com", "sent", 0, b"sent")
+
+
 class TestPostgresDedupeStore(DedupeStoreContract):
     @pytest.fixture
     async def open_store(self, dedupe_url: str) -> AsyncIterator[OpenStore]:
         async with opened_stores(lambda: open_dedupe_store(dedupe_url)) as open_store:
             yield open_store
 
+    @pytest.fixture
+    def write_earlier_version(self, dedupe_url: str) -> WriteEarlierVersion:
+        async def write(emails: Sequence[EarlierEmail]) -> None:
+            connection = await asyncpg.connect(dedupe_url)
+            try:
+                await connection.execute(
+                    """CREATE TABLE email_delivery_states (
+                           message_id text PRIMARY KEY,
+                           outcome    text CHECK (outcome IN ('delivered', 'dead-lettered')),
+                           accepted   text[] NOT NULL DEFAULT '{}',
+                           source     text NOT NULL,
+                           updated_at timestamptz NOT NULL DEFAULT now()
+                       );
+                       CREATE INDEX email_delivery_states_updated_at
+                           ON email_delivery_states (updated_at)"""
+                )
+                await connection.executemany(
+                    "INSERT INTO email_delivery_states VALUES ($1, $2, $3, $4, to_timestamp($5))",
+                    [
+                        (e.message_id, e.outcome, list(e.accepted), e.source, e.updated_at)
+                        for e in emails
+                    ],
+                )
+            finally:
+                await connection.close()
+
+        return write
+
 
 async def test_workers_starting_together_create_the_table_once(dedupe_url: str) -> None:
     async with opened_stores(lambda: open_dedupe_store(dedupe_url)) as open_store:
         stores = await asyncio.gather(*(open_store() for _ in range(8)))
 
-        await stores[0].record("m-1", "delivered", "email.send-0 @1")
-        assert [await store.state_of("m-1") for store in stores] == [DeliveryState("delivered")] * 8
-
-
-async def test_two_hosts_finishing_the_same_emails_at_once_agree_on_one_outcome(
-    dedupe_url: str,
-) -> None:
-    """A rebalance can hand a record to a second host while the first still delivers it."""
-    async with opened_stores(lambda: open_dedupe_store(dedupe_url)) as open_store:
-        first, second = await open_store(), await open_store()
-        ids = [f"m-{number}" for number in range(200)]
-
-        await asyncio.gather(
-            *(first.record(message_id, "delivered", "host-a") for message_id in ids),
-            *(second.record(message_id, "dead-lettered", "host-b") for message_id in ids),
-        )
-
-        for message_id in ids:
-            seen_by_first = await first.state_of(message_id)
-            assert seen_by_first is not None
-            assert seen_by_first.finished in ("delivered", "dead-lettered")
-            assert await second.state_of(message_id) == seen_by_first
+        await stores[0].record("m-1", [SENT], 0, "email.send-0 @1")
+        expected = DeliveryState(recipients={SENT.recipient: SENT})
+        assert [await store.state_of("m-1") for store in stores] == [expected] * 8
 
 
 async def test_a_call_fails_while_postgresql_is_stopped_and_works_once_it_is_back(
     postgresql: LocalPostgres, store: PostgresDedupeStore
 ) -> None:
-    await store.record("m-1", "delivered", "email.send-0 @1")
+    await store.record("m-1", [SENT], 0, "email.send-0 @1")
     await asyncio.to_thread(postgresql.stop)
     try:
         async with asyncio.timeout(30):  # fails, and does not hang
             with pytest.raises(OSError, match=r"Connect call failed|Connection refused"):
-                await store.record("m-2", "delivered", "email.send-0 @2")
+                await store.record("m-2", [SENT], 0, "email.send-0 @2")
             with pytest.raises(OSError, match=r"Connect call failed|Connection refused"):
                 await store.state_of("m-1")
+            with pytest.raises(OSError, match=r"Connect call failed|Connection refused"):
+                await store.record_dead_lettered("m-3", b"dead", "email.send-0 @3")
     finally:
         await asyncio.to_thread(postgresql.start)
 
-    await store.record("m-2", "delivered", "email.send-0 @2")  # the same store, the first call
+    # The same store, the first call.
+    written = await store.record("m-2", [SENT], 0, "email.send-0 @2")
 
-    assert await store.state_of("m-1") == DeliveryState("delivered")
-    assert await store.state_of("m-2") == DeliveryState("delivered")
+    expected = DeliveryState(recipients={SENT.recipient: SENT})
+    assert written == expected
+    assert await store.state_of("m-1") == expected
+    assert await store.state_of("m-2") == expected
 
 
 class MailerThatStopsPostgres(FakeMailer):
@@ -147,7 +172,7 @@ async def test_the_worker_records_the_250_once_postgresql_is_back_without_a_rest
     assert mailer.attempts == 1, "sent once: the wait was for the store, not the server"
     state = await store.state_of("m-1")
     assert state is not None
-    assert state.finished == "delivered"
+    assert [row.state for row in state.recipients.values()] == ["sent"]
 
 
 @pytest.mark.parametrize(
