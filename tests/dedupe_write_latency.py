@@ -21,10 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped]
-from aiosmtplib import SMTPResponse
 
 from deploy.local.postgres import LocalPostgres
-from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.dedupe import (
     DeliveryState,
     PostgresDedupeStore,
@@ -33,12 +31,13 @@ from services.worker.dedupe import (
     open_dedupe_store,
 )
 from services.worker.mime import OutgoingEmail
-from services.worker.processor import AttemptCounts, EmailProcessor, message_id_of
+from services.worker.processor import message_id_of
 from services.worker.retry import RetryPolicy
-from services.worker.store_outage import StoreOutage
+from services.worker.smtp import Transaction
 from shared.event_loop import run
 from tests.postgres import fresh_database, private_postgres
-from tests.unit.worker.fakes import FakeDeadLetters, kafka_record
+from tests.unit.worker.fakes import QUEUED, kafka_record
+from tests.unit.worker.processors import processor_with_fakes
 
 WARM_UP_EMAILS = 200  # not counted: each pooled connection prepares its statements once
 
@@ -63,9 +62,9 @@ class AnsweringMailer:
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
 
-    async def send(self, email: OutgoingEmail, recipients: list[str]) -> dict[str, SMTPResponse]:
+    async def send(self, email: OutgoingEmail, recipients: list[str]) -> Transaction:
         self._clock.replied_at[message_id_of(email)] = time.perf_counter_ns()
-        return {}
+        return Transaction(QUEUED, {})
 
     async def close(self) -> None:
         pass
@@ -98,15 +97,10 @@ async def measure(location: str | Path, emails: int, lanes: int) -> list[float]:
     """Milliseconds from 250 to committed, for `emails` emails over `lanes` concurrent lanes."""
     store = await open_dedupe_store(location)
     clock = Clock()
-    retry = RetryPolicy(max_attempts=0, initial_seconds=0.1, max_seconds=1.0)
-    processor = EmailProcessor(
-        store=TimedStore(store, clock),
-        dead_letters=FakeDeadLetters(),
-        retry=retry,
-        message_id_domain="latency.test",
-        configuration_faults=ConfigurationFaults(retry.initial_seconds, retry.max_seconds),
-        counts=AttemptCounts(),
-        store_outage=StoreOutage(),
+    processor = processor_with_fakes(
+        TimedStore(store, clock),
+        retry=RetryPolicy(initial_seconds=0.1, max_seconds=1.0),
+        domain="latency.test",
     )
     run = uuid.uuid4().hex[:8]
     records = [kafka_record(offset, f"{run}-{offset}") for offset in range(emails)]

@@ -30,7 +30,7 @@ from aiosmtplib import (
 )
 
 from services.worker.configuration_faults import ConfigurationFaults
-from services.worker.dedupe.contract import DedupeStore, DeliveryState, RecipientRow
+from services.worker.dedupe import DedupeStore, DeliveryState, RecipientRow, RecipientState
 from services.worker.mime import OutgoingEmail, accepted_at, render_email
 from services.worker.outbox import Message, Outbox
 from services.worker.outcome import Finished, Publication, RecordOutcome
@@ -550,7 +550,7 @@ def _finished(written: list[RecipientRow], sent_now: int, dead_lettered: bool) -
 def _counted(rows: list[RecipientRow]) -> str:
     """`sent 2, deferred 1`: the log counts recipients, and never names them (Bcc)."""
     counts = Counter(row.state for row in rows)
-    states = ("sent", "bounced", "suppressed", "deferred")
+    states: tuple[RecipientState, ...] = ("sent", "bounced", "suppressed", "deferred")
     return ", ".join(f"{state} {counts[state]}" for state in states if counts[state])
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from services.worker.dedupe.contract import DeliveryState, RecipientRow
+from services.worker.dedupe import DeliveryState, RecipientRow
 from shared.events import (
     Bounced,
     BounceReason,

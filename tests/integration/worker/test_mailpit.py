@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -17,15 +16,11 @@ from pydantic import SecretStr
 from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.health import create_health_app
 from services.worker.mime import OutgoingEmail, render_email
-from services.worker.outbox import Outbox
-from services.worker.processor import AttemptCounts, EmailProcessor
-from services.worker.recipient_outcomes import RetryPlan
+from services.worker.processor import AttemptCounts
 from services.worker.retry import RetryPolicy
-from services.worker.send_limiter import SendLimiter
 from services.worker.smtp import SmtpConnection, SmtpServer, TlsMode, tls_context
 from services.worker.smtp_failures import ConfigurationFault, classify
 from services.worker.store_outage import StoreOutage
-from shared.retry_topics import parse_schedule
 from tests.mailpit import (
     Certificate,
     RunningMailpit,
@@ -37,13 +32,12 @@ from tests.mailpit import (
 from tests.unit.worker.fakes import (
     FakeDeadLetters,
     FakeOwnedPartitions,
-    FakeProducer,
     InMemoryDedupeStore,
-    InMemorySuppressions,
     email_record,
     kafka_record,
     member_of_the_group,
 )
+from tests.unit.worker.processors import processor_with_fakes
 
 DOMAIN = "pipeline.test"
 USERNAME, PASSWORD = "worker", "Tr0ub4dor&3-not-in-any-log"
@@ -209,20 +203,12 @@ async def test_held_emails_arrive_once_when_the_server_accepts_the_password(
     sent, recorded or dead-lettered; the server learns it and every email arrives once."""
     store, dead_letters = InMemoryDedupeStore(), FakeDeadLetters()
     faults = ConfigurationFaults(0.05, 0.2)
-    retry = RetryPolicy(0.05, 0.2)
-    processor = EmailProcessor(
-        store=store,
-        suppressions=InMemorySuppressions(),
-        outbox=Outbox(FakeProducer(), retry.delay),
+    processor = processor_with_fakes(
+        store,
         dead_letters=dead_letters,
-        retry=retry,
-        retry_plan=RetryPlan(parse_schedule("1m"), timedelta(hours=24), "email.send"),
-        events_topic="email.events",
-        message_id_domain=DOMAIN,
-        configuration_faults=faults,
-        counts=AttemptCounts(),
-        store_outage=StoreOutage(),
-        pace=SendLimiter(None),
+        retry=RetryPolicy(0.05, 0.2),
+        faults=faults,
+        domain=DOMAIN,
     )
     message_ids = [f"held-{n}" for n in range(8)]
     flags = starttls_flags(certificate)

@@ -10,10 +10,8 @@ from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
-from aiosmtplib import SMTPResponse
 
 from deploy.local.postgres import LocalPostgres
-from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.dedupe import (
     CannotOpenDedupeStore,
     DeliveryState,
@@ -22,13 +20,13 @@ from services.worker.dedupe import (
     open_dedupe_store,
 )
 from services.worker.mime import OutgoingEmail
-from services.worker.processor import AttemptCounts, EmailProcessor
 from services.worker.retry import RetryPolicy
-from services.worker.store_outage import StoreOutage
+from services.worker.smtp import Transaction
 from tests.conftest import free_port
 from tests.integration.worker.test_start import start_worker
 from tests.postgres import fresh_database
-from tests.unit.worker.fakes import FakeDeadLetters, FakeMailer, kafka_record
+from tests.unit.worker.fakes import FakeMailer, kafka_record
+from tests.unit.worker.processors import processor_with_fakes
 from tests.unit.worker.test_dedupe import (
     DedupeStoreContract,
     EarlierEmail,
@@ -133,7 +131,7 @@ class MailerThatStopsPostgres(FakeMailer):
         self.server = server
         self.stopped_postgres = asyncio.Event()
 
-    async def send(self, email: OutgoingEmail, recipients: list[str]) -> dict[str, SMTPResponse]:
+    async def send(self, email: OutgoingEmail, recipients: list[str]) -> Transaction:
         await asyncio.to_thread(self.server.stop)
         self.stopped_postgres.set()
         return await super().send(email, recipients)
@@ -142,16 +140,7 @@ class MailerThatStopsPostgres(FakeMailer):
 async def test_the_worker_records_the_250_once_postgresql_is_back_without_a_restart(
     postgresql: LocalPostgres, store: PostgresDedupeStore
 ) -> None:
-    retry = RetryPolicy(max_attempts=0, initial_seconds=0.2, max_seconds=0.5)
-    processor = EmailProcessor(
-        store=store,
-        dead_letters=FakeDeadLetters(),
-        retry=retry,
-        message_id_domain="pipeline.test",
-        configuration_faults=ConfigurationFaults(retry.initial_seconds, retry.max_seconds),
-        counts=AttemptCounts(),
-        store_outage=StoreOutage(),
-    )
+    processor = processor_with_fakes(store, retry=RetryPolicy(initial_seconds=0.2, max_seconds=0.5))
     mailer = MailerThatStopsPostgres(postgresql)
 
     async def restart_after_a_while() -> None:
