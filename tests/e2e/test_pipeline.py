@@ -222,7 +222,11 @@ async def events_of(stack: RunningStack, message_id: str, event_type: str) -> li
         partitions = [TopicPartition(topic, p) for p in range(stack.settings.topic_partitions)]
         consumer.assign(partitions)
         end = await consumer.end_offsets(partitions)
-        while any(await consumer.position(tp) < offset for tp, offset in end.items()):
+
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < offset for tp, offset in end.items()])
+
+        while await behind():
             batches = await consumer.getmany(timeout_ms=500)
             for record in (r for batch in batches.values() for r in batch):
                 event = json.loads(record.value or b"{}")
