@@ -12,7 +12,7 @@ from tests.unit.console.test_loop import Counting, FakeKafka, snapshot_loop
 SNAPSHOT_KEYS = {
     "topic", "group", "group_state", "partitions", "dlq", "members", "rates",
     "brokers", "under_replicated", "group_generation", "group_protocol", "group_coordinator",
-    "group_error",
+    "group_error", "events_consumer", "retries",
 }  # fmt: skip
 PARTITION_KEYS = {
     "partition", "log_start_offset", "log_end_offset", "current_offset", "lag", "member",
