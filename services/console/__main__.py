@@ -39,10 +39,11 @@ async def serve(settings: Settings) -> None:
     api_url = settings.console_api_url or local_url(settings.api_host, settings.api_port)
     sink_url = settings.console_sink_url or local_url(settings.sink_host, settings.sink_http_port)
     async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_SECONDS) as http:
+        api = ApiSource(http, api_url)
         loop = SnapshotLoop(
             Picture(watch, settings.kafka_bootstrap_servers),
             kafka,
-            ApiSource(http, api_url).accepted_total,
+            api.accepted_total,
             SinkSource(http, sink_url).read,
             interval_seconds=settings.console_refresh_seconds,
             kafka_timeout_seconds=KAFKA_REQUEST_TIMEOUT_SECONDS + 1,
@@ -50,7 +51,7 @@ async def serve(settings: Settings) -> None:
             inbox_url=sink_url,
         )
         server = embedded_server(
-            create_app(loop, KAFKA_STALE_SECONDS),
+            create_app(loop, KAFKA_STALE_SECONDS, api.email),
             settings.console_host,
             settings.console_port,
         )
