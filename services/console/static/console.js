@@ -150,15 +150,17 @@ function replicasOf(row) {
   return where;
 }
 
-function membersRows(members, partitionsOf, nobody) {
+// A group's members, one row each, their test ids named after `prefix` ("member":
+// email-send-group's, "member-row" and "member-instance-id").
+function membersRows(members, partitionsOf, nobody, prefix) {
   if (members.length === 0) return [el("tr", {}, el("td", { colspan: 4, class: "dim", text: nobody }))];
   return members.map((member) =>
     el(
       "tr",
-      { "data-testid": "member-row" },
+      { "data-testid": `${prefix}-row` },
       el("td", { text: member.client_id }),
       el("td", { text: member.host }),
-      el("td", { "data-testid": "member-instance-id", text: member.group_instance_id || "– (dynamic)" }),
+      el("td", { "data-testid": `${prefix}-instance-id`, text: member.group_instance_id || "– (dynamic)" }),
       el("td", { text: partitionsOf(member) || "none" }),
     ),
   );
@@ -229,7 +231,7 @@ function renderEventsConsumer(consumer) {
   byId("events-total-lag").textContent = consumer.total_lag === null ? "?" : String(consumer.total_lag);
   byId("events-lanes").replaceChildren(...consumer.partitions.map((row) => lane(consumer.topic, row, "events-lane")));
   byId("events-members").replaceChildren(
-    ...membersRows(consumer.members, (member) => member.partitions.map((p) => `${consumer.topic}-${p}`).join(", "), "no member: no API is reading the events"),
+    ...membersRows(consumer.members, (member) => member.partitions.map((p) => `${consumer.topic}-${p}`).join(", "), "no member: no API is reading the events", "events-member"),
   );
 }
 
@@ -321,7 +323,7 @@ function render(snapshot) {
   }
 
   byId("members").replaceChildren(
-    ...membersRows(snapshot.members, (member) => member.partitions.map((p) => `${snapshot.topic}-${p}`).join(", "), "no member: no worker is running"),
+    ...membersRows(snapshot.members, (member) => member.partitions.map((p) => `${snapshot.topic}-${p}`).join(", "), "no member: no worker is running", "member"),
   );
   renderRetries(snapshot.retries);
   renderEventsConsumer(snapshot.events_consumer);
