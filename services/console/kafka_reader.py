@@ -319,16 +319,16 @@ class KafkaReader:
             answers.update(dict.fromkeys(names, answer))
         looks: dict[str, GroupReading] = {}
         for group in groups:
-            answer = answers[group]
-            if isinstance(answer, GroupReading):
-                looks[group] = self._groups[group] = answer
+            look = answers[group]
+            if isinstance(look, GroupReading):
+                looks[group] = self._groups[group] = look
                 continue
-            if not isinstance(answer, (KafkaError, *NO_ANSWER)):
-                raise answer  # cancelled, or a fault of the console's own
+            if not isinstance(look, (KafkaError, *NO_ANSWER)):
+                raise look  # cancelled, or a fault of the console's own
             self._coordinators.pop(group, None)  # it may have moved: ask again at the next look
             if group not in self._groups:
-                raise answer  # nothing to show for it yet
-            looks[group] = dataclasses.replace(self._groups[group], error=describe_error(answer))
+                raise look  # nothing to show for it yet
+            looks[group] = dataclasses.replace(self._groups[group], error=describe_error(look))
         return looks
 
     async def _groups_from(

@@ -241,7 +241,7 @@ OFFSETS_0 = TopicPartition("__consumer_offsets", 0)
 
 def fetch_response(*partitions: tuple[TopicPartition, int, int, int, bytes]) -> Any:
     """A Fetch v11 answer: (partition, error, high watermark, log start, records) each."""
-    topics = [
+    topics: list[Any] = [
         (
             tp.topic,
             [
