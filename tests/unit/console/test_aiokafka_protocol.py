@@ -1,7 +1,7 @@
 """The aiokafka internals the console relies on (services/console/aiokafka_protocol.py), pinned:
 DescribeGroups v4 and OffsetFetch v8 byte for byte as Kafka's protocol lays them out
 (DescribeGroupsRequest.json, DescribeGroupsResponse.json, OffsetFetchRequest.json and
-OffsetFetchResponse.json), the layouts of aiokafka's Fetch and Metadata it reads, the client
+OffsetFetchResponse.json) and, for OffsetFetch, as Kafka 4.1.1 writes them itself, the layouts of aiokafka's Fetch and Metadata it reads, the client
 attributes it sends and counts through (the admin client's and the consumer's public calls go
 through them), and pins on aiokafka: when its own DescribeGroups reaches v4, or its OffsetFetch
 v8, that part of the module is no longer needed."""
@@ -453,3 +453,36 @@ def test_requests_are_sent_to_a_chosen_broker_as_relied_on() -> None:
         "request",
         "group",
     ]
+
+
+# Kafka 4.1.1's own bytes: OffsetFetchRequestData and OffsetFetchResponseData at version 8, as
+# `MessageUtil.toByteBufferAccessor` of kafka-clients-4.1.1.jar writes them (a few lines of Java
+# run once): the three groups, every partition (topics null); and an answer with email.send-0
+# at 4, email.send-1 with no offset (-1), email.events-2 at 7 (leader epoch 3, metadata "m"),
+# GROUP_ID_NOT_FOUND for the second group and GROUP_AUTHORIZATION_FAILED for the third.
+KAFKAS_OFFSET_FETCH_V8 = bytes.fromhex(
+    "0411656d61696c2d73656e642d67726f7570000013656d61696c2d7374617475732d67726f7570000012656d"
+    "61696c2d72657472792d67726f757000000000"
+)
+KAFKAS_OFFSET_FETCH_ANSWER_V8 = bytes.fromhex(
+    "000000000411656d61696c2d73656e642d67726f7570030b656d61696c2e73656e6403000000000000000000"
+    "000004ffffffff0100000000000001ffffffffffffffffffffffff00000000000d656d61696c2e6576656e74"
+    "730200000002000000000000000700000003026d0000000000000013656d61696c2d7374617475732d67726f"
+    "75700100450012656d61696c2d72657472792d67726f757001001e0000"
+)
+
+
+def test_the_offset_fetch_is_the_bytes_kafka_itself_writes() -> None:
+    groups = [GROUP, "email-status-group", "email-retry-group"]
+
+    assert OffsetFetchOfGroups(groups).prepare(OFFSET_FETCH_VERSIONS).encode() == (
+        KAFKAS_OFFSET_FETCH_V8
+    )
+
+
+def test_kafkas_own_offsets_answer_reads_as_each_groups_offsets_or_error() -> None:
+    answer = fetched_offsets(OffsetFetchResponse_v8.decode(KAFKAS_OFFSET_FETCH_ANSWER_V8))
+
+    assert answer[GROUP] == {TopicPartition(TOPIC, 0): 4, TopicPartition("email.events", 2): 7}
+    assert answer["email-status-group"] == {}
+    assert isinstance(answer["email-retry-group"], GroupAuthorizationFailedError)
