@@ -50,6 +50,11 @@ function formatDueIn(seconds) {
   return seconds >= 0 ? `in ${span}` : `${span} ago`;
 }
 
+// "next due in 43 s"; once past it (the retry consumer has not taken it yet), "next was due 5 s ago".
+function nextDue(seconds) {
+  return `next ${seconds !== null && seconds < 0 ? "was due" : "due"} ${formatDueIn(seconds)}`;
+}
+
 // Which offsets a lane draws: the last SLOTS, and when CURRENT-OFFSET is older than those, a
 // few around it too, with the records between them counted (the pointer never leaves the page).
 function runsToDraw(start, current, logEnd) {
@@ -179,11 +184,11 @@ function renderRetries(retries) {
   byId("retry-group").textContent = retries.group;
   byId("retry-pending").textContent = retries.pending === null ? "?" : String(retries.pending);
   const next = byId("retry-next-due");
-  next.textContent = retries.next_due_at ? `next due ${formatDueIn(retries.next_due_in_seconds)}` : retries.pending ? "due times not read yet" : "";
+  next.textContent = retries.next_due_at ? nextDue(retries.next_due_in_seconds) : retries.pending ? "due times not read yet" : "";
   next.title = retries.next_due_at ? timeOf(retries.next_due_at) : "";
   const rows = [];
   for (const topic of retries.topics) {
-    const due = topic.next_due_at ? ` · next due ${formatDueIn(topic.next_due_in_seconds)}` : "";
+    const due = topic.next_due_at ? ` · ${nextDue(topic.next_due_in_seconds)}` : "";
     const left = topic.in_schedule ? "" : " (left by an earlier schedule: still drained)";
     rows.push(
       el(
