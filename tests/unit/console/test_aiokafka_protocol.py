@@ -1,10 +1,11 @@
 """The aiokafka internals the console relies on (services/console/aiokafka_protocol.py), pinned:
 DescribeGroups v4 and OffsetFetch v8 byte for byte as Kafka's protocol lays them out
 (DescribeGroupsRequest.json, DescribeGroupsResponse.json, OffsetFetchRequest.json and
-OffsetFetchResponse.json) and, for OffsetFetch, as Kafka 4.1.1 writes them itself, the layouts of aiokafka's Fetch and Metadata it reads, the client
-attributes it sends and counts through (the admin client's and the consumer's public calls go
-through them), and pins on aiokafka: when its own DescribeGroups reaches v4, or its OffsetFetch
-v8, that part of the module is no longer needed."""
+OffsetFetchResponse.json) and, for OffsetFetch, as Kafka 4.1.1 writes them itself; the layouts
+of aiokafka's Fetch and Metadata it reads, the client attributes it sends and counts through
+(the admin client's and the consumer's public calls go through them), and pins on aiokafka:
+when its own DescribeGroups reaches v4, or its OffsetFetch v8, that part of the module is no
+longer needed."""
 
 from __future__ import annotations
 
@@ -330,6 +331,18 @@ async def test_metadata_is_asked_for_the_topics_without_creating_them() -> None:
     prepared = request.prepare(METADATA_VERSIONS).to_object()
     assert node_id == 2
     assert prepared == {"topics": [TOPIC, f"{TOPIC}.dlq"], "allow_auto_topic_creation": False}
+
+
+async def test_a_listing_asks_for_every_topic_creating_none() -> None:
+    answer = SimpleNamespace(to_object=lambda: {"brokers": [], "topics": []})
+    connection = FakeConnection(answer)
+
+    await protocol_with(connection).metadata(2, None)
+
+    [(_, request)] = connection.sent
+    prepared = request.prepare(METADATA_VERSIONS)
+    assert prepared.to_object() == {"topics": None, "allow_auto_topic_creation": False}
+    assert prepared.encode().startswith(b"\xff\xff\xff\xff")  # a null array: every topic
 
 
 async def test_the_admin_clients_group_calls_are_counted() -> None:
