@@ -1,6 +1,6 @@
-"""`python -m services.console`: the console's composition root: settings, the Kafka reader
-(an admin client and a group-less consumer), one HTTP client for the API and the sink, the
-snapshot loop and the web server."""
+"""`python -m services.console`: the console's composition root: settings, what it watches,
+the Kafka reader (an admin client and a group-less consumer), one HTTP client for the API and
+the sink, the snapshot loop and the web server."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import httpx
 from services.console.app import create_app
 from services.console.kafka_reader import create_kafka_reader
 from services.console.loop import SnapshotLoop
-from services.console.snapshot import Picture
+from services.console.snapshot import Picture, Watch
 from services.console.sources import ApiSource, SinkSource
 from shared.event_loop import run
 from shared.http_server import embedded_server, listen
@@ -29,26 +29,21 @@ KAFKA_STALE_SECONDS = 5.0  # /readyz: the last good read of Kafka is at most thi
 
 async def serve(settings: Settings) -> None:
     http_socket = listen("console", settings.console_host, settings.console_port)
+    watch = Watch.of(settings)
     kafka = create_kafka_reader(
         settings.kafka_bootstrap_servers,
         client_id="email-console",
         request_timeout_ms=int(KAFKA_REQUEST_TIMEOUT_SECONDS * 1000),
-        topic=settings.email_topic,
-        dlq_topic=settings.dlq_topic,
-        group=settings.consumer_group,
+        watch=watch,
     )
     api_url = settings.console_api_url or local_url(settings.api_host, settings.api_port)
     sink_url = settings.console_sink_url or local_url(settings.sink_host, settings.sink_http_port)
     async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_SECONDS) as http:
+        api = ApiSource(http, api_url)
         loop = SnapshotLoop(
-            Picture(
-                settings.email_topic,
-                settings.dlq_topic,
-                settings.consumer_group,
-                settings.kafka_bootstrap_servers,
-            ),
+            Picture(watch, settings.kafka_bootstrap_servers),
             kafka,
-            ApiSource(http, api_url).accepted_total,
+            api.accepted_total,
             SinkSource(http, sink_url).read,
             interval_seconds=settings.console_refresh_seconds,
             kafka_timeout_seconds=KAFKA_REQUEST_TIMEOUT_SECONDS + 1,
@@ -56,15 +51,17 @@ async def serve(settings: Settings) -> None:
             inbox_url=sink_url,
         )
         server = embedded_server(
-            create_app(loop, KAFKA_STALE_SECONDS),
+            create_app(loop, KAFKA_STALE_SECONDS, api.email),
             settings.console_host,
             settings.console_port,
         )
         stopping = stop_on_signals()
         log.info(
-            "console on http://%s:%d/ watching %s as %s; the API at %s, the sink at %s",
-            settings.console_host, settings.console_port,
-            settings.email_topic, settings.consumer_group, api_url, sink_url,
+            "console on http://%s:%d/ watching %s as %s, %s as %s and %d retry topics as %s; "
+            "the API at %s, the sink at %s",
+            settings.console_host, settings.console_port, watch.topic, watch.group,
+            watch.events_topic, watch.status_group, len(watch.retry_topics), watch.retry_group,
+            api_url, sink_url,
         )  # fmt: skip
         serving = asyncio.create_task(server.serve(sockets=[http_socket]))
         try:

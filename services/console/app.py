@@ -1,4 +1,5 @@
-"""The console's HTTP side: the page, `GET /api/snapshot`, the live stream and health probes.
+"""The console's HTTP side: the page, `GET /api/snapshot`, the live stream, an email's journey
+(the API's `GET /emails/{id}` passed through) and health probes.
 
 Read-only: nothing here changes the stack. Every page shares the one snapshot loop.
 """
@@ -6,6 +7,7 @@ Read-only: nothing here changes the stack. Every page shares the one snapshot lo
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
 from services.console.loop import SnapshotLoop
+from services.console.sources import SourceError, message_id_problem
 
 STATIC_DIR = Path(__file__).parent / "static"
 FIRST_SNAPSHOT_SECONDS = 5.0
@@ -24,7 +27,10 @@ PAGE_POLICY = (
 )
 
 
-def create_app(loop: SnapshotLoop, kafka_stale_seconds: float) -> FastAPI:
+EmailLookup = Callable[[str], Awaitable[tuple[int, dict[str, Any]]]]
+
+
+def create_app(loop: SnapshotLoop, kafka_stale_seconds: float, email_of: EmailLookup) -> FastAPI:
     app = FastAPI(title="Email pipeline console", openapi_url=None)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
@@ -52,6 +58,20 @@ def create_app(loop: SnapshotLoop, kafka_stale_seconds: float) -> FastAPI:
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+
+    @app.get("/api/emails/{message_id}")
+    async def email(message_id: str) -> JSONResponse:
+        """An email's journey: the API's `GET /emails/{id}` (its status, recipients and
+        history with each record's and event's partition and offset), answered as the API
+        answered it; 502 when the API does not answer."""
+        problem = message_id_problem(message_id)
+        if problem is not None:
+            return JSONResponse({"detail": problem}, 422)
+        try:
+            status_code, answer = await email_of(message_id)
+        except SourceError as error:
+            return JSONResponse({"detail": f"the API does not answer: {error}"}, 502)
+        return JSONResponse(answer, status_code)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

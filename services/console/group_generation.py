@@ -22,6 +22,7 @@ from __future__ import annotations
 import struct
 
 from aiokafka.errors import for_code
+from aiokafka.structs import TopicPartition
 
 from services.console.aiokafka_protocol import ProtocolClient
 
@@ -91,12 +92,12 @@ class GenerationReader:
         """Read on from the last position, through the coordinator: it leads the partition."""
         if self._partition is None:
             self._partition = await self._partition_of_group(kafka, coordinator)
+        partition = TopicPartition(OFFSETS_TOPIC, self._partition)
         for _ in range(FETCHES_PER_LOOK):
-            fetched = await kafka.fetch(
-                coordinator, OFFSETS_TOPIC, self._partition, self._position, FETCH_MAX_BYTES
-            )
-            for key, value in fetched.records:
-                is_ours, generation = generation_in(key, value, self.group)
+            answer = await kafka.fetch(coordinator, {partition: self._position}, FETCH_MAX_BYTES)
+            fetched = answer[partition]
+            for record in fetched.records:
+                is_ours, generation = generation_in(record.key, record.value, self.group)
                 if is_ours:
                     self.generation = generation
             self._position = fetched.next_offset

@@ -1,21 +1,28 @@
-"""The API's and the sink's numbers, read over their HTTP APIs.
+"""The API's and the sink's numbers, read over their HTTP APIs, and an email's journey.
 
-The API: its Prometheus counter of accepted emails. The sink: its own `/api/v1/stats`
-(received, duplicates, end-to-end latency) and Mailpit's `/api/v1/messages` for the newest ones.
+The API: its Prometheus counter of accepted emails, and `GET /emails/{id}` (an email's status
+and history) passed through for the page. The sink: its own `/api/v1/stats` (received,
+duplicates, end-to-end latency) and Mailpit's `/api/v1/messages` for the newest ones.
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import TypeAdapter, ValidationError
 
 from services.console.snapshot import RecentMessage, SinkReading
+from shared.schema import MessageId
 
 ACCEPTED_METRIC = "email_api_emails_accepted"  # the family of email_api_emails_accepted_total
 RECENT_MESSAGES = 20
+# A person waits for this answer: longer than a tick's reads, which the next tick replaces.
+EMAIL_TIMEOUT_SECONDS = 5.0
+MESSAGE_IDS = TypeAdapter(MessageId)
 
 
 class SourceError(Exception):
@@ -25,7 +32,22 @@ class SourceError(Exception):
 class ApiSource:
     def __init__(self, http: httpx.AsyncClient, api_url: str) -> None:
         self.http = http
-        self.metrics_url = f"{api_url.rstrip('/')}/metrics"
+        self.api_url = api_url.rstrip("/")
+        self.metrics_url = f"{self.api_url}/metrics"
+
+    async def email(self, message_id: str) -> tuple[int, dict[str, Any]]:
+        """The API's answer to `GET /emails/{message_id}`, its status code and JSON object as
+        they are (200: the email's status and history; 404: an id it does not know); a
+        SourceError when it does not answer, or not with a JSON object. The id must have
+        passed `message_id_problem`."""
+        url = f"{self.api_url}/emails/{quote(message_id, safe='')}"
+        try:
+            response = await self.http.get(url, timeout=EMAIL_TIMEOUT_SECONDS)
+        except httpx.HTTPError as error:
+            raise SourceError(f"{url}: {type(error).__name__} {error}".rstrip()) from error
+        return response.status_code, _json_object(
+            response.text, f"{url} (status {response.status_code})"
+        )
 
     async def accepted_total(self) -> float:
         text = await _get(self.http, self.metrics_url)
@@ -63,6 +85,21 @@ class SinkSource:
             latency_count=int(latency.get("count") or 0),
             recent_messages=self._recent,
         )
+
+
+def message_id_problem(message_id: str) -> str | None:
+    """What is wrong with an id typed into the page, or None: ids are the API's, as its 202
+    answered them (`id`)."""
+    try:
+        MESSAGE_IDS.validate_python(message_id)
+    except ValidationError:
+        return (
+            f"{message_id[:80]!r} is not a message id: an id is 1 to 200 letters, digits, '.', "
+            "'_' or '-', as the `id` of the API's 202 answer"
+        )
+    if set(message_id) == {"."}:
+        return f"{message_id!r} is not a message id: an id is more than dots"
+    return None
 
 
 def recent_message(summary: dict[str, Any]) -> RecentMessage:

@@ -39,6 +39,22 @@ function timeOf(iso) {
   return Number.isNaN(date.getTime()) ? iso : date.toLocaleTimeString();
 }
 
+// How long until a due time: "in 43 s", "in 14 min 5 s", "in 2 h 3 min"; past it, "3 s ago".
+function formatDueIn(seconds) {
+  if (seconds === null || seconds === undefined) return "due time unreadable";
+  const whole = Math.round(Math.abs(seconds));
+  let span;
+  if (whole < 120) span = `${whole} s`;
+  else if (whole < 7200) span = `${Math.floor(whole / 60)} min ${whole % 60} s`;
+  else span = `${Math.floor(whole / 3600)} h ${Math.floor((whole % 3600) / 60)} min`;
+  return seconds >= 0 ? `in ${span}` : `${span} ago`;
+}
+
+// "next due in 43 s"; once past it (the retry consumer has not taken it yet), "next was due 5 s ago".
+function nextDue(seconds) {
+  return `next ${seconds !== null && seconds < 0 ? "was due" : "due"} ${formatDueIn(seconds)}`;
+}
+
 // Which offsets a lane draws: the last SLOTS, and when CURRENT-OFFSET is older than those, a
 // few around it too, with the records between them counted (the pointer never leaves the page).
 function runsToDraw(start, current, logEnd) {
@@ -68,7 +84,7 @@ function slot(offset, current, logEnd) {
   return node;
 }
 
-function lane(topic, row) {
+function lane(topic, row, testid = "partition-lane") {
   const logEnd = row.log_end_offset;
   const current = row.current_offset; // null: the group has committed nothing here yet
   const { older, runs } = runsToDraw(row.log_start_offset, current, logEnd);
@@ -86,7 +102,7 @@ function lane(topic, row) {
     "div",
     {
       class: `lane${row.lag ? " lagging" : ""}${row.offsets_live ? "" : " stale"}`,
-      "data-testid": "partition-lane",
+      "data-testid": testid,
       "data-partition": row.partition,
       "data-current-offset": current === null ? "" : current,
       "data-log-end-offset": logEnd,
@@ -139,6 +155,91 @@ function replicasOf(row) {
   return where;
 }
 
+// A group's members, one row each, their test ids named after `prefix` ("member":
+// email-send-group's, "member-row" and "member-instance-id").
+function membersRows(members, partitionsOf, nobody, prefix) {
+  if (members.length === 0) return [el("tr", {}, el("td", { colspan: 4, class: "dim", text: nobody }))];
+  return members.map((member) =>
+    el(
+      "tr",
+      { "data-testid": `${prefix}-row` },
+      el("td", { text: member.client_id }),
+      el("td", { text: member.host }),
+      el("td", { "data-testid": `${prefix}-instance-id`, text: member.group_instance_id || "– (dynamic)" }),
+      el("td", { text: partitionsOf(member) || "none" }),
+    ),
+  );
+}
+
+function groupPill(node, state, error) {
+  node.textContent = state || "?";
+  node.className = `pill ${state === "Stable" ? "ok" : "warn"}${error ? " stale" : ""}`;
+  node.title = error ? `as last read: ${error}` : "";
+}
+
+// The retry topics: for each partition, the records waiting for the retry group and when the
+// first ones are due (read from their due_at headers).
+function renderRetries(retries) {
+  groupPill(byId("retry-group-state"), retries.state, retries.error);
+  byId("retry-group").textContent = retries.group;
+  byId("retry-pending").textContent = retries.pending === null ? "?" : String(retries.pending);
+  const next = byId("retry-next-due");
+  next.textContent = retries.next_due_at ? nextDue(retries.next_due_in_seconds) : retries.pending ? "due times not read yet" : "";
+  next.title = retries.next_due_at ? timeOf(retries.next_due_at) : "";
+  const rows = [];
+  for (const topic of retries.topics) {
+    const due = topic.next_due_at ? ` · ${nextDue(topic.next_due_in_seconds)}` : "";
+    const left = topic.in_schedule ? "" : " (left by an earlier schedule: still drained)";
+    rows.push(
+      el(
+        "tr",
+        { class: "retry-topic", "data-testid": "retry-topic", "data-topic": topic.topic, "data-pending": topic.pending },
+        el("td", { colspan: 6 }, el("strong", { text: topic.topic }), el("span", { class: "dim", text: `${left} · waiting ${topic.pending}${due}` })),
+      ),
+    );
+    for (const row of topic.partitions) rows.push(retryRow(topic.topic, row));
+  }
+  byId("retry-rows").replaceChildren(...rows);
+}
+
+function retryRow(topic, row) {
+  const shown = row.due.slice(0, 3).map((record) => formatDueIn(record.due_in_seconds));
+  let due = shown.join(", ");
+  if (row.due.length > shown.length) due += `, … (${row.due.length} read)`;
+  if (row.pending > row.due.length && row.due.length > 0) due += ` · the first ${row.due.length} of ${row.pending}`;
+  if (row.pending > 0 && row.due.length === 0) due = "not read yet";
+  return el(
+    "tr",
+    {
+      class: `retry-partition${row.pending ? " waiting" : ""}${row.offsets_live ? "" : " stale"}`,
+      "data-testid": "retry-partition",
+      "data-topic": topic,
+      "data-partition": row.partition,
+      "data-pending": row.pending,
+      "data-next-due-in": row.next_due_in_seconds === null ? "" : row.next_due_in_seconds,
+      title: row.due.map((record) => `@${record.offset}: ${record.due_at || "no readable due_at header"}`).join("\n"),
+    },
+    el("td", { text: `${topic}-${row.partition}` }),
+    el("td", { text: row.current_offset === null ? "-" : String(row.current_offset) }),
+    el("td", { text: String(row.log_end_offset) }),
+    el("td", { "data-testid": "retry-waiting", text: String(row.pending) }),
+    el("td", { "data-testid": "retry-due", text: due }),
+    el("td", { text: row.member ? memberName(row.member) : row.pending ? "no member owns it" : "" }),
+  );
+}
+
+// email.events read by the API's group: the same partition picture as the worker's.
+function renderEventsConsumer(consumer) {
+  byId("events-topic").textContent = consumer.topic;
+  byId("status-group").textContent = consumer.group;
+  groupPill(byId("events-group-state"), consumer.state, consumer.error);
+  byId("events-total-lag").textContent = consumer.total_lag === null ? "?" : String(consumer.total_lag);
+  byId("events-lanes").replaceChildren(...consumer.partitions.map((row) => lane(consumer.topic, row, "events-lane")));
+  byId("events-members").replaceChildren(
+    ...membersRows(consumer.members, (member) => member.partitions.map((p) => `${consumer.topic}-${p}`).join(", "), "no member: no API is reading the events", "events-member"),
+  );
+}
+
 function memberName(member) {
   const name = `${member.client_id} (${member.host})`;
   return member.group_instance_id ? `${member.group_instance_id} (static) · ${name}` : name;
@@ -159,7 +260,7 @@ function renderBrokers(snapshot) {
         el("strong", { text: broker.node_id === null ? "broker ?" : `broker ${broker.node_id}` }),
         el("span", { class: "address", text: ` ${broker.address} ` }),
         el("span", { class: "broker-status", "data-testid": "broker-status", text: BROKER_STATUS[broker.status] || broker.status }),
-        el("span", { class: "dim", text: ` · leads ${broker.leads.length}${broker.coordinator ? " · group coordinator" : ""}` }),
+        el("span", { class: "dim", text: ` · leads ${broker.leads.length}${broker.coordinates.length ? ` · coordinates ${broker.coordinates.join(", ")}` : ""}` }),
       ),
     ),
   );
@@ -227,20 +328,10 @@ function render(snapshot) {
   }
 
   byId("members").replaceChildren(
-    ...snapshot.members.map((member) =>
-      el(
-        "tr",
-        { "data-testid": "member-row" },
-        el("td", { text: member.client_id }),
-        el("td", { text: member.host }),
-        el("td", { "data-testid": "member-instance-id", text: member.group_instance_id || "– (dynamic)" }),
-        el("td", { text: member.partitions.map((p) => `${snapshot.topic}-${p}`).join(", ") || "none" }),
-      ),
-    ),
+    ...membersRows(snapshot.members, (member) => member.partitions.map((p) => `${snapshot.topic}-${p}`).join(", "), "no member: no worker is running", "member"),
   );
-  if (snapshot.members.length === 0) {
-    byId("members").append(el("tr", {}, el("td", { colspan: 4, class: "dim", text: "no member: no worker is running" })));
-  }
+  renderRetries(snapshot.retries);
+  renderEventsConsumer(snapshot.events_consumer);
 
   byId("timeline").replaceChildren(
     ...snapshot.timeline.map((event) =>
@@ -296,6 +387,85 @@ function checkLive() {
   }
 }
 
+// The journey of one email: the API's GET /emails/{id}, passed through by the console. Every
+// value is put in the page as text.
+function reply(value) {
+  if (!value) return "";
+  return [value.code, value.enhanced, value.text].filter((part) => part !== null && part !== undefined && part !== "").join(" ");
+}
+
+function position(where, topic) {
+  if (!where) return "";
+  return `${where.topic || topic}-${where.partition}@${where.offset}`;
+}
+
+function renderJourney(email) {
+  const eventsTopic = lastSnapshot ? lastSnapshot.events_consumer.topic : "email.events";
+  byId("journey-message-id").textContent = email.id;
+  const status = byId("journey-status");
+  status.textContent = email.status;
+  status.className = `pill ${{ delivered: "ok", failed: "bad", bounced: "bad", suppressed: "bad" }[email.status] || "warn"}`;
+  byId("journey-summary").textContent = ` from ${email.from} · ${email.subject} · accepted ${timeOf(email.created_at)}`;
+  byId("journey-recipients").replaceChildren(
+    ...(email.recipients || []).map((recipient) =>
+      el(
+        "tr",
+        { "data-testid": "journey-recipient", "data-state": recipient.state },
+        el("td", { text: recipient.address }),
+        el("td", { text: recipient.kind }),
+        el("td", { "data-testid": "journey-recipient-state", text: recipient.state }),
+        el("td", { text: reply(recipient.last_reply) }),
+        el("td", { text: recipient.attempts === null || recipient.attempts === undefined ? "" : String(recipient.attempts) }),
+        el("td", { text: recipient.next_try_at ? timeOf(recipient.next_try_at) : "" }),
+      ),
+    ),
+  );
+  byId("journey-history").replaceChildren(
+    ...(email.history || []).map((entry) =>
+      el(
+        "tr",
+        { "data-testid": "journey-event", "data-type": entry.type },
+        el("td", { text: timeOf(entry.at) }),
+        el("td", { text: entry.type }),
+        el("td", { text: entry.recipient || "" }),
+        el("td", { text: reply(entry.reply) }),
+        el("td", { text: entry.attempt === null || entry.attempt === undefined ? "" : String(entry.attempt) }),
+        el("td", { "data-testid": "journey-record", text: position(entry.record, "") }),
+        el("td", { "data-testid": "journey-event-position", text: position(entry.event, eventsTopic) }),
+      ),
+    ),
+  );
+  byId("journey").hidden = false;
+}
+
+async function showJourney(event) {
+  event.preventDefault();
+  const id = byId("journey-id").value.trim();
+  const error = byId("journey-error");
+  error.textContent = "";
+  if (!id) {
+    error.textContent = "type a message id: the id the API's 202 answered";
+    return;
+  }
+  let response;
+  let answer;
+  try {
+    response = await fetch(`/api/emails/${encodeURIComponent(id)}`, { headers: { Accept: "application/json" } });
+    answer = await response.json();
+  } catch (failure) {
+    byId("journey").hidden = true;
+    error.textContent = `the console does not answer: ${failure}`;
+    return;
+  }
+  if (!response.ok) {
+    byId("journey").hidden = true;
+    const detail = answer && typeof answer.detail === "string" ? answer.detail : JSON.stringify(answer);
+    error.textContent = `${response.status}: ${detail}`;
+    return;
+  }
+  renderJourney(answer);
+}
+
 function connect() {
   const events = new EventSource("/api/events");
   events.onmessage = (message) => {
@@ -310,4 +480,5 @@ function connect() {
   setInterval(checkLive, 1000);
 }
 
+byId("journey-form").addEventListener("submit", showJourney);
 connect();

@@ -14,7 +14,7 @@ import pytest
 from deploy.local.kafka_cluster import KafkaCluster
 from deploy.local.settings import LocalSettings
 from services.console.kafka_reader import create_kafka_reader
-from services.console.snapshot import Picture, Reading
+from services.console.snapshot import Picture, Reading, Watch
 from shared.kafka import ensure_topics
 from shared.settings import Settings
 from tests.private_cluster import private_cluster
@@ -39,11 +39,11 @@ class Console:
     """The console's reader and picture on the cluster, every bootstrap server configured."""
 
     def __init__(self, settings: Settings) -> None:
-        topics = (settings.email_topic, settings.dlq_topic, settings.consumer_group)
+        watch = Watch.of(settings)
         self.reader = create_kafka_reader(
-            settings.kafka_bootstrap_servers, "console-test", 5000, *topics
+            settings.kafka_bootstrap_servers, "console-test", 5000, watch
         )
-        self.picture = Picture(*topics, settings.kafka_bootstrap_servers)
+        self.picture = Picture(watch, settings.kafka_bootstrap_servers)
         self.failed_looks: list[str] = []
 
     async def until(self, condition: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
@@ -102,7 +102,7 @@ async def test_a_killed_node_is_down_its_partitions_move_and_come_back_in_sync(
     assert all(victim not in lane["isr"] for lane in moved["partitions"]), moved["partitions"]
     assert moved["under_replicated"] == [
         f"{topic}-{p}"
-        for topic in sorted((settings.email_topic, settings.dlq_topic))
+        for topic in sorted(Watch.of(settings).topics)
         for p in range(settings.topic_partitions)
     ]
     kinds = [event["kind"] for event in back["timeline"]]

@@ -17,15 +17,17 @@ from services.console.kafka_reader import create_kafka_reader
 from services.console.snapshot import Picture, Reading
 from shared.kafka import admin_client
 from shared.settings import Settings
+from tests.integration.console.watched import watch_named
 
 PARTITIONS = 4
 LOOK_SECONDS = 0.5  # the console's default refresh
 
 
-def member(kafka: Settings, topic: str, name: str, static: bool) -> AIOKafkaConsumer:
+def member(kafka: Settings, name: str, worker: str, static: bool) -> AIOKafkaConsumer:
+    watch = watch_named(name)
     return AIOKafkaConsumer(
-        topic, bootstrap_servers=kafka.kafka_bootstrap_servers, group_id=f"group-{topic}",
-        group_instance_id=name if static else None, client_id=f"email-worker-{name}",
+        watch.topic, bootstrap_servers=kafka.kafka_bootstrap_servers, group_id=watch.group,
+        group_instance_id=worker if static else None, client_id=f"email-worker-{worker}",
         enable_auto_commit=False,
     )  # fmt: skip
 
@@ -33,12 +35,12 @@ def member(kafka: Settings, topic: str, name: str, static: bool) -> AIOKafkaCons
 class Console:
     """The console's reader and picture, looking every LOOK_SECONDS as its loop does."""
 
-    def __init__(self, kafka: Settings, topic: str) -> None:
+    def __init__(self, kafka: Settings, name: str) -> None:
+        watch = watch_named(name)
         self.reader = create_kafka_reader(
-            kafka.kafka_bootstrap_servers, "console-test", 5000,
-            topic, f"{topic}.dlq", f"group-{topic}",
-        )  # fmt: skip
-        self.picture = Picture(topic, f"{topic}.dlq", f"group-{topic}")
+            kafka.kafka_bootstrap_servers, "console-test", 5000, watch
+        )
+        self.picture = Picture(watch)
         self.snapshot: dict[str, Any] = {}
         self.generation_when_settled: int | None = None
 
@@ -66,17 +68,21 @@ def kinds(snapshot: dict[str, Any]) -> set[str]:
 async def restart_a_member(kafka: Settings, static: bool) -> Console:
     """worker-a and worker-b share the topic; worker-a stops and is back 2 s later (the
     session timeout is 10 s). The console looks all along."""
-    topic = f"console.members.{uuid.uuid4().hex[:8]}"
+    name = f"members-{uuid.uuid4().hex[:8]}"
+    watch = watch_named(name)
     async with admin_client(kafka.kafka_bootstrap_servers) as admin:
-        await admin.create_topics([NewTopic(topic, PARTITIONS, 1), NewTopic(f"{topic}.dlq", 1, 1)])
-    console = Console(kafka, topic)
+        await admin.create_topics(
+            [NewTopic(watch.topic, PARTITIONS, 1)]
+            + [NewTopic(topic, 1, 1) for topic in watch.topics if topic != watch.topic]
+        )
+    console = Console(kafka, name)
     first, second = (
-        member(kafka, topic, "worker-a", static),
-        member(kafka, topic, "worker-b", static),
+        member(kafka, name, "worker-a", static),
+        member(kafka, name, "worker-b", static),
     )
     await first.start()
     await second.start()
-    back = member(kafka, topic, "worker-a", static)
+    back = member(kafka, name, "worker-a", static)
     try:
         async with asyncio.timeout(30):
             while len(first.assignment()) + len(second.assignment()) != PARTITIONS:

@@ -11,14 +11,20 @@ from aiokafka.errors import NodeNotReadyError
 
 from services.console.loop import SnapshotLoop
 from services.console.snapshot import (
+    GroupReading,
     KafkaReading,
     PartitionOffsets,
     Picture,
     SinkReading,
+    Watch,
     describe_error,
 )
 
 PAGES = 50
+WATCH = Watch(
+    "email.send", "email.send.dlq", "email-send-group", "email.events", "email-status-group",
+    ("email.send.retry-1m",), "email-retry-group",
+)  # fmt: skip
 
 
 class FakeKafka:
@@ -31,8 +37,9 @@ class FakeKafka:
         self.reads += 1
         self.requests_sent += 4
         await asyncio.sleep(self.delay_seconds)
+        group = GroupReading("Stable", (), {("email.send", 0): self.reads})
         return KafkaReading(
-            (PartitionOffsets(0, 0, self.reads),), (), {0: self.reads}, "Stable", ()
+            {"email.send": (PartitionOffsets(0, 0, self.reads),)}, {"email-send-group": group}
         )
 
 
@@ -51,7 +58,7 @@ class Counting:
 
 def snapshot_loop(kafka: FakeKafka, api: Counting, sink: Counting) -> SnapshotLoop:
     return SnapshotLoop(
-        Picture("email.send", "email.send.dlq", "email-send-group"),
+        Picture(WATCH),
         kafka,
         api.accepted_total,
         sink.sink,

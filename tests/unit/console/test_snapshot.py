@@ -8,6 +8,8 @@ from typing import Any
 from services.console.snapshot import (
     PAUSE_SECONDS,
     Broker,
+    DueRecord,
+    GroupReading,
     KafkaReading,
     Member,
     PartitionOffsets,
@@ -17,10 +19,22 @@ from services.console.snapshot import (
     RecentMessage,
     Replicas,
     SinkReading,
+    Watch,
 )
 
-WORKER = Member("m-1", "email-worker-a-1", "127.0.0.1", (0, 1))
-OTHER_WORKER = Member("m-2", "email-worker-b-2", "10.0.0.2", (1,))
+TOPIC, DLQ, EVENTS = "email.send", "email.send.dlq", "email.events"
+RETRY_1M, RETRY_5M = "email.send.retry-1m", "email.send.retry-5m"
+GROUP, STATUS_GROUP, RETRY_GROUP = "email-send-group", "email-status-group", "email-retry-group"
+WATCH = Watch(TOPIC, DLQ, GROUP, EVENTS, STATUS_GROUP, (RETRY_1M, RETRY_5M), RETRY_GROUP)
+
+
+def sends(*partitions: int) -> tuple[tuple[str, int], ...]:
+    """A member's assignment: these partitions of email.send."""
+    return tuple((TOPIC, partition) for partition in partitions)
+
+
+WORKER = Member("m-1", "email-worker-a-1", "127.0.0.1", sends(0, 1))
+OTHER_WORKER = Member("m-2", "email-worker-b-2", "10.0.0.2", sends(1))
 BOOTSTRAP = "127.0.0.1:19092,127.0.0.1:19094,127.0.0.1:19096"
 NODES = {n: Broker(n, "127.0.0.1", 19090 + 2 * n) for n in (1, 2, 3)}
 
@@ -36,17 +50,26 @@ def kafka(
     unanswered: dict[int, str] | None = None,
     stale: tuple[int, ...] = (),
     generation: int | None = None,
+    others: dict[str, GroupReading] | None = None,
+    offsets: dict[str, tuple[PartitionOffsets, ...]] | None = None,
+    due: dict[tuple[str, int], tuple[DueRecord, ...]] | None = None,
 ) -> KafkaReading:
+    """A look at email.send (log ends and the group's CURRENT-OFFSETs by partition) and its
+    dead letters; with `others`, the other groups, and `offsets`, their topics'."""
+    main = GroupReading(
+        state, members, {(TOPIC, p): o for p, o in committed.items()}, generation=generation
+    )
     return KafkaReading(
-        partitions=tuple(PartitionOffsets(p, 0, end, p not in stale) for p, end in ends.items()),
-        dlq_partitions=tuple(PartitionOffsets(p, 0, end) for p, end in (dlq_ends or {}).items()),
-        committed_offsets=committed,
-        group_state=state,
-        members=members,
+        offsets={
+            TOPIC: tuple(PartitionOffsets(p, 0, end, p not in stale) for p, end in ends.items()),
+            DLQ: tuple(PartitionOffsets(p, 0, end) for p, end in (dlq_ends or {}).items()),
+            **(offsets or {}),
+        },
+        groups={GROUP: main, **(others or {})},
         brokers=brokers,
         replicas=replicas,
         unanswered=unanswered or {},
-        group_generation=generation,
+        due=due or {},
     )
 
 
@@ -61,7 +84,7 @@ def on_three_nodes(
 
 
 def picture(bootstrap_servers: str = "") -> Picture:
-    return Picture("email.send", "email.send.dlq", "email-send-group", bootstrap_servers)
+    return Picture(WATCH, bootstrap_servers)
 
 
 def events(snapshot: dict[str, Any], kind: str) -> list[str]:
@@ -162,7 +185,7 @@ def test_members_joining_leaving_and_partitions_moving_are_told() -> None:
     rebalancing = view.update(
         Reading(1.0, kafka({0: 0, 1: 0}, {}, (WORKER,), "PreparingRebalance"), None, None)
     )
-    split = Member("m-1", "email-worker-a-1", "127.0.0.1", (0,))
+    split = Member("m-1", "email-worker-a-1", "127.0.0.1", sends(0))
     joined = view.update(Reading(2.0, kafka({0: 0, 1: 0}, {}, (split, OTHER_WORKER)), None, None))
     left = view.update(Reading(3.0, kafka({0: 0, 1: 0}, {}, (OTHER_WORKER,)), None, None))
 
@@ -269,7 +292,7 @@ def test_owners_stand_while_the_group_rebalances() -> None:
     view = picture()
     view.update(Reading(0.0, kafka({0: 4, 1: 4}, {0: 2, 1: 2}), None, None))
     # Kafka shows members with no partitions until the group is Stable again.
-    unassigned = Member("m-1", "email-worker-a-1", "127.0.0.1", ())
+    unassigned = Member("m-1", "email-worker-a-1", "127.0.0.1", sends())
     rebalancing = view.update(
         Reading(
             1.0, kafka({0: 4, 1: 4}, {0: 2, 1: 2}, (unassigned,), "PreparingRebalance"), None, None
@@ -302,7 +325,7 @@ def test_one_broker_is_up_and_leads_every_partition() -> None:
             "status": "up",
             "error": None,
             "leads": ["email.send-0", "email.send.dlq-0"],
-            "coordinator": False,
+            "coordinates": [],
         }
     ]
     assert snapshot["under_replicated"] == []
@@ -412,8 +435,8 @@ def test_a_bootstrap_server_never_listed_is_down_only_when_the_metadata_lists_fe
     assert [(b["node_id"], b["status"]) for b in alias["brokers"]] == [(1, "up")]
 
 
-STATIC_A = Member("worker-a-1f3c", "email-worker-h-101", "10.0.0.1", (0, 1), "worker-a")
-STATIC_B = Member("worker-b-77aa", "email-worker-h-102", "10.0.0.2", (2,), "worker-b")
+STATIC_A = Member("worker-a-1f3c", "email-worker-h-101", "10.0.0.1", sends(0, 1), "worker-a")
+STATIC_B = Member("worker-b-77aa", "email-worker-h-102", "10.0.0.2", sends(2), "worker-b")
 
 
 def test_a_static_member_back_within_the_session_timeout_is_not_a_rebalance() -> None:
@@ -422,7 +445,7 @@ def test_a_static_member_back_within_the_session_timeout_is_not_a_rebalance() ->
         Reading(0.0, kafka({0: 0, 1: 0, 2: 0}, {}, (STATIC_A, STATIC_B), generation=4), None, None)
     )
     # worker-a restarted: Kafka kept its place, gave it a new member id and its own partitions.
-    restarted = Member("worker-a-9e02", "email-worker-h-230", "10.0.0.1", (0, 1), "worker-a")
+    restarted = Member("worker-a-9e02", "email-worker-h-230", "10.0.0.1", sends(0, 1), "worker-a")
     back = view.update(
         Reading(3.0, kafka({0: 0, 1: 0, 2: 0}, {}, (restarted, STATIC_B), generation=4), None, None)
     )
@@ -448,7 +471,7 @@ def test_a_static_member_back_within_the_session_timeout_is_not_a_rebalance() ->
 def test_a_static_member_back_under_a_new_generation_came_back_to_a_rebalance() -> None:
     view = picture()
     view.update(Reading(0.0, kafka({0: 0}, {}, (STATIC_A, STATIC_B), generation=4), None, None))
-    restarted = Member("worker-a-9e02", "email-worker-h-230", "10.0.0.1", (0, 1), "worker-a")
+    restarted = Member("worker-a-9e02", "email-worker-h-230", "10.0.0.1", sends(0, 1), "worker-a")
     # The group rebalanced and settled between two looks, with the same owners.
     back = view.update(
         Reading(3.0, kafka({0: 0}, {}, (restarted, STATIC_B), generation=5), None, None)
@@ -469,7 +492,7 @@ def test_an_ordinary_leave_and_join_are_rebalances_each_a_generation() -> None:
     empty = view.update(
         Reading(2.0, kafka({0: 0, 1: 0}, {}, (), "Empty", generation=2), None, None)
     )
-    again = Member("m-9", "email-worker-a-7", "127.0.0.1", (0, 1))
+    again = Member("m-9", "email-worker-a-7", "127.0.0.1", sends(0, 1))
     # Its join and the rebalance after it happen between two looks: the members tell it.
     joined = view.update(Reading(3.0, kafka({0: 0, 1: 0}, {}, (again,), generation=3), None, None))
 
@@ -500,15 +523,150 @@ def test_a_generation_not_read_yet_is_unknown_and_not_a_change() -> None:
 
 def test_partitions_moving_between_two_stable_looks_is_a_rebalance() -> None:
     view = picture()
-    split = Member("m-1", "email-worker-a-1", "127.0.0.1", (0,))
+    split = Member("m-1", "email-worker-a-1", "127.0.0.1", sends(0))
     view.update(Reading(0.0, kafka({0: 0, 1: 0}, {}, (split, OTHER_WORKER)), None, None))
     swapped = (
-        Member("m-1", "email-worker-a-1", "127.0.0.1", (1,)),
-        Member("m-2", "email-worker-b-2", "10.0.0.2", (0,)),
+        Member("m-1", "email-worker-a-1", "127.0.0.1", sends(1)),
+        Member("m-2", "email-worker-b-2", "10.0.0.2", sends(0)),
     )
 
     moved = view.update(Reading(1.0, kafka({0: 0, 1: 0}, {}, swapped), None, None))
 
     assert events(moved, "rebalance") == [
         "group email-send-group rebalanced (partitions moved between two looks)"
+    ]
+
+
+# The other two groups: the API's reading the events, the worker's reading the retry topics.
+
+API = Member("api-1f", "email-api-1", "127.0.0.1", tuple((EVENTS, p) for p in range(3)))
+
+
+def test_the_events_consumer_is_the_same_partition_picture_as_the_workers() -> None:
+    status = GroupReading("Stable", (API,), {(EVENTS, 0): 5, (EVENTS, 1): 3}, "range")
+    events_offsets = (
+        PartitionOffsets(0, 0, 7),
+        PartitionOffsets(1, 0, 3),
+        PartitionOffsets(2, 0, 2),
+    )
+    reading = kafka({0: 1}, {0: 1}, others={STATUS_GROUP: status}, offsets={EVENTS: events_offsets})
+
+    consumer = picture().update(Reading(1.0, reading, None, None))["events_consumer"]
+
+    assert (consumer["topic"], consumer["group"], consumer["state"]) == (
+        EVENTS,
+        STATUS_GROUP,
+        "Stable",
+    )
+    assert [
+        (row["partition"], row["current_offset"], row["log_end_offset"], row["lag"])
+        for row in consumer["partitions"]
+    ] == [(0, 5, 7, 2), (1, 3, 3, 0), (2, None, 2, None)]
+    # As the worker's: a partition with nothing committed counts whole.
+    assert consumer["total_lag"] == 2 + 0 + 2
+    assert {row["member"]["client_id"] for row in consumer["partitions"]} == {"email-api-1"}
+    assert consumer["members"] == [
+        {
+            "member_id": "api-1f",
+            "group_instance_id": None,
+            "client_id": "email-api-1",
+            "host": "127.0.0.1",
+            "partitions": [0, 1, 2],
+        }
+    ]
+
+
+NOW = 1_800_000_000.0
+RETRY_WORKER = Member("w-1", "email-worker-1", "127.0.0.1", ((RETRY_5M, 0), (RETRY_1M, 0)))
+OLD_RETRY = "email.send.retry-2m"  # left by an earlier schedule
+
+
+def retrying(due: dict[tuple[str, int], tuple[DueRecord, ...]]) -> KafkaReading:
+    """email.send.retry-1m-0 holds offsets 0..11, read by the retry group up to 10; its
+    partition 1 and retry-5m are empty; retry-2m (of an earlier schedule) holds one record,
+    never read."""
+    retry = GroupReading("Stable", (RETRY_WORKER,), {(RETRY_1M, 0): 10, (RETRY_5M, 0): 4})
+    offsets = {
+        RETRY_1M: (PartitionOffsets(0, 0, 12), PartitionOffsets(1, 0, 0)),
+        RETRY_5M: (PartitionOffsets(0, 4, 4),),
+        OLD_RETRY: (PartitionOffsets(0, 0, 1),),
+    }
+    return kafka({0: 0}, {}, offsets=offsets, others={RETRY_GROUP: retry}, due=due)
+
+
+def test_the_retries_show_what_waits_in_each_retry_topic_and_when_it_is_due() -> None:
+    due = {
+        # Offset 9 was read before the group moved past it: it no longer waits.
+        (RETRY_1M, 0): (DueRecord(9, NOW - 50), DueRecord(10, NOW + 43), DueRecord(11, None)),
+        (OLD_RETRY, 0): (DueRecord(0, NOW + 300),),
+    }
+
+    retries = picture().update(Reading(NOW, retrying(due), None, None))["retries"]
+
+    assert (retries["group"], retries["state"], retries["pending"]) == (RETRY_GROUP, "Stable", 3)
+    assert retries["next_due_in_seconds"] == 43.0
+    assert retries["next_due_at"] == "2027-01-15T08:00:43.000+00:00"
+    topics = {topic["topic"]: topic for topic in retries["topics"]}
+    assert list(topics) == [RETRY_1M, RETRY_5M, OLD_RETRY]  # the schedule's order first
+    assert [topics[name]["in_schedule"] for name in topics] == [True, True, False]
+    assert [topics[name]["pending"] for name in topics] == [2, 0, 1]
+    assert [topics[name]["next_due_in_seconds"] for name in topics] == [43.0, None, 300.0]
+    waiting, empty = topics[RETRY_1M]["partitions"]
+    assert (waiting["current_offset"], waiting["log_end_offset"], waiting["pending"]) == (10, 12, 2)
+    assert waiting["due"] == [
+        {"offset": 10, "due_at": "2027-01-15T08:00:43.000+00:00", "due_in_seconds": 43.0},
+        {"offset": 11, "due_at": None, "due_in_seconds": None},  # its header was unreadable
+    ]
+    assert waiting["member"]["client_id"] == "email-worker-1"
+    assert (empty["current_offset"], empty["pending"], empty["due"], empty["member"]) == (
+        None,
+        0,
+        [],
+        None,
+    )
+    assert topics[OLD_RETRY]["partitions"][0]["current_offset"] is None  # never read: all waits
+    assert retries["members"][0]["assigned"] == ["email.send.retry-1m-0", "email.send.retry-5m-0"]
+
+
+def test_a_record_past_its_due_time_is_overdue_and_only_the_first_twenty_are_shown() -> None:
+    many = tuple(DueRecord(10 + n, NOW - 5 + n) for n in range(2)) + tuple(
+        DueRecord(12 + n, NOW + 60) for n in range(30)
+    )
+    reading = retrying({(RETRY_1M, 0): many})
+    offsets = dict(reading.offsets)
+    offsets[RETRY_1M] = (PartitionOffsets(0, 0, 42), PartitionOffsets(1, 0, 0))
+
+    retries = picture().update(
+        Reading(NOW, KafkaReading(offsets, reading.groups, due=reading.due), None, None)
+    )["retries"]
+
+    row = retries["topics"][0]["partitions"][0]
+    assert row["pending"] == 32
+    assert len(row["due"]) == 20
+    assert row["next_due_in_seconds"] == -5.0  # due, and not taken yet
+
+
+def test_without_kafka_the_other_groups_show_nothing() -> None:
+    snapshot = picture().update(Reading(1.0, None, None, None, {"kafka": "refused"}))
+
+    assert snapshot["events_consumer"]["partitions"] == []
+    assert snapshot["events_consumer"]["total_lag"] is None
+    assert snapshot["retries"]["pending"] is None
+    assert snapshot["retries"]["topics"] == []
+
+
+def test_a_broker_row_names_the_groups_it_coordinates() -> None:
+    main = kafka({0: 0}, {}, brokers=(NODES[1], NODES[2]))
+    groups = {
+        GROUP: GroupReading("Stable", (), {}, coordinator=2),
+        STATUS_GROUP: GroupReading("Stable", (), {}, coordinator=1),
+        RETRY_GROUP: GroupReading("Empty", (), {}, coordinator=2),
+    }
+    reading = KafkaReading(main.offsets, groups, brokers=main.brokers)
+
+    brokers = picture().update(Reading(1.0, reading, None, None))["brokers"]
+
+    assert [(b["node_id"], b["coordinates"]) for b in brokers] == [
+        (1, [STATUS_GROUP]),
+        (2, [GROUP, RETRY_GROUP]),
     ]

@@ -147,3 +147,42 @@ class NoEnvFile(Settings):
     """The settings from the environment alone: never a developer's .env."""
 
     model_config = SettingsConfigDict(env_file=None)
+
+
+# The consumer groups of the retry topics and of the events (issue 16).
+
+
+def test_the_retry_and_status_groups_have_names_of_their_own() -> None:
+    settings = Settings(_env_file=None)
+
+    assert settings.retry_consumer_group == "email-retry-group"
+    assert settings.status_consumer_group == "email-status-group"
+
+
+@pytest.mark.parametrize(
+    ("variables", "line"),
+    [
+        (
+            {"RETRY_CONSUMER_GROUP": "email-send-group"},
+            "invalid setting RETRY_CONSUMER_GROUP='email-send-group': it is CONSUMER_GROUP too: "
+            "the two readers would share the group's partitions, each reading part of the "
+            "records; give each a group of its own",
+        ),
+        (
+            {"STATUS_CONSUMER_GROUP": "email-retry-group"},
+            "invalid setting STATUS_CONSUMER_GROUP='email-retry-group': it is "
+            "RETRY_CONSUMER_GROUP too: the two readers would share the group's partitions, each "
+            "reading part of the records; give each a group of its own",
+        ),
+    ],
+)
+def test_a_group_shared_by_two_readers_stops_the_start_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], line: str
+) -> None:
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+
+    with pytest.raises(SystemExit) as exit_info:
+        settings_or_exit(NoEnvFile)
+
+    assert str(exit_info.value) == line
