@@ -52,6 +52,7 @@ class PrivateStack:
             "EVENTS_TOPIC": f"email.events.{name}",
             "CONSUMER_GROUP": f"email-send-group.{name}",
             "RETRY_CONSUMER_GROUP": f"email-retry-group.{name}",
+            "STATUS_CONSUMER_GROUP": f"email-status-group.{name}",
             "API_PORT": str(free_port()),
             "WORKER_PORT": str(free_port(span=WORKER_PORTS)),
             "SINK_SMTP_PORT": sink_smtp_port,

@@ -128,6 +128,7 @@ def stack(kafka: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         # every test that uses email-send-group wait for their rebalances.
         CONSUMER_GROUP=f"email-send-group.{topic}",
         RETRY_CONSUMER_GROUP=f"email-retry-group.{topic}",
+        STATUS_CONSUMER_GROUP=f"email-status-group.{topic}",
         WORKER_RETRY_SCHEDULE="2s,4s",
         SINK_FAIL_5XX_RECIPIENTS=BOUNCING_RECIPIENT,
         SINK_FAIL_4XX_RECIPIENTS=GREYLISTED_RECIPIENT,
