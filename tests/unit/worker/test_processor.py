@@ -1112,9 +1112,10 @@ async def test_a_stop_interrupts_any_wait_at_once(waits: str) -> None:
     "metrics.py, which imports AttemptCounts from processor.py; it works only when something "
     "imports metrics.py first (partition.py does, so the worker starts)",
 )
-def test_the_processor_module_imports_on_its_own() -> None:
+@pytest.mark.parametrize("module", ["services.worker.processor", "services.worker.smtp"])
+def test_the_module_imports_on_its_own(module: str) -> None:
     imported = subprocess.run(
-        [sys.executable, "-c", "import services.worker.processor"],
+        [sys.executable, "-c", f"import {module}"],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
