@@ -68,7 +68,7 @@ async def test_the_commit_position_waits_for_a_record_held_while_the_relay_is_aw
     worker.enqueue(
         [kafka_record(0, "m-0", 1), kafka_record(1, "m-1", 1), kafka_record(2, "m-2", 1)]
     )
-    await wait_for(lambda: mailer.attempts == 2)
+    await wait_for(lambda: mailer.attempts == 2 and worker.next_offset_to_commit is not None)
 
     assert worker.next_offset_to_commit == 1, "offset 1 is not finished: never commit past it"
     await asyncio.wait_for(worker.stop(), timeout=1)
@@ -149,7 +149,7 @@ async def test_later_records_finish_but_the_commit_waits_at_the_unfinished_one()
     worker = partition_worker(mailer, retry_seconds=60, lanes=2)
 
     worker.enqueue([kafka_record(offset, f"m-{offset}", 1) for offset in range(3)])
-    await wait_for(lambda: len(mailer.sent) == 2)
+    await wait_for(lambda: len(mailer.sent) == 2 and worker.next_offset_to_commit is not None)
 
     assert worker.next_offset_to_commit == 0, "offset 0 waits for the relay: never commit past it"
     await asyncio.wait_for(worker.stop(), timeout=1)
