@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.health import create_health_app
 from services.worker.mime import OutgoingEmail, render_email
-from services.worker.processor import AttemptCounts, EmailProcessor
+from services.worker.processor import AttemptCounts
 from services.worker.retry import RetryPolicy
 from services.worker.smtp import SmtpConnection, SmtpServer, TlsMode, tls_context
 from services.worker.smtp_failures import ConfigurationFault, classify
@@ -32,7 +32,9 @@ from tests.mailpit import (
 from tests.unit.worker.fakes import (
     FakeDeadLetters,
     FakeOwnedPartitions,
+    FakeProducer,
     InMemoryDedupeStore,
+    email_processor,
     email_record,
     kafka_record,
     member_of_the_group,
@@ -71,7 +73,7 @@ async def send(server: SmtpServer, *message_ids: str) -> None:
     try:
         for message_id in message_ids:
             outgoing = email(message_id)
-            assert await connection.send(outgoing, outgoing.recipients) == {}
+            assert (await connection.send(outgoing, outgoing.recipients)).refused == {}
     finally:
         await connection.close()
 
@@ -199,17 +201,16 @@ async def test_held_emails_arrive_once_when_the_server_accepts_the_password(
     mailpit: Path, tmp_path: Path, certificate: Certificate, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Eight lanes meet a wrong password (the server does not know it yet); nothing is
-    sent, recorded or dead-lettered; the server learns it and every email arrives once."""
-    store, dead_letters = InMemoryDedupeStore(), FakeDeadLetters()
+    sent, recorded, published or dead-lettered; the server learns it and every email arrives
+    once."""
+    store, producer, dead_letters = InMemoryDedupeStore(), FakeProducer(), FakeDeadLetters()
     faults = ConfigurationFaults(0.05, 0.2)
-    processor = EmailProcessor(
+    processor = email_processor(
         store,
-        dead_letters,
-        RetryPolicy(3, 0.05, 0.2),
-        DOMAIN,
-        configuration_faults=faults,
-        counts=AttemptCounts(),
-        store_outage=StoreOutage(),
+        producer=producer,
+        dead_letters=dead_letters,
+        retry=RetryPolicy(0.05, 0.2),
+        faults=faults,
     )
     message_ids = [f"held-{n}" for n in range(8)]
     flags = starttls_flags(certificate)
@@ -238,7 +239,7 @@ async def test_held_emails_arrive_once_when_the_server_accepts_the_password(
         )
         assert 'email_worker_configuration_faults_total{kind="authentication"}' in metrics_text
         assert before.total() == 0
-        assert (store.outcomes, dead_letters.published) == ({}, [])
+        assert (store.rows, producer.sent, dead_letters.published) == ({}, [], [])
 
     flags = [*flags, *auth_flags(tmp_path / "auth", USERNAME, PASSWORD)]
     with running_mailpit(mailpit, tmp_path, *flags, **ports) as after:

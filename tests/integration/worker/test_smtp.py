@@ -1,5 +1,7 @@
 """The worker's SMTP connection against a real aiosmtpd: reused, and reopened after a loss; a
-server that refuses the session before any email is a configuration fault, a busy one is not."""
+server that refuses the session before any email is a configuration fault; one that cannot be
+reached, is busy or drops the connection before MAIL FROM is answered is unavailable (the relay's
+fault, no email's), and a connection lost after it is the email's."""
 
 from __future__ import annotations
 
@@ -10,12 +12,17 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Sink
-from aiosmtplib import SMTPRecipientsRefused, SMTPResponseException, SMTPSenderRefused
+from aiosmtplib import (
+    SMTPRecipientsRefused,
+    SMTPResponseException,
+    SMTPSenderRefused,
+    SMTPServerDisconnected,
+)
 
 from services.worker import metrics
 from services.worker.mime import OutgoingEmail, render_email
 from services.worker.smtp import SmtpConnection, SmtpServer
-from services.worker.smtp_failures import ConfigurationFault
+from services.worker.smtp_failures import ConfigurationFault, RelayUnavailable
 from tests.conftest import free_port
 from tests.unit.worker.fakes import email_record
 
@@ -61,7 +68,7 @@ async def test_one_connection_carries_many_emails(port: int, sink: CountingSink)
     connection = SmtpConnection(SmtpServer("127.0.0.1", port, timeout_seconds=5))
 
     for n in range(3):
-        assert await connection.send(message(f"m{n}"), ANA) == {}
+        assert (await connection.send(message(f"m{n}"), ANA)).refused == {}
     await connection.close()
 
     assert sink.received == 3
@@ -87,11 +94,15 @@ async def test_a_lost_connection_fails_once_then_reopens(port: int) -> None:
     assert (first_server.received, second_server.received) == (1, 1)
 
 
-async def test_a_refused_connection_raises_for_the_caller_to_retry() -> None:
-    connection = SmtpConnection(SmtpServer("127.0.0.1", free_port(), timeout_seconds=2))
+async def test_a_refused_connection_is_the_relay_unavailable() -> None:
+    port = free_port()
+    connection = SmtpConnection(SmtpServer("127.0.0.1", port, timeout_seconds=2))
 
-    with pytest.raises(OSError):  # noqa: PT011
+    with pytest.raises(RelayUnavailable) as unavailable:
         await connection.send(message("nobody-there"), ANA)
+
+    assert str(unavailable.value).startswith(f"127.0.0.1:{port}: ")
+    assert isinstance(unavailable.value.__cause__, OSError)
 
 
 class Refusing(CountingSink):
@@ -121,7 +132,7 @@ async def test_refused_recipients_are_returned_and_the_rest_delivered(port: int)
     email = render_email(email_record("partly", to=["ana@example.com", "nobody@example.com"]), "t")
     blocked = render_email(email_record("blocked", **{"from": "blocked@example.com"}), "t")
     try:
-        refused = await connection.send(email, email.recipients)
+        refused = (await connection.send(email, email.recipients)).refused
         with pytest.raises(SMTPRecipientsRefused) as every_one:
             await connection.send(email, ["nobody@example.com"])
         with pytest.raises(SMTPSenderRefused):
@@ -172,7 +183,7 @@ async def envelope_received(port: int, email: OutgoingEmail, smtputf8: bool) -> 
     controller.start()
     connection = SmtpConnection(SmtpServer("127.0.0.1", port, timeout_seconds=5))
     try:
-        assert await connection.send(email, email.recipients) == {}
+        assert (await connection.send(email, email.recipients)).refused == {}
     finally:
         await connection.close()
         controller.stop()
@@ -220,19 +231,58 @@ async def test_a_session_refused_before_any_email_is_a_configuration_fault(port:
     )
 
 
-async def test_a_busy_server_at_greeting_is_retried_not_a_fault(port: int) -> None:
+async def test_a_busy_server_at_greeting_is_unavailable_not_a_fault(port: int) -> None:
     server = await greeting_server(port, b"421 4.3.2 too busy, try later\r\n")
     connection = SmtpConnection(SmtpServer("127.0.0.1", port, timeout_seconds=5))
     try:
-        with pytest.raises(SMTPResponseException) as busy:
+        with pytest.raises(RelayUnavailable) as busy:
             await connection.send(message("busy"), ANA)
     finally:
         await connection.close()
         server.close()
         await server.wait_closed()
 
-    assert not isinstance(busy.value, ConfigurationFault)
-    assert busy.value.code == 421
+    assert isinstance(busy.value.__cause__, SMTPResponseException)
+    assert busy.value.__cause__.code == 421
+
+
+async def server_closing_at(port: int, command: bytes) -> asyncio.Server:
+    """A server that greets, answers EHLO and each command with a 250, and closes the
+    connection when it reads `command` (a relay restarting, an idle connection dropped)."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 relay.test ESMTP\r\n")
+        while line := await reader.readline():
+            if line.upper().startswith(command):
+                break
+            writer.write(b"250 OK\r\n")
+            await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(serve, "127.0.0.1", port)
+
+
+@pytest.mark.parametrize(
+    ("command", "raised"),
+    [
+        pytest.param(b"MAIL", RelayUnavailable, id="before_mail_from_is_answered"),
+        pytest.param(b"RCPT", SMTPServerDisconnected, id="after_mail_from_is_answered"),
+    ],
+)
+async def test_a_connection_lost_is_the_relays_only_until_mail_from_is_answered(
+    port: int, command: bytes, raised: type[Exception]
+) -> None:
+    server = await server_closing_at(port, command)
+    connection = SmtpConnection(SmtpServer("127.0.0.1", port, timeout_seconds=5))
+    try:
+        with pytest.raises(raised) as lost:
+            await connection.send(message("lost"), ANA)
+    finally:
+        await connection.close()
+        server.close()
+        await server.wait_closed()
+
+    assert isinstance(lost.value, RelayUnavailable) == (raised is RelayUnavailable)
 
 
 async def test_an_international_domain_travels_without_smtputf8(port: int) -> None:

@@ -61,9 +61,9 @@ async def test_a_slow_reply_to_the_final_dot_is_waited_for_past_the_command_time
     handler = serve_in_background(port, SlowToConfirm(seconds=0.8))
     connection = SmtpConnection(server(port, data_end_timeout=5))
 
-    refused = await connection.send(render_email(email_record("m-1"), "pipeline.test"), ANA)
+    transaction = await connection.send(render_email(email_record("m-1"), "pipeline.test"), ANA)
 
-    assert refused == {}
+    assert transaction.refused == {}
     assert len(handler.stored) == 1
     assert not connection.awaiting_final_reply
     await connection.close()
