@@ -30,6 +30,7 @@ from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.dedupe.contract import DeliveryState, RecipientRow
 from services.worker.mime import OutgoingEmail
 from services.worker.processor import AttemptCounts
+from services.worker.recipient_outcomes import Stage, bounced, sent
 from services.worker.retry import RetryPolicy, Stopped
 from services.worker.smtp import Transaction
 from services.worker.smtp_failures import ConfigurationFault, OutcomeUnknown, RelayUnavailable
@@ -313,6 +314,29 @@ async def test_a_recipient_still_deferred_at_the_age_limit_bounces_and_the_email
     assert "email.send.retry-1m-0 offset 9: dead-lettered m-1 (expired)" in caplog.messages
 
 
+async def test_an_email_ended_before_a_crash_is_dead_lettered_when_read_again() -> None:
+    """The store took bob's expiry, then the worker stopped before the dead letter went out:
+    the retry record, read again, sends nothing and dead-letters the email."""
+    store, producer, dead_letters = InMemoryDedupeStore(), FakeProducer(), FakeDeadLetters()
+    email = email_record("m-1", to=[ANA, BOB])
+    retry = retry_topic_record(2, email, [BOB])
+    stage = Stage(email, 1, Position.of(retry), Position.of(record_of(email)), (BOB,))
+    store.rows["m-1"] = {
+        ANA: sent(stage, ANA, Reply.of(250, "2.0.0 Ok"), NOW),
+        BOB: bounced(stage, BOB, Reply.of(451, "4.7.1 greylisted"), "expired", NOW),
+    }
+    mailer = FakeMailer()
+
+    outcome = await email_processor(store, producer=producer, dead_letters=dead_letters).process(
+        retry, mailer, asyncio.Event()
+    )
+
+    assert mailer.attempts == 0
+    assert (outcome.finished, outcome.dead_letter_reason) == ("dead-lettered", "expired")
+    assert dead_letters.values == [email.to_kafka()[1]]
+    assert [type(event) for event in events_of(producer)] == [Bounced, DeadLettered]
+
+
 async def test_an_address_refused_for_good_at_rcpt_bounces_and_is_suppressed() -> None:
     store, producer = InMemoryDedupeStore(), FakeProducer()
     suppressions, dead_letters = InMemorySuppressions(), FakeDeadLetters()
@@ -420,9 +444,7 @@ async def test_a_recipient_suppressed_while_it_waited_for_its_retry_ends_suppres
     assert suppressed.suppression.message_id == "m-0"
 
 
-async def test_a_record_read_again_after_its_outcomes_were_written_sends_nothing_and_publishes_the_same_bytes() -> (  # noqa: E501
-    None
-):
+async def test_a_record_read_again_sends_nothing_and_publishes_the_same_bytes() -> None:
     store, clock = InMemoryDedupeStore(), Clock()
     email = email_record("m-1", to=[ANA, BOB, CY])
     first, again = FakeProducer(), FakeProducer()
