@@ -147,7 +147,7 @@ async def test_a_retry_partition_hands_out_what_is_due_and_waits_paused_for_its_
     assert paused_at_first
     assert consumer.seeks == [(R0, 2)], "fetched again from the first record not due"
     assert consumer.resumed == [R0]
-    assert 0.2 <= resumed_after < 1.0, "never early"
+    assert resumed_after >= 0.2, "never early"
 
 
 async def test_the_head_is_handed_out_once_due_when_fetched_again() -> None:
