@@ -36,8 +36,7 @@ from services.worker.retry import RetryPolicy
 from services.worker.smtp import Transaction
 from shared.event_loop import run
 from tests.postgres import fresh_database, private_postgres
-from tests.unit.worker.fakes import QUEUED, kafka_record
-from tests.unit.worker.processors import processor_with_fakes
+from tests.unit.worker.fakes import QUEUED, email_processor, kafka_record
 
 WARM_UP_EMAILS = 200  # not counted: each pooled connection prepares its statements once
 
@@ -97,7 +96,7 @@ async def measure(location: str | Path, emails: int, lanes: int) -> list[float]:
     """Milliseconds from 250 to committed, for `emails` emails over `lanes` concurrent lanes."""
     store = await open_dedupe_store(location)
     clock = Clock()
-    processor = processor_with_fakes(
+    processor = email_processor(
         TimedStore(store, clock),
         retry=RetryPolicy(initial_seconds=0.1, max_seconds=1.0),
         domain="latency.test",

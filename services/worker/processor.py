@@ -174,7 +174,8 @@ class EmailProcessor:
             stopping,
             self._store_outage,
         )
-        if state is not None and state.finished is not None:
+        if state is not None and state.finished is not None and state.dead_lettered is None:
+            # An earlier version's finished email: it made no events to publish again.
             log.info("%s: skipped %s, a duplicate (already %s)", where, message_id, state.finished)
             return RecordOutcome("duplicate")
         state, written = await self._try_owed(stage, state, smtp, outgoing, where, stopping)

@@ -32,12 +32,13 @@ from tests.mailpit import (
 from tests.unit.worker.fakes import (
     FakeDeadLetters,
     FakeOwnedPartitions,
+    FakeProducer,
     InMemoryDedupeStore,
+    email_processor,
     email_record,
     kafka_record,
     member_of_the_group,
 )
-from tests.unit.worker.processors import processor_with_fakes
 
 DOMAIN = "pipeline.test"
 USERNAME, PASSWORD = "worker", "Tr0ub4dor&3-not-in-any-log"
@@ -200,15 +201,16 @@ async def test_held_emails_arrive_once_when_the_server_accepts_the_password(
     mailpit: Path, tmp_path: Path, certificate: Certificate, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Eight lanes meet a wrong password (the server does not know it yet); nothing is
-    sent, recorded or dead-lettered; the server learns it and every email arrives once."""
-    store, dead_letters = InMemoryDedupeStore(), FakeDeadLetters()
+    sent, recorded, published or dead-lettered; the server learns it and every email arrives
+    once."""
+    store, producer, dead_letters = InMemoryDedupeStore(), FakeProducer(), FakeDeadLetters()
     faults = ConfigurationFaults(0.05, 0.2)
-    processor = processor_with_fakes(
+    processor = email_processor(
         store,
+        producer=producer,
         dead_letters=dead_letters,
         retry=RetryPolicy(0.05, 0.2),
         faults=faults,
-        domain=DOMAIN,
     )
     message_ids = [f"held-{n}" for n in range(8)]
     flags = starttls_flags(certificate)
@@ -237,7 +239,7 @@ async def test_held_emails_arrive_once_when_the_server_accepts_the_password(
         )
         assert 'email_worker_configuration_faults_total{kind="authentication"}' in metrics_text
         assert before.total() == 0
-        assert (store.rows, dead_letters.published) == ({}, [])
+        assert (store.rows, producer.sent, dead_letters.published) == ({}, [], [])
 
     flags = [*flags, *auth_flags(tmp_path / "auth", USERNAME, PASSWORD)]
     with running_mailpit(mailpit, tmp_path, *flags, **ports) as after:

@@ -25,8 +25,7 @@ from services.worker.smtp import Transaction
 from tests.conftest import free_port
 from tests.integration.worker.test_start import start_worker
 from tests.postgres import fresh_database
-from tests.unit.worker.fakes import FakeMailer, kafka_record
-from tests.unit.worker.processors import processor_with_fakes
+from tests.unit.worker.fakes import FakeMailer, email_processor, kafka_record
 from tests.unit.worker.test_dedupe import (
     DedupeStoreContract,
     EarlierEmail,
@@ -140,7 +139,7 @@ class MailerThatStopsPostgres(FakeMailer):
 async def test_the_worker_records_the_250_once_postgresql_is_back_without_a_restart(
     postgresql: LocalPostgres, store: PostgresDedupeStore
 ) -> None:
-    processor = processor_with_fakes(store, retry=RetryPolicy(initial_seconds=0.2, max_seconds=0.5))
+    processor = email_processor(store, retry=RetryPolicy(initial_seconds=0.2, max_seconds=0.5))
     mailer = MailerThatStopsPostgres(postgresql)
 
     async def restart_after_a_while() -> None:

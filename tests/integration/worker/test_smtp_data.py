@@ -64,7 +64,6 @@ async def test_a_slow_reply_to_the_final_dot_is_waited_for_past_the_command_time
     transaction = await connection.send(render_email(email_record("m-1"), "pipeline.test"), ANA)
 
     assert transaction.refused == {}
-    assert transaction.reply.code == 250
     assert len(handler.stored) == 1
     assert not connection.awaiting_final_reply
     await connection.close()

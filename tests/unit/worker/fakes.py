@@ -1,27 +1,36 @@
 """Fakes for the worker's edges (SMTP, Kafka's consumer and producer, the dead-letter topic, the
-dedupe store, the suppression list)
-and of what its health app reads, for unit tests only."""
+dedupe store, the suppression list) and of what its health app reads, and a processor wired to
+them, for unit tests only."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 
 from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import ConsumerRecord, RecordMetadata, TopicPartition
-from aiosmtplib import SMTPRecipientRefused, SMTPRecipientsRefused, SMTPResponse
+from aiosmtplib import SMTPResponse
 
+from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.consumer import RebalanceListener
-from services.worker.dedupe.contract import DeliveryState, Outcome, RecipientRow
+from services.worker.dedupe.contract import DedupeStore, DeliveryState, Outcome, RecipientRow
 from services.worker.membership import GroupMembership
 from services.worker.mime import OutgoingEmail
 from services.worker.offsets import PartitionOffsets
+from services.worker.outbox import Outbox
+from services.worker.processor import AttemptCounts, EmailProcessor, Pace
+from services.worker.recipient_outcomes import RetryPlan
+from services.worker.retry import RetryPolicy
+from services.worker.send_limiter import SendLimiter
 from services.worker.smtp import Transaction
-from shared.events import Position
+from services.worker.smtp_failures import RelayUnavailable
+from services.worker.store_outage import StoreOutage
+from shared.events import Position, Reply
+from shared.retry_topics import RetryRecord, parse_schedule
 from shared.schema import EmailRecord
 from shared.suppressions import Suppression, SuppressionPage
 
@@ -37,9 +46,11 @@ class FakeMailer:
         self.script = list(script)
         self.sent: list[tuple[EmailMessage, str, list[str]]] = []  # parsed back, as received
         self.attempts = 0
+        self.tried: list[list[str]] = []  # the recipients of every try, taken or not
 
     async def send(self, email: OutgoingEmail, recipients: list[str]) -> Transaction:
         self.attempts += 1
+        self.tried.append(list(recipients))
         result = self.script.pop(0) if self.script else {}
         if isinstance(result, BaseException):
             raise result
@@ -66,6 +77,9 @@ class FakeConsumer:
         self.paused_partitions: set[TopicPartition] = set()
         self.assigned: set[TopicPartition] = set()
         self.highwaters: dict[TopicPartition, int] = {}  # of the last fetch response
+        self.subscription: list[str] | str | None = None  # the topics, or the pattern
+        self.seeks: list[tuple[TopicPartition, int]] = []
+        self.resumed: list[TopicPartition] = []  # every resume, in order
 
     async def start(self) -> None:
         if not self.answers:
@@ -75,7 +89,14 @@ class FakeConsumer:
     async def stop(self) -> None:
         self.events.append("stop")
 
-    def subscribe(self, topics: list[str], listener: RebalanceListener) -> None:
+    def subscribe(
+        self,
+        topics: list[str] | None = None,
+        pattern: str | None = None,
+        listener: RebalanceListener | None = None,
+    ) -> None:
+        assert (topics is None) != (pattern is None), "topics or a pattern, as aiokafka asks"
+        self.subscription = pattern if topics is None else topics
         self.listener = listener
 
     async def getmany(
@@ -121,14 +142,20 @@ class FakeConsumer:
         self.paused_partitions.add(partition)
 
     def resume(self, partition: TopicPartition) -> None:
+        self.resumed.append(partition)
         self.paused_partitions.discard(partition)
 
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        assert partition in self.assigned, "No current assignment for partition"  # as aiokafka's
+        self.seeks.append((partition, offset))
 
-HELD = SMTPRecipientsRefused([SMTPRecipientRefused(451, "greylisted", "held@example.com")])
+
+HELD = RelayUnavailable("relay.test:25: ConnectionRefusedError: [Errno 111] Connect call failed")
 
 
 class HoldingMailer(FakeMailer):
-    """Refuses every email with 'held' in its subject with a 4xx, until released."""
+    """Cannot reach the relay for every email with 'held' in its subject, until released: the
+    email waits in its lane (and holds its partition's commit), as while a relay is away."""
 
     holding = True
 
@@ -167,10 +194,14 @@ class FakeDeadLetters:
 
 class FakeProducer:
     """aiokafka's send: each record queued at once, acknowledged when `acknowledge` is set
-    (at once by default), or failed with the next of `failures`."""
+    (at once by default), or failed with the next of `failures`; a send itself raises the next
+    of `refusals` (a full buffer, a closed producer) and queues nothing."""
 
-    def __init__(self, failures: Iterable[BaseException] = ()) -> None:
+    def __init__(
+        self, failures: Iterable[BaseException] = (), refusals: Iterable[BaseException] = ()
+    ) -> None:
         self.failures = list(failures)
+        self.refusals = list(refusals)
         self.acknowledge = asyncio.Event()
         self.acknowledge.set()
         self.sent: list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]]]] = []
@@ -182,6 +213,8 @@ class FakeProducer:
         key: bytes | None = None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> asyncio.Future[None]:
+        if self.refusals:
+            raise self.refusals.pop(0)
         self.sent.append((topic, value, key, list(headers or [])))
         failure = self.failures.pop(0) if self.failures else None
         return asyncio.ensure_future(self._ack(failure))
@@ -322,3 +355,73 @@ def kafka_record(offset: int, message_id: str, partition: int = 0) -> ConsumerRe
     """A record as the API writes it: keyed by its message id."""
     key, value = email_record(message_id).to_kafka()
     return consumer_record(offset, value, partition, key)
+
+
+# The processor's clock unless a test sets one: five seconds after email_record's created_at,
+# so that a deferral never meets the age limit, whatever the day the tests run.
+NOW = datetime(2026, 11, 25, 9, 30, 5, tzinfo=UTC)
+# The schedule of the tests' retry topics: email.send.retry-1m, then email.send.retry-5m.
+RETRY_PLAN = RetryPlan(parse_schedule("1m,5m"), timedelta(hours=24), "email.send")
+NO_WAIT = RetryPolicy(initial_seconds=0.001, max_seconds=0.001)
+
+
+def email_processor(
+    store: DedupeStore | None = None,
+    *,
+    suppressions: InMemorySuppressions | None = None,
+    producer: FakeProducer | None = None,
+    dead_letters: FakeDeadLetters | None = None,
+    retry: RetryPolicy = NO_WAIT,
+    faults: ConfigurationFaults | None = None,
+    counts: AttemptCounts | None = None,
+    store_outage: StoreOutage | None = None,
+    plan: RetryPlan = RETRY_PLAN,
+    clock: Callable[[], datetime] = lambda: NOW,
+    kind: type[EmailProcessor] = EmailProcessor,
+    pace: Pace | None = None,
+    domain: str = "pipeline.test",
+) -> EmailProcessor:
+    """A processor whose every edge is a fake: those given, to script or inspect, or new ones."""
+    faults = faults or ConfigurationFaults(retry.initial_seconds, retry.max_seconds)
+    return kind(
+        store=store or InMemoryDedupeStore(),
+        suppressions=suppressions or InMemorySuppressions(),
+        outbox=Outbox(producer or FakeProducer(), backoff=retry.delay),
+        dead_letters=dead_letters or FakeDeadLetters(),
+        retry=retry,
+        retry_plan=plan,
+        events_topic="email.events",
+        message_id_domain=domain,
+        configuration_faults=faults,
+        counts=counts or AttemptCounts(),
+        store_outage=store_outage or StoreOutage(),
+        pace=pace or SendLimiter(None),
+        clock=clock,
+    )
+
+
+def retry_topic_record(
+    offset: int,
+    email: EmailRecord,
+    owed: list[str],
+    *,
+    attempt: int = 1,
+    due_at: datetime | None = None,
+    topic: str = "email.send.retry-1m",
+    partition: int = 0,
+    origin: Position | None = None,
+) -> ConsumerRecord[bytes, bytes]:
+    """A record of a retry topic, as a worker's deferral writes it: due at `due_at` (by
+    default a minute after the email's acceptance), for `owed`, after a 451."""
+    due_at = due_at or email.created_at + timedelta(minutes=1)
+    key, value, headers = RetryRecord(
+        message_id=email.message_id,
+        attempt=attempt,
+        due_at=due_at,
+        deferred_at=due_at - timedelta(minutes=1),
+        owed=owed,
+        last_reply=Reply.of(451, "4.7.1 greylisted"),
+        origin=origin or Position(topic="email.send", partition=partition, offset=0),
+        email=email,
+    ).to_kafka()
+    return consumer_record(offset, value, partition, key, topic, headers)

@@ -1,31 +1,34 @@
 """The partitions a worker owns: records handed out to each one's PartitionWorker, a backlogged
-partition paused, and their offsets (committed, log end, lag) as /metrics shows them."""
+partition paused, a retry topic's partition paused until its head is due, and their offsets
+(committed, log end, lag) as /metrics shows them."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
-from aiokafka.structs import TopicPartition
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from services.worker.assignment import Assignment
-from services.worker.configuration_faults import ConfigurationFaults
+from services.worker.assignment import Assignment, Assignments
 from services.worker.offsets import PartitionOffsets
 from services.worker.partition import PartitionWorker
-from services.worker.processor import AttemptCounts, EmailProcessor
+from services.worker.processor import EmailProcessor
 from services.worker.retry import RetryPolicy
-from services.worker.store_outage import StoreOutage
 from tests.unit.worker.fakes import (
+    NOW,
     FakeConsumer,
-    FakeDeadLetters,
     FakeMailer,
     HoldingMailer,
-    InMemoryDedupeStore,
+    email_processor,
+    email_record,
     kafka_record,
+    retry_topic_record,
 )
 
 TOPIC = "email.send"
 P0, P1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
+R0 = TopicPartition("email.send.retry-1m", 0)
 
 
 def owned_partitions(
@@ -33,22 +36,19 @@ def owned_partitions(
     mailer: FakeMailer,
     max_backlog: int = 100,
     processor: EmailProcessor | None = None,
+    *,
+    waits_until_due: bool = False,
+    clock: Callable[[], datetime] = lambda: NOW,
 ) -> Assignment:
-    processor = processor or EmailProcessor(
-        store=InMemoryDedupeStore(),
-        dead_letters=FakeDeadLetters(),
-        retry=RetryPolicy(max_attempts=0, initial_seconds=60, max_seconds=60),
-        message_id_domain="pipeline.test",
-        configuration_faults=ConfigurationFaults(60, 60),
-        counts=AttemptCounts(),
-        store_outage=StoreOutage(),
-    )
+    processor = processor or email_processor(retry=RetryPolicy(initial_seconds=60, max_seconds=60))
     return Assignment(
         consumer,
         lambda partition: PartitionWorker(
             partition, processor, [mailer], max_ahead=max_backlog, stop_grace_seconds=5
         ),
         max_backlog=max_backlog,
+        waits_until_due=waits_until_due,
+        clock=clock,
     )
 
 
@@ -60,15 +60,7 @@ async def eventually(condition: Callable[[], bool]) -> None:
 
 async def test_a_held_partition_with_a_backlog_is_paused_until_it_drains() -> None:
     consumer, mailer = FakeConsumer(), HoldingMailer()
-    retried_at_once = EmailProcessor(
-        store=InMemoryDedupeStore(),
-        dead_letters=FakeDeadLetters(),
-        retry=RetryPolicy(max_attempts=0, initial_seconds=0.01, max_seconds=0.01),
-        message_id_domain="pipeline.test",
-        configuration_faults=ConfigurationFaults(60, 60),
-        counts=AttemptCounts(),
-        store_outage=StoreOutage(),
-    )
+    retried_at_once = email_processor(retry=RetryPolicy(initial_seconds=0.01, max_seconds=0.01))
     owned = owned_partitions(consumer, mailer, max_backlog=2, processor=retried_at_once)
     owned.start([P0])
 
@@ -125,3 +117,116 @@ async def test_records_of_a_partition_no_longer_owned_are_not_handed_out() -> No
 
     assert [message["Subject"] for message, _, _ in mailer.sent] == ["p0-0"]
     assert consumer.committed_offsets() == {P0: 1}
+
+
+def retry_due(offset: int, seconds: float, subject: str | None = None) -> ConsumerRecord[
+    bytes, bytes
+]:  # fmt: skip
+    """A record of email.send.retry-1m for ana, due `seconds` after NOW."""
+    email = email_record(subject or f"r-{offset}")
+    return retry_topic_record(
+        offset, email, ["ana@example.com"], due_at=NOW + timedelta(seconds=seconds)
+    )
+
+
+async def test_a_retry_partition_hands_out_what_is_due_and_waits_paused_for_its_head() -> None:
+    consumer, mailer = FakeConsumer(), FakeMailer()
+    consumer.assigned = {R0}
+    owned = owned_partitions(consumer, mailer, waits_until_due=True)
+    owned.start([R0])
+    started = asyncio.get_running_loop().time()
+
+    owned.hand_out({R0: [retry_due(0, -30), retry_due(1, 0), retry_due(2, 0.2), retry_due(3, 0)]})
+    await eventually(lambda: owned.partitions[R0].next_offset_to_commit == 2)
+    paused_at_first = R0 in consumer.paused()
+    await eventually(lambda: R0 not in consumer.paused())
+    resumed_after = asyncio.get_running_loop().time() - started
+    await owned.stop_all()
+
+    assert [message["Subject"] for message, _, _ in mailer.sent] == ["r-0", "r-1"]
+    assert paused_at_first
+    assert consumer.seeks == [(R0, 2)], "fetched again from the first record not due"
+    assert consumer.resumed == [R0]
+    assert resumed_after >= 0.2, "never early"
+
+
+async def test_the_head_is_handed_out_once_due_when_fetched_again() -> None:
+    consumer, mailer, clock = FakeConsumer(), FakeMailer(), [NOW]
+    consumer.assigned = {R0}
+    owned = owned_partitions(consumer, mailer, waits_until_due=True, clock=lambda: clock[0])
+    owned.start([R0])
+    owned.hand_out({R0: [retry_due(0, 60), retry_due(1, 60)]})
+    await asyncio.sleep(0.01)
+    handed_before = list(mailer.sent)
+
+    clock[0] = NOW + timedelta(seconds=60)
+    owned.hand_out({R0: [retry_due(0, 60), retry_due(1, 60)]})  # read again from offset 0
+    await eventually(lambda: owned.partitions[R0].next_offset_to_commit == 2)
+    await owned.stop_all()
+
+    assert handed_before == []
+    assert [message["Subject"] for message, _, _ in mailer.sent] == ["r-0", "r-1"]
+
+
+async def test_a_partition_waiting_for_its_due_time_is_never_resumed_for_a_small_backlog() -> None:
+    consumer, mailer = FakeConsumer(), FakeMailer()
+    consumer.assigned = {R0}
+    owned = owned_partitions(consumer, mailer, max_backlog=10, waits_until_due=True)
+    owned.start([R0])
+
+    owned.hand_out({R0: [retry_due(0, 60)]})
+    owned.pause_partitions_with_a_backlog()  # its backlog is empty: the backlog rule would resume
+    await asyncio.sleep(0.02)
+
+    assert R0 in consumer.paused()
+    assert consumer.resumed == []
+    await owned.stop_all()
+
+
+async def test_revoking_a_waiting_partition_cancels_its_resumption() -> None:
+    consumer, mailer = FakeConsumer(), FakeMailer()
+    consumer.assigned = {R0}
+    owned = owned_partitions(consumer, mailer, waits_until_due=True)
+    owned.start([R0])
+    owned.hand_out({R0: [retry_due(0, 0.1)]})
+    assert R0 in consumer.paused()
+
+    await owned.stop([R0])
+    await asyncio.sleep(0.2)
+
+    assert consumer.resumed == [], "no timer left behind"
+    assert owned.partitions == {}
+
+
+async def test_email_send_partitions_never_wait_for_due_times() -> None:
+    consumer, mailer = FakeConsumer(), FakeMailer()
+    consumer.assigned = {P0}
+    owned = owned_partitions(consumer, mailer)
+    owned.start([P0])
+
+    owned.hand_out({P0: [kafka_record(0, "p0-0", 0)]})
+    await eventually(lambda: owned.partitions[P0].next_offset_to_commit == 1)
+    await owned.stop_all()
+
+    assert consumer.seeks == []
+    assert consumer.paused() == set()
+
+
+async def test_assignments_show_the_partitions_and_offsets_of_both_consumers() -> None:
+    main_consumer, retry_consumer, mailer = FakeConsumer(), FakeConsumer(), FakeMailer()
+    main_consumer.assigned, retry_consumer.assigned = {P0}, {R0}
+    main = owned_partitions(main_consumer, mailer)
+    retries = owned_partitions(retry_consumer, mailer, waits_until_due=True)
+    main.start([P0])
+    retries.start([R0])
+    main_consumer.highwaters, retry_consumer.highwaters = {P0: 9}, {R0: 4}
+
+    both = Assignments(main, retries)
+
+    assert list(both.partitions) == [P0, R0]
+    assert both.partition_offsets() == [
+        PartitionOffsets(P0, committed_offset=None, log_end_offset=9),
+        PartitionOffsets(R0, committed_offset=None, log_end_offset=4),
+    ]
+    await main.stop_all()
+    await retries.stop_all()

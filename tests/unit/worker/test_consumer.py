@@ -7,24 +7,23 @@ import asyncio
 
 import pytest
 from aiokafka.structs import ConsumerRecord, TopicPartition
-from aiosmtplib import SMTPResponse
 
 from services.worker.assignment import Assignment
-from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.consumer import RebalanceListener, consume
 from services.worker.membership import GroupMembership
 from services.worker.mime import OutgoingEmail
 from services.worker.outcome import RecordOutcome
-from services.worker.processor import AttemptCounts, EmailProcessor, Mailer, message_id_of
-from services.worker.retry import RetryPolicy
-from services.worker.store_outage import StoreOutage
+from services.worker.processor import EmailProcessor, Mailer, message_id_of
+from services.worker.smtp import Transaction
 from tests.unit.worker.fakes import (
+    NOW,
     FakeConsumer,
-    FakeDeadLetters,
     FakeMailer,
     HoldingMailer,
-    InMemoryDedupeStore,
+    email_processor,
+    email_record,
     kafka_record,
+    retry_topic_record,
 )
 from tests.unit.worker.test_assignment import eventually, owned_partitions
 
@@ -116,7 +115,7 @@ class ReleasedMailer(FakeMailer):
         self.sending = asyncio.Event()
         self.release = asyncio.Event()
 
-    async def send(self, email: OutgoingEmail, recipients: list[str]) -> dict[str, SMTPResponse]:
+    async def send(self, email: OutgoingEmail, recipients: list[str]) -> Transaction:
         self.sending.set()
         await self.release.wait()
         sent = await super().send(email, recipients)
@@ -197,10 +196,7 @@ class BrokenProcessor(EmailProcessor):
 
 async def test_a_failed_lane_ends_the_loop_and_the_consumer_still_leaves_the_group() -> None:
     consumer, mailer, stopping = FakeConsumer(), FakeMailer(), asyncio.Event()
-    broken = BrokenProcessor(
-        InMemoryDedupeStore(), FakeDeadLetters(), RetryPolicy(0, 60, 60), "pipeline.test",
-        ConfigurationFaults(60, 60), AttemptCounts(), StoreOutage(),
-    )  # fmt: skip
+    broken = email_processor(kind=BrokenProcessor)
     owned = owned_partitions(consumer, mailer, processor=broken)
     running, listener = await consuming(consumer, owned, stopping)
     await listener.on_partitions_assigned({P0})
@@ -211,3 +207,41 @@ async def test_a_failed_lane_ends_the_loop_and_the_consumer_still_leaves_the_gro
         await asyncio.wait_for(running, 2)
     assert consumer.events[-1] == "stop"
     assert consumer.committed_offsets() == {}, "nothing finished, nothing committed"
+
+
+async def test_the_retry_topics_are_consumed_by_pattern_with_their_due_times() -> None:
+    """Every topic matching the pattern, so that those of an earlier schedule still drain."""
+    consumer, mailer, stopping = FakeConsumer(), FakeMailer(), asyncio.Event()
+    retry_5m = TopicPartition("email.send.retry-5m", 0)
+    consumer.assigned = {retry_5m}
+    owned = owned_partitions(consumer, mailer, waits_until_due=True)
+    running = asyncio.create_task(
+        consume(
+            consumer, "kafka:9092", "email.send.retry-*", owned, GroupMembership(), stopping,
+            pattern=r"^email\.send\.retry-",
+        )
+    )  # fmt: skip
+    await eventually(lambda: consumer.listener is not None)
+    assert consumer.listener is not None
+    await consumer.listener.on_partitions_assigned({retry_5m})
+    retry = retry_topic_record(
+        0, email_record("m-1"), ["ana@example.com"], due_at=NOW, topic="email.send.retry-5m"
+    )
+
+    consumer.batches.put_nowait({retry_5m: [retry]})
+    await eventually(lambda: consumer.committed_offsets() == {retry_5m: 1})
+    stopping.set()
+    await asyncio.wait_for(running, 2)
+
+    assert consumer.subscription == r"^email\.send\.retry-"
+    assert [recipients for _, _, recipients in mailer.sent] == [["ana@example.com"]]
+
+
+async def test_email_send_is_consumed_by_its_name() -> None:
+    consumer, stopping = FakeConsumer(), asyncio.Event()
+    running, _ = await consuming(consumer, owned_partitions(consumer, FakeMailer()), stopping)
+
+    stopping.set()
+    await asyncio.wait_for(running, 2)
+
+    assert consumer.subscription == [TOPIC]

@@ -6,17 +6,19 @@ from __future__ import annotations
 import httpx
 from aiokafka.structs import TopicPartition
 
+from services.worker.assignment import Assignments
 from services.worker.configuration_faults import ConfigurationFaults
-from services.worker.health import create_health_app
+from services.worker.health import OwnedPartitions, create_health_app
 from services.worker.membership import GroupMembership
 from services.worker.processor import AttemptCounts
 from services.worker.store_outage import StoreOutage
-from tests.unit.worker.fakes import FakeOwnedPartitions
+from tests.unit.worker.fakes import FakeConsumer, FakeMailer, FakeOwnedPartitions
+from tests.unit.worker.test_assignment import owned_partitions
 
 
 def client(
     membership: GroupMembership,
-    owned: FakeOwnedPartitions,
+    owned: OwnedPartitions,
     faults: ConfigurationFaults,
     store_outage: StoreOutage | None = None,
 ) -> httpx.AsyncClient:
@@ -95,3 +97,22 @@ async def test_not_ready_while_the_dedupe_store_does_not_answer() -> None:
     }
     assert back.status_code == 200
     assert back.json()["partitions"] == ["email.send-0"], "it held its partitions throughout"
+
+
+async def test_ready_shows_the_partitions_of_email_send_and_of_the_retry_topics() -> None:
+    membership = GroupMembership()
+    membership.joined = True
+    main = owned_partitions(FakeConsumer(), FakeMailer())
+    retries = owned_partitions(FakeConsumer(), FakeMailer(), waits_until_due=True)
+    main.start([TopicPartition("email.send", 1)])
+    retries.start(
+        [TopicPartition("email.send.retry-1m", 1), TopicPartition("email.send.retry-5m", 1)]
+    )
+    async with client(membership, Assignments(main, retries), ConfigurationFaults(1, 1)) as c:
+        ready = await c.get("/readyz")
+    await main.stop_all()
+    await retries.stop_all()
+
+    assert ready.json()["partitions"] == [
+        "email.send-1", "email.send.retry-1m-1", "email.send.retry-5m-1",
+    ]  # fmt: skip

@@ -11,22 +11,27 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from aiokafka.structs import ConsumerRecord, TopicPartition
-from aiosmtplib import SMTPResponse
+from aiosmtplib import SMTPNotSupported, SMTPResponse
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.worker.configuration_faults import ConfigurationFaults
+from services.worker.dedupe.contract import RecipientRow
 from services.worker.health import create_health_app
 from services.worker.offsets import PartitionOffsets
 from services.worker.partition import PartitionWorker
 from services.worker.processor import AttemptCounts, EmailProcessor
 from services.worker.retry import RetryPolicy, Stopped
+from services.worker.smtp_failures import OutcomeUnknown, RelayUnavailable
 from services.worker.store_outage import StoreOutage
 from tests.unit.worker.fakes import (
-    FakeDeadLetters,
+    HELD,
+    NO_WAIT,
+    NOW,
     FakeMailer,
     FakeOwnedPartitions,
     InMemoryDedupeStore,
     consumer_record,
+    email_processor,
     email_record,
     kafka_record,
     member_of_the_group,
@@ -34,10 +39,11 @@ from tests.unit.worker.fakes import (
 from tests.unit.worker.test_processor import refused
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-NO_WAIT = RetryPolicy(max_attempts=3, initial_seconds=0.001, max_seconds=0.001)
 COUNTERS = [
     "email_worker_emails_delivered_total",
     "email_worker_emails_skipped_duplicate_total",
+    "email_worker_emails_deferred_total",
+    "email_worker_emails_outcome_unknown_total",
     "email_worker_delivery_retries_total",
     "email_worker_delivery_latency_seconds_count",
 ]
@@ -49,12 +55,7 @@ CONFIGURATION_FAULT_KINDS = [
     "auth_not_offered",
     "session_refused",
 ]
-DEAD_LETTER_REASONS = [
-    "poison_record",
-    "permanent_failure",
-    "attempts_exhausted",
-    "some_recipients_refused",
-]
+DEAD_LETTER_REASONS = ["poison_record", "refused", "expired", "unsendable"]
 
 
 async def scrape(
@@ -115,16 +116,10 @@ def changes(before: Samples, after: Samples) -> dict[str, float]:
     return {name: change for name, change in moved.items() if change}
 
 
-def processor(counts: AttemptCounts, retry: RetryPolicy = NO_WAIT) -> EmailProcessor:
-    return EmailProcessor(
-        store=InMemoryDedupeStore(),
-        dead_letters=FakeDeadLetters(),
-        retry=retry,
-        message_id_domain="pipeline.test",
-        configuration_faults=ConfigurationFaults(retry.initial_seconds, retry.max_seconds),
-        counts=counts,
-        store_outage=StoreOutage(),
-    )
+def processor(
+    counts: AttemptCounts, retry: RetryPolicy = NO_WAIT, now: datetime = NOW
+) -> EmailProcessor:
+    return email_processor(retry=retry, counts=counts, clock=lambda: now)
 
 
 async def process_in_a_lane(
@@ -168,6 +163,10 @@ email_worker_emails_delivered_created
 email_worker_emails_skipped_duplicate_total
 # TYPE email_worker_emails_skipped_duplicate_created gauge
 email_worker_emails_skipped_duplicate_created
+# TYPE email_worker_emails_deferred_total counter
+email_worker_emails_deferred_total
+# TYPE email_worker_emails_deferred_created gauge
+email_worker_emails_deferred_created
 # TYPE email_worker_delivery_retries_total counter
 email_worker_delivery_retries_total
 # TYPE email_worker_delivery_retries_created gauge
@@ -178,14 +177,14 @@ email_worker_emails_outcome_unknown_total
 email_worker_emails_outcome_unknown_created
 # TYPE email_worker_emails_dead_lettered_total counter
 email_worker_emails_dead_lettered_total{reason="poison_record"}
-email_worker_emails_dead_lettered_total{reason="permanent_failure"}
-email_worker_emails_dead_lettered_total{reason="attempts_exhausted"}
-email_worker_emails_dead_lettered_total{reason="some_recipients_refused"}
+email_worker_emails_dead_lettered_total{reason="refused"}
+email_worker_emails_dead_lettered_total{reason="expired"}
+email_worker_emails_dead_lettered_total{reason="unsendable"}
 # TYPE email_worker_emails_dead_lettered_created gauge
 email_worker_emails_dead_lettered_created{reason="poison_record"}
-email_worker_emails_dead_lettered_created{reason="permanent_failure"}
-email_worker_emails_dead_lettered_created{reason="attempts_exhausted"}
-email_worker_emails_dead_lettered_created{reason="some_recipients_refused"}
+email_worker_emails_dead_lettered_created{reason="refused"}
+email_worker_emails_dead_lettered_created{reason="expired"}
+email_worker_emails_dead_lettered_created{reason="unsendable"}
 # TYPE email_worker_configuration_faults_total counter
 email_worker_configuration_faults_total{kind="authentication"}
 email_worker_configuration_faults_total{kind="authentication_required"}
@@ -253,62 +252,60 @@ async def test_a_delivery_counts_once_with_its_latency_from_acceptance() -> None
 
 async def test_a_duplicate_counts_as_skipped_not_delivered() -> None:
     store = InMemoryDedupeStore()
-    store.outcomes["m-dup"] = "delivered"
-    email_processor = EmailProcessor(
-        store,
-        FakeDeadLetters(),
-        NO_WAIT,
-        "pipeline.test",
-        ConfigurationFaults(0.001, 0.001),
-        AttemptCounts(),
-        StoreOutage(),
-    )
+    store.rows["m-dup"] = {"ana@example.com": RecipientRow("ana@example.com", "sent", 0, None)}
     before = await scrape()
 
-    await process_in_a_lane(email_processor, kafka_record(1, "m-dup"), FakeMailer())
+    await process_in_a_lane(email_processor(store), kafka_record(1, "m-dup"), FakeMailer())
 
     assert changes(before, await scrape()) == {"email_worker_emails_skipped_duplicate_total": 1}
+
+
+DELIVERED = {
+    "email_worker_emails_delivered_total": 1,
+    "email_worker_delivery_latency_seconds_count": 1,
+}
 
 
 @pytest.mark.parametrize(
     ("script", "moved"),
     [
         pytest.param(
-            [refused(451), ConnectionRefusedError(), {}],
+            [HELD, HELD, {}],
+            {"email_worker_delivery_retries_total": 2, **DELIVERED},
+            id="waited_for_the_relay_then_delivered",
+        ),
+        pytest.param(
+            [refused(451, "4.7.1 greylisted", "ana@example.com", "bob@example.com")],
+            {"email_worker_emails_deferred_total": 1},
+            id="deferred",
+        ),
+        pytest.param(
+            [OutcomeUnknown("the connection was lost after the end of DATA")],
             {
-                "email_worker_delivery_retries_total": 2,
-                "email_worker_emails_delivered_total": 1,
-                "email_worker_delivery_latency_seconds_count": 1,
+                "email_worker_emails_deferred_total": 1,
+                "email_worker_emails_outcome_unknown_total": 1,
             },
-            id="retried_then_delivered",
+            id="outcome_unknown",
         ),
         pytest.param(
-            [refused(550)],
-            {"dead_lettered permanent_failure": 1},
-            id="permanent_failure",
+            [refused(550, "5.1.1 no such user", "ana@example.com", "bob@example.com")],
+            {"dead_lettered refused": 1},
+            id="refused",
         ),
         pytest.param(
-            [refused(451)] * 3,
-            {"email_worker_delivery_retries_total": 2, "dead_lettered attempts_exhausted": 1},
-            id="attempts_exhausted",
+            [{"bob@example.com": SMTPResponse(550, "5.1.1 no such user")}],
+            {**DELIVERED, "dead_lettered refused": 1},
+            id="refused_for_some",
         ),
         pytest.param(
-            [{"bob@example.com": SMTPResponse(550, "no such user")}],
-            {
-                "email_worker_emails_delivered_total": 1,
-                "email_worker_delivery_latency_seconds_count": 1,
-                "dead_lettered some_recipients_refused": 1,
-            },
-            id="some_recipients_refused",
+            [SMTPNotSupported("relay.test:25 does not offer SMTPUTF8")],
+            {"dead_lettered unsendable": 1},
+            id="unsendable",
         ),
         pytest.param(
-            [{"bob@example.com": SMTPResponse(451, "greylisted")}, {}],
-            {
-                "email_worker_emails_delivered_total": 1,
-                "email_worker_delivery_latency_seconds_count": 1,
-                "email_worker_delivery_retries_total": 1,
-            },
-            id="a_greylisted_recipient_retried_alone",
+            [{"bob@example.com": SMTPResponse(451, "4.7.1 greylisted")}],
+            DELIVERED,
+            id="a_greylisted_recipient_deferred_alone",
         ),
     ],
 )
@@ -324,12 +321,28 @@ async def test_each_outcome_moves_its_counters(
     assert changes(before, await scrape(counts=counts)) == moved
 
 
-async def test_retries_show_while_the_email_is_still_being_retried() -> None:
+async def test_a_recipient_deferred_past_the_age_limit_counts_as_dead_lettered_expired() -> None:
+    accepted_at = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
+    almost_a_day_later = accepted_at + timedelta(hours=23, minutes=59, seconds=30)
+    value = email_record("m-1", created_at=accepted_at).to_kafka()[1]
+    before = await scrape()
+
+    await process_in_a_lane(
+        processor(AttemptCounts(), now=almost_a_day_later),
+        consumer_record(0, value),
+        FakeMailer([refused(451, "4.7.1 greylisted")]),
+    )
+
+    assert changes(before, await scrape()) == {"dead_lettered expired": 1}
+
+
+async def test_retries_show_while_the_email_still_waits_for_the_relay() -> None:
     counts, stopping = AttemptCounts(), asyncio.Event()
-    slow_retry = RetryPolicy(max_attempts=0, initial_seconds=60, max_seconds=60)
+    slow_retry = RetryPolicy(initial_seconds=60, max_seconds=60)
+    away = RelayUnavailable("relay.test:25: ConnectionRefusedError")
     retried = asyncio.create_task(
         processor(counts, slow_retry).process(
-            kafka_record(0, "m-held"), FakeMailer([refused(451), refused(451)]), stopping
+            kafka_record(0, "m-held"), FakeMailer([away, away]), stopping
         )
     )
     async with asyncio.timeout(2):

@@ -1,5 +1,6 @@
-"""Retrying with back-off: the delays double up to the longest, half of each random; the one
-retry loop waits them between attempts, and a stop interrupts the wait at once."""
+"""Retrying with back-off while a server is away: the delays double up to the longest, half of
+each random; the one retry loop waits them between attempts, and a stop interrupts the wait at
+once. There is no limit on attempts: an email the relay defers waits in a retry topic instead."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 
 import pytest
 
-from services.worker.retry import Stopped, backoff_seconds, retry_until_done
+from services.worker.retry import RetryPolicy, Stopped, backoff_seconds, retry_until_done
 
 
 def test_backoff_doubles_up_to_the_maximum_with_jitter() -> None:
@@ -17,6 +18,14 @@ def test_backoff_doubles_up_to_the_maximum_with_jitter() -> None:
 
     assert without_jitter == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
     assert least == [0.25, 0.5, 1.0, 2.0, 2.0, 2.0]
+
+
+def test_the_policy_waits_between_half_and_all_of_each_doubled_delay() -> None:
+    policy = RetryPolicy(initial_seconds=0.5, max_seconds=30.0)
+
+    for attempt, ceiling in [(1, 0.5), (2, 1.0), (3, 2.0), (7, 30.0), (50, 30.0)]:
+        for _ in range(20):
+            assert ceiling / 2 <= policy.delay(attempt) <= ceiling
 
 
 class Flaky:

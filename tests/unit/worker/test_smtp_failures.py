@@ -20,6 +20,8 @@ from aiosmtplib import (
 
 from services.worker.smtp_failures import (
     ConfigurationFault,
+    OutcomeUnknown,
+    RelayUnavailable,
     classify,
     enhanced_status,
     is_throttling,
@@ -64,6 +66,32 @@ def test_failures_are_transient_or_permanent(error: BaseException, permanent: bo
 
     assert failure.permanent is permanent
     assert failure.fault is None
+
+
+def test_a_relay_unavailable_is_the_relays_fault_neither_the_emails_nor_the_settings() -> None:
+    error = RelayUnavailable("relay.test:25: ConnectionRefusedError: [Errno 111] refused")
+
+    failure = classify(error)
+
+    assert failure.relay_unavailable
+    assert (failure.permanent, failure.fault, failure.outcome_unknown) == (False, None, False)
+    assert failure.reason == f"the relay is unavailable: {error}"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        SMTPServerDisconnected("lost"),
+        ConnectionRefusedError(111, "refused"),
+        TimeoutError(),
+        OutcomeUnknown("no reply to the end of DATA"),
+        SMTPRecipientsRefused([SMTPRecipientRefused(451, "try later", "a@example.com")]),
+    ],
+)
+def test_only_a_relay_unavailable_says_the_relay_is(error: BaseException) -> None:
+    """The SMTP edge raises RelayUnavailable before MAIL FROM is answered; the same failure
+    after it is the email's (services/worker/smtp.py)."""
+    assert not classify(error).relay_unavailable
 
 
 @pytest.mark.parametrize(
