@@ -22,7 +22,8 @@ from services.worker.membership import GroupMembership
 from services.worker.mime import OutgoingEmail
 from services.worker.offsets import PartitionOffsets
 from services.worker.outbox import Outbox
-from services.worker.processor import AttemptCounts, EmailProcessor, Pace
+from services.worker.outcome import RecordOutcome
+from services.worker.processor import AttemptCounts, EmailProcessor, Mailer, Pace
 from services.worker.recipient_outcomes import RetryPlan
 from services.worker.retry import RetryPolicy
 from services.worker.send_limiter import SendLimiter
@@ -363,6 +364,19 @@ NOW = datetime(2026, 11, 25, 9, 30, 5, tzinfo=UTC)
 # The schedule of the tests' retry topics: email.send.retry-1m, then email.send.retry-5m.
 RETRY_PLAN = RetryPlan(parse_schedule("1m,5m"), timedelta(hours=24), "email.send")
 NO_WAIT = RetryPolicy(initial_seconds=0.001, max_seconds=0.001)
+
+
+class PublishingProcessor(EmailProcessor):
+    """Returns once what the record published is acknowledged, the retry record (produced
+    after the events) included, as PartitionWorker waits before it finishes the record."""
+
+    async def process(
+        self, record: ConsumerRecord[bytes, bytes], smtp: Mailer, stopping: asyncio.Event
+    ) -> RecordOutcome:
+        outcome = await super().process(record, smtp, stopping)
+        if outcome.published is not None:
+            await self.published(record, outcome.published, stopping)
+        return outcome
 
 
 def email_processor(

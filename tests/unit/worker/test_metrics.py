@@ -171,6 +171,10 @@ email_worker_emails_deferred_created
 email_worker_delivery_retries_total
 # TYPE email_worker_delivery_retries_created gauge
 email_worker_delivery_retries_created
+# TYPE email_worker_throttled_total counter
+email_worker_throttled_total
+# TYPE email_worker_throttled_created gauge
+email_worker_throttled_created
 # TYPE email_worker_emails_outcome_unknown_total counter
 email_worker_emails_outcome_unknown_total
 # TYPE email_worker_emails_outcome_unknown_created gauge

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
@@ -29,7 +30,7 @@ from aiosmtplib import (
 from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.dedupe.contract import DeliveryState, RecipientRow
 from services.worker.mime import OutgoingEmail
-from services.worker.processor import AttemptCounts
+from services.worker.processor import AttemptCounts, EmailProcessor
 from services.worker.recipient_outcomes import Stage, bounced, sent
 from services.worker.retry import RetryPolicy, Stopped
 from services.worker.smtp import Transaction
@@ -59,6 +60,7 @@ from tests.unit.worker.fakes import (
     FakeProducer,
     InMemoryDedupeStore,
     InMemorySuppressions,
+    PublishingProcessor,
     consumer_record,
     email_processor,
     email_record,
@@ -67,6 +69,13 @@ from tests.unit.worker.fakes import (
 )
 
 ANA, BOB, CY = "ana@example.com", "bob@example.com", "cy@example.com"
+
+
+def publishing_processor(*args: Any, **kwargs: Any) -> EmailProcessor:
+    """A processor whose `process` returns once what the record published is acknowledged."""
+    return email_processor(*args, kind=kwargs.pop("kind", PublishingProcessor), **kwargs)
+
+
 ACCEPTED_AT = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)  # email_record's created_at
 GREYLISTED = SMTPResponse(451, "4.7.1 greylisted")
 NO_SUCH_USER = SMTPResponse(550, "5.1.1 no such user")
@@ -127,7 +136,7 @@ async def test_a_delivered_email_is_written_per_recipient_and_published_as_accep
     store, producer, mailer = InMemoryDedupeStore(), FakeProducer(), FakeMailer()
     email = email_record("m-1", to=[ANA, BOB])
 
-    outcome = await email_processor(store, producer=producer, clock=Clock()).process(
+    outcome = await publishing_processor(store, producer=producer, clock=Clock()).process(
         record_of(email, offset=7), mailer, asyncio.Event()
     )
 
@@ -158,7 +167,7 @@ async def test_an_address_named_twice_is_sent_to_once_and_has_one_row() -> None:
     store, mailer = InMemoryDedupeStore(), FakeMailer()
     email = email_record("m-1", to=[ANA, f"Ana <{ANA}>"], cc=[ANA], bcc=[BOB])
 
-    await email_processor(store).process(record_of(email), mailer, asyncio.Event())
+    await publishing_processor(store).process(record_of(email), mailer, asyncio.Event())
 
     assert mailer.tried == [[ANA, BOB]]
     assert states(store) == {ANA: ("sent", 0), BOB: ("sent", 0)}
@@ -172,7 +181,7 @@ async def test_a_recipient_deferred_at_rcpt_goes_alone_to_the_first_retry_topic(
     mailer = FakeMailer([{BOB: GREYLISTED}])
 
     with caplog.at_level(logging.INFO, logger="worker"):
-        outcome = await email_processor(store, producer=producer, clock=Clock()).process(
+        outcome = await publishing_processor(store, producer=producer, clock=Clock()).process(
             record_of(email), mailer, asyncio.Event()
         )
 
@@ -200,7 +209,9 @@ async def test_a_recipient_deferred_at_rcpt_goes_alone_to_the_first_retry_topic(
         BOB, 0, NOW + timedelta(minutes=1), "email.send.retry-1m",
     )  # fmt: skip
     assert deferred.reply == Reply(code=451, enhanced="4.7.1", text="greylisted")
-    assert store.rows["m-1"][BOB].event == producer.sent[-1][1]
+    events = [value for topic, value, _, _ in producer.sent if topic == "email.events"]
+    assert store.rows["m-1"][BOB].event == events[-1]
+    assert producer.sent[-1][0] == "email.send.retry-1m", "the retry record once the events are in"
     # The log counts recipients, and names none of them.
     assert "email.send-0 offset 0: m-1, try 0: sent 1, deferred 1" in caplog.messages
 
@@ -209,7 +220,7 @@ async def test_an_email_deferred_for_every_recipient_is_deferred_not_delivered()
     store, producer = InMemoryDedupeStore(), FakeProducer()
     email = email_record("m-1", to=[ANA, BOB])
 
-    outcome = await email_processor(store, producer=producer).process(
+    outcome = await publishing_processor(store, producer=producer).process(
         record_of(email),
         FakeMailer([refused(450, "4.2.0 mailbox busy", ANA, BOB)]),
         asyncio.Event(),
@@ -227,7 +238,7 @@ async def test_an_email_deferred_for_every_recipient_is_deferred_not_delivered()
 async def test_a_retry_record_sends_only_to_whom_it_owes_and_a_deferral_moves_on_a_topic() -> None:
     store, producer, clock = InMemoryDedupeStore(), FakeProducer(), Clock()
     email = email_record("m-1", to=[ANA, BOB, CY])
-    processor = email_processor(store, producer=producer, clock=clock)
+    processor = publishing_processor(store, producer=producer, clock=clock)
     await processor.process(
         record_of(email), FakeMailer([{BOB: GREYLISTED, CY: GREYLISTED}]), asyncio.Event()
     )
@@ -260,7 +271,7 @@ async def test_a_retry_record_sends_only_to_whom_it_owes_and_a_deferral_moves_on
 async def test_the_retry_record_a_deferral_produced_is_read_back_and_delivers() -> None:
     store, producer, clock = InMemoryDedupeStore(), FakeProducer(), Clock()
     email = email_record("m-1", to=[ANA, BOB])
-    processor = email_processor(store, producer=producer, clock=clock)
+    processor = publishing_processor(store, producer=producer, clock=clock)
     await processor.process(record_of(email), FakeMailer([{BOB: GREYLISTED}]), asyncio.Event())
     [retry] = [sent for sent in producer.sent if sent[0] == "email.send.retry-1m"]
     clock.now += timedelta(minutes=1)
@@ -283,7 +294,9 @@ async def test_a_recipient_still_deferred_at_the_age_limit_bounces_and_the_email
         InMemoryDedupeStore(), FakeProducer(), FakeDeadLetters(), Clock()
     )  # fmt: skip
     email = email_record("m-1", to=[ANA, BOB])
-    processor = email_processor(store, producer=producer, dead_letters=dead_letters, clock=clock)
+    processor = publishing_processor(
+        store, producer=producer, dead_letters=dead_letters, clock=clock
+    )
     await processor.process(record_of(email), FakeMailer([{BOB: GREYLISTED}]), asyncio.Event())
     # The next delay (5 min) would end past WORKER_MAX_RETRY_AGE (24 h from acceptance).
     clock.now = ACCEPTED_AT + timedelta(hours=24) - timedelta(minutes=2)
@@ -327,9 +340,9 @@ async def test_an_email_ended_before_a_crash_is_dead_lettered_when_read_again() 
     }
     mailer = FakeMailer()
 
-    outcome = await email_processor(store, producer=producer, dead_letters=dead_letters).process(
-        retry, mailer, asyncio.Event()
-    )
+    outcome = await publishing_processor(
+        store, producer=producer, dead_letters=dead_letters
+    ).process(retry, mailer, asyncio.Event())
 
     assert mailer.attempts == 0
     assert (outcome.finished, outcome.dead_letter_reason) == ("dead-lettered", "expired")
@@ -342,7 +355,7 @@ async def test_an_address_refused_for_good_at_rcpt_bounces_and_is_suppressed() -
     suppressions, dead_letters = InMemorySuppressions(), FakeDeadLetters()
     email = email_record("m-1", to=[ANA, BOB])
 
-    outcome = await email_processor(
+    outcome = await publishing_processor(
         store, producer=producer, suppressions=suppressions, dead_letters=dead_letters
     ).process(record_of(email), FakeMailer([{BOB: NO_SUCH_USER}]), asyncio.Event())
 
@@ -365,7 +378,7 @@ async def test_a_refusal_about_policy_bounces_without_suppressing_the_address() 
     suppressions, producer = InMemorySuppressions(), FakeProducer()
     policy = SMTPResponse(550, "5.7.1 message refused by policy")
 
-    await email_processor(producer=producer, suppressions=suppressions).process(
+    await publishing_processor(producer=producer, suppressions=suppressions).process(
         kafka_record(0, "m-1"), FakeMailer([refused(550, policy.message)]), asyncio.Event()
     )
 
@@ -378,7 +391,7 @@ async def test_a_refusal_about_policy_bounces_without_suppressing_the_address() 
 async def test_a_later_email_to_a_suppressed_address_is_not_sent_to_it_and_says_why() -> None:
     store, producer, dead_letters = InMemoryDedupeStore(), FakeProducer(), FakeDeadLetters()
     suppressions = InMemorySuppressions()
-    processor = email_processor(
+    processor = publishing_processor(
         store, producer=producer, suppressions=suppressions, dead_letters=dead_letters,
         clock=Clock(),
     )  # fmt: skip
@@ -396,7 +409,7 @@ async def test_a_later_email_to_a_suppressed_address_is_not_sent_to_it_and_says_
     )
 
     assert mailer.attempts == 0
-    assert outcome.finished == "duplicate", "nothing was left to send"
+    assert outcome.finished == "suppressed", "nothing was left to send"
     assert outcome.dead_letter_reason is None
     assert dead_letters.published == [], "a suppressed address is nothing an operator can mend"
     assert states(store, "m-2") == {BOB: ("suppressed", 0)}
@@ -414,9 +427,9 @@ async def test_only_the_suppressed_recipients_of_an_email_are_skipped() -> None:
     suppressions = InMemorySuppressions({BOB: "550 5.1.1 no such user"})
     mailer = FakeMailer()
 
-    outcome = await email_processor(store, producer=producer, suppressions=suppressions).process(
-        record_of(email_record("m-1", to=[ANA, BOB])), mailer, asyncio.Event()
-    )
+    outcome = await publishing_processor(
+        store, producer=producer, suppressions=suppressions
+    ).process(record_of(email_record("m-1", to=[ANA, BOB])), mailer, asyncio.Event())
 
     assert outcome.finished == "delivered"
     assert mailer.tried == [[ANA]]
@@ -428,7 +441,7 @@ async def test_a_recipient_suppressed_while_it_waited_for_its_retry_ends_suppres
     store, producer = InMemoryDedupeStore(), FakeProducer()
     suppressions = InMemorySuppressions()
     email = email_record("m-1", to=[ANA, BOB])
-    processor = email_processor(store, producer=producer, suppressions=suppressions)
+    processor = publishing_processor(store, producer=producer, suppressions=suppressions)
     await processor.process(record_of(email), FakeMailer([{BOB: GREYLISTED}]), asyncio.Event())
     await suppressions.suppress(BOB, "550 5.1.1 no such user", "m-0")
     producer.sent.clear()
@@ -437,7 +450,7 @@ async def test_a_recipient_suppressed_while_it_waited_for_its_retry_ends_suppres
     outcome = await processor.process(retry_topic_record(0, email, [BOB]), mailer, asyncio.Event())
 
     assert mailer.attempts == 0
-    assert outcome.finished == "duplicate"
+    assert outcome.finished == "suppressed"
     assert states(store) == {ANA: ("sent", 0), BOB: ("suppressed", 1)}
     [suppressed] = events_of(producer)
     assert isinstance(suppressed, Suppressed)
@@ -448,13 +461,13 @@ async def test_a_record_read_again_sends_nothing_and_publishes_the_same_bytes() 
     store, clock = InMemoryDedupeStore(), Clock()
     email = email_record("m-1", to=[ANA, BOB, CY])
     first, again = FakeProducer(), FakeProducer()
-    await email_processor(store, producer=first, clock=clock).process(
+    await publishing_processor(store, producer=first, clock=clock).process(
         record_of(email), FakeMailer([{BOB: NO_SUCH_USER, CY: GREYLISTED}]), asyncio.Event()
     )
     clock.now += timedelta(seconds=30)  # read again later: the events still say when it was
     mailer = FakeMailer()
 
-    outcome = await email_processor(store, producer=again, clock=clock).process(
+    outcome = await publishing_processor(store, producer=again, clock=clock).process(
         record_of(email), mailer, asyncio.Event()
     )
 
@@ -462,7 +475,7 @@ async def test_a_record_read_again_sends_nothing_and_publishes_the_same_bytes() 
     assert store.writes == 1, "nothing written again"
     assert again.sent == first.sent, "the retry record and every event, byte for byte"
     assert [type(event) for event in events_of(again)] == [Accepted, Sent, Bounced, Deferred]
-    assert outcome.finished == "deferred"
+    assert outcome.finished == "duplicate"
 
 
 async def test_a_dead_lettered_email_read_again_publishes_the_same_bytes_and_no_second_copy() -> (
@@ -471,13 +484,13 @@ async def test_a_dead_lettered_email_read_again_publishes_the_same_bytes_and_no_
     store, dead_letters, clock = InMemoryDedupeStore(), FakeDeadLetters(), Clock()
     first, again = FakeProducer(), FakeProducer()
     record = kafka_record(0, "m-1")
-    await email_processor(store, producer=first, dead_letters=dead_letters, clock=clock).process(
-        record, FakeMailer([refused(550, NO_SUCH_USER.message)]), asyncio.Event()
-    )
+    await publishing_processor(
+        store, producer=first, dead_letters=dead_letters, clock=clock
+    ).process(record, FakeMailer([refused(550, NO_SUCH_USER.message)]), asyncio.Event())
     clock.now += timedelta(seconds=30)
     mailer = FakeMailer()
 
-    outcome = await email_processor(
+    outcome = await publishing_processor(
         store, producer=again, dead_letters=dead_letters, clock=clock
     ).process(record, mailer, asyncio.Event())
 
@@ -505,11 +518,11 @@ async def test_a_dead_lettered_email_read_again_publishes_its_events_whatever_th
     store, clock = MarkingStore(), Clock()
     first, again = FakeProducer(), FakeProducer()
     record = kafka_record(0, "m-1")
-    await email_processor(store, producer=first, clock=clock).process(
+    await publishing_processor(store, producer=first, clock=clock).process(
         record, FakeMailer([refused(550, NO_SUCH_USER.message)]), asyncio.Event()
     )
 
-    await email_processor(store, producer=again, clock=clock).process(
+    await publishing_processor(store, producer=again, clock=clock).process(
         record, FakeMailer(), asyncio.Event()
     )
 
@@ -520,13 +533,13 @@ async def test_a_main_record_read_again_leaves_its_deferred_recipients_to_their_
     store, clock = InMemoryDedupeStore(), Clock()
     email = email_record("m-1", to=[ANA, BOB])
     first, again = FakeProducer(), FakeProducer()
-    await email_processor(store, producer=first, clock=clock).process(
+    await publishing_processor(store, producer=first, clock=clock).process(
         record_of(email), FakeMailer([{BOB: GREYLISTED}]), asyncio.Event()
     )
     clock.now += timedelta(seconds=20)
     mailer = FakeMailer()
 
-    outcome = await email_processor(store, producer=again, clock=clock).process(
+    outcome = await publishing_processor(store, producer=again, clock=clock).process(
         record_of(email), mailer, asyncio.Event()
     )
 
@@ -536,7 +549,7 @@ async def test_a_main_record_read_again_leaves_its_deferred_recipients_to_their_
     retry_again = [sent for sent in again.sent if sent[0] == "email.send.retry-1m"]
     assert retry_again == retry_first, "the same retry record again: same key, value, due_at"
     assert again.sent == first.sent
-    assert outcome.finished == "deferred"
+    assert outcome.finished == "duplicate", "it owed nobody: a record read again"
 
 
 async def test_a_main_record_read_again_after_its_retry_moved_on_publishes_no_retry_record() -> (
@@ -544,7 +557,7 @@ async def test_a_main_record_read_again_after_its_retry_moved_on_publishes_no_re
 ):
     store, producer, clock = InMemoryDedupeStore(), FakeProducer(), Clock()
     email = email_record("m-1", to=[ANA, BOB])
-    processor = email_processor(store, producer=producer, clock=clock)
+    processor = publishing_processor(store, producer=producer, clock=clock)
     await processor.process(record_of(email), FakeMailer([{BOB: GREYLISTED}]), asyncio.Event())
     await processor.process(
         retry_topic_record(0, email, [BOB]),
@@ -565,7 +578,7 @@ async def test_a_main_record_read_again_after_its_retry_moved_on_publishes_no_re
 async def test_a_copy_of_a_retry_record_read_after_it_was_done_sends_nothing() -> None:
     store, producer = InMemoryDedupeStore(), FakeProducer()
     email = email_record("m-1", to=[ANA, BOB])
-    processor = email_processor(store, producer=producer)
+    processor = publishing_processor(store, producer=producer)
     await processor.process(record_of(email), FakeMailer([{BOB: GREYLISTED}]), asyncio.Event())
     retry = retry_topic_record(0, email, [BOB])
     await processor.process(retry, FakeMailer(), asyncio.Event())
@@ -584,7 +597,7 @@ async def test_an_earlier_versions_finished_email_is_skipped() -> None:
     store, producer, mailer = InMemoryDedupeStore(), FakeProducer(), FakeMailer()
     store.finished["m-1"] = "delivered"
 
-    outcome = await email_processor(store, producer=producer).process(
+    outcome = await publishing_processor(store, producer=producer).process(
         kafka_record(7, "m-1"), mailer, asyncio.Event()
     )
 
@@ -597,9 +610,9 @@ async def test_recipients_an_earlier_version_sent_to_are_not_sent_to_again() -> 
     store.rows["m-1"] = {ANA: RecipientRow(ANA, "sent", 0, None)}  # kept no event
     mailer = FakeMailer([refused(550, "5.1.1 no such user", BOB)])
 
-    outcome = await email_processor(store, producer=producer, dead_letters=dead_letters).process(
-        record_of(email_record("m-1", to=[ANA, BOB])), mailer, asyncio.Event()
-    )
+    outcome = await publishing_processor(
+        store, producer=producer, dead_letters=dead_letters
+    ).process(record_of(email_record("m-1", to=[ANA, BOB])), mailer, asyncio.Event())
 
     assert mailer.tried == [[BOB]]
     assert (outcome.finished, outcome.dead_letter_reason) == ("dead-lettered", "refused")
@@ -616,7 +629,7 @@ async def test_while_the_relay_is_unavailable_the_email_waits_and_is_never_defer
     mailer = FakeMailer([away, away, {}])
 
     with caplog.at_level(logging.WARNING, logger="worker"):
-        outcome = await email_processor(store, producer=producer, counts=counts).process(
+        outcome = await publishing_processor(store, producer=producer, counts=counts).process(
             kafka_record(0, "m-1"), mailer, asyncio.Event()
         )
 
@@ -653,7 +666,7 @@ async def test_a_configuration_fault_holds_the_email_neither_deferred_nor_dead_l
     faults = ConfigurationFaults(0.001, 0.001)
     mailer = FakeMailer([refusal] * 5 + [{}])
 
-    outcome = await email_processor(
+    outcome = await publishing_processor(
         store, producer=producer, dead_letters=dead_letters, faults=faults
     ).process(kafka_record(0, "m-1"), mailer, asyncio.Event())
 
@@ -670,9 +683,9 @@ async def test_a_held_email_is_neither_written_nor_published_when_stopped() -> N
     faults = ConfigurationFaults(60, 60)
     stopping = asyncio.Event()
     task = asyncio.create_task(
-        email_processor(store, producer=producer, dead_letters=dead_letters, faults=faults).process(
-            kafka_record(0, "m-1"), FakeMailer([REFUSED_LOGIN]), stopping
-        )
+        publishing_processor(
+            store, producer=producer, dead_letters=dead_letters, faults=faults
+        ).process(kafka_record(0, "m-1"), FakeMailer([REFUSED_LOGIN]), stopping)
     )
     await asyncio.sleep(0.05)
     assert faults.current is not None
@@ -702,7 +715,7 @@ class RefusingRelay(FakeMailer):
 
 async def test_while_refused_one_lane_tries_and_every_lane_resumes_once_accepted() -> None:
     relay, faults = RefusingRelay(), ConfigurationFaults(0.02, 0.02)
-    processor = email_processor(faults=faults)
+    processor = publishing_processor(faults=faults)
     lanes = [
         asyncio.create_task(processor.process(kafka_record(n, f"m-{n}"), relay, asyncio.Event()))
         for n in range(8)
@@ -726,7 +739,7 @@ async def test_an_unknown_outcome_is_counted_and_deferred_with_a_reply_in_the_wo
     store, producer, counts = InMemoryDedupeStore(), FakeProducer(), AttemptCounts()
 
     with caplog.at_level(logging.WARNING, logger="worker"):
-        outcome = await email_processor(store, producer=producer, counts=counts).process(
+        outcome = await publishing_processor(store, producer=producer, counts=counts).process(
             kafka_record(0, "m-1"), FakeMailer([lost_reply]), asyncio.Event()
         )
 
@@ -755,7 +768,7 @@ async def test_a_connection_lost_once_mail_from_was_answered_defers_the_email(
 ) -> None:
     store, producer, counts = InMemoryDedupeStore(), FakeProducer(), AttemptCounts()
 
-    outcome = await email_processor(store, producer=producer, counts=counts).process(
+    outcome = await publishing_processor(store, producer=producer, counts=counts).process(
         kafka_record(0, "m-1"), FakeMailer([failure]), asyncio.Event()
     )
 
@@ -785,7 +798,7 @@ async def test_an_email_the_worker_cannot_send_bounces_locally_and_is_dead_lette
     producer, dead_letters = FakeProducer(), FakeDeadLetters()
     email = email_record("m-1", to=[ANA, BOB])
 
-    outcome = await email_processor(producer=producer, dead_letters=dead_letters).process(
+    outcome = await publishing_processor(producer=producer, dead_letters=dead_letters).process(
         record_of(email), FakeMailer([failure]), asyncio.Event()
     )
 
@@ -814,7 +827,7 @@ async def test_a_5xx_to_the_message_bounces_every_recipient_and_suppresses_none(
     producer, suppressions = FakeProducer(), InMemorySuppressions()
     email = email_record("m-1", to=[ANA, BOB])
 
-    outcome = await email_processor(producer=producer, suppressions=suppressions).process(
+    outcome = await publishing_processor(producer=producer, suppressions=suppressions).process(
         record_of(email), FakeMailer([refusal]), asyncio.Event()
     )
 
@@ -837,7 +850,7 @@ async def test_a_5xx_to_the_message_bounces_every_recipient_and_suppresses_none(
 async def test_a_4xx_to_the_message_defers_every_recipient(refusal: Exception) -> None:
     store, producer = InMemoryDedupeStore(), FakeProducer()
 
-    outcome = await email_processor(store, producer=producer).process(
+    outcome = await publishing_processor(store, producer=producer).process(
         record_of(email_record("m-1", to=[ANA, BOB])), FakeMailer([refusal]), asyncio.Event()
     )
 
@@ -851,7 +864,7 @@ async def test_a_4xx_to_the_message_defers_every_recipient(refusal: Exception) -
 async def test_a_poison_record_is_dead_lettered_without_sending(value: bytes | None) -> None:
     dead_letters, mailer, producer = FakeDeadLetters(), FakeMailer(), FakeProducer()
 
-    outcome = await email_processor(producer=producer, dead_letters=dead_letters).process(
+    outcome = await publishing_processor(producer=producer, dead_letters=dead_letters).process(
         consumer_record(0, value), mailer, asyncio.Event()
     )
 
@@ -885,7 +898,7 @@ async def test_a_poison_record_of_a_retry_topic_is_dead_lettered_as_it_is(
     dead_letters, mailer = FakeDeadLetters(), FakeMailer()
     record = consumer_record(4, value, topic="email.send.retry-1m")
 
-    outcome = await email_processor(dead_letters=dead_letters).process(
+    outcome = await publishing_processor(dead_letters=dead_letters).process(
         record, mailer, asyncio.Event()
     )
 
@@ -901,7 +914,7 @@ async def test_a_record_that_breaks_the_schema_rules_is_poison() -> None:
     dead_letters, mailer = FakeDeadLetters(), FakeMailer()
     forged = email_record("m-1").to_kafka()[1].replace(b'"subject":"m-1"', b'"subject":"a\\u2028b"')
 
-    outcome = await email_processor(dead_letters=dead_letters).process(
+    outcome = await publishing_processor(dead_letters=dead_letters).process(
         consumer_record(0, forged), mailer, asyncio.Event()
     )
 
@@ -913,7 +926,7 @@ async def test_a_record_that_breaks_the_schema_rules_is_poison() -> None:
 async def test_dead_letters_are_retried_while_kafka_refuses() -> None:
     dead_letters = FakeDeadLetters([KafkaConnectionError("broker down")] * 2)
 
-    await email_processor(dead_letters=dead_letters).process(
+    await publishing_processor(dead_letters=dead_letters).process(
         consumer_record(0, b"junk"), FakeMailer(), asyncio.Event()
     )
 
@@ -924,7 +937,7 @@ async def test_a_dead_letter_refused_a_while_is_marked_once_with_where_it_went()
     store, producer = InMemoryDedupeStore(), FakeProducer()
     dead_letters = FakeDeadLetters([KafkaTimeoutError()] * 2)
 
-    await email_processor(store, producer=producer, dead_letters=dead_letters).process(
+    await publishing_processor(store, producer=producer, dead_letters=dead_letters).process(
         kafka_record(0, "m-1"), FakeMailer([refused(550, "5.1.1 no such user")]), asyncio.Event()
     )
 
@@ -953,7 +966,9 @@ class FlakyStore(InMemoryDedupeStore):
 async def test_a_failing_store_write_is_retried_and_the_email_sent_once() -> None:
     store, mailer = FlakyStore(failures=2), FakeMailer()
 
-    outcome = await email_processor(store).process(kafka_record(0, "m-1"), mailer, asyncio.Event())
+    outcome = await publishing_processor(store).process(
+        kafka_record(0, "m-1"), mailer, asyncio.Event()
+    )
 
     assert outcome.finished == "delivered"
     assert states(store) == {ANA: ("sent", 0)}
@@ -965,7 +980,7 @@ async def test_stopping_while_the_store_refuses_the_outcomes_says_they_may_be_se
 ) -> None:
     store, producer, stopping = FlakyStore(failures=1_000_000), FakeProducer(), asyncio.Event()
     task = asyncio.create_task(
-        email_processor(store, producer=producer).process(
+        publishing_processor(store, producer=producer).process(
             kafka_record(0, "m-1"), FakeMailer(), stopping
         )
     )
@@ -997,7 +1012,9 @@ class UnreachableStore(InMemoryDedupeStore):
 async def test_a_failing_store_read_is_retried_not_a_crash() -> None:
     store, mailer = UnreachableStore(failures=2), FakeMailer()
 
-    outcome = await email_processor(store).process(kafka_record(0, "m-1"), mailer, asyncio.Event())
+    outcome = await publishing_processor(store).process(
+        kafka_record(0, "m-1"), mailer, asyncio.Event()
+    )
 
     assert outcome.finished == "delivered"
     assert mailer.attempts == 1
@@ -1006,7 +1023,7 @@ async def test_a_failing_store_read_is_retried_not_a_crash() -> None:
 async def test_the_store_outage_is_known_while_it_lasts_and_cleared_after() -> None:
     store, outage = UnreachableStore(failures=1_000_000), StoreOutage()
     task = asyncio.create_task(
-        email_processor(store, store_outage=outage).process(
+        publishing_processor(store, store_outage=outage).process(
             kafka_record(0, "m-1"), FakeMailer(), asyncio.Event()
         )
     )
@@ -1043,7 +1060,7 @@ class FlakySuppressions(InMemorySuppressions):
 async def test_a_failing_suppression_list_is_retried_for_reads_and_writes() -> None:
     suppressions, outage = FlakySuppressions(failures=2), StoreOutage()
 
-    await email_processor(suppressions=suppressions, store_outage=outage).process(
+    await publishing_processor(suppressions=suppressions, store_outage=outage).process(
         kafka_record(0, "m-1"), FakeMailer([refused(550, "5.1.1 no such user")]), asyncio.Event()
     )
 
@@ -1055,7 +1072,7 @@ async def test_a_failing_suppression_list_is_retried_for_reads_and_writes() -> N
 async def test_events_the_producer_refuses_are_handed_to_it_again() -> None:
     producer = FakeProducer(refusals=[KafkaTimeoutError()] * 2)
 
-    outcome = await email_processor(producer=producer).process(
+    outcome = await publishing_processor(producer=producer).process(
         kafka_record(0, "m-1"), FakeMailer(), asyncio.Event()
     )
 
@@ -1068,7 +1085,7 @@ async def test_no_log_line_names_a_bcc_recipient(caplog: pytest.LogCaptureFixtur
     secret, hidden, gone = "secret@example.com", "hidden@example.com", "gone@example.com"
     email = email_record("m-1", to=[ANA], bcc=[secret, hidden, gone])
     suppressions = InMemorySuppressions({gone: "550 5.1.1 no such user"})
-    processor = email_processor(suppressions=suppressions, clock=Clock())
+    processor = publishing_processor(suppressions=suppressions, clock=Clock())
 
     with caplog.at_level(logging.DEBUG):
         await processor.process(
@@ -1109,7 +1126,7 @@ async def test_a_stop_interrupts_any_wait_at_once(waits: str) -> None:
     mailer = FakeMailer([away] if waits == "relay" else [refused(550, "5.1.1 no such user")])
     stopping = asyncio.Event()
     task = asyncio.create_task(
-        email_processor(store, dead_letters=dead_letters, retry=slow).process(
+        publishing_processor(store, dead_letters=dead_letters, retry=slow).process(
             kafka_record(0, "m-1"), mailer, stopping
         )
     )
