@@ -39,6 +39,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 Port = Annotated[int, Field(ge=1, le=65535)]
 Seconds = Annotated[float, Field(gt=0)]
 Probability = Annotated[float, Field(ge=0, le=1)]
+GroupId = Annotated[str, Field(min_length=1, max_length=249)]
 # A comma-separated list in the environment: SINK_FAIL_5XX_RECIPIENTS=a@example.com,b@example.com
 CommaSeparated = Annotated[list[str], NoDecode]
 POSTGRES_SCHEMES = ("postgresql", "postgres")  # the two that libpq and asyncpg accept
@@ -81,6 +82,9 @@ class Settings(BaseSettings):
         default=DEFAULT_RETRY_SCHEDULE, validate_default=True
     )
     worker_max_retry_age: timedelta = Field(default="24h", validate_default=True)
+    # The API's consumer group of the events, which builds the read model of GET /emails/{id}:
+    # its CURRENT-OFFSET is how far the read model has applied them.
+    status_consumer_group: GroupId = "email-status-group"
 
     # Where the services keep their data files (the dedupe store, the sink's messages), and
     # the local stack its pid files and logs. Relative paths below are relative to the project
@@ -219,6 +223,16 @@ class Settings(BaseSettings):
         if value in others:
             raise ValueError(
                 "the events need a topic of their own, not EMAIL_TOPIC's or DLQ_TOPIC's"
+            )
+        return value
+
+    @field_validator("status_consumer_group")
+    @classmethod
+    def _check_status_group(cls, value: str, info: ValidationInfo) -> str:
+        if value == info.data.get("consumer_group"):
+            raise ValueError(
+                "it is CONSUMER_GROUP too: the two readers would share the group's "
+                "partitions, each reading part of the records; give each a group of its own"
             )
         return value
 

@@ -147,3 +147,19 @@ class NoEnvFile(Settings):
     """The settings from the environment alone: never a developer's .env."""
 
     model_config = SettingsConfigDict(env_file=None)
+
+
+def test_the_api_s_status_consumer_has_a_group_of_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings(_env_file=None).status_consumer_group == "email-status-group"
+    monkeypatch.setenv("STATUS_CONSUMER_GROUP", "email-send-group")
+
+    with pytest.raises(SystemExit) as exit_info:
+        settings_or_exit(NoEnvFile)
+
+    assert str(exit_info.value) == (
+        "invalid setting STATUS_CONSUMER_GROUP='email-send-group': it is CONSUMER_GROUP too: "
+        "the two readers would share the group's partitions, each reading part of the "
+        "records; give each a group of its own"
+    )
