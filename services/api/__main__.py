@@ -25,6 +25,21 @@ from shared.store import CannotOpenStore
 from shared.suppressions import open_suppression_list
 
 
+def status_consumer(settings: Settings) -> AIOKafkaConsumer:
+    """A member of STATUS_CONSUMER_GROUP, whose committed offset is how far the read model has
+    applied the events."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=settings.status_consumer_group,
+        client_id="email-api-status",
+        enable_auto_commit=False,  # committed once the read model has applied the batch
+        auto_offset_reset="earliest",  # a new group applies every event the topic holds
+        # The broker answers a fetch as soon as one event is there: the status trails the
+        # topic by milliseconds, not by a batch being gathered.
+        fetch_min_bytes=1,
+    )
+
+
 def build_app(settings: Settings) -> FastAPI:
     """The API wired to Kafka: what `main` serves, and what the integration tests drive."""
 
@@ -34,18 +49,6 @@ def build_app(settings: Settings) -> FastAPI:
             client_id="email-api",
             # A batch Kafka has not taken by then expires instead of being sent much later.
             request_timeout_ms=int(settings.api_produce_timeout_seconds * 1000),
-        )
-
-    def new_status_consumer() -> AIOKafkaConsumer:
-        return AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            group_id=settings.status_consumer_group,
-            client_id="email-api-status",
-            enable_auto_commit=False,  # committed once the read model has applied the batch
-            auto_offset_reset="earliest",  # a new group applies every event the topic holds
-            # The broker answers a fetch as soon as one event is there: the status trails the
-            # topic by milliseconds, not by a batch being gathered.
-            fetch_min_bytes=1,
         )
 
     # aiokafka logs each record it sends at DEBUG: the whole email, Bcc addresses included.
@@ -61,7 +64,7 @@ def build_app(settings: Settings) -> FastAPI:
         EmailQueue(settings, new_producer, topic_configs),
         idempotency_store(api_store),
         read_model,
-        StatusProjector(settings, new_status_consumer, read_model),
+        StatusProjector(settings, lambda: status_consumer(settings), read_model, topic_configs),
         Suppressions(settings.dedupe_url or settings.dedupe_db_path, open_suppression_list),
     )
 

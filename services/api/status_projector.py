@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
+from services.api.read_model_retention import TopicConfigsReader, prune_until_stopped
 from services.api.status import EventPosition
 from services.api.status_store import EventRow, StatusStore, StatusStoreUnavailable
 from shared.events import UnreadableEvent, parse_event
@@ -46,23 +47,32 @@ class StatusProjector:
         settings: Settings,
         new_consumer: Callable[[], AIOKafkaConsumer],
         store: StatusStore,
+        read_topic_configs: TopicConfigsReader,
     ) -> None:
         self._settings = settings
         self._topic = settings.events_topic
         self._group = settings.status_consumer_group
         self._new_consumer = new_consumer  # aiokafka clients are made inside the event loop
         self._store = store
+        self._read_topic_configs = read_topic_configs
         self._stopping = asyncio.Event()
-        self._running: asyncio.Task[None] | None = None
+        self._running: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        self._running = asyncio.create_task(self._run())
+        """Consume, and keep the read model within what the topic keeps."""
+        pruning = prune_until_stopped(
+            self._store,
+            self._read_topic_configs,
+            self._settings.kafka_bootstrap_servers,
+            self._topic,
+            self._stopping,
+        )
+        self._running = [asyncio.create_task(self._run()), asyncio.create_task(pruning)]
 
     async def stop(self) -> None:
         """Stop at the end of the batch being applied, without committing one not applied."""
         self._stopping.set()
-        if self._running is not None:
-            await self._running
+        await asyncio.gather(*self._running)
 
     async def _run(self) -> None:
         consumer = self._new_consumer()

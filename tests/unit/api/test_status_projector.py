@@ -94,6 +94,10 @@ class FakeConsumer:
         self.committed.append(offsets)
 
 
+async def retention_of(bootstrap_servers: str, topic: str) -> dict[str, str]:
+    return {"retention.ms": "604800000"}
+
+
 @pytest.fixture
 def store() -> MemoryStatusStore:
     return MemoryStatusStore()
@@ -116,7 +120,7 @@ async def running() -> AsyncIterator[list[StatusProjector]]:
 async def run(
     consumer: FakeConsumer, store: MemoryStatusStore, running: list[StatusProjector]
 ) -> StatusProjector:
-    projector = StatusProjector(Settings(_env_file=None), lambda: consumer, store)
+    projector = StatusProjector(Settings(_env_file=None), lambda: consumer, store, retention_of)
     await projector.start()
     running.append(projector)
     return projector
