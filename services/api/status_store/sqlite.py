@@ -4,6 +4,7 @@ API processes of one host share it, each with its own connections, in WAL mode."
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -50,13 +51,19 @@ class SqliteStatusStore:
     a hop to a thread and back. Writes run in one thread of the store's own, where waiting for
     another process's lock (the Idempotency-Keys share the file) stalls nothing.
     synchronous=NORMAL: an event kept survives the API being killed; a power loss just after a
-    write could lose it, and the status consumer's uncommitted offset brings it back."""
+    write could lose it, and the status consumer's uncommitted offset brings it back.
+
+    The batches that arrive while a transaction is being written go together in the next one
+    (a group commit): under load, each 202's `accepted` event costs a share of a transaction
+    rather than one of its own (about 340 us an email alone; a few tens together)."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="status-store")
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
+        self._waiting: list[tuple[list[Values], asyncio.Future[None]]] = []
+        self._writing: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         """Open the file, creating it, its directory and the table if they are missing."""
@@ -77,7 +84,27 @@ class SqliteStatusStore:
             return
         applied_at = time.time()
         values = [_values(row, applied_at) for row in first_of_each(rows)]
-        await self._run(lambda db: _in_one_transaction(db, values))
+        written = asyncio.get_running_loop().create_future()
+        self._waiting.append((values, written))
+        if self._writing is None or self._writing.done():
+            self._writing = asyncio.create_task(self._write_waiting())
+        await written
+
+    async def _write_waiting(self) -> None:
+        """Write every batch waiting, all in one transaction, until none waits."""
+        while self._waiting:
+            group, self._waiting = self._waiting, []
+            values = [row for batch, _ in group for row in batch]
+            try:
+                await self._run(functools.partial(_in_one_transaction, values=values))
+            except Exception as error:
+                for _, written in group:
+                    if not written.done():
+                        written.set_exception(error)
+            else:
+                for _, written in group:
+                    if not written.done():
+                        written.set_result(None)
 
     async def events_of(self, message_id: str) -> list[EventRow]:
         if self._reader is None:
@@ -102,6 +129,8 @@ class SqliteStatusStore:
                 return deleted
 
     async def close(self) -> None:
+        if self._writing is not None:
+            await self._writing
         reader, self._reader = self._reader, None
         if reader is not None:
             reader.close()
