@@ -275,3 +275,16 @@ def test_the_store_is_where_the_idempotency_keys_are(tmp_path: Path) -> None:
     assert isinstance(from_url, PostgresStatusStore)
     assert from_url.where == "db.internal:5432/email", "no password in messages"
     assert isinstance(from_path, SqliteStatusStore)
+
+
+async def test_batches_added_together_are_each_kept(tmp_path: Path) -> None:
+    """They share transactions (a group commit); each caller returns once its own is written."""
+    path = tmp_path / "store.sqlite3"
+    async with opened_stores(lambda: SqliteStatusStore(path)) as open_store:
+        store = await open_store()
+        emails = [accepted(ANA).model_copy(update={"message_id": f"m-{n}"}) for n in range(50)]
+
+        await asyncio.gather(*(store.add([row(email, n)]) for n, email in enumerate(emails)))
+
+        for email in emails:
+            assert len(await store.events_of(email.message_id)) == 1
