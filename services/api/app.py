@@ -7,29 +7,47 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.api import metrics
+from services.api import metrics, status_routes, suppression_routes
+from services.api.accepted_events import AcceptedEvents
 from services.api.email_queue import EmailQueue
 from services.api.errors import field_errors, problem, summary
 from services.api.idempotency import HEADER, InvalidKey, KeyPolicy
 from services.api.idempotency_store import IdempotencyStore
 from services.api.idempotent_requests import IdempotentRequests
 from services.api.routes import BATCH_PATH, router
+from services.api.status_store import StatusStore
+from services.api.suppressions import Suppressions
 from shared.settings import Settings
 from shared.store import CannotOpenStore
 
 log = logging.getLogger("api")
 
 
+class StatusConsumer(Protocol):
+    """Builds the read model from the events topic while the app runs: status_projector.py."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 def create_app(
-    settings: Settings, email_queue: EmailQueue, idempotency_store: IdempotencyStore
+    settings: Settings,
+    email_queue: EmailQueue,
+    idempotency_store: IdempotencyStore,
+    status_store: StatusStore,
+    status_projector: StatusConsumer,
+    suppressions: Suppressions,
 ) -> FastAPI:
-    """The app; its lifespan opens the key store and starts the producer."""
+    """The app; its lifespan opens the stores and starts the producer and the status
+    consumer."""
     metrics_registry = metrics.metrics_registry()
     event_loop_lag = metrics.event_loop_lag(metrics_registry)
     idempotent_requests = IdempotentRequests(
@@ -46,27 +64,36 @@ def create_app(
         async with event_loop_lag.sampling():
             try:
                 await idempotency_store.open()
+                await status_store.open()
             except CannotOpenStore as error:
-                log.error("cannot open the store of Idempotency-Keys: %s", error)
+                log.error("cannot open the API's store: %s", error)
                 raise
             stopping = asyncio.Event()
             pruning = asyncio.create_task(idempotent_requests.prune_until_stopped(stopping))
             await email_queue.start()
+            await status_projector.start()
             yield
+            await status_projector.stop()
             await email_queue.stop()
             stopping.set()
             await pruning
+            await suppressions.close()
+            await status_store.close()
             await idempotency_store.close()
 
     app = FastAPI(
         title="Email API",
         summary=f"Accepts emails and produces them to the Kafka topic {settings.email_topic}; "
-        "a worker delivers them over SMTP.",
+        "a worker delivers them over SMTP. GET /emails/{id} says what happened to one since, "
+        f"from the events topic {settings.events_topic}.",
         lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.email_queue = email_queue
     app.state.idempotent_requests = idempotent_requests
+    app.state.status_store = status_store
+    app.state.accepted_events = AcceptedEvents(status_store, email_queue)
+    app.state.suppressions = suppressions
     app.state.metrics_registry = metrics_registry
     app.add_middleware(
         BodySizeLimit,
@@ -76,11 +103,14 @@ def create_app(
     app.add_exception_handler(RequestValidationError, invalid_request)  # type: ignore[arg-type]
     app.add_exception_handler(InvalidKey, invalid_key)  # type: ignore[arg-type]
     app.include_router(router)
+    app.include_router(status_routes.router)
+    app.include_router(suppression_routes.router)
     return app
 
 
-async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
-    metrics.refused("invalid")
+async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+    if request.method == "POST":  # an email refused, not a question asked wrong
+        metrics.refused("invalid")
     problems = list(error.errors())
     if any(found["type"] == "json_invalid" for found in problems):
         reason = problems[0].get("ctx", {}).get("error", "")

@@ -1,4 +1,5 @@
-"""The API's edge toward Kafka: produce one email record and wait for Kafka's acknowledgement.
+"""The API's edge toward Kafka: produce one email record and wait for Kafka's acknowledgement;
+produce its `accepted` event without waiting.
 
 Kafka may be down when the API starts or go away later; the API stays up, answers 503 while
 Kafka cannot acknowledge, and connects by itself when Kafka is back. A record larger than the
@@ -23,6 +24,7 @@ from aiokafka.errors import (
 )
 
 from services.api import metrics
+from shared.events import ProducerRecord
 from shared.kafka import start_when_kafka_answers
 from shared.schema import SCHEMA_VERSION, EmailRecord
 from shared.settings import Settings
@@ -155,6 +157,9 @@ class EmailQueue:
         self._record_limit = RecordLimit(self._topic, topic_max_message_bytes=None)
         self._body_limit_problem: str | None = None
         self._limit_read_error: str | None = None
+        self._events_topic = settings.events_topic
+        self._publishing: set[asyncio.Task[None]] = set()  # events not yet acknowledged
+        self._publish_error: str | None = None
 
     async def start(self) -> None:
         self._producer = self._new_producer()
@@ -164,6 +169,8 @@ class EmailQueue:
         self._stopping.set()
         if self._connecting is not None:
             await self._connecting
+        if self._publishing:
+            await asyncio.gather(*self._publishing)
         if self._producer is not None:
             await self._stop_producer(self._producer)  # sends what is still buffered first
 
@@ -285,6 +292,43 @@ class EmailQueue:
             len(record.recipients), len(record.to), len(record.cc), len(record.bcc),
         )  # fmt: skip
         return Queued(metadata.topic, metadata.partition, metadata.offset)
+
+    def publish_event(self, event: ProducerRecord) -> None:
+        """Produce an event to the events topic, not waiting for Kafka's acknowledgement: the
+        202 is not held up by it, and if it is lost, the worker publishes the same event with
+        the same id when it first reads the email."""
+        if self._producer is None or not self._connected:
+            self._published(f"not connected to Kafka at {self._settings.kafka_bootstrap_servers}")
+            return
+        publishing = asyncio.create_task(self._publish(self._producer, event))
+        self._publishing.add(publishing)
+        publishing.add_done_callback(self._publishing.discard)
+
+    async def _publish(self, producer: AIOKafkaProducer, event: ProducerRecord) -> None:
+        try:
+            async with asyncio.timeout(self._timeout_seconds):
+                await producer.send_and_wait(
+                    self._events_topic, event.value, key=event.key, headers=event.headers
+                )
+        except TimeoutError:
+            self._published(f"Kafka did not acknowledge within {self._timeout_seconds:g} s")
+        except KafkaError as error:
+            self._published(f"Kafka refused it: {error!r}")
+        else:
+            self._published(None)
+
+    def _published(self, error: str | None) -> None:
+        """One line when publishing starts failing or its reason changes, one when it works
+        again: not one a request."""
+        if error is not None and error != self._publish_error:
+            log.warning(
+                "could not produce an event to %s (%s); the worker publishes the same event "
+                "when it reads the email",
+                self._events_topic, error,
+            )  # fmt: skip
+        elif error is None and self._publish_error is not None:
+            log.info("producing events to %s again", self._events_topic)
+        self._publish_error = error
 
     async def not_ready_reason(self) -> str | None:
         """None when Kafka answers, the topic exists and takes every body the API accepts;

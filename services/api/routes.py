@@ -1,5 +1,6 @@
 """The API's routes: `POST /emails`, `POST /emails/batch`, `GET /healthz`, `GET /readyz` and
-`GET /metrics`."""
+`GET /metrics`. An email's status and the suppression list have theirs in status_routes.py and
+suppression_routes.py."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
 from services.api import batch, metrics
+from services.api.accepted_events import AcceptedEvents
 from services.api.email_limits import recipients_over_limit
-from services.api.email_queue import EmailQueue, EmailTooLarge, KafkaUnavailable
+from services.api.email_queue import EmailQueue, EmailTooLarge, KafkaUnavailable, Queued
 from services.api.errors import problem
 from services.api.idempotency import (
     BATCH_ROUTE,
@@ -61,6 +63,11 @@ async def get_idempotent_requests(request: Request) -> IdempotentRequests:
     return requests
 
 
+async def get_accepted_events(request: Request) -> AcceptedEvents:
+    accepted_events: AcceptedEvents = request.app.state.accepted_events
+    return accepted_events
+
+
 async def get_idempotency_key(
     key: Annotated[
         str | None,
@@ -85,6 +92,7 @@ Config = Annotated[Settings, Depends(get_settings)]
 MetricsRegistry = Annotated[CollectorRegistry, Depends(get_metrics_registry)]
 Requests = Annotated[IdempotentRequests, Depends(get_idempotent_requests)]
 IdempotencyKey = Annotated[str | None, Depends(get_idempotency_key)]
+AcceptedEventsOf = Annotated[AcceptedEvents, Depends(get_accepted_events)]
 DryRun = Annotated[
     bool,
     Query(
@@ -140,6 +148,12 @@ REPLAYED = {
         "schema": {"type": "string", "enum": ["true"]},
     }
 }
+LOCATION = {
+    "Location": {
+        "description": "/emails/{id}: where the email's status is (GET)",
+        "schema": {"type": "string"},
+    }
+}
 KEY_ANSWERS: dict[int | str, dict[str, Any]] = {
     400: {
         "model": Problem,
@@ -162,7 +176,7 @@ router = APIRouter()
     response_model=QueuedEmail,
     responses={
         200: {"description": "With dry_run=true: the email is valid, and was not queued"},
-        202: {"headers": REPLAYED},
+        202: {"headers": {**REPLAYED, **LOCATION}},
         **KEY_ANSWERS,
         413: {
             "model": Problem,
@@ -189,9 +203,11 @@ async def send_email(
     settings: Config,
     requests: Requests,
     idempotency_key: IdempotencyKey,
+    accepted_events: AcceptedEventsOf,
     dry_run: DryRun = False,
 ) -> Response:
-    """Queue one email: 202 once Kafka has the record, with its partition and offset."""
+    """Queue one email: 202 once Kafka has the record, with its partition and offset, and
+    `Location: /emails/{id}`, where its status is."""
     body_fingerprint = ""
     message_id = new_message_id()
     if idempotency_key is not None:
@@ -225,6 +241,7 @@ async def send_email(
                 "Idempotency-Key, and it will be delivered once either way.",
                 headers={"Retry-After": str(settings.api_retry_after_seconds)},
             ) from None
+        await accepted_events.write([(record, queued)])
         answer = QueuedEmail(
             id=record.message_id,
             topic=queued.topic,
@@ -235,7 +252,15 @@ async def send_email(
         # A Response as is: FastAPI would otherwise validate and re-encode the model it just got.
         return Response(answer.model_dump_json(), status_code=202, media_type="application/json")
 
-    return await requests.answer_once(idempotency_key, body_fingerprint, produce)
+    response = await requests.answer_once(idempotency_key, body_fingerprint, produce)
+    if response.status_code == 202:
+        # A replay's too: the same key and body are the same email, with the same id.
+        response.headers["Location"] = email_location(message_id)
+    return response
+
+
+def email_location(message_id: str) -> str:
+    return f"/emails/{message_id}"
 
 
 @router.post(
@@ -288,6 +313,7 @@ async def send_batch(
     settings: Config,
     requests: Requests,
     idempotency_key: IdempotencyKey,
+    accepted_events: AcceptedEventsOf,
 ) -> Response:
     """Queue up to 100 emails, each checked on its own and the valid ones produced together:
     202 if at least one was queued, with one result per email in the request's order."""
@@ -325,6 +351,13 @@ async def send_batch(
     async def produce() -> Response:
         outcomes = await asyncio.gather(
             *(queue.enqueue(record) for record in records.values()), return_exceptions=True
+        )
+        await accepted_events.write(
+            [
+                (record, outcome)
+                for record, outcome in zip(records.values(), outcomes, strict=True)
+                if isinstance(outcome, Queued)
+            ]
         )
         results, kafka_error = batch.results(refused, records, outcomes)
         for result in results:

@@ -11,12 +11,12 @@ import httpx
 import pytest
 
 from deploy.local.postgres import LocalPostgres
-from services.api.app import create_app
 from services.api.idempotency_store import PostgresIdempotencyStore, StoreUnavailable
 from shared.settings import Settings
 from shared.store import CannotOpenStore
 from tests.conftest import free_port
 from tests.postgres import fresh_database
+from tests.unit.api.fakes import app_with_fakes
 from tests.unit.api.test_app import FakeEmailQueue, email
 from tests.unit.api.test_idempotency_store import KeyStoreContract, OpenStore, opened_stores
 
@@ -47,7 +47,7 @@ async def test_two_api_hosts_answer_a_retry_with_the_first_answer(store_url: str
     """A retry that a load balancer sends to the other host is replayed there, not queued."""
     queue = FakeEmailQueue()
     apps = [
-        create_app(Settings(_env_file=None), queue, PostgresIdempotencyStore(store_url))  # type: ignore[arg-type]
+        app_with_fakes(Settings(_env_file=None), queue, PostgresIdempotencyStore(store_url))  # type: ignore[arg-type]
         for _ in range(2)
     ]
     async with (

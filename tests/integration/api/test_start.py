@@ -1,5 +1,6 @@
-"""`python -m services.api` with a store of Idempotency-Keys it cannot open: one clear line and
-exit 1, before it serves anything (no broker needed: it never gets that far)."""
+"""`python -m services.api` with a store it cannot open (the Idempotency-Keys' and the read
+model's): one clear line and exit 1, before it serves anything (no broker needed: it never gets
+that far)."""
 
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ def test_the_api_stops_with_one_line_when_postgresql_is_unreachable(tmp_path: Pa
     assert result.returncode == 1
     [line] = result.stderr.splitlines()
     assert line.startswith(
-        f"cannot open the store of Idempotency-Keys: cannot reach PostgreSQL at 127.0.0.1:{port}"
+        "cannot open the API's store (API_STORE_URL, API_DB_PATH): "
+        f"cannot reach PostgreSQL at 127.0.0.1:{port}"
     )
     assert "API_STORE_URL" in line
     assert PASSWORD not in line
@@ -56,5 +58,7 @@ def test_the_api_stops_with_one_line_when_its_sqlite_file_cannot_be_made(tmp_pat
 
     assert result.returncode == 1
     [line] = result.stderr.splitlines()
-    assert line.startswith("cannot open the store of Idempotency-Keys: cannot open the SQLite")
+    assert line.startswith(
+        "cannot open the API's store (API_STORE_URL, API_DB_PATH): cannot open the SQLite"
+    )
     assert "API_DB_PATH" in line

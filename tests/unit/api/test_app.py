@@ -11,13 +11,14 @@ import httpx
 import pytest
 from email_validator import ValidatedEmail, validate_email
 
-from services.api.app import create_app
 from services.api.email_queue import EmailQueue, EmailTooLarge, KafkaUnavailable, Queued
 from services.api.errors import field_name
 from services.api.idempotency import email_fingerprint
 from shared import schema
+from shared.events import ProducerRecord
 from shared.schema import EmailContent, EmailRecord, message_id_for
 from shared.settings import Settings
+from tests.unit.api.fakes import app_with_fakes
 from tests.unit.api.key_store import MemoryKeyStore
 from tests.unit.api.producers import Producers
 from tests.unit.worker.largest_email import largest_email
@@ -29,6 +30,7 @@ class FakeEmailQueue:
         self.max_record_bytes = max_record_bytes
         self.records: list[EmailRecord] = []
         self.attempted: list[str] = []  # the message id of every record it was asked to queue
+        self.events: list[ProducerRecord] = []  # produced to the events topic
 
     async def start(self) -> None: ...
 
@@ -50,6 +52,9 @@ class FakeEmailQueue:
 
     async def not_ready_reason(self) -> str | None:
         return "not connected to Kafka" if self.unavailable else None
+
+    def publish_event(self, event: ProducerRecord) -> None:
+        self.events.append(event)
 
 
 async def default_topic_configs(bootstrap_servers: str, topic: str) -> dict[str, str]:
@@ -79,7 +84,7 @@ def queue() -> FakeEmailQueue:
 
 @pytest.fixture
 async def client(queue: FakeEmailQueue) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(_env_file=None, api_max_body_bytes=4096), queue, MemoryKeyStore())  # type: ignore[arg-type]
+    app = app_with_fakes(Settings(_env_file=None, api_max_body_bytes=4096), queue, MemoryKeyStore())  # type: ignore[arg-type]
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
         yield client
@@ -139,7 +144,8 @@ async def test_without_a_key_each_email_gets_a_fresh_id(client: httpx.AsyncClien
 
 
 async def test_kafka_unavailable_is_503_with_retry_after() -> None:
-    app = create_app(Settings(_env_file=None), FakeEmailQueue(unavailable=True), MemoryKeyStore())  # type: ignore[arg-type]
+    queue = FakeEmailQueue(unavailable=True)
+    app = app_with_fakes(Settings(_env_file=None), queue, MemoryKeyStore())  # type: ignore[arg-type]
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://api"
     ) as c:
@@ -297,7 +303,7 @@ async def test_too_many_recipients_are_refused_before_any_address_is_read(
         return validate_email(address, **options)
 
     monkeypatch.setattr(schema, "validate_email", reading)
-    app = create_app(Settings(_env_file=None), queue, MemoryKeyStore())  # type: ignore[arg-type]
+    app = app_with_fakes(Settings(_env_file=None), queue, MemoryKeyStore())  # type: ignore[arg-type]
     body = email(to=[f"n{n}@example.com" for n in range(20_000)])
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://api"
@@ -360,7 +366,7 @@ async def test_the_largest_email_the_api_accepts_is_accepted(queue: FakeEmailQue
     body = largest.model_dump(
         mode="json", by_alias=True, exclude={"schema_version", "message_id", "created_at"}
     )
-    app = create_app(settings, queue, MemoryKeyStore())  # type: ignore[arg-type]
+    app = app_with_fakes(settings, queue, MemoryKeyStore())  # type: ignore[arg-type]
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://api"
     ) as default_client:

@@ -11,11 +11,11 @@ import httpx
 import pytest
 
 from services.api import batch
-from services.api.app import create_app
 from services.api.email_queue import KafkaUnavailable, Queued
 from services.api.idempotency import BATCH_ROUTE, KEY_PATTERN, fingerprint
 from shared.schema import EmailContent, EmailRecord, message_id_for
 from shared.settings import Settings
+from tests.unit.api.fakes import app_with_fakes
 from tests.unit.api.key_store import MemoryKeyStore
 from tests.unit.api.test_app import FakeEmailQueue, email
 
@@ -59,7 +59,7 @@ def queue() -> FakeEmailQueue:
 
 
 def app_client(queue: FakeEmailQueue, **settings: Any) -> httpx.AsyncClient:
-    app = create_app(Settings(_env_file=None, **settings), queue, MemoryKeyStore())  # type: ignore[arg-type]
+    app = app_with_fakes(Settings(_env_file=None, **settings), queue, MemoryKeyStore())  # type: ignore[arg-type]
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api")
 
 

@@ -18,10 +18,11 @@ from aiokafka.errors import (
     UnknownTopicOrPartitionError,
 )
 
-from services.api.app import create_app
-from services.api.email_queue import EmailQueue, EmailTooLarge, KafkaUnavailable
+from services.api.email_queue import EmailQueue, EmailTooLarge, KafkaUnavailable, Queued
+from shared.events import ProducerRecord, accepted_event
 from shared.schema import EmailRecord
 from shared.settings import Settings
+from tests.unit.api.fakes import app_with_fakes
 from tests.unit.api.key_store import MemoryKeyStore
 from tests.unit.api.producers import Producers
 from tests.unit.api.test_app import email
@@ -110,7 +111,7 @@ async def test_too_large_for_the_topic_is_413_counted_as_too_large(
     settings = Settings(_env_file=None, api_max_body_bytes=64 * 1024)
     read, _ = topic_taking(16 * 1024)
     queue = EmailQueue(settings, lambda: producer, read)
-    app = create_app(settings, queue, MemoryKeyStore())
+    app = app_with_fakes(settings, queue, MemoryKeyStore())
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
@@ -230,3 +231,66 @@ async def test_no_log_line_names_a_recipient(
     assert queued.endswith("for 4 recipient(s): 1 to, 1 cc, 2 bcc")
     for address in ["hidden-one", "hidden-two", "Hidden Two", "ana@", "bob@"]:
         assert not any(address in line for line in lines), address
+
+
+class HoldingProducer(AcknowledgingProducer):
+    """Acknowledges each record of `held_topic` only once `release` is set."""
+
+    def __init__(self, held_topic: str) -> None:
+        super().__init__()
+        self.held_topic = held_topic
+        self.release = asyncio.Event()
+        self.topics: list[str] = []
+
+    async def send_and_wait(self, topic: str, value: bytes, **kwargs: object) -> object:
+        self.topics.append(topic)
+        if topic == self.held_topic:
+            await self.release.wait()
+        return await super().send_and_wait(topic, value, **kwargs)
+
+
+def accepted_event_of(email_record: EmailRecord) -> ProducerRecord:
+    return accepted_event(email_record, Queued("email.send", 0, 0)).to_kafka()
+
+
+async def test_an_event_is_produced_to_the_events_topic_without_waiting_for_kafka() -> None:
+    producer = HoldingProducer("email.events")
+    queue = await started(
+        EmailQueue(Settings(_env_file=None), lambda: producer, topic_taking(4096)[0])
+    )
+
+    queue.publish_event(accepted_event_of(record()))  # returns at once: nothing is awaited
+    await asyncio.sleep(0.01)
+    assert producer.topics == ["email.events"]
+    assert producer.sent == [], "not acknowledged yet"
+    stopping = asyncio.create_task(queue.stop())
+    await asyncio.sleep(0.01)
+    assert not stopping.done(), "a stop waits for the events in flight"
+    producer.release.set()
+    await stopping
+
+    assert producer.sent == [accepted_event_of(record()).value]
+    assert producer.stopped
+
+
+async def test_an_event_kafka_refuses_is_one_warning_not_one_per_email(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    refusals: list[Exception] = [UnknownTopicOrPartitionError() for _ in range(3)]
+    producer = AcknowledgingProducer(refusals)
+    queue = await started(
+        EmailQueue(Settings(_env_file=None), lambda: producer, topic_taking(4096)[0])
+    )
+
+    with caplog.at_level(logging.INFO, logger="api.kafka"):
+        for _ in range(4):
+            queue.publish_event(accepted_event_of(record()))
+            await asyncio.sleep(0.01)
+    await queue.stop()
+
+    lines = [r.getMessage() for r in caplog.records if "email.events" in r.getMessage()]
+    assert len(lines) == 2
+    assert lines[0].startswith("could not produce an event to email.events (Kafka refused it:")
+    assert "the worker publishes the same event when it reads the email" in lines[0]
+    assert lines[1] == "producing events to email.events again"
+    assert len(producer.sent) == 1

@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from services.api.app import create_app
 from services.api.email_queue import Queued
 from services.api.idempotent_requests import IdempotentRequests
 from shared.schema import EmailRecord
 from shared.settings import Settings
+from tests.unit.api.fakes import app_with_fakes
 from tests.unit.api.key_store import MemoryKeyStore
 from tests.unit.api.test_app import FakeEmailQueue, email, email_id
 
@@ -50,7 +50,7 @@ def queue() -> FakeEmailQueue:
 async def client(
     queue: FakeEmailQueue, key_store: MemoryKeyStore
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(_env_file=None), queue, key_store)  # type: ignore[arg-type]
+    app = app_with_fakes(Settings(_env_file=None), queue, key_store)  # type: ignore[arg-type]
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
         yield client
@@ -110,7 +110,7 @@ async def test_a_retry_while_the_first_is_in_flight_is_409_with_retry_after(
     key_store: MemoryKeyStore,
 ) -> None:
     queue = HeldQueue()
-    app = create_app(Settings(_env_file=None), queue, key_store)  # type: ignore[arg-type]
+    app = app_with_fakes(Settings(_env_file=None), queue, key_store)  # type: ignore[arg-type]
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://api"
     ) as client:
@@ -281,7 +281,7 @@ async def test_an_answer_the_store_could_not_keep_is_still_given(
             self._check()
 
     store = FailingFinish()
-    app = create_app(Settings(_env_file=None), queue, store)  # type: ignore[arg-type]
+    app = app_with_fakes(Settings(_env_file=None), queue, store)  # type: ignore[arg-type]
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://api"
     ) as client:
@@ -292,7 +292,7 @@ async def test_an_answer_the_store_could_not_keep_is_still_given(
 
 
 async def test_the_lifespan_opens_prunes_and_closes_the_store(key_store: MemoryKeyStore) -> None:
-    app = create_app(Settings(_env_file=None), FakeEmailQueue(), key_store)  # type: ignore[arg-type]
+    app = app_with_fakes(Settings(_env_file=None), FakeEmailQueue(), key_store)  # type: ignore[arg-type]
     requests: IdempotentRequests = app.state.idempotent_requests
     await key_store.claim("expired", "fp", "c", 1.0)  # 1970
 

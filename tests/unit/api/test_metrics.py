@@ -9,9 +9,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.api.app import create_app
 from services.api.email_queue import EmailQueue, KafkaUnavailable
 from shared.settings import Settings
+from tests.unit.api.fakes import app_with_fakes
 from tests.unit.api.key_store import MemoryKeyStore
 from tests.unit.api.test_app import FakeEmailQueue, default_topic_configs, email, queued_record
 from tests.unit.shared.test_loop_lag import block_the_loop
@@ -43,7 +43,7 @@ def produced(samples: Samples) -> float:
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings(_env_file=None, api_max_body_bytes=4096)
-    app = create_app(settings, FakeEmailQueue(), MemoryKeyStore())  # type: ignore[arg-type]
+    app = app_with_fakes(settings, FakeEmailQueue(), MemoryKeyStore())  # type: ignore[arg-type]
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://api"
     ) as client:
@@ -83,7 +83,7 @@ async def test_openmetrics_when_the_scraper_asks_and_never_compressed(
 
 
 async def test_metrics_is_a_documented_get_only_route(client: httpx.AsyncClient) -> None:
-    app = create_app(Settings(_env_file=None), FakeEmailQueue(), MemoryKeyStore())  # type: ignore[arg-type]
+    app = app_with_fakes(Settings(_env_file=None), FakeEmailQueue(), MemoryKeyStore())  # type: ignore[arg-type]
 
     head = await client.head("/metrics")
     post = await client.post("/metrics")
@@ -141,7 +141,8 @@ async def test_413_declared_or_streamed_counts_as_refused_too_large(
 
 
 async def test_503_counts_as_refused_kafka_unavailable() -> None:
-    app = create_app(Settings(_env_file=None), FakeEmailQueue(unavailable=True), MemoryKeyStore())  # type: ignore[arg-type]
+    queue = FakeEmailQueue(unavailable=True)
+    app = app_with_fakes(Settings(_env_file=None), queue, MemoryKeyStore())  # type: ignore[arg-type]
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://api"
     ) as client:
@@ -173,7 +174,7 @@ class SlowProducer:
 async def test_every_produce_is_timed_until_kafka_answers_or_the_timeout(answers: bool) -> None:
     settings = Settings(_env_file=None, api_produce_timeout_seconds=0.1)
     queue = EmailQueue(settings, lambda: SlowProducer(answers), default_topic_configs)
-    app = create_app(settings, queue, MemoryKeyStore())
+    app = app_with_fakes(settings, queue, MemoryKeyStore())
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://api"
     ) as client:
@@ -195,14 +196,14 @@ async def test_every_produce_is_timed_until_kafka_answers_or_the_timeout(answers
 
 def test_two_apps_can_be_built_in_one_process() -> None:
     """prometheus_client refuses to register a metric twice in one registry."""
-    first = create_app(Settings(_env_file=None), FakeEmailQueue(), MemoryKeyStore())  # type: ignore[arg-type]
-    second = create_app(Settings(_env_file=None), FakeEmailQueue(), MemoryKeyStore())  # type: ignore[arg-type]
+    first = app_with_fakes(Settings(_env_file=None), FakeEmailQueue(), MemoryKeyStore())  # type: ignore[arg-type]
+    second = app_with_fakes(Settings(_env_file=None), FakeEmailQueue(), MemoryKeyStore())  # type: ignore[arg-type]
 
     assert first.state.metrics_registry is not second.state.metrics_registry
 
 
 async def test_the_event_loop_lag_is_sampled_while_the_app_runs() -> None:
-    app = create_app(Settings(_env_file=None), FakeEmailQueue(), MemoryKeyStore())  # type: ignore[arg-type]
+    app = app_with_fakes(Settings(_env_file=None), FakeEmailQueue(), MemoryKeyStore())  # type: ignore[arg-type]
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client,

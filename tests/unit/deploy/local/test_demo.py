@@ -7,8 +7,8 @@ import httpx
 from aiokafka.partitioner import murmur2
 
 from deploy.local.demo import idempotency_key_on_partition, message_id_of
-from services.api.app import create_app
 from shared.settings import Settings
+from tests.unit.api.fakes import app_with_fakes
 from tests.unit.api.key_store import MemoryKeyStore
 from tests.unit.api.test_app import FakeEmailQueue, email
 
@@ -16,7 +16,7 @@ from tests.unit.api.test_app import FakeEmailQueue, email
 async def test_the_key_puts_the_email_on_the_partition_and_the_api_agrees() -> None:
     hello = email(subject="hello1")
     keys = [idempotency_key_on_partition(hello, "demo-run", partition, 3) for partition in range(3)]
-    app = create_app(Settings(_env_file=None), FakeEmailQueue(), MemoryKeyStore())  # type: ignore[arg-type]
+    app = app_with_fakes(Settings(_env_file=None), FakeEmailQueue(), MemoryKeyStore())  # type: ignore[arg-type]
 
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://api"
