@@ -172,12 +172,18 @@ class Assignments:
     """Every partition this worker owns, of email.send and of the retry topics, as /readyz
     and /metrics show them."""
 
-    def __init__(self, *assignments: Assignment) -> None:
-        self._assignments = assignments
+    def __init__(self, main: Assignment, retry: Assignment) -> None:
+        self._main = main
+        self._retry = retry
 
     @property
     def partitions(self) -> dict[TopicPartition, PartitionWorker]:
-        return {p: w for a in self._assignments for p, w in a.partitions.items()}
+        """Of email.send, in the worker's group: what `kafka-consumer-groups.sh` shows."""
+        return self._main.partitions
+
+    @property
+    def retry_partitions(self) -> dict[TopicPartition, PartitionWorker]:
+        return self._retry.partitions
 
     def partition_offsets(self) -> list[PartitionOffsets]:
-        return [offsets for a in self._assignments for offsets in a.partition_offsets()]
+        return [*self._main.partition_offsets(), *self._retry.partition_offsets()]

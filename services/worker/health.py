@@ -25,6 +25,9 @@ class OwnedPartitions(Protocol):
     @property
     def partitions(self) -> Mapping[TopicPartition, object]: ...
 
+    @property
+    def retry_partitions(self) -> Mapping[TopicPartition, object]: ...
+
     def partition_offsets(self) -> list[PartitionOffsets]: ...
 
 
@@ -70,10 +73,12 @@ def create_health_app(
                 status_code=503,
             )
         partitions = sorted(f"{tp.topic}-{tp.partition}" for tp in owned.partitions)
+        retry_partitions = sorted(f"{tp.topic}-{tp.partition}" for tp in owned.retry_partitions)
         return JSONResponse(
             {
                 "status": "ready",
                 "partitions": partitions,
+                "retry_partitions": retry_partitions,
                 "rebalances": membership.rebalances,
                 "last_rebalance_seconds": membership.last_rebalance_seconds,
             }

@@ -305,6 +305,7 @@ class FakeOwnedPartitions:
 
     def __init__(self) -> None:
         self.partitions: dict[TopicPartition, object] = {}
+        self.retry_partitions: dict[TopicPartition, object] = {}
         self.offsets: list[PartitionOffsets] = []
 
     def partition_offsets(self) -> list[PartitionOffsets]:

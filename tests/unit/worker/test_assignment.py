@@ -223,7 +223,7 @@ async def test_assignments_show_the_partitions_and_offsets_of_both_consumers() -
 
     both = Assignments(main, retries)
 
-    assert list(both.partitions) == [P0, R0]
+    assert (list(both.partitions), list(both.retry_partitions)) == ([P0], [R0])
     assert both.partition_offsets() == [
         PartitionOffsets(P0, committed_offset=None, log_end_offset=9),
         PartitionOffsets(R0, committed_offset=None, log_end_offset=4),
