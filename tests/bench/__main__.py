@@ -21,7 +21,7 @@ from deploy.local.settings import load_local_settings
 from shared.event_loop import run
 from tests.bench.chart import draw_chart
 from tests.bench.console_stage import console_watching
-from tests.bench.lifecycle_stages import drain_with_deferrals
+from tests.bench.lifecycle_stages import drain_with_deferrals, status_delay
 from tests.bench.mailpit_stage import sink_against_mailpit
 from tests.bench.scale_out import cluster_drain, postgres_store
 from tests.bench.stages import (
@@ -57,7 +57,7 @@ TARGETS = {
 }
 LOWER_IS_BETTER = {"p99_ms", "restart_s", "worker_rss_mb", "api_rss_mb"}
 # Reported side by side, with no target of their own yet.
-UNTARGETED = ("cluster/single", "pg/sqlite")
+UNTARGETED = ("cluster/single", "pg/sqlite", "status_p50_ms", "status_p99_ms")
 
 
 def machine() -> dict[str, Any]:
@@ -101,6 +101,8 @@ def ratios(stages: dict[str, dict[str, Any]], peak_rss: dict[str, int]) -> dict[
         / stages["backlog drain"]["emails_per_second"],
         "deferred/plain": stages["drain with 1 % deferred"]["emails_per_second"]
         / stages["backlog drain"]["emails_per_second"],
+        "status_p50_ms": stages["status delay"]["p50_ms"],
+        "status_p99_ms": stages["status delay"]["p99_ms"],
     }
 
 
@@ -123,7 +125,8 @@ def summary_line(figures: dict[str, float], rate: float) -> str:
         f"sink/mailpit={figures['sink/mailpit']:.2f} "
         f"cluster/single={figures['cluster/single']:.2f} "
         f"pg/sqlite={figures['pg/sqlite']:.2f} "
-        f"deferred/plain={figures['deferred/plain']:.2f}"
+        f"deferred/plain={figures['deferred/plain']:.2f} "
+        f"status-delay={figures['status_p50_ms']:.0f}/{figures['status_p99_ms']:.0f}ms"
     )
 
 
@@ -134,7 +137,7 @@ def stage_rows(stages: dict[str, dict[str, Any]], peak_rss: dict[str, int]) -> l
     latency, api, restart = stages["latency"], stages["API accept rate"], stages["restart"]
     console, versus = stages["console watching"], stages["sink against Mailpit"]
     tls = stages["drain over STARTTLS and AUTH"]
-    deferred = stages["drain with 1 % deferred"]
+    deferred, status = stages["drain with 1 % deferred"], stages["status delay"]
     cluster, postgres = (
         stages["drain on a 3-broker cluster"],
         stages["drain with the PostgreSQL store"],
@@ -188,6 +191,11 @@ def stage_rows(stages: dict[str, dict[str, Any]], peak_rss: dict[str, int]) -> l
             f"{deferred['emails_per_second']:,.0f} emails/s "
             f"({deferred['emails_per_second'] / stages['backlog drain']['emails_per_second']:.2f} "
             "of the plain drain)",
+        ),
+        (
+            f"status delay at {status['offered_per_second']:g} emails/s",
+            f"p50 {status['p50_ms']:.1f} ms, p99 {status['p99_ms']:.1f} ms, max "
+            f"{status['max_ms']:.1f} ms from the sink storing an email to GET saying delivered",
         ),
         (
             "backlog drain, PostgreSQL dedupe store",
@@ -261,6 +269,7 @@ STAGES: list[tuple[str, Callable[[Bench], Awaitable[dict[str, Any]]]]] = [
     ("drain on a 3-broker cluster", cluster_drain),
     ("drain with the PostgreSQL store", postgres_store),
     ("drain with 1 % deferred", drain_with_deferrals),
+    ("status delay", status_delay),
 ]
 
 

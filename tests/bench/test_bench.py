@@ -15,7 +15,7 @@ SUMMARY = re.compile(
     r"^bench: drain/ceiling=\d+\.\d\d api/ceiling=\d+\.\d\d vs-naive=\d+\.\dx "
     r"p99@\d+=\d+ms api/http=\d+\.\d\d restart=\d+\.\ds worker-rss=\d+MB api-rss=\d+MB "
     r"console/drain=\d+\.\d\d sink/mailpit=\d+\.\d\d cluster/single=\d+\.\d\d "
-    r"pg/sqlite=\d+\.\d\d deferred/plain=\d+\.\d\d$",
+    r"pg/sqlite=\d+\.\d\d deferred/plain=\d+\.\d\d status-delay=\d+/\d+ms$",
     re.MULTILINE,
 )
 
@@ -34,7 +34,7 @@ def test_the_quick_bench_reports_every_stage(tmp_path: Path) -> None:
         "sink ceiling", "backlog drain", "pipeline through the API", "naive baseline",
         "latency", "API accept rate", "restart", "drain over STARTTLS and AUTH", "console watching",
         "sink against Mailpit", "drain on a 3-broker cluster", "drain with the PostgreSQL store",
-        "drain with 1 % deferred",
+        "drain with 1 % deferred", "status delay",
     }  # fmt: skip
     assert {"api", "worker", "smtp_sink", "console"} <= set(report["peak_rss_bytes"])
     assert (tmp_path / "bench.png").read_bytes().startswith(b"\x89PNG")
