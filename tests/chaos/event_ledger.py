@@ -57,6 +57,9 @@ class EventLedger:
     finals: dict[Pair, dict[str, Final]] = field(default_factory=dict)  # by event id
     deferrals: dict[Pair, dict[str, datetime]] = field(default_factory=dict)  # id -> at
     dead_lettered: dict[str, dict[str, str]] = field(default_factory=dict)  # id -> reason
+    # Events but `accepted`, read and distinct: `accepted` has two writers by design (the API
+    # at the 202, the worker when it first reads the record), so its copies say nothing.
+    published_again: dict[str, int] = field(default_factory=dict)  # event id -> times read
 
     def add(self, value: bytes | None) -> None:
         self.read += 1
@@ -66,6 +69,8 @@ class EventLedger:
             self.unreadable.append(str(error))
             return
         self.bodies.setdefault(event.event_id, set()).add(value or b"")
+        if not isinstance(event, Accepted):
+            self.published_again[event.event_id] = self.published_again.get(event.event_id, 0) + 1
         match event:
             case Accepted():
                 self.accepted.add(event.message_id)
@@ -100,8 +105,9 @@ class EventLedger:
 
     @property
     def copies(self) -> int:
-        """Events read more than once: the readable ones, less their distinct ids."""
-        return self.read - len(self.unreadable) - len(self.bodies)
+        """Events the worker published again (after a crash, a rebalance, a lost ack): those
+        read, less their distinct ids; `accepted` events left out."""
+        return sum(self.published_again.values()) - len(self.published_again)
 
     @property
     def conflicting(self) -> list[str]:

@@ -36,6 +36,14 @@ def test_a_copy_of_an_event_is_counted_once_and_as_a_copy() -> None:
     assert len(ledger.finals[pair(ONE, ANA)]) == 1
 
 
+def test_the_accepted_events_second_writer_makes_no_copies() -> None:
+    # The API publishes it at the 202, and the worker again when it first reads the record.
+    ledger = ledger_of([accepted(ONE, ANA), accepted(ONE, ANA), sent(ONE, ANA)])
+
+    assert (ledger.read, ledger.copies) == (3, 0)
+    assert ledger.accepted == {ONE}
+
+
 def test_every_recipient_with_one_final_event_the_sink_agrees_with_is_no_problem() -> None:
     ledger = ledger_of(
         [
