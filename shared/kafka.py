@@ -55,7 +55,10 @@ def create_producer(
 
 
 def create_consumer(
-    settings: Settings, client_id: str, group_id: str | None = None
+    settings: Settings,
+    client_id: str,
+    group_id: str | None = None,
+    fetch_max_wait_ms: int = 5,
 ) -> AIOKafkaConsumer:
     """A member of the consumer group (CONSUMER_GROUP unless another is named) that commits
     offsets itself, after the work is done.
@@ -82,7 +85,7 @@ def create_consumer(
         # Let the broker gather records a few milliseconds rather than answer each fetch with
         # the one or two that just arrived: far fewer fetches under load, +5 ms at most.
         fetch_min_bytes=64 * 1024,
-        fetch_max_wait_ms=5,
+        fetch_max_wait_ms=fetch_max_wait_ms,
     )
 
 

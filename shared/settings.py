@@ -117,9 +117,11 @@ class Settings(BaseSettings):
     worker_host: str = "127.0.0.1"
     worker_port: Port = 8001
     worker_max_batch_records: Annotated[int, Field(ge=1)] = 500
-    # Emails of one partition in flight at once, each over its own SMTP connection; 1 delivers
-    # strictly in offset order. Commits never pass an unfinished record either way.
+    # Emails of one partition in flight at once, each borrowing an SMTP connection; 1 delivers
+    # strictly in offset order. Commits never pass an unfinished record either way. A retry
+    # topic's partitions hold only the few emails the relay deferred: fewer lanes suffice.
     worker_lanes_per_partition: Annotated[int, Field(ge=1, le=64)] = 8
+    worker_retry_lanes_per_partition: Annotated[int, Field(ge=1, le=64)] = 2
     worker_shutdown_timeout_seconds: Seconds = 15.0
     # Static membership (KIP-345): a name of this worker's own, the same after a restart, so
     # that it gets its partitions back with no rebalance if it returns within the session

@@ -53,6 +53,8 @@ from shared.suppressions import open_suppression_list
 
 log = logging.getLogger("worker")
 
+RETRY_FETCH_MAX_WAIT_MS = 100
+
 
 async def serve(settings: Settings, smtp: SmtpServer) -> None:
     client_id = f"email-worker-{socket.gethostname()}-{os.getpid()}"
@@ -65,8 +67,13 @@ async def serve(settings: Settings, smtp: SmtpServer) -> None:
     # One producer for dead letters, events and retry records: one connection, one batch.
     producer = create_producer(settings, client_id=client_id, request_timeout_ms=30_000)
     consumer = create_consumer(settings, client_id=client_id)
+    # Retries wait minutes: a fetch may wait 100 ms for records, not 5, so the mostly empty
+    # retry topics cost ten fetches a second, not two hundred.
     retry_consumer = create_consumer(
-        settings, client_id=f"{client_id}-retry", group_id=settings.retry_consumer_group
+        settings,
+        client_id=f"{client_id}-retry",
+        group_id=settings.retry_consumer_group,
+        fetch_max_wait_ms=RETRY_FETCH_MAX_WAIT_MS,
     )
     configuration_faults = ConfigurationFaults(
         settings.worker_retry_initial_seconds, settings.worker_retry_max_seconds
@@ -97,7 +104,13 @@ async def serve(settings: Settings, smtp: SmtpServer) -> None:
     )
 
     def start_partition(partition: TopicPartition) -> PartitionWorker:
-        lanes = [smtp_pool.lane() for _ in range(settings.worker_lanes_per_partition)]
+        retrying = partition.topic != settings.email_topic
+        lanes_per_partition = (
+            settings.worker_retry_lanes_per_partition
+            if retrying
+            else settings.worker_lanes_per_partition
+        )
+        lanes = [smtp_pool.lane() for _ in range(lanes_per_partition)]
         return PartitionWorker(
             partition,
             processor,
@@ -167,11 +180,16 @@ async def serve(settings: Settings, smtp: SmtpServer) -> None:
             # consume() returns once the emails in flight are finished, their offsets committed
             # and the group left: within the shutdown timeout, or, for an email whose final "."
             # was sent, when its reply comes (at most SMTP_DATA_END_TIMEOUT_SECONDS later).
+            # Both consumers finish their emails in flight before the shared producer, pool and
+            # store close below, even when one of them ended with an error.
             await finish_within(
-                asyncio.gather(consuming, retrying),
+                asyncio.gather(consuming, retrying, return_exceptions=True),
                 settings.worker_longest_stop_seconds + 2 * CLEANUP_SECONDS,
                 "finishing the email in flight",
             )
+            for ended in (consuming, retrying):
+                if ended.done() and not ended.cancelled() and ended.exception() is not None:
+                    raise ended.exception()  # type: ignore[misc]
         finally:
             await finish_within(producer.stop(), CLEANUP_SECONDS, "closing the producer")
             stopping.set()

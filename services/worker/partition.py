@@ -1,5 +1,5 @@
-"""One assigned partition: its records are taken in offset order by a few lanes, each with its
-own SMTP connection, so that several of its emails are in flight at once. Which offset may then
+"""One assigned partition: its records are taken in offset order by a few lanes, each borrowing
+an SMTP connection from the worker's pool, so that several of its emails are in flight at once. Which offset may then
 be committed, and how far the lanes may run ahead of an unfinished record, is the OffsetTracker's
 rule (offsets.py): a record is finished once Kafka has acknowledged what it published, and its
 lane is free before that. Two records with the same key (the same message id) are never in
@@ -131,7 +131,7 @@ class PartitionWorker:
                     # decides when the record is finished.
                     publishing = asyncio.create_task(self._finish_once_published(record, outcome))
                     self._publishing.add(publishing)
-                    publishing.add_done_callback(self._publishing.discard)
+                    publishing.add_done_callback(self._forget_unless_failed)
         finally:
             await smtp.close()
 
@@ -144,6 +144,11 @@ class PartitionWorker:
         except Stopped:
             return
         self._finish(record.offset)
+
+    def _forget_unless_failed(self, publishing: asyncio.Task[None]) -> None:
+        """A publication that failed stays, for check() to raise: never a silent stall."""
+        if publishing.cancelled() or publishing.exception() is None:
+            self._publishing.discard(publishing)
 
     def _finish(self, offset: int) -> None:
         self._offsets.finish(offset)

@@ -51,9 +51,10 @@ from services.worker.recipient_outcomes import (
     what_is_owed,
 )
 from services.worker.retry import RetryPolicy, Stopped, retry_until_done, wait_unless_stopping
-from services.worker.smtp_failures import classify, is_throttling, suppresses
+from services.worker.smtp_failures import classify, is_throttling, suppresses, throttling_reply
 from services.worker.store_outage import StoreOutage
 from shared.events import (
+    EVENTS_SCHEMA_VERSION,
     DeadLettered,
     Position,
     ProducerRecord,
@@ -113,6 +114,11 @@ class Pace(Protocol):
     """The sending budget every lane shares (send_limiter.SendLimiter)."""
 
     def throttled(self) -> bool: ...
+
+
+# A relay that keeps asking to slow down on one email's tries (a "rate limit exceeded for
+# this recipient") is about that email after all: it goes to a retry topic, not held for ever.
+MAX_THROTTLED_TRIES = 10
 
 
 class RelayTrouble(Exception):
@@ -267,7 +273,8 @@ class EmailProcessor:
             email = parse_record(record.value)
             return Stage(email, 0, position, position, every_recipient(email))
         retry = parse_retry_record(record.value)
-        return Stage(retry.email, retry.attempt, position, retry.origin, tuple(retry.owed))
+        owed = tuple(dict.fromkeys(retry.owed))  # each once, whoever wrote the record
+        return Stage(retry.email, retry.attempt, position, retry.origin, owed)
 
     async def _send(
         self,
@@ -290,7 +297,7 @@ class EmailProcessor:
             )  # fmt: skip
 
         return await retry_until_done(
-            lambda number: self._try(stage, smtp, outgoing, owed, stopping),
+            lambda number: self._try(stage, smtp, outgoing, owed, stopping, number),
             retry_on=RelayTrouble,
             backoff=self._retry.delay,
             stopping=stopping,
@@ -304,7 +311,9 @@ class EmailProcessor:
         outgoing: OutgoingEmail,
         owed: list[str],
         stopping: asyncio.Event,
+        number: int,
     ) -> list[RecipientRow]:
+        """Try number `number`: the rows it made, or RelayTrouble for another after a wait."""
         while True:
             await self._wait_for_turn(stopping)
             try:
@@ -315,13 +324,15 @@ class EmailProcessor:
                     self._configuration_faults.refused(failure.fault, failure.reason)
                     continue
                 self._configuration_faults.accepted()
-                if failure.relay_unavailable:
-                    raise RelayTrouble(failure.reason) from error
-                if (reply := _throttling_reply(error)) is not None:
+                reply = throttling_reply(error)
+                if reply is not None:
                     # About the pace, not this email: every lane slows down, and the email
                     # waits here rather than a retry topic's minute.
                     self._counts.throttled += 1
                     self._pace.throttled()
+                if failure.relay_unavailable:
+                    raise RelayTrouble(failure.reason) from error
+                if reply is not None and number < MAX_THROTTLED_TRIES:
                     raise RelayTrouble(f"the relay asks to slow down ({reply})") from error
                 return self._rows_after_failure(stage, owed, error)
             self._configuration_faults.accepted()
@@ -348,11 +359,10 @@ class EmailProcessor:
     ) -> RecipientRow:
         """A recipient the server refused at RCPT: bounced (and suppressed, if the reply says
         the address is no good) or deferred."""
-        if reply.code >= 500:
-            return bounced(
-                stage, address, _reply(reply), "address", now, suppressed=suppresses(reply)
-            )
-        return deferred(stage, address, _reply(reply), now, self._retry_plan)
+        answer = answer_of(reply)
+        if answer.code >= 500:
+            return bounced(stage, address, answer, "address", now, suppressed=suppresses(reply))
+        return deferred(stage, address, answer, now, self._retry_plan)
 
     def _rows_after_failure(
         self, stage: Stage, owed: list[str], error: Exception
@@ -371,8 +381,8 @@ class EmailProcessor:
                 for address in owed
             ]
         if isinstance(error, SMTPResponseException):  # to MAIL FROM, DATA or the final "."
-            answer = Reply.of(error.code, error.message)
-            if error.code >= 500:
+            answer = answer_of(SMTPResponse(error.code, error.message))
+            if answer.code >= 500:
                 return [bounced(stage, a, answer, "message", now) for a in owed]
             return [deferred(stage, a, answer, now, self._retry_plan) for a in owed]
         failure = classify(error)
@@ -458,7 +468,8 @@ class EmailProcessor:
         original = None
         if stage.attempt > 0:
             original = (stage.email.to_kafka()[1], stage.origin)
-        metadata = await self._dead_letter(record, error, stopping, original)
+        # dlq.attempts: the tries the email had, the one on email.send and each retry.
+        metadata = await self._dead_letter(record, error, stopping, original, stage.attempt + 1)
         copy = Position(topic=metadata.topic, partition=metadata.partition, offset=metadata.offset)
         event = DeadLettered(
             message_id=stage.message_id, at=self._clock(), record=stage.record, reason=reason,
@@ -500,10 +511,11 @@ class EmailProcessor:
         reason: str,
         stopping: asyncio.Event,
         original: tuple[bytes, Position] | None = None,
+        tries: int = 1,
     ) -> RecordMetadata:
         """Publish to the dead-letter topic, retrying while Kafka does not acknowledge."""
         return await self._until_done(
-            lambda: self._dead_letters.publish(record, reason, 1, original),
+            lambda: self._dead_letters.publish(record, reason, tries, original),
             "the dead-letter topic refused the record",
             stopping,
         )
@@ -555,17 +567,14 @@ def _counted(rows: list[RecipientRow]) -> str:
     return ", ".join(f"{state} {counts[state]}" for state in states if counts[state])
 
 
-def _throttling_reply(error: Exception) -> str | None:
-    """`421 4.7.0 ...` when the whole transaction was refused with a reply that asks the worker
-    to slow down (smtp_failures.is_throttling); None otherwise."""
-    replies: list[SMTPResponse] = []
-    if isinstance(error, SMTPRecipientsRefused):
-        replies = [SMTPResponse(refusal.code, refusal.message) for refusal in error.recipients]
-    elif isinstance(error, SMTPResponseException):
-        replies = [SMTPResponse(error.code, error.message)]
-    if replies and all(is_throttling(reply) for reply in replies):
-        return f"{replies[0].code} {replies[0].message}"
-    return None
+def answer_of(refusal: SMTPResponse) -> Reply:
+    """A refusal as events keep it: a 4xx or 5xx as the server wrote it; any other code (a 252
+    or 3xx where a 250 or a refusal belongs, a code outside RFC 5321's range) as a 451 in the
+    worker's words, so the recipient is tried again rather than the worker failing after a 250
+    it has not recorded."""
+    if 400 <= refusal.code < 600:
+        return Reply.of(refusal.code, refusal.message)
+    return synthetic_reply(451, "4.4.0", f"unexpected reply {refusal.code} {refusal.message}")
 
 
 def _reply(response: SMTPResponse) -> Reply:
@@ -587,9 +596,11 @@ def _suppression(listed: ListedSuppression) -> Suppression:
 
 
 def _dead_lettered_record(message_id: str, value: bytes) -> ProducerRecord:
-    return ProducerRecord(
-        message_id.encode(), value, [("schema_version", b"1"), ("type", b"dead_lettered")]
-    )
+    headers = [
+        ("schema_version", str(EVENTS_SCHEMA_VERSION).encode()),
+        ("type", b"dead_lettered"),
+    ]
+    return ProducerRecord(message_id.encode(), value, headers)
 
 
 def where_of(record: ConsumerRecord[bytes, bytes]) -> str:

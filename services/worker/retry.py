@@ -4,7 +4,7 @@ interrupts any wait at once.
 
 The hold while the SMTP server refuses the worker's own settings is no such retry: it is a turn
 shared by every lane (ConfigurationFaults.claim_turn), not one email's attempts and back-off, so
-it is a wait for that turn, in processor.py's `_attempt` and `_wait_for_turn`."""
+it is a wait for that turn, in processor.py's `_try` and `_wait_for_turn`."""
 
 from __future__ import annotations
 

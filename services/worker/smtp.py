@@ -198,7 +198,7 @@ class SmtpConnection:
                 # 421: the relay closes the connection (aiosmtplib has closed it): the whole
                 # transaction is refused, not this recipient.
                 raise SMTPResponseException(response.code, response.message)
-            if response.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
+            if not 200 <= response.code < 300:  # 250, 251, or any 2xx: taken
                 refused[recipient] = response
         if len(refused) == len(recipients):
             raise SMTPRecipientsRefused(

@@ -198,3 +198,18 @@ def suppresses(rcpt_reply: SMTPResponse) -> bool:
     if subject == 1:
         return detail not in SENDER_ADDRESS_DETAILS
     return (subject, detail) == (2, 1)
+
+
+def throttling_reply(error: Exception) -> str | None:
+    """`421 4.7.0 ...` when the whole transaction was refused with a reply that asks the worker
+    to slow down (is_throttling), before MAIL FROM (a 421 greeting) or after it; None otherwise."""
+    replies: list[SMTPResponse] = []
+    if isinstance(error, RelayUnavailable) and error.__cause__ is not None:
+        return throttling_reply(error.__cause__) if isinstance(error.__cause__, Exception) else None
+    if isinstance(error, SMTPRecipientsRefused):
+        replies = [SMTPResponse(refusal.code, refusal.message) for refusal in error.recipients]
+    elif isinstance(error, SMTPResponseException):
+        replies = [SMTPResponse(error.code, error.message)]
+    if replies and all(is_throttling(reply) for reply in replies):
+        return f"{replies[0].code} {replies[0].message}"
+    return None

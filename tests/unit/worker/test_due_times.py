@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from aiokafka.structs import ConsumerRecord
 
 from services.worker.due_times import split_due
-from tests.unit.worker.fakes import consumer_record
+from tests.unit.worker.fakes import consumer_record, email_record, retry_topic_record
 
 NOW = datetime(2026, 11, 25, 9, 31, tzinfo=UTC)
 TOPIC = "email.send.retry-1m"
@@ -54,6 +54,15 @@ def test_a_due_time_in_another_zone_or_without_one_is_read_as_the_same_moment() 
     for header in (in_paris, without_zone):
         record = with_headers(0, [("due_at", header)])
         assert split_due([record], NOW) == ([], record, NOW + timedelta(seconds=30))
+
+
+def test_a_record_copied_without_its_headers_waits_for_the_due_time_in_its_value() -> None:
+    email = email_record("m-1")
+    later = NOW + timedelta(minutes=5)
+    copied = retry_topic_record(0, email, ["ana@example.com"], due_at=later)
+    headerless = consumer_record(0, copied.value, key=copied.key, topic=copied.topic)
+
+    assert split_due([headerless], NOW) == ([], headerless, later)
 
 
 def test_a_record_whose_due_time_cannot_be_read_is_due_so_that_it_is_dead_lettered() -> None:

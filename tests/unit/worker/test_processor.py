@@ -23,6 +23,7 @@ from aiosmtplib import (
     SMTPRecipientRefused,
     SMTPRecipientsRefused,
     SMTPResponse,
+    SMTPResponseException,
     SMTPSenderRefused,
     SMTPServerDisconnected,
 )
@@ -30,7 +31,7 @@ from aiosmtplib import (
 from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.dedupe.contract import DeliveryState, RecipientRow
 from services.worker.mime import OutgoingEmail
-from services.worker.processor import AttemptCounts, EmailProcessor
+from services.worker.processor import MAX_THROTTLED_TRIES, AttemptCounts, EmailProcessor
 from services.worker.recipient_outcomes import Stage, bounced, sent
 from services.worker.retry import RetryPolicy, Stopped
 from services.worker.smtp import Transaction
@@ -640,6 +641,92 @@ async def test_while_the_relay_is_unavailable_the_email_waits_and_is_never_defer
     assert retry_records_of(producer) == []
     assert [type(event) for event in events_of(producer)] == [Accepted, Sent]
     assert "email.send-0 offset 0: m-1 waits for the relay" in caplog.text
+
+
+class CountingPace:
+    def __init__(self) -> None:
+        self.throttles = 0
+
+    def throttled(self) -> bool:
+        self.throttles += 1
+        return True
+
+
+def slow_down(code: int = 421) -> SMTPSenderRefused:
+    return SMTPSenderRefused(code, "4.7.0 Rate limit exceeded, slow down", "demo@example.com")
+
+
+async def test_a_slow_down_reply_slows_every_lane_and_the_email_waits_in_place() -> None:
+    store, producer, counts, pace = (
+        InMemoryDedupeStore(),
+        FakeProducer(),
+        AttemptCounts(),
+        CountingPace(),
+    )
+    mailer = FakeMailer([slow_down(), slow_down(454), {}])
+
+    outcome = await publishing_processor(
+        store, producer=producer, counts=counts, pace=pace
+    ).process(kafka_record(0, "m-1"), mailer, asyncio.Event())
+
+    assert outcome.finished == "delivered"
+    assert (pace.throttles, counts.throttled, counts.retries) == (2, 2, 2)
+    assert states(store) == {ANA: ("sent", 0)}
+    assert retry_records_of(producer) == [], "no retry topic's minute for the relay's pace"
+
+
+async def test_a_421_greeting_slows_every_lane_too() -> None:
+    greeting = RelayUnavailable("relay.test:25: SMTPConnectResponseError: 421 4.3.2 too busy")
+    greeting.__cause__ = SMTPResponseException(421, "4.3.2 too busy, try later")
+    counts, pace = AttemptCounts(), CountingPace()
+
+    outcome = await publishing_processor(counts=counts, pace=pace).process(
+        kafka_record(0, "m-1"), FakeMailer([greeting, {}]), asyncio.Event()
+    )
+
+    assert outcome.finished == "delivered"
+    assert (pace.throttles, counts.retries) == (1, 1)
+
+
+async def test_an_email_the_relay_keeps_throttling_goes_to_the_retry_topic_after_ten_tries() -> (
+    None
+):
+    store, producer, pace = InMemoryDedupeStore(), FakeProducer(), CountingPace()
+    per_recipient = SMTPSenderRefused(
+        450, "4.7.1 rate limit exceeded for this recipient", "demo@example.com"
+    )
+    mailer = FakeMailer([per_recipient] * MAX_THROTTLED_TRIES)
+
+    outcome = await publishing_processor(store, producer=producer, pace=pace).process(
+        kafka_record(0, "m-1"), mailer, asyncio.Event()
+    )
+
+    assert mailer.attempts == MAX_THROTTLED_TRIES
+    assert outcome.finished == "deferred"
+    assert states(store) == {ANA: ("deferred", 1)}
+    [(topic, _)] = retry_records_of(producer)
+    assert topic == "email.send.retry-1m"
+
+
+@pytest.mark.parametrize("code", [252, 354])
+async def test_a_reply_to_rcpt_that_is_neither_taken_nor_refused_is_tried_again_later(
+    code: int,
+) -> None:
+    """Not a crash after the 250 the others got: the worker's own 451 for it, a retry."""
+    store = InMemoryDedupeStore()
+    email = email_record("m-1", to=[ANA, BOB])
+    mailer = FakeMailer([{BOB: SMTPResponse(code, "odd")}])
+
+    await publishing_processor(store).process(record_of(email), mailer, asyncio.Event())
+
+    assert states(store) == {ANA: ("sent", 0), BOB: ("deferred", 1)}
+    [event] = [
+        e
+        for e in (parse_event(r.event) for r in store.rows["m-1"].values())
+        if isinstance(e, Deferred)
+    ]
+    assert (event.reply.code, event.reply.enhanced) == (451, "4.4.0")
+    assert event.reply.text == f"unexpected reply {code} odd"
 
 
 REFUSED_LOGIN = ConfigurationFault(
