@@ -72,7 +72,7 @@ async def test_a_slow_down_reply_slows_every_lane_and_each_email_arrives_once(
     limiter = SendLimiter(None)
     pool = SmtpPool(SmtpServer("127.0.0.1", relay.smtp_port, timeout_seconds=5), limiter, None)
     store, counts = InMemoryDedupeStore(), AttemptCounts()
-    processor = email_processor(store, pace=limiter, retry=RetryPolicy(0.05, 0.5), counts=counts)
+    processor = email_processor(store, pace=limiter, retry=RetryPolicy(0.25, 1.0), counts=counts)
     records = [kafka_record(n, f"slow-down-{n}") for n in range(EMAILS)]
     queue: asyncio.Queue[int] = asyncio.Queue()
     for number in range(EMAILS):
