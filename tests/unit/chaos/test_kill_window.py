@@ -23,8 +23,14 @@ def test_a_copy_stored_right_before_a_kill_is_explained() -> None:
     assert explained_by_kills([T0 + 1.0, T0 + 12.0], kills=[T0 + 1.1], deferred_at=[])
 
 
-def test_a_kill_before_the_copy_explains_nothing() -> None:
-    assert not explained_by_kills([T0 + 1.0, T0 + 12.0], kills=[T0 + 0.9], deferred_at=[])
+def test_a_copy_the_sink_stored_just_after_the_kill_is_explained() -> None:
+    # The worker sent its final "." before it died; the sink, busy, read it 2 ms later.
+    assert explained_by_kills([T0 + 1.002, T0 + 12.0], kills=[T0 + 1.0], deferred_at=[])
+
+
+def test_a_kill_long_before_the_copy_explains_nothing() -> None:
+    early = T0 + 1.0 - KILL_WINDOW_SECONDS
+    assert not explained_by_kills([T0 + 1.0, T0 + 12.0], kills=[early], deferred_at=[])
 
 
 def test_a_kill_past_the_window_explains_nothing() -> None:
