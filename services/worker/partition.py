@@ -1,9 +1,10 @@
 """One assigned partition: its records are taken in offset order by a few lanes, each borrowing
-an SMTP connection from the worker's pool, so that several of its emails are in flight at once. Which offset may then
-be committed, and how far the lanes may run ahead of an unfinished record, is the OffsetTracker's
-rule (offsets.py): a record is finished once Kafka has acknowledged what it published, and its
-lane is free before that. Two records with the same key (the same message id) are never in
-flight together: the later one waits, then finds the earlier one in the dedupe store."""
+an SMTP connection from the worker's pool, so that several of its emails are in flight at once.
+Which offset may then be committed, and how far the lanes may run ahead of an unfinished record,
+is the OffsetTracker's rule (offsets.py): a record is finished once Kafka has acknowledged what
+it published, and its lane is free before that. Two records with the same key (the same message
+id) are never in flight together: the later one waits, then finds the earlier one in the dedupe
+store."""
 
 from __future__ import annotations
 
