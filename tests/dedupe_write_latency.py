@@ -31,12 +31,11 @@ from services.worker.dedupe import (
     open_dedupe_store,
 )
 from services.worker.mime import OutgoingEmail
-from services.worker.processor import message_id_of
 from services.worker.retry import RetryPolicy
 from services.worker.smtp import Transaction
 from shared.event_loop import run
 from tests.postgres import fresh_database, private_postgres
-from tests.unit.worker.fakes import QUEUED, email_processor, kafka_record
+from tests.unit.worker.fakes import QUEUED, email_processor, kafka_record, message_id_of
 
 WARM_UP_EMAILS = 200  # not counted: each pooled connection prepares its statements once
 

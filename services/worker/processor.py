@@ -606,8 +606,3 @@ def _dead_lettered_record(message_id: str, value: bytes) -> ProducerRecord:
 def where_of(record: ConsumerRecord[bytes, bytes]) -> str:
     """`email.send-2 offset 41`, for the log."""
     return f"{record.topic}-{record.partition} offset {record.offset}"
-
-
-def message_id_of(email: OutgoingEmail) -> str:
-    """The record's message id, from the Message-ID header `<id@domain>` the worker wrote."""
-    return email.message_id.strip("<>").rpartition("@")[0]

@@ -440,3 +440,8 @@ def retry_topic_record(
         email=email,
     ).to_kafka()
     return consumer_record(offset, value, partition, key, topic, headers)
+
+
+def message_id_of(email: OutgoingEmail) -> str:
+    """The record's message id, from the Message-ID header `<id@domain>` the worker wrote."""
+    return email.message_id.strip("<>").rpartition("@")[0]

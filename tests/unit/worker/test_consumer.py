@@ -13,7 +13,7 @@ from services.worker.consumer import RebalanceListener, consume
 from services.worker.membership import GroupMembership
 from services.worker.mime import OutgoingEmail
 from services.worker.outcome import RecordOutcome
-from services.worker.processor import EmailProcessor, Mailer, message_id_of
+from services.worker.processor import EmailProcessor, Mailer
 from services.worker.smtp import Transaction
 from tests.unit.worker.fakes import (
     NOW,
@@ -23,6 +23,7 @@ from tests.unit.worker.fakes import (
     email_processor,
     email_record,
     kafka_record,
+    message_id_of,
     retry_topic_record,
 )
 from tests.unit.worker.test_assignment import eventually, owned_partitions
