@@ -41,6 +41,7 @@ from shared.schema import (
 )
 
 EVENTS_SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION_HEADER: Final = str(EVENTS_SCHEMA_VERSION).encode()
 # Event ids live in a UUID namespace of their own: no message id can ever equal one.
 EVENTS_NAMESPACE: Final = uuid.UUID("3b878cd0-d416-47b6-a040-b77100119a48")
 
@@ -51,7 +52,8 @@ EVENT_TYPES: Final[tuple[EventType, ...]] = (
 # Each recipient of an accepted email ends with exactly one of these, and all three share
 # one id per recipient (`final_event_id`): two different endings can never both count.
 FINAL_TYPES: Final[frozenset[EventType]] = frozenset({"sent", "bounced", "suppressed"})
-ENVELOPE: Final = ("schema_version", "event_id", "type", "message_id", "at", "record")
+# An event's JSON opens with its envelope: schema_version, event_id, type, message_id, at, record.
+LEADING_FIELDS: Final = {"schema_version", "event_id"}
 
 # A relay's reply can run to many lines; an event keeps the start, as a dead letter does.
 MAX_REPLY_TEXT: Final = 1000
@@ -70,6 +72,12 @@ class ProducerRecord(NamedTuple):
     key: bytes
     value: bytes
     headers: list[tuple[str, bytes]]
+
+
+def event_headers(event_type: str) -> list[tuple[str, bytes]]:
+    """The headers of an event's record: its schema version and type, readable without
+    parsing the value."""
+    return [("schema_version", SCHEMA_VERSION_HEADER), ("type", event_type.encode())]
 
 
 def recipient_address(value: str) -> str:
@@ -206,15 +214,16 @@ class _Event(BaseModel):
 
     def to_kafka(self) -> ProducerRecord:
         """Keyed by message id, so an email's events keep their order in one partition."""
-        fields = self.model_dump(mode="json", by_alias=True)
-        # The envelope first, so a person reading `kafka-console-consumer.sh` output sees it.
-        envelope = {name: fields.pop(name) for name in ENVELOPE}
-        value = json.dumps({**envelope, **fields}, ensure_ascii=False, separators=(",", ":"))
-        headers = [
-            ("schema_version", str(EVENTS_SCHEMA_VERSION).encode()),
-            ("type", self.type.encode()),
-        ]
-        return ProducerRecord(self.message_id.encode(), value.encode(), headers)
+        # The envelope first, so a person reading `kafka-console-consumer.sh` output sees it:
+        # the fields are declared in its order but event_id, which pydantic serialises last.
+        # Serialised by pydantic, in Rust, at a third of the cost of json.dumps of a dump.
+        rest = self.model_dump_json(by_alias=True, exclude=LEADING_FIELDS).encode()
+        value = b'{"schema_version":%d,"event_id":"%s",%s' % (
+            self.schema_version,
+            self.event_id.encode(),
+            rest[1:],
+        )
+        return ProducerRecord(self.message_id.encode(), value, event_headers(self.type))
 
 
 RecipientKind = Literal["to", "cc", "bcc"]

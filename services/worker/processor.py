@@ -54,13 +54,13 @@ from services.worker.retry import RetryPolicy, Stopped, retry_until_done, wait_u
 from services.worker.smtp_failures import classify, is_throttling, suppresses, throttling_reply
 from services.worker.store_outage import StoreOutage
 from shared.events import (
-    EVENTS_SCHEMA_VERSION,
     DeadLettered,
     Position,
     ProducerRecord,
     Reply,
     Suppression,
     accepted_event,
+    event_headers,
 )
 from shared.retry_topics import parse_retry_record
 from shared.schema import parse_record
@@ -498,7 +498,9 @@ class EmailProcessor:
             events.append(accepted_event(stage.email, stage.record).to_kafka())
         rows = [state.recipients[r] for r in stage.recipients if r in state.recipients]
         mine = [row for row in rows if row.final or row.attempt == stage.attempt + 1]
-        events += [record for row in mine if (record := event_record(row)) is not None]
+        events += [
+            record for row in mine if (record := event_record(stage.message_id, row)) is not None
+        ]
         if state.dead_lettered is not None:
             events.append(_dead_lettered_record(stage.message_id, state.dead_lettered))
         deferred_rows = handed_off(stage, rows)
@@ -596,11 +598,7 @@ def _suppression(listed: ListedSuppression) -> Suppression:
 
 
 def _dead_lettered_record(message_id: str, value: bytes) -> ProducerRecord:
-    headers = [
-        ("schema_version", str(EVENTS_SCHEMA_VERSION).encode()),
-        ("type", b"dead_lettered"),
-    ]
-    return ProducerRecord(message_id.encode(), value, headers)
+    return ProducerRecord(message_id.encode(), value, event_headers("dead_lettered"))
 
 
 def where_of(record: ConsumerRecord[bytes, bytes]) -> str:

@@ -9,7 +9,6 @@ read again publishes the same bytes."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,6 +26,7 @@ from shared.events import (
     Sent,
     Suppressed,
     Suppression,
+    event_headers,
     parse_event,
     recipient_address,
 )
@@ -163,16 +163,12 @@ def retry_record(stage: Stage, rows: list[RecipientRow]) -> tuple[str, ProducerR
     return first.retry_topic, record.to_kafka()
 
 
-def event_record(row: RecipientRow) -> ProducerRecord | None:
-    """The event a row keeps, ready to produce again; None for an earlier version's row."""
+def event_record(message_id: str, row: RecipientRow) -> ProducerRecord | None:
+    """The event a row keeps, ready to produce again; None for an earlier version's row. A
+    row's state is its event's type (a deferral past the age limit is a bounced row)."""
     if row.event is None:
         return None
-    head = json.loads(row.event)
-    return ProducerRecord(
-        head["message_id"].encode(),
-        row.event,
-        [("schema_version", str(head["schema_version"]).encode()), ("type", head["type"].encode())],
-    )
+    return ProducerRecord(message_id.encode(), row.event, event_headers(row.state))
 
 
 def bounce_of(row: RecipientRow) -> Bounced | None:

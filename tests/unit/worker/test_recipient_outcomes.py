@@ -236,20 +236,36 @@ def test_a_retry_stages_record_keeps_the_origin_on_email_send() -> None:
     assert (topic, retry.attempt, retry.origin) == ("email.send.retry-5m", 2, MAIN)
 
 
-def test_a_rows_event_is_ready_to_produce_with_its_key_and_headers() -> None:
-    made = bounced(stage(), ANA, NO_SUCH_USER, "address", NOW)
-
-    produced = event_record(made)
+@pytest.mark.parametrize(
+    "made",
+    [
+        pytest.param(sent(stage(), ANA, QUEUED, NOW), id="sent"),
+        pytest.param(bounced(stage(), ANA, NO_SUCH_USER, "address", NOW), id="bounced"),
+        pytest.param(deferred(stage(), ANA, GREYLISTED, NOW, PLAN), id="deferred"),
+        pytest.param(
+            deferred(stage(), ANA, GREYLISTED, NOW + timedelta(days=2), PLAN), id="expired"
+        ),
+        pytest.param(
+            suppressed(
+                stage(), ANA, Suppression(since=NOW, reply=NO_SUCH_USER, message_id="m-0"), NOW
+            ),
+            id="suppressed",
+        ),
+    ],
+)
+def test_a_rows_event_is_ready_to_produce_with_its_key_and_headers(made: RecipientRow) -> None:
+    produced = event_record(EMAIL.message_id, made)
 
     assert made.event is not None
     event = parse_event(made.event)
+    assert event.type == made.state
     assert produced == event.to_kafka()
 
 
 def test_an_earlier_versions_row_has_no_event_to_produce_nor_bounce() -> None:
     old = RecipientRow(ANA, "sent", 0, None)
 
-    assert event_record(old) is None
+    assert event_record(EMAIL.message_id, old) is None
     assert bounce_of(old) is None
     assert bounce_of(sent(stage(), ANA, QUEUED, NOW)) is None, "a sent row is no bounce"
 
