@@ -419,6 +419,39 @@ async def test_the_finished_ids_of_an_even_earlier_version_are_carried_over(
     assert await store.prune(older_than=time.time()) == 1, "its time was carried over too"
 
 
+async def test_recipients_of_the_clustered_table_before_move_to_the_rowid_one(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "delivered.sqlite3"
+    SqliteDedupeStore(path)._db.close()
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("DROP TABLE email_recipients")
+    db.execute(
+        """CREATE TABLE email_recipients (
+               message_id TEXT NOT NULL, recipient TEXT NOT NULL, state TEXT NOT NULL,
+               attempt INTEGER NOT NULL, event BLOB, source TEXT NOT NULL,
+               updated_at REAL NOT NULL, PRIMARY KEY (message_id, recipient)
+           ) WITHOUT ROWID"""
+    )
+    db.execute("INSERT INTO emails VALUES ('m-1', NULL, NULL, 'email.send-0 offset 4', 1.0)")
+    db.execute(
+        "INSERT INTO email_recipients VALUES "
+        "('m-1', 'ana@example.com', 'sent', 0, x'7b7d', 'email.send-0 offset 4', 1.0)"
+    )
+    db.close()
+
+    store = SqliteDedupeStore(path)
+
+    assert await store.state_of("m-1") == DeliveryState(
+        recipients={ANA: RecipientRow(ANA, "sent", 0, b"{}")}
+    )
+    (without_rowid,) = store._db.execute(
+        "SELECT wr FROM pragma_table_list WHERE name = 'email_recipients'"
+    ).fetchone()
+    assert not without_rowid
+    await store.close()
+
+
 async def test_a_sqlite_file_that_cannot_be_opened_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(
         CannotOpenDedupeStore, match=r"cannot open the SQLite file .*DEDUPE_DB_PATH"
