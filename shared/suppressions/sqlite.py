@@ -31,6 +31,8 @@ WRITER_BUSY_TIMEOUT_MS = 5000
 READER_BUSY_TIMEOUT_MS = 100
 COLUMNS = "address, reply, message_id, created_at"
 SUPPRESSED = f"SELECT {COLUMNS} FROM {TABLE} WHERE address IN (SELECT value FROM json_each(?))"
+# Most emails have one recipient: asked about one address, a plain lookup costs half as much.
+SUPPRESSED_ONE = f"SELECT {COLUMNS} FROM {TABLE} WHERE address = ?"
 SUPPRESS = f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (?, ?, ?, ?) ON CONFLICT (address) DO NOTHING"
 PAGE = f"SELECT {COLUMNS} FROM {TABLE} WHERE address > ? ORDER BY address LIMIT ?"
 LIFT = f"DELETE FROM {TABLE} WHERE address = ?"
@@ -70,7 +72,11 @@ class SqliteSuppressionList:
         if self._reader is None:
             raise SuppressionsUnavailable(f"the SQLite file {self._path}: not open (yet)")
         try:
-            rows = self._reader.execute(SUPPRESSED, (json.dumps(sorted(set(wanted.values()))),))
+            keys = set(wanted.values())
+            if len(keys) == 1:
+                rows = self._reader.execute(SUPPRESSED_ONE, tuple(keys))
+            else:
+                rows = self._reader.execute(SUPPRESSED, (json.dumps(sorted(keys)),))
             found = {row[0]: _suppression(row) for row in rows}
         except sqlite3.Error as error:
             raise SuppressionsUnavailable(

@@ -82,6 +82,17 @@ class SuppressionListContract:
         assert suppression.created_at.tzinfo is not None
         assert before - timedelta(seconds=5) <= suppression.created_at <= datetime.now(UTC)
 
+    async def test_one_address_asked_about_is_found_as_in_a_list(self, open_list: OpenList) -> None:
+        suppressions = await open_list()
+        await suppressions.suppress("ana@example.com", BOUNCE, "m-1")
+
+        assert set(await suppressions.suppressed(["Ana@Example.com"])) == {"Ana@Example.com"}
+        assert set(await suppressions.suppressed(["ana@example.com", "ANA@EXAMPLE.COM"])) == {
+            "ana@example.com",
+            "ANA@EXAMPLE.COM",
+        }
+        assert await suppressions.suppressed(["bob@example.com"]) == {}
+
     async def test_the_first_reason_stays(self, open_list: OpenList) -> None:
         suppressions = await open_list()
 
