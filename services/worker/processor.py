@@ -22,36 +22,29 @@ from functools import partial
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from aiokafka.structs import ConsumerRecord, RecordMetadata
-from aiosmtplib import (
-    SMTPNotSupported,
-    SMTPRecipientsRefused,
-    SMTPResponse,
-    SMTPResponseException,
-)
 
 from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.dedupe import DedupeStore, DeliveryState, RecipientRow, RecipientState
 from services.worker.mime import OutgoingEmail, accepted_at, render_email
 from services.worker.outbox import Message, Outbox
-from services.worker.outcome import Finished, Publication, RecordOutcome
+from services.worker.outcome import Publication, RecordOutcome
 from services.worker.recipient_outcomes import (
     RetryPlan,
     Stage,
     bounce_of,
-    bounced,
     dead_letter_reason,
-    deferred,
     event_record,
     every_recipient,
+    finished_as,
     handed_off,
     retry_record,
-    sent,
+    rows_after_failure,
+    rows_of_transaction,
     suppressed,
-    synthetic_reply,
     what_is_owed,
 )
 from services.worker.retry import RetryPolicy, Stopped, retry_until_done, wait_unless_stopping
-from services.worker.smtp_failures import classify, is_throttling, suppresses, throttling_reply
+from services.worker.smtp_failures import classify, is_throttling, throttling_reply
 from services.worker.store_outage import StoreOutage
 from shared.events import (
     DeadLettered,
@@ -196,7 +189,7 @@ class EmailProcessor:
         )
         sent_now = sum(row.state == "sent" for row in written)
         return RecordOutcome(
-            _finished(written, sent_now, dead_lettered is not None),
+            finished_as(written, sent_now, dead_lettered is not None),
             dead_letter_reason=(
                 dead_letter_reason(stage.email, state) if dead_lettered is not None else None
             ),
@@ -334,72 +327,21 @@ class EmailProcessor:
                     raise RelayTrouble(failure.reason) from error
                 if reply is not None and number < MAX_THROTTLED_TRIES:
                     raise RelayTrouble(f"the relay asks to slow down ({reply})") from error
-                return self._rows_after_failure(stage, owed, error)
+                if failure.outcome_unknown:
+                    self._counts.outcome_unknown += 1
+                    log.warning(
+                        "%s may have been stored by the server (%s): its recipients may get it "
+                        "twice, with the same Message-ID",
+                        stage.message_id, failure.reason,
+                    )  # fmt: skip
+                return rows_after_failure(
+                    stage, owed, error, failure, self._clock(), self._retry_plan
+                )
             self._configuration_faults.accepted()
             if any(is_throttling(reply) for reply in transaction.refused.values()):
                 self._counts.throttled += 1
                 self._pace.throttled()
-            return self._rows_of(stage, owed, transaction)
-
-    def _rows_of(
-        self, stage: Stage, owed: list[str], transaction: Transaction
-    ) -> list[RecipientRow]:
-        now = self._clock()
-        accepted = _reply(transaction.reply)
-        refusals = transaction.refused
-        return [
-            sent(stage, address, accepted, now)
-            if address not in refusals
-            else self._refused(stage, address, refusals[address], now)
-            for address in owed
-        ]
-
-    def _refused(
-        self, stage: Stage, address: str, reply: SMTPResponse, now: datetime
-    ) -> RecipientRow:
-        """A recipient the server refused at RCPT: bounced (and suppressed, if the reply says
-        the address is no good) or deferred."""
-        answer = answer_of(reply)
-        if answer.code >= 500:
-            return bounced(stage, address, answer, "address", now, suppressed=suppresses(reply))
-        return deferred(stage, address, answer, now, self._retry_plan)
-
-    def _rows_after_failure(
-        self, stage: Stage, owed: list[str], error: Exception
-    ) -> list[RecipientRow]:
-        """What a transaction that failed as a whole made of each owed recipient."""
-        now = self._clock()
-        if isinstance(error, SMTPRecipientsRefused):
-            by_address = {refusal.recipient: refusal for refusal in error.recipients}
-            return [
-                self._refused(
-                    stage,
-                    address,
-                    SMTPResponse(by_address[address].code, by_address[address].message),
-                    now,
-                )
-                for address in owed
-            ]
-        if isinstance(error, SMTPResponseException):  # to MAIL FROM, DATA or the final "."
-            answer = answer_of(SMTPResponse(error.code, error.message))
-            if answer.code >= 500:
-                return [bounced(stage, a, answer, "message", now) for a in owed]
-            return [deferred(stage, a, answer, now, self._retry_plan) for a in owed]
-        failure = classify(error)
-        if failure.permanent or isinstance(error, SMTPNotSupported):
-            local = synthetic_reply(
-                550, "5.6.7" if "SMTPUTF8" in str(error) else "5.6.0", failure.reason
-            )
-            return [bounced(stage, a, local, "local", now) for a in owed]
-        if failure.outcome_unknown:
-            self._counts.outcome_unknown += 1
-            log.warning(
-                "%s may have been stored by the server (%s): its recipients may get it twice, "
-                "with the same Message-ID",
-                stage.message_id, failure.reason,
-            )  # fmt: skip
-        lost = synthetic_reply(451, "4.4.2", failure.reason)
-        return [deferred(stage, a, lost, now, self._retry_plan) for a in owed]
+            return rows_of_transaction(stage, owed, transaction, self._clock(), self._retry_plan)
 
     async def _wait_for_turn(self, stopping: asyncio.Event) -> None:
         """At once while the server accepts the worker's settings; while it refuses them, until
@@ -550,37 +492,11 @@ class EmailProcessor:
         return done
 
 
-def _finished(written: list[RecipientRow], sent_now: int, dead_lettered: bool) -> Finished:
-    if dead_lettered and not sent_now:
-        return "dead-lettered"
-    if sent_now:
-        return "delivered"
-    if any(row.state == "deferred" for row in written):
-        return "deferred"
-    if written and all(row.state == "suppressed" for row in written):
-        return "suppressed"
-    return "duplicate"  # nothing was owed: done before, by this record or a copy of it
-
-
 def _counted(rows: list[RecipientRow]) -> str:
     """`sent 2, deferred 1`: the log counts recipients, and never names them (Bcc)."""
     counts = Counter(row.state for row in rows)
     states: tuple[RecipientState, ...] = ("sent", "bounced", "suppressed", "deferred")
     return ", ".join(f"{state} {counts[state]}" for state in states if counts[state])
-
-
-def answer_of(refusal: SMTPResponse) -> Reply:
-    """A refusal as events keep it: a 4xx or 5xx as the server wrote it; any other code (a 252
-    or 3xx where a 250 or a refusal belongs, a code outside RFC 5321's range) as a 451 in the
-    worker's words, so the recipient is tried again rather than the worker failing after a 250
-    it has not recorded."""
-    if 400 <= refusal.code < 600:
-        return Reply.of(refusal.code, refusal.message)
-    return synthetic_reply(451, "4.4.0", f"unexpected reply {refusal.code} {refusal.message}")
-
-
-def _reply(response: SMTPResponse) -> Reply:
-    return Reply.of(response.code, response.message)
 
 
 def _reply_text(reply: Reply) -> str:

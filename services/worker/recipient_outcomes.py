@@ -1,7 +1,8 @@
 """What one try of an email made of each recipient, as the rows the dedupe store keeps: sent,
 bounced, suppressed, or deferred to the next retry topic (bounced as expired when the next try
 would fall past WORKER_MAX_RETRY_AGE); and, from the rows the store holds, what the try owes,
-what it publishes and whether the email ends in the dead-letter topic. No I/O here.
+what it publishes and whether the email ends in the dead-letter topic; and what the server's
+replies to a transaction, or its failure, made of each recipient. No I/O here.
 
 A stage is one try: attempt 0 reads the email from email.send, attempt n from the retry topic
 of its n-th retry (docs/events.md). Each row keeps the event its outcome made, so a record
@@ -12,9 +13,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+from aiosmtplib import SMTPNotSupported, SMTPRecipientsRefused, SMTPResponse, SMTPResponseException
 
 from services.worker.dedupe import DeliveryState, RecipientRow
+from services.worker.outcome import Finished
+from services.worker.smtp_failures import Failure, suppresses
 from shared.events import (
     Bounced,
     BounceReason,
@@ -32,6 +37,9 @@ from shared.events import (
 )
 from shared.retry_topics import Expired, RetryRecord, RetrySchedule, next_step
 from shared.schema import EmailRecord
+
+if TYPE_CHECKING:  # smtp.py counts in metrics.py, which reads processor.py, which reads this
+    from services.worker.smtp import Transaction
 
 
 @dataclass(frozen=True)
@@ -137,6 +145,92 @@ def deferred(
         attempt=stage.attempt, reply=reply, next_try_at=step.due_at, retry_topic=step.topic,
     )  # fmt: skip
     return RecipientRow(recipient, "deferred", step.attempt, event.to_kafka().value)
+
+
+def rows_of_transaction(
+    stage: Stage, owed: list[str], transaction: Transaction, now: datetime, plan: RetryPlan
+) -> list[RecipientRow]:
+    """What a transaction the server took made of each owed recipient: sent, with the reply to
+    the final ".", unless the server refused the recipient at RCPT."""
+    accepted = Reply.of(transaction.reply.code, transaction.reply.message)
+    refusals = transaction.refused
+    return [
+        sent(stage, address, accepted, now)
+        if address not in refusals
+        else refused(stage, address, refusals[address], now, plan)
+        for address in owed
+    ]
+
+
+def refused(
+    stage: Stage, recipient: str, reply: SMTPResponse, now: datetime, plan: RetryPlan
+) -> RecipientRow:
+    """A recipient the server refused at RCPT: bounced (and suppressed, if the reply says the
+    address is no good) or deferred."""
+    answer = answer_of(reply)
+    if answer.code >= 500:
+        return bounced(stage, recipient, answer, "address", now, suppressed=suppresses(reply))
+    return deferred(stage, recipient, answer, now, plan)
+
+
+def rows_after_failure(
+    stage: Stage,
+    owed: list[str],
+    error: Exception,
+    failure: Failure,
+    now: datetime,
+    plan: RetryPlan,
+) -> list[RecipientRow]:
+    """What a transaction that failed as a whole made of each owed recipient (`failure` is
+    smtp_failures.classify's word on `error`)."""
+    if isinstance(error, SMTPRecipientsRefused):
+        by_address = {refusal.recipient: refusal for refusal in error.recipients}
+        return [
+            refused(
+                stage,
+                address,
+                SMTPResponse(by_address[address].code, by_address[address].message),
+                now,
+                plan,
+            )
+            for address in owed
+        ]
+    if isinstance(error, SMTPResponseException):  # to MAIL FROM, DATA or the final "."
+        answer = answer_of(SMTPResponse(error.code, error.message))
+        if answer.code >= 500:
+            return [bounced(stage, a, answer, "message", now) for a in owed]
+        return [deferred(stage, a, answer, now, plan) for a in owed]
+    if failure.permanent or isinstance(error, SMTPNotSupported):
+        local = synthetic_reply(
+            550, "5.6.7" if "SMTPUTF8" in str(error) else "5.6.0", failure.reason
+        )
+        return [bounced(stage, a, local, "local", now) for a in owed]
+    lost = synthetic_reply(451, "4.4.2", failure.reason)
+    return [deferred(stage, a, lost, now, plan) for a in owed]
+
+
+def answer_of(refusal: SMTPResponse) -> Reply:
+    """A refusal as events keep it: a 4xx or 5xx as the server wrote it; any other code (a 252
+    or 3xx where a 250 or a refusal belongs, a code outside RFC 5321's range) as a 451 in the
+    worker's words, so the recipient is tried again rather than the worker failing after a 250
+    it has not recorded."""
+    if 400 <= refusal.code < 600:
+        return Reply.of(refusal.code, refusal.message)
+    return synthetic_reply(451, "4.4.0", f"unexpected reply {refusal.code} {refusal.message}")
+
+
+def finished_as(written: list[RecipientRow], sent_now: int, dead_lettered: bool) -> Finished:
+    """How a try's record finished, for the metrics: by what it wrote, and whether it
+    dead-lettered the email."""
+    if dead_lettered and not sent_now:
+        return "dead-lettered"
+    if sent_now:
+        return "delivered"
+    if any(row.state == "deferred" for row in written):
+        return "deferred"
+    if written and all(row.state == "suppressed" for row in written):
+        return "suppressed"
+    return "duplicate"  # nothing was owed: done before, by this record or a copy of it
 
 
 def handed_off(stage: Stage, rows: Iterable[RecipientRow]) -> list[RecipientRow]:

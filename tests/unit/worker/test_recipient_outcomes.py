@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from aiosmtplib import SMTPNotSupported, SMTPResponse, SMTPResponseException
 
 from services.worker.dedupe.contract import DeliveryState, RecipientRow, RecipientState
 from services.worker.recipient_outcomes import (
@@ -18,13 +19,18 @@ from services.worker.recipient_outcomes import (
     deferred,
     event_record,
     every_recipient,
+    finished_as,
     handed_off,
     retry_record,
+    rows_after_failure,
+    rows_of_transaction,
     sent,
     suppressed,
     synthetic_reply,
     what_is_owed,
 )
+from services.worker.smtp import Transaction
+from services.worker.smtp_failures import OutcomeUnknown, classify
 from shared.events import (
     Bounced,
     Deferred,
@@ -340,3 +346,76 @@ def test_a_bounced_event_read_back_is_the_one_written() -> None:
 
     assert isinstance(event, Bounced)
     assert made.event == event.to_kafka().value
+
+
+def test_a_transaction_makes_each_recipient_sent_bounced_or_deferred_by_its_reply() -> None:
+    transaction = Transaction(
+        SMTPResponse(250, "2.0.0 Ok: queued as 4F2A"),
+        {
+            BOB: SMTPResponse(550, "5.1.1 <bob@example.com>: Recipient address rejected"),
+            CY: SMTPResponse(252, "2.1.5 Cannot VRFY user"),
+        },
+    )
+
+    rows = rows_of_transaction(stage(), [ANA, BOB, CY], transaction, NOW, PLAN)
+
+    assert [(row.recipient, row.state, row.attempt) for row in rows] == [
+        (ANA, "sent", 0),
+        (BOB, "bounced", 0),
+        (CY, "deferred", 1),
+    ]
+    bounce, odd = bounce_of(rows[1]), parse_event(rows[2].event or b"")
+    assert bounce is not None
+    assert (bounce.reason, bounce.suppressed) == ("address", True)
+    assert isinstance(odd, Deferred)
+    assert (odd.reply.code, odd.reply.enhanced) == (451, "4.4.0"), "neither taken nor refused"
+
+
+@pytest.mark.parametrize(
+    ("error", "state", "reply", "reason"),
+    [
+        pytest.param(
+            SMTPResponseException(554, "5.6.0 message refused"), "bounced", "554 5.6.0",
+            "message", id="refused_after_data",
+        ),
+        pytest.param(
+            SMTPResponseException(451, "4.3.0 try later"), "deferred", "451 4.3.0", None,
+            id="deferred_after_data",
+        ),
+        pytest.param(
+            OutcomeUnknown("the connection was lost after the end of DATA"), "deferred",
+            "451 4.4.2", None, id="outcome_unknown",
+        ),
+        pytest.param(
+            SMTPNotSupported("the server does not support SMTPUTF8"), "bounced", "550 5.6.7",
+            "local", id="unsendable",
+        ),
+    ],
+)  # fmt: skip
+def test_a_failed_transaction_makes_every_owed_recipient_one_row(
+    error: Exception, state: str, reply: str, reason: str | None
+) -> None:
+    rows = rows_after_failure(stage(), [ANA, BOB], error, classify(error), NOW, PLAN)
+
+    assert [row.state for row in rows] == [state, state]
+    event = parse_event(rows[0].event or b"")
+    assert isinstance(event, Bounced | Deferred)
+    assert f"{event.reply.code} {event.reply.enhanced}" == reply
+    assert getattr(event, "reason", None) == reason
+
+
+@pytest.mark.parametrize(
+    ("written", "sent_now", "dead_lettered", "finished"),
+    [
+        pytest.param([row(ANA, "sent", 0)], 1, False, "delivered", id="delivered"),
+        pytest.param([row(ANA, "sent", 0)], 1, True, "delivered", id="delivered_to_some"),
+        pytest.param([row(ANA, "bounced", 0)], 0, True, "dead-lettered", id="dead_lettered"),
+        pytest.param([row(ANA, "deferred", 1)], 0, False, "deferred", id="deferred"),
+        pytest.param([row(ANA, "suppressed", 0)], 0, False, "suppressed", id="suppressed"),
+        pytest.param([], 0, False, "duplicate", id="nothing_owed"),
+    ],
+)
+def test_a_try_finishes_as_what_it_wrote_says(
+    written: list[RecipientRow], sent_now: int, dead_lettered: bool, finished: str
+) -> None:
+    assert finished_as(written, sent_now, dead_lettered) == finished
