@@ -127,7 +127,7 @@ screenshot: $(INSTALLED) kafka-fetch chromium ## Write a PNG of the console afte
 chaos: $(INSTALLED) kafka-fetch ## Prove the guarantees under restarts, kills and outages (full counts; ~23 min)
 	@$(PY) -m tests.chaos
 
-bench: $(INSTALLED) kafka-fetch mailpit-fetch chromium ## Measure every stage's speed side by side on a private stack (~10 min)
+bench: $(INSTALLED) kafka-fetch mailpit-fetch chromium ## Measure every stage's speed side by side on a private stack (~16 min)
 	@$(PY) -m tests.bench
 
 clean: $(INSTALLED) ## Stop everything and delete the run directory (Kafka's data and the logs)
