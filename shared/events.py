@@ -52,8 +52,9 @@ EVENT_TYPES: Final[tuple[EventType, ...]] = (
 # Each recipient of an accepted email ends with exactly one of these, and all three share
 # one id per recipient (`final_event_id`): two different endings can never both count.
 FINAL_TYPES: Final[frozenset[EventType]] = frozenset({"sent", "bounced", "suppressed"})
-# An event's JSON opens with its envelope: schema_version, event_id, type, message_id, at, record.
-LEADING_FIELDS: Final = {"schema_version", "event_id"}
+# An event's JSON opens with its envelope: schema_version, event_id, type, message_id, at,
+# record. to_kafka writes these two itself, ahead of what pydantic serialises.
+WRITTEN_AHEAD: Final = {"schema_version", "event_id"}
 
 # A relay's reply can run to many lines; an event keeps the start, as a dead letter does.
 MAX_REPLY_TEXT: Final = 1000
@@ -74,7 +75,7 @@ class ProducerRecord(NamedTuple):
     headers: list[tuple[str, bytes]]
 
 
-def event_headers(event_type: str) -> list[tuple[str, bytes]]:
+def event_headers(event_type: EventType) -> list[tuple[str, bytes]]:
     """The headers of an event's record: its schema version and type, readable without
     parsing the value."""
     return [("schema_version", SCHEMA_VERSION_HEADER), ("type", event_type.encode())]
@@ -102,8 +103,16 @@ TopicName = Annotated[str, Field(min_length=1, max_length=MAX_TOPIC_NAME)]
 Attempt = Annotated[int, Field(ge=0)]  # 0: the try from email.send; n: the n-th retry
 
 
-def _kept_short(text: Any) -> Any:
-    return text[:MAX_REPLY_TEXT] if isinstance(text, str) else text
+def _kept_short_and_utf8(text: Any) -> Any:
+    """The start of a reply, in UTF-8: aiosmtplib hands over the bytes of a reply that is not
+    UTF-8 as lone surrogates (surrogateescape), which no JSON can hold; each becomes U+FFFD."""
+    if not isinstance(text, str):
+        return text
+    text = text[:MAX_REPLY_TEXT]
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte
+        return text.encode("utf-8", "replace").decode("utf-8")
 
 
 class Reply(BaseModel):
@@ -115,7 +124,7 @@ class Reply(BaseModel):
 
     code: Annotated[int, Field(ge=200, le=599)]
     enhanced: Annotated[str, Field(pattern=f"^{ENHANCED_STATUS}$")] | None
-    text: Annotated[str, BeforeValidator(_kept_short)]
+    text: Annotated[str, BeforeValidator(_kept_short_and_utf8)]
 
     @classmethod
     def of(cls, code: int, message: str) -> Reply:
@@ -217,7 +226,7 @@ class _Event(BaseModel):
         # The envelope first, so a person reading `kafka-console-consumer.sh` output sees it:
         # the fields are declared in its order but event_id, which pydantic serialises last.
         # Serialised by pydantic, in Rust, at a third of the cost of json.dumps of a dump.
-        rest = self.model_dump_json(by_alias=True, exclude=LEADING_FIELDS).encode()
+        rest = self.model_dump_json(by_alias=True, exclude=WRITTEN_AHEAD).encode()
         value = b'{"schema_version":%d,"event_id":"%s",%s' % (
             self.schema_version,
             self.event_id.encode(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -20,6 +21,13 @@ from services.worker.dedupe.contract import (
 )
 
 T = TypeVar("T")
+
+log = logging.getLogger("worker")
+
+# A write on the event loop waits at most this for another worker's write lock; one that still
+# finds it locked is retried by the processor, so the loop never stalls.
+WRITE_BUSY_TIMEOUT_MS = 100
+OPENING_BUSY_TIMEOUT_MS = 60_000
 
 CREATE_EMAILS = """
     CREATE TABLE IF NOT EXISTS emails (
@@ -44,6 +52,7 @@ CREATE_RECIPIENTS = """
         updated_at REAL NOT NULL,  -- seconds since the epoch
         PRIMARY KEY (message_id, recipient)
     )"""
+RECIPIENT_COLUMNS = "message_id, recipient, state, attempt, event, source, updated_at"
 STATE_OF = """
     SELECT e.outcome, e.dead_lettered, r.recipient, r.state, r.attempt, r.event
     FROM emails AS e LEFT JOIN email_recipients AS r ON r.message_id = e.message_id
@@ -90,9 +99,12 @@ class SqliteDedupeStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._path = path
-        self._db = _connect(path)
+        # Another process may hold the write lock for a while, adopting an earlier version's
+        # tables: wait for it at start, never on the loop's writes after.
+        self._db = _connect(path, busy_timeout_ms=OPENING_BUSY_TIMEOUT_MS)
         try:
             _in_transaction(self._db, self._create_tables)
+            self._db.execute(f"PRAGMA busy_timeout={WRITE_BUSY_TIMEOUT_MS}")
         except BaseException:
             self._db.close()
             raise
@@ -102,13 +114,9 @@ class SqliteDedupeStore:
         earlier version's table, once."""
         self._db.execute(CREATE_EMAILS)
         if self._recipients_without_rowid():
-            self._db.execute("ALTER TABLE email_recipients RENAME TO email_recipients_clustered")
+            self._adopt_clustered_recipients()
+        else:
             self._db.execute(CREATE_RECIPIENTS)
-            self._db.execute(
-                "INSERT INTO email_recipients SELECT * FROM email_recipients_clustered"
-            )
-            self._db.execute("DROP TABLE email_recipients_clustered")
-        self._db.execute(CREATE_RECIPIENTS)
         columns = {column for _, column, *_ in self._db.execute("PRAGMA table_info(emails)")}
         if "accepted" in columns:
             self._adopt_accepted_recipients()
@@ -120,6 +128,19 @@ class SqliteDedupeStore:
             "SELECT wr FROM pragma_table_list WHERE schema = 'main' AND name = 'email_recipients'"
         ).fetchone()
         return found is not None and bool(found[0])
+
+    def _adopt_clustered_recipients(self) -> None:
+        """Copy the rows of the version before's WITHOUT ROWID table into a rowid one: once,
+        rewriting every row, so the WAL grows by the table's size until the next checkpoint."""
+        (rows,) = self._db.execute("SELECT count(*) FROM email_recipients").fetchone()
+        log.info("moving the dedupe store's %d recipient rows into a rowid table", rows)
+        self._db.execute("ALTER TABLE email_recipients RENAME TO email_recipients_clustered")
+        self._db.execute(CREATE_RECIPIENTS)
+        self._db.execute(
+            f"""INSERT INTO email_recipients ({RECIPIENT_COLUMNS})
+                SELECT {RECIPIENT_COLUMNS} FROM email_recipients_clustered"""
+        )
+        self._db.execute("DROP TABLE email_recipients_clustered")
 
     def _adopt_accepted_recipients(self) -> None:
         """The version before kept the recipients the server took as lines of emails.accepted:
@@ -239,11 +260,9 @@ def _in_transaction(db: sqlite3.Connection, write: Callable[[], T]) -> T:
     return result
 
 
-def _connect(path: Path, busy_timeout_ms: int = 100) -> sqlite3.Connection:
+def _connect(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None)
+    db.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
-    # By default a short wait for another worker's write lock: the event loop must not stall;
-    # a write that still finds it locked is retried by the processor.
-    db.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
     return db

@@ -148,6 +148,7 @@ EXAMPLES: list[tuple[Event, bytes]] = [
     ),
 ]
 IDS = [event.type for event, _ in EXAMPLES]
+ENVELOPE = ("schema_version", "event_id", "type", "message_id", "at", "record")
 
 
 @pytest.mark.parametrize(("event", "value"), EXAMPLES, ids=IDS)
@@ -166,6 +167,25 @@ def test_each_type_of_event_round_trips(event: Event, value: bytes) -> None:
 
 def test_the_examples_cover_every_type() -> None:
     assert sorted(IDS) == sorted(EVENT_TYPES)
+
+
+def test_text_that_json_must_escape_is_written_as_json_dumps_writes_it() -> None:
+    reply = Reply(code=550, enhanced=None, text='a "quoted" \\ path\tand\x01 ✉ \u2028 \x7f')
+    bounced = BOUNCED.model_copy(update={"reply": reply})
+    fields = bounced.model_dump(mode="json", by_alias=True)
+    envelope = {name: fields.pop(name) for name in ENVELOPE}
+    written_by_json = json.dumps({**envelope, **fields}, ensure_ascii=False, separators=(",", ":"))
+
+    assert bounced.to_kafka().value == written_by_json.encode()
+
+
+def test_a_reply_that_is_not_utf8_keeps_each_bad_byte_as_a_replacement_character() -> None:
+    # aiosmtplib decodes a reply with surrogateescape: the byte 0xff becomes U+DCFF
+    reply = Reply.of(250, "2.0.0 Ok: queued \udcff as 4F2A")
+    sent = SENT.model_copy(update={"reply": reply})
+
+    assert reply.text == "Ok: queued \ufffd as 4F2A"
+    assert parse_event(sent.to_kafka().value) == sent
 
 
 def test_an_event_id_is_a_uuid5_of_what_the_event_says() -> None:

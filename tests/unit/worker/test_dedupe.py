@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -419,7 +420,7 @@ async def test_the_finished_ids_of_an_even_earlier_version_are_carried_over(
     assert await store.prune(older_than=time.time()) == 1, "its time was carried over too"
 
 
-async def test_recipients_of_the_clustered_table_before_move_to_the_rowid_one(
+async def test_an_earlier_versions_without_rowid_recipients_are_adopted_into_a_rowid_table(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "delivered.sqlite3"
@@ -450,6 +451,31 @@ async def test_recipients_of_the_clustered_table_before_move_to_the_rowid_one(
     ).fetchone()
     assert not without_rowid
     await store.close()
+
+
+def test_a_store_opening_waits_while_another_process_holds_the_write_lock(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "delivered.sqlite3"
+    SqliteDedupeStore(path)._db.close()
+    locked = threading.Event()
+
+    def adopt_for_half_a_second() -> None:  # as another process adopting an earlier version
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        locked.set()
+        time.sleep(0.5)  # five times the wait of a write on the loop
+        other.execute("COMMIT")
+        other.close()
+
+    adopting = threading.Thread(target=adopt_for_half_a_second)
+    adopting.start()
+    locked.wait()
+    try:
+        store = SqliteDedupeStore(path)
+    finally:
+        adopting.join()
+    store._db.close()
 
 
 async def test_a_sqlite_file_that_cannot_be_opened_is_one_clear_error(tmp_path: Path) -> None:

@@ -7,7 +7,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from aiosmtplib import SMTPNotSupported, SMTPResponse, SMTPResponseException
+from aiosmtplib import (
+    SMTPNotSupported,
+    SMTPRecipientRefused,
+    SMTPRecipientsRefused,
+    SMTPResponse,
+    SMTPResponseException,
+)
 
 from services.worker.dedupe.contract import DeliveryState, RecipientRow, RecipientState
 from services.worker.recipient_outcomes import (
@@ -243,28 +249,33 @@ def test_a_retry_stages_record_keeps_the_origin_on_email_send() -> None:
 
 
 @pytest.mark.parametrize(
-    "made",
+    ("made", "state"),
     [
-        pytest.param(sent(stage(), ANA, QUEUED, NOW), id="sent"),
-        pytest.param(bounced(stage(), ANA, NO_SUCH_USER, "address", NOW), id="bounced"),
-        pytest.param(deferred(stage(), ANA, GREYLISTED, NOW, PLAN), id="deferred"),
+        pytest.param(sent(stage(), ANA, QUEUED, NOW), "sent", id="sent"),
+        pytest.param(bounced(stage(), ANA, NO_SUCH_USER, "address", NOW), "bounced", id="bounced"),
+        pytest.param(deferred(stage(), ANA, GREYLISTED, NOW, PLAN), "deferred", id="deferred"),
         pytest.param(
-            deferred(stage(), ANA, GREYLISTED, NOW + timedelta(days=2), PLAN), id="expired"
+            deferred(stage(), ANA, GREYLISTED, NOW + timedelta(days=2), PLAN),
+            "bounced",
+            id="deferred_past_the_age_limit",
         ),
         pytest.param(
             suppressed(
                 stage(), ANA, Suppression(since=NOW, reply=NO_SUCH_USER, message_id="m-0"), NOW
             ),
+            "suppressed",
             id="suppressed",
         ),
     ],
 )
-def test_a_rows_event_is_ready_to_produce_with_its_key_and_headers(made: RecipientRow) -> None:
+def test_a_rows_event_is_ready_to_produce_with_its_key_and_headers(
+    made: RecipientRow, state: str
+) -> None:
     produced = event_record(EMAIL.message_id, made)
 
     assert made.event is not None
     event = parse_event(made.event)
-    assert event.type == made.state
+    assert event.type == made.state == state
     assert produced == event.to_kafka()
 
 
@@ -390,6 +401,17 @@ def test_a_transaction_makes_each_recipient_sent_bounced_or_deferred_by_its_repl
             SMTPNotSupported("the server does not support SMTPUTF8"), "bounced", "550 5.6.7",
             "local", id="unsendable",
         ),
+        pytest.param(
+            ValueError("the message cannot be encoded"), "bounced", "550 5.6.0", "local",
+            id="cannot_be_sent",
+        ),
+        pytest.param(
+            SMTPRecipientsRefused([
+                SMTPRecipientRefused(550, "5.1.1 no such user", ANA),
+                SMTPRecipientRefused(451, "4.7.1 greylisted", BOB),
+            ]),
+            "per recipient", "550 5.1.1", "address", id="every_recipient_refused",
+        ),
     ],
 )  # fmt: skip
 def test_a_failed_transaction_makes_every_owed_recipient_one_row(
@@ -397,7 +419,8 @@ def test_a_failed_transaction_makes_every_owed_recipient_one_row(
 ) -> None:
     rows = rows_after_failure(stage(), [ANA, BOB], error, classify(error), NOW, PLAN)
 
-    assert [row.state for row in rows] == [state, state]
+    states = ["bounced", "deferred"] if state == "per recipient" else [state, state]
+    assert [row.state for row in rows] == states
     event = parse_event(rows[0].event or b"")
     assert isinstance(event, Bounced | Deferred)
     assert f"{event.reply.code} {event.reply.enhanced}" == reply
