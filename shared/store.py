@@ -69,6 +69,43 @@ async def open_pool(
     return pool
 
 
+class PostgresPool:
+    """A store's pool (see open_pool) and its calls: each made once more if the server had
+    closed its connection (once_more_if_lost), any failure raised as `unavailable`, naming the
+    server but not the password."""
+
+    def __init__(self, url: str, setting: str, unavailable: type[Exception]) -> None:
+        self.url = url
+        self.setting = setting  # the variable that holds the URL, for messages
+        self.where = describe(url)  # host:port/database, for messages
+        self._unavailable = unavailable
+        self._pool: Any = None
+
+    async def open(
+        self, table: str, create_table: str, application_name: str, max_size: int
+    ) -> None:
+        """Open the pool, check that the server answers, create the table if it is missing."""
+        self._pool = await open_pool(
+            self.url, self.setting, table, create_table, application_name, max_size
+        )
+
+    async def call(self, call: Callable[[Any], Awaitable[T]]) -> T:
+        """`call(pool)`; only idempotent statements, as once_more_if_lost says."""
+        pool = self._pool
+        if pool is None:
+            raise self._unavailable(f"PostgreSQL at {self.where}: not open (yet)")
+        try:
+            return await once_more_if_lost(lambda: call(pool))
+        except (TimeoutError, asyncpg.PostgresError, *CONNECTION_LOST) as error:
+            reason = str(error) or type(error).__name__
+            raise self._unavailable(f"PostgreSQL at {self.where} failed ({reason})") from error
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+
 async def once_more_if_lost(call: Callable[[], Awaitable[T]]) -> T:
     """`call`, made once more at once if its pooled connection had been closed by the server
     (a restart): the pool replaces it on the next acquire. Only for idempotent statements: one
