@@ -100,6 +100,17 @@ class PostgresPool:
             reason = str(error) or type(error).__name__
             raise self._unavailable(f"PostgreSQL at {self.where} failed ({reason})") from error
 
+    async def delete_in_batches(self, statement: str, older_than: float, batch: int) -> int:
+        """Run `statement` ($1 older_than, $2 batch: a DELETE of at most `batch` rows) until it
+        deletes fewer, so that no transaction holds many rows. Returns how many it deleted."""
+        deleted = 0
+        while True:
+            status: str = await self.call(lambda pool: pool.execute(statement, older_than, batch))
+            count = int(status.rpartition(" ")[2])  # "DELETE 1000"
+            deleted += count
+            if count < batch:
+                return deleted
+
     async def close(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:

@@ -99,15 +99,7 @@ class PostgresIdempotencyStore:
         await self._db.call(lambda pool: pool.execute(RELEASE, key, claim))
 
     async def prune(self, older_than: float) -> int:
-        deleted = 0
-        while True:
-            status: str = await self._db.call(
-                lambda pool: pool.execute(PRUNE, older_than, PRUNE_BATCH)
-            )
-            batch = int(status.rpartition(" ")[2])  # "DELETE 1000"
-            deleted += batch
-            if batch < PRUNE_BATCH:
-                return deleted
+        return await self._db.delete_in_batches(PRUNE, older_than, PRUNE_BATCH)
 
     async def close(self) -> None:
         await self._db.close()
