@@ -4,12 +4,9 @@ from any other."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import Iterable
 
-import asyncpg  # type: ignore[import-untyped]
-
-from shared.store import CONNECTION_LOST, describe, once_more_if_lost, open_pool
+from shared.store import PostgresPool
 from shared.suppressions.contract import (
     TABLE,
     Suppression,
@@ -40,8 +37,6 @@ SUPPRESS = f"""
 PAGE = f"SELECT {COLUMNS} FROM {TABLE} WHERE address > $1 ORDER BY address LIMIT $2"
 LIFT = f"DELETE FROM {TABLE} WHERE address = $1"
 
-T = TypeVar("T")
-
 
 class PostgresSuppressionList:
     """Each call is one round trip on a pooled connection. A call on a connection the server
@@ -49,60 +44,39 @@ class PostgresSuppressionList:
     to repeat. While the server is away, calls raise SuppressionsUnavailable."""
 
     def __init__(self, url: str, application_name: str) -> None:
-        self._url = url
         self._application_name = application_name
-        self._pool: Any = None
-        self.where = describe(url)  # host:port/database, for messages
+        self._db = PostgresPool(url, "DEDUPE_URL", SuppressionsUnavailable)
+        self.where = self._db.where  # host:port/database, for messages
 
     async def open(self) -> None:
         """Open the pool, check that the server answers, create the table if it is missing."""
-        self._pool = await open_pool(
-            self._url,
-            setting="DEDUPE_URL",
-            table=TABLE,
-            create_table=CREATE_TABLE,
-            application_name=self._application_name,
-            max_size=POOL_MAX_CONNECTIONS,
-        )
+        await self._db.open(TABLE, CREATE_TABLE, self._application_name, POOL_MAX_CONNECTIONS)
 
     async def suppressed(self, addresses: Iterable[str]) -> dict[str, Suppression]:
         wanted = {address: normalized(address) for address in addresses}
         if not wanted:
             return {}
         keys = sorted(set(wanted.values()))
-        rows = await self._call(lambda: self._pool.fetch(SUPPRESSED, keys))
+        rows = await self._db.call(lambda pool: pool.fetch(SUPPRESSED, keys))
         found = {row["address"]: Suppression(**dict(row)) for row in rows}
         return {given: found[key] for given, key in wanted.items() if key in found}
 
     async def suppress(self, address: str, reply: str, message_id: str) -> None:
-        await self._call(
-            lambda: self._pool.execute(SUPPRESS, normalized(address), reply, message_id)
+        await self._db.call(
+            lambda pool: pool.execute(SUPPRESS, normalized(address), reply, message_id)
         )
 
     async def page(self, after: str | None, limit: int) -> SuppressionPage:
         limit = checked_page_size(limit)
         start = "" if after is None else normalized(after)
-        rows = await self._call(lambda: self._pool.fetch(PAGE, start, limit + 1))
+        rows = await self._db.call(lambda pool: pool.fetch(PAGE, start, limit + 1))
         suppressions = [Suppression(**dict(row)) for row in rows[:limit]]
         more = len(rows) > limit
         return SuppressionPage(suppressions, suppressions[-1].address if more else None)
 
     async def lift(self, address: str) -> bool:
-        status: str = await self._call(lambda: self._pool.execute(LIFT, normalized(address)))
+        status: str = await self._db.call(lambda pool: pool.execute(LIFT, normalized(address)))
         return status == "DELETE 1"
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
-
-    async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
-        if self._pool is None:
-            raise SuppressionsUnavailable(f"PostgreSQL at {self.where}: not open (yet)")
-        try:
-            return await once_more_if_lost(call)
-        except (TimeoutError, asyncpg.PostgresError, *CONNECTION_LOST) as error:
-            reason = str(error) or type(error).__name__
-            raise SuppressionsUnavailable(
-                f"PostgreSQL at {self.where} failed ({reason})"
-            ) from error
+        await self._db.close()

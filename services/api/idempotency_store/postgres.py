@@ -3,14 +3,9 @@ retry that reaches another host still gets the first answer, or a 409 while it i
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
-
-import asyncpg  # type: ignore[import-untyped]
-
 from services.api.idempotency import KeyRow
 from services.api.idempotency_store.contract import PRUNE_BATCH, TABLE, StoreUnavailable
-from shared.store import CONNECTION_LOST, describe, once_more_if_lost, open_pool
+from shared.store import PostgresPool
 
 # Each request with a key holds a connection for a round trip or two: a few suffice, and
 # every API process on every host keeps its own (PostgreSQL allows 100 by default).
@@ -54,8 +49,6 @@ PRUNE = f"""
 # between) at most this often in a row before it is claimed or read.
 CLAIM_ATTEMPTS = 3
 
-T = TypeVar("T")
-
 
 class PostgresIdempotencyStore:
     """Each call is one round trip on a pooled connection (a claim that finds the key taken,
@@ -64,29 +57,21 @@ class PostgresIdempotencyStore:
     own row from another's. While the server is away, calls raise StoreUnavailable."""
 
     def __init__(self, url: str) -> None:
-        self._url = url
-        self._pool: Any = None
-        self.where = describe(url)  # host:port/database, for messages
+        self._db = PostgresPool(url, "API_STORE_URL", StoreUnavailable)
+        self.where = self._db.where  # host:port/database, for messages
 
     async def open(self) -> None:
         """Open the pool, check that the server answers, create the table if it is missing."""
-        self._pool = await open_pool(
-            self._url,
-            setting="API_STORE_URL",
-            table=TABLE,
-            create_table=CREATE_TABLE,
-            application_name="email-api",
-            max_size=POOL_MAX_CONNECTIONS,
-        )
+        await self._db.open(TABLE, CREATE_TABLE, "email-api", POOL_MAX_CONNECTIONS)
 
     async def claim(self, key: str, fingerprint: str, claim: str, now: float) -> KeyRow | None:
         for _ in range(CLAIM_ATTEMPTS):
-            if await self._call(lambda: self._pool.fetchval(CLAIM, key, fingerprint, claim, now)):
+            if await self._db.call(lambda pool: pool.fetchval(CLAIM, key, fingerprint, claim, now)):
                 return None
-            found = await self._call(lambda: self._pool.fetchrow(ROW, key))
+            found = await self._db.call(lambda pool: pool.fetchrow(ROW, key))
             if found is not None:
                 row = KeyRow(**dict(found))
-                # The insert did commit, and only its answer was lost (see _call).
+                # The insert did commit, and only its answer was lost (once_more_if_lost).
                 return None if row.claim == claim else row
         raise StoreUnavailable(
             f"PostgreSQL at {self.where}: key {key!r} was claimed and released "
@@ -97,42 +82,24 @@ class PostgresIdempotencyStore:
         self, row: KeyRow, fingerprint: str, claim: str, now: float, restart_window: bool
     ) -> bool:
         created_at = now if restart_window else row.created_at
-        status: str = await self._call(
-            lambda: self._pool.execute(
+        status: str = await self._db.call(
+            lambda pool: pool.execute(
                 TAKE_OVER, row.key, row.claim, fingerprint, claim, created_at, now
             )
         )
         return status == "UPDATE 1"
 
     async def finish(self, key: str, claim: str, status: int, body: bytes) -> None:
-        await self._call(lambda: self._pool.execute(FINISH, key, claim, status, body))
+        await self._db.call(lambda pool: pool.execute(FINISH, key, claim, status, body))
 
     async def interrupt(self, key: str, claim: str) -> None:
-        await self._call(lambda: self._pool.execute(INTERRUPT, key, claim))
+        await self._db.call(lambda pool: pool.execute(INTERRUPT, key, claim))
 
     async def release(self, key: str, claim: str) -> None:
-        await self._call(lambda: self._pool.execute(RELEASE, key, claim))
+        await self._db.call(lambda pool: pool.execute(RELEASE, key, claim))
 
     async def prune(self, older_than: float) -> int:
-        deleted = 0
-        while True:
-            status: str = await self._call(
-                lambda: self._pool.execute(PRUNE, older_than, PRUNE_BATCH)
-            )
-            batch = int(status.rpartition(" ")[2])  # "DELETE 1000"
-            deleted += batch
-            if batch < PRUNE_BATCH:
-                return deleted
+        return await self._db.delete_in_batches(PRUNE, older_than, PRUNE_BATCH)
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-
-    async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
-        if self._pool is None:
-            raise StoreUnavailable(f"PostgreSQL at {self.where}: the store is not open (yet)")
-        try:
-            return await once_more_if_lost(call)
-        except (TimeoutError, asyncpg.PostgresError, *CONNECTION_LOST) as error:
-            reason = str(error) or type(error).__name__
-            raise StoreUnavailable(f"PostgreSQL at {self.where} failed ({reason})") from error
+        await self._db.close()

@@ -3,10 +3,7 @@ that the API processes of every host fill together and each answers from."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
-
-import asyncpg  # type: ignore[import-untyped]
+from collections.abc import Sequence
 
 from services.api.status import EventPosition
 from services.api.status_store.contract import (
@@ -16,7 +13,7 @@ from services.api.status_store.contract import (
     StatusStoreUnavailable,
     first_of_each,
 )
-from shared.store import CONNECTION_LOST, describe, once_more_if_lost, open_pool
+from shared.store import PostgresPool
 
 # The status consumer holds a connection for one round trip a batch, and a 202 or a GET one
 # for one round trip: a few suffice, besides the Idempotency-Keys' own pool.
@@ -55,8 +52,6 @@ PRUNE = f"""
         SELECT event_id FROM {TABLE} WHERE applied_at < to_timestamp($1) LIMIT $2
         FOR UPDATE SKIP LOCKED)"""
 
-T = TypeVar("T")
-
 
 class PostgresStatusStore:
     """Each call is one round trip on a pooled connection. A call on a connection the server
@@ -64,20 +59,12 @@ class PostgresStatusStore:
     to repeat. While the server is away, calls raise StatusStoreUnavailable."""
 
     def __init__(self, url: str) -> None:
-        self._url = url
-        self._pool: Any = None
-        self.where = describe(url)  # host:port/database, for messages
+        self._db = PostgresPool(url, "API_STORE_URL", StatusStoreUnavailable)
+        self.where = self._db.where  # host:port/database, for messages
 
     async def open(self) -> None:
         """Open the pool, check that the server answers, create the table if it is missing."""
-        self._pool = await open_pool(
-            self._url,
-            setting="API_STORE_URL",
-            table=TABLE,
-            create_table=CREATE_TABLE,
-            application_name="email-api",
-            max_size=POOL_MAX_CONNECTIONS,
-        )
+        await self._db.open(TABLE, CREATE_TABLE, "email-api", POOL_MAX_CONNECTIONS)
 
     async def add(self, rows: Sequence[EventRow]) -> None:
         if not rows:
@@ -93,10 +80,10 @@ class PostgresStatusStore:
             [None if row.position is None else row.position.partition for row in kept],
             [None if row.position is None else row.position.offset for row in kept],
         )
-        await self._call(lambda: self._pool.execute(ADD, *columns))
+        await self._db.call(lambda pool: pool.execute(ADD, *columns))
 
     async def events_of(self, message_id: str) -> list[EventRow]:
-        found = await self._call(lambda: self._pool.fetch(EVENTS_OF, message_id))
+        found = await self._db.call(lambda pool: pool.fetch(EVENTS_OF, message_id))
         return [
             EventRow(
                 event_id=row["event_id"],
@@ -113,26 +100,7 @@ class PostgresStatusStore:
         ]
 
     async def prune(self, older_than: float) -> int:
-        deleted = 0
-        while True:
-            status: str = await self._call(
-                lambda: self._pool.execute(PRUNE, older_than, PRUNE_BATCH)
-            )
-            batch = int(status.rpartition(" ")[2])  # "DELETE 1000"
-            deleted += batch
-            if batch < PRUNE_BATCH:
-                return deleted
+        return await self._db.delete_in_batches(PRUNE, older_than, PRUNE_BATCH)
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
-
-    async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
-        if self._pool is None:
-            raise StatusStoreUnavailable(f"PostgreSQL at {self.where}: not open (yet)")
-        try:
-            return await once_more_if_lost(call)
-        except (TimeoutError, asyncpg.PostgresError, *CONNECTION_LOST) as error:
-            reason = str(error) or type(error).__name__
-            raise StatusStoreUnavailable(f"PostgreSQL at {self.where} failed ({reason})") from error
+        await self._db.close()

@@ -7,11 +7,9 @@ import asyncio
 import functools
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
 
 from services.api.status import EventPosition
 from services.api.status_store.contract import (
@@ -21,14 +19,8 @@ from services.api.status_store.contract import (
     StatusStoreUnavailable,
     first_of_each,
 )
-from shared.store import CannotOpenStore
+from shared.store import SqliteConnections
 
-T = TypeVar("T")
-
-# The writer waits for another process's lock in the store's thread, never on the event loop.
-WRITER_BUSY_TIMEOUT_MS = 5000
-# A reader in WAL mode never waits for a writer; this bounds the rare wait for a recovery.
-READER_BUSY_TIMEOUT_MS = 100
 COLUMNS = 'event_id, message_id, type, recipient, at, body, "partition", "offset"'
 # The position of an event that has none yet (the API's own `accepted`) is filled in by its
 # first copy from the topic; anything else about a kept event stays as first applied.
@@ -46,38 +38,26 @@ PRUNE = f"""
 
 
 class SqliteStatusStore:
-    """Two connections. Reads (`events_of`, one email's few rows through an index) run on the
-    event loop: a read in WAL mode never waits for a writer and takes microseconds, less than
-    a hop to a thread and back. Writes run in one thread of the store's own, where waiting for
-    another process's lock (the Idempotency-Keys share the file) stalls nothing.
-    synchronous=NORMAL: an event kept survives the API being killed; a power loss just after a
-    write could lose it, and the status consumer's uncommitted offset brings it back.
+    """Two connections (shared.store.SqliteConnections): `events_of`, one email's few rows
+    through an index, reads on the event loop; writes run in the store's thread, where waiting
+    for another process's lock (the Idempotency-Keys share the file) stalls nothing. An event
+    kept survives the API being killed; one a power loss loses just after its write, the status
+    consumer's uncommitted offset brings back.
 
     The batches that arrive while a transaction is being written go together in the next one
     (a group commit): under load, each 202's `accepted` event costs a share of a transaction
     rather than one of its own (about 340 us an email alone; a few tens together)."""
 
     def __init__(self, path: Path) -> None:
-        self._path = path
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="status-store")
-        self._writer: sqlite3.Connection | None = None
-        self._reader: sqlite3.Connection | None = None
+        self._db = SqliteConnections(
+            path, "API_DB_PATH", StatusStoreUnavailable, thread_name="status-store"
+        )
         self._waiting: list[tuple[list[Values], asyncio.Future[None]]] = []
         self._writing: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         """Open the file, creating it, its directory and the table if they are missing."""
-        try:
-            self._writer = await asyncio.get_running_loop().run_in_executor(
-                self._thread, _open_writer, self._path
-            )
-            self._reader = _open_reader(self._path)
-        except (OSError, sqlite3.Error) as error:
-            await self.close()
-            raise CannotOpenStore(
-                f"cannot open the SQLite file {self._path} ({error}): check that its directory "
-                "is writable, or choose another with API_DB_PATH"
-            ) from error
+        await self._db.open(_create_table)
 
     async def add(self, rows: Sequence[EventRow]) -> None:
         if not rows:
@@ -96,7 +76,7 @@ class SqliteStatusStore:
             group, self._waiting = self._waiting, []
             values = [row for batch, _ in group for row in batch]
             try:
-                await self._run(functools.partial(_in_one_transaction, values=values))
+                await self._db.write(functools.partial(_in_one_transaction, values=values))
             except Exception as error:
                 for _, written in group:
                     if not written.done():
@@ -107,21 +87,14 @@ class SqliteStatusStore:
                         written.set_result(None)
 
     async def events_of(self, message_id: str) -> list[EventRow]:
-        if self._reader is None:
-            raise StatusStoreUnavailable(f"the SQLite file {self._path}: not open (yet)")
-        try:
-            rows = self._reader.execute(EVENTS_OF, (message_id,)).fetchall()
-        except sqlite3.Error as error:
-            raise StatusStoreUnavailable(
-                f"the SQLite file {self._path} failed ({error})"
-            ) from error
+        rows = self._db.read(lambda db: db.execute(EVENTS_OF, (message_id,)).fetchall())
         return [_row(found) for found in rows]
 
     async def prune(self, older_than: float) -> int:
         """A batch per call, so that the other writes get the thread between batches."""
         deleted = 0
         while True:
-            batch = await self._run(
+            batch = await self._db.write(
                 lambda db: db.execute(PRUNE, (older_than, PRUNE_BATCH)).rowcount
             )
             deleted += batch
@@ -131,24 +104,7 @@ class SqliteStatusStore:
     async def close(self) -> None:
         if self._writing is not None:
             await self._writing
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.close()
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            await asyncio.get_running_loop().run_in_executor(self._thread, writer.close)
-        self._thread.shutdown()
-
-    async def _run(self, call: Callable[[sqlite3.Connection], T]) -> T:
-        writer = self._writer
-        if writer is None:
-            raise StatusStoreUnavailable(f"the SQLite file {self._path}: not open (yet)")
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._thread, call, writer)
-        except sqlite3.Error as error:
-            raise StatusStoreUnavailable(
-                f"the SQLite file {self._path} failed ({error})"
-            ) from error
+        await self._db.close()
 
 
 Values = tuple[str, str, str, str | None, float, str, int | None, int | None, float]
@@ -195,41 +151,19 @@ def _row(found: tuple[str, str, str, str | None, float, str, int | None, int | N
     )
 
 
-def _open_writer(path: Path) -> sqlite3.Connection:
-    """In the store's thread, which is the only one to use it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, isolation_level=None)
-    try:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute(f"PRAGMA busy_timeout={WRITER_BUSY_TIMEOUT_MS}")
-        # IF NOT EXISTS under the write lock: processes that start together create it once.
-        db.execute("BEGIN IMMEDIATE")
-        db.execute(
-            f"""CREATE TABLE IF NOT EXISTS {TABLE} (
-                    event_id    TEXT PRIMARY KEY,
-                    message_id  TEXT NOT NULL,
-                    type        TEXT NOT NULL,
-                    recipient   TEXT,  -- for the events about one recipient
-                    at          REAL NOT NULL,  -- when it happened, seconds since the epoch
-                    body        TEXT NOT NULL,  -- the event's JSON, as the topic has it
-                    "partition" INTEGER,  -- its place in email.events; NULL for the API's
-                    "offset"    INTEGER,  -- own accepted event, until its copy is read
-                    applied_at  REAL NOT NULL  -- when this store first kept it
-                ) WITHOUT ROWID"""
-        )
-        db.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_message_id ON {TABLE} (message_id)")
-        db.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_applied_at ON {TABLE} (applied_at)")
-        db.execute("COMMIT")
-    except BaseException:
-        db.close()
-        raise
-    return db
-
-
-def _open_reader(path: Path) -> sqlite3.Connection:
-    """On the event loop's thread, which is the only one to use it."""
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("PRAGMA query_only=ON")
-    db.execute(f"PRAGMA busy_timeout={READER_BUSY_TIMEOUT_MS}")
-    return db
+def _create_table(db: sqlite3.Connection) -> None:
+    db.execute(
+        f"""CREATE TABLE IF NOT EXISTS {TABLE} (
+                event_id    TEXT PRIMARY KEY,
+                message_id  TEXT NOT NULL,
+                type        TEXT NOT NULL,
+                recipient   TEXT,  -- for the events about one recipient
+                at          REAL NOT NULL,  -- when it happened, seconds since the epoch
+                body        TEXT NOT NULL,  -- the event's JSON, as the topic has it
+                "partition" INTEGER,  -- its place in email.events; NULL for the API's
+                "offset"    INTEGER,  -- own accepted event, until its copy is read
+                applied_at  REAL NOT NULL  -- when this store first kept it
+            ) WITHOUT ROWID"""
+    )
+    db.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_message_id ON {TABLE} (message_id)")
+    db.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_applied_at ON {TABLE} (applied_at)")

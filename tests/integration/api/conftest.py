@@ -1,5 +1,6 @@
 """The API as `python -m services.api` builds it, on the session's real broker: a topic of its
-own per test (with the max.message.bytes the test needs), driven in-process over ASGI."""
+own per test (with the max.message.bytes the test needs), driven in-process over ASGI; and a
+fresh database for the API's stores on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -12,11 +13,20 @@ import httpx
 import pytest
 from aiokafka.admin import NewTopic
 
+from deploy.local.postgres import LocalPostgres
 from services.api.__main__ import build_app
 from shared.kafka import admin_client
 from shared.settings import Settings
+from tests.postgres import fresh_database
 
 NewTopicFactory = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+async def store_url(postgresql: LocalPostgres) -> AsyncIterator[str]:
+    """API_STORE_URL: a fresh database on the session's private PostgreSQL."""
+    async with fresh_database(postgresql) as url:
+        yield url
 
 
 @pytest.fixture

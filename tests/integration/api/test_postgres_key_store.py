@@ -15,16 +15,10 @@ from services.api.idempotency_store import PostgresIdempotencyStore, StoreUnavai
 from shared.settings import Settings
 from shared.store import CannotOpenStore
 from tests.conftest import free_port
-from tests.postgres import fresh_database
 from tests.unit.api.fakes import app_with_fakes
+from tests.unit.api.opened_stores import opened_stores
 from tests.unit.api.test_app import FakeEmailQueue, email
-from tests.unit.api.test_idempotency_store import KeyStoreContract, OpenStore, opened_stores
-
-
-@pytest.fixture
-async def store_url(postgresql: LocalPostgres) -> AsyncIterator[str]:
-    async with fresh_database(postgresql) as url:
-        yield url
+from tests.unit.api.test_idempotency_store import KeyStoreContract, OpenStore
 
 
 class TestPostgresKeyStore(KeyStoreContract):

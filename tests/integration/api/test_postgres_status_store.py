@@ -13,15 +13,9 @@ import pytest
 from deploy.local.postgres import LocalPostgres
 from services.api.idempotency_store import PostgresIdempotencyStore
 from services.api.status_store import PostgresStatusStore, StatusStoreUnavailable
-from tests.postgres import fresh_database
 from tests.unit.api.email_events import MESSAGE_ID, accepted, sent
-from tests.unit.api.test_status_store import ANA, OpenStore, StatusStoreContract, opened_stores, row
-
-
-@pytest.fixture
-async def store_url(postgresql: LocalPostgres) -> AsyncIterator[str]:
-    async with fresh_database(postgresql) as url:
-        yield url
+from tests.unit.api.opened_stores import opened_stores
+from tests.unit.api.test_status_store import ANA, OpenStore, StatusStoreContract, row
 
 
 class TestPostgresStatusStore(StatusStoreContract):

@@ -9,7 +9,6 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -26,27 +25,10 @@ from services.api.idempotency_store.contract import PRUNE_BATCH
 from shared.settings import Settings
 from shared.store import CannotOpenStore
 from tests.unit.api.key_store import MemoryKeyStore
+from tests.unit.api.opened_stores import opened_stores
 
 OpenStore = Callable[[], Awaitable[IdempotencyStore]]
 ANSWER = b'{"id":"m-1","status":"queued","topic":"email.send","partition":1,"offset":7}'
-
-
-@asynccontextmanager
-async def opened_stores(new_store: Callable[[], IdempotencyStore]) -> AsyncIterator[OpenStore]:
-    """Opens stores made by `new_store`, closing every one on leaving."""
-    opened: list[IdempotencyStore] = []
-
-    async def open_one() -> IdempotencyStore:
-        store = new_store()
-        await store.open()
-        opened.append(store)
-        return store
-
-    try:
-        yield open_one
-    finally:
-        for store in opened:
-            await store.close()
 
 
 class KeyStoreContract:

@@ -10,7 +10,6 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -30,27 +29,10 @@ from shared.settings import Settings
 from shared.store import CannotOpenStore
 from tests.unit.api.email_events import MESSAGE_ID, accepted, deferred, sent
 from tests.unit.api.memory_status_store import MemoryStatusStore
+from tests.unit.api.opened_stores import opened_stores
 
 OpenStore = Callable[[], Awaitable[StatusStore]]
 ANA, BOB = "ana@example.com", "bob@example.com"
-
-
-@asynccontextmanager
-async def opened_stores(new_store: Callable[[], StatusStore]) -> AsyncIterator[OpenStore]:
-    """Opens stores made by `new_store`, closing every one on leaving."""
-    opened: list[StatusStore] = []
-
-    async def open_one() -> StatusStore:
-        store = new_store()
-        await store.open()
-        opened.append(store)
-        return store
-
-    try:
-        yield open_one
-    finally:
-        for store in opened:
-            await store.close()
 
 
 def row(event: Event, offset: int | None = None, partition: int = 1) -> EventRow:
