@@ -251,9 +251,9 @@ def _open_writer(path: Path, create: Callable[[sqlite3.Connection], object]) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, isolation_level=None)
     try:
+        db.execute(f"PRAGMA busy_timeout={WRITER_BUSY_TIMEOUT_MS}")  # first: WAL may wait too
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        db.execute(f"PRAGMA busy_timeout={WRITER_BUSY_TIMEOUT_MS}")
         db.execute("BEGIN IMMEDIATE")
         create(db)
         db.execute("COMMIT")
