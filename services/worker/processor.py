@@ -33,13 +33,13 @@ from services.worker.recipient_outcomes import (
     Stage,
     bounce_of,
     dead_letter_reason,
-    event_record,
     every_recipient,
     finished_as,
     handed_off,
     retry_record,
     rows_after_failure,
     rows_of_transaction,
+    stored_event_record,
     suppressed,
     what_is_owed,
 )
@@ -53,7 +53,7 @@ from shared.events import (
     Reply,
     Suppression,
     accepted_event,
-    event_headers,
+    event_record,
 )
 from shared.retry_topics import parse_retry_record
 from shared.schema import parse_record
@@ -441,10 +441,12 @@ class EmailProcessor:
         rows = [state.recipients[r] for r in stage.recipients if r in state.recipients]
         mine = [row for row in rows if row.final or row.attempt == stage.attempt + 1]
         events += [
-            record for row in mine if (record := event_record(stage.message_id, row)) is not None
+            record
+            for row in mine
+            if (record := stored_event_record(stage.message_id, row)) is not None
         ]
         if state.dead_lettered is not None:
-            events.append(_dead_lettered_record(stage.message_id, state.dead_lettered))
+            events.append(event_record(stage.message_id, "dead_lettered", state.dead_lettered))
         deferred_rows = handed_off(stage, rows)
         retry = [Message(*retry_record(stage, deferred_rows))] if deferred_rows else []
         return [Message(self._events_topic, event) for event in events], retry
@@ -511,10 +513,6 @@ def _suppression(listed: ListedSuppression) -> Suppression:
         reply=Reply.of(int(code) if code.isdigit() else 550, text),
         message_id=listed.message_id,
     )
-
-
-def _dead_lettered_record(message_id: str, value: bytes) -> ProducerRecord:
-    return ProducerRecord(message_id.encode(), value, event_headers("dead_lettered"))
 
 
 def where_of(record: ConsumerRecord[bytes, bytes]) -> str:

@@ -31,7 +31,7 @@ from shared.events import (
     Sent,
     Suppressed,
     Suppression,
-    event_headers,
+    event_record,
     parse_event,
     recipient_address,
 )
@@ -257,12 +257,12 @@ def retry_record(stage: Stage, rows: list[RecipientRow]) -> tuple[str, ProducerR
     return first.retry_topic, record.to_kafka()
 
 
-def event_record(message_id: str, row: RecipientRow) -> ProducerRecord | None:
+def stored_event_record(message_id: str, row: RecipientRow) -> ProducerRecord | None:
     """The event a row keeps, ready to produce again; None for an earlier version's row. A
     row's state is its event's type (a deferral past the age limit is a bounced row)."""
     if row.event is None:
         return None
-    return ProducerRecord(message_id.encode(), row.event, event_headers(row.state))
+    return event_record(message_id, row.state, row.event)
 
 
 def bounce_of(row: RecipientRow) -> Bounced | None:

@@ -23,7 +23,6 @@ from services.worker.recipient_outcomes import (
     bounced,
     dead_letter_reason,
     deferred,
-    event_record,
     every_recipient,
     finished_as,
     handed_off,
@@ -31,6 +30,7 @@ from services.worker.recipient_outcomes import (
     rows_after_failure,
     rows_of_transaction,
     sent,
+    stored_event_record,
     suppressed,
     synthetic_reply,
     what_is_owed,
@@ -271,7 +271,7 @@ def test_a_retry_stages_record_keeps_the_origin_on_email_send() -> None:
 def test_a_rows_event_is_ready_to_produce_with_its_key_and_headers(
     made: RecipientRow, state: str
 ) -> None:
-    produced = event_record(EMAIL.message_id, made)
+    produced = stored_event_record(EMAIL.message_id, made)
 
     assert made.event is not None
     event = parse_event(made.event)
@@ -282,7 +282,7 @@ def test_a_rows_event_is_ready_to_produce_with_its_key_and_headers(
 def test_an_earlier_versions_row_has_no_event_to_produce_nor_bounce() -> None:
     old = RecipientRow(ANA, "sent", 0, None)
 
-    assert event_record(EMAIL.message_id, old) is None
+    assert stored_event_record(EMAIL.message_id, old) is None
     assert bounce_of(old) is None
     assert bounce_of(sent(stage(), ANA, QUEUED, NOW)) is None, "a sent row is no bounce"
 
