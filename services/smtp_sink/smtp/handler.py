@@ -44,6 +44,7 @@ from services.smtp_sink.smtp.report import arrival_block, refusal_line, sender_r
 # The name on the SMTP side's log lines, whichever of its modules writes them.
 log = logging.getLogger("services.smtp_sink.smtp")
 
+PIPELINING_LINE = "250-PIPELINING"
 EMPTY_RECIPIENT_REPLY = "501 5.1.3 Bad recipient address syntax: <> is not a recipient"
 STORE_FAILED_REPLY = "451 4.3.0 The sink could not store the message, try again later"
 
@@ -63,8 +64,8 @@ class ArrivalMetrics(Protocol):
 
 
 class SinkHandler:
-    """aiosmtpd calls handle_AUTH, handle_MAIL, handle_RCPT and handle_DATA by name; everything
-    else is its default."""
+    """aiosmtpd calls handle_EHLO, handle_AUTH, handle_MAIL, handle_RCPT and handle_DATA by name;
+    everything else is its default."""
 
     def __init__(
         self,
@@ -91,6 +92,24 @@ class SinkHandler:
         self._final_reply_delays: weakref.WeakKeyDictionary[SmtpEnvelope, float] = (
             weakref.WeakKeyDictionary()
         )
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: SmtpEnvelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        """aiosmtpd's EHLO reply, with PIPELINING (RFC 2920) offered as Mailpit offers it.
+
+        aiosmtpd reads one command line at a time from its buffer and answers each in turn, so a
+        group of commands in one write is answered in order, which is all RFC 2920 asks of a
+        server.
+        """
+        session.host_name = hostname  # aiosmtpd leaves it to a handle_EHLO hook
+        *extensions, last = responses  # the last line, "250 HELP", ends the reply
+        return [*extensions, PIPELINING_LINE, last]
 
     async def handle_AUTH(
         self, server: SMTP, session: Session, envelope: SmtpEnvelope, args: list[str]

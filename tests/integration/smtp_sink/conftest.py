@@ -5,6 +5,8 @@ Ready when /readyz says so; stopped by its pid with SIGTERM, and it must exit 0 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -164,3 +166,60 @@ async def send(sink: RunningSink, message: EmailMessage | bytes, **options: obje
         **options,  # type: ignore[arg-type]
     )
     return reply
+
+
+class RawSmtp:
+    """An SMTP client that shows what aiosmtplib hides: the replies as sent, commands sent
+    together in one write (RFC 2920's PIPELINING, which aiosmtplib does not do), and a hang-up
+    by the sink (aiosmtplib closes the connection itself on a 421)."""
+
+    def __init__(self, sink: RunningSink) -> None:
+        self._port = sink.smtp_port
+        self.greeting = ""
+
+    async def __aenter__(self) -> RawSmtp:
+        self._reader, self._writer = await asyncio.open_connection("127.0.0.1", self._port)
+        self.greeting = await self.reply()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self._writer.wait_closed()
+
+    async def command(self, line: str) -> str:
+        [reply] = await self.commands(line)
+        return reply
+
+    async def commands(self, *lines: str) -> list[str]:
+        """Send every line in one write, then read a reply to each."""
+        self.write("".join(f"{line}\r\n" for line in lines).encode())
+        return [await self.reply() for _ in lines]
+
+    async def message(self, raw: bytes) -> str:
+        """After DATA's 354: a message (lines that end in CRLF, none starting with a dot), the
+        "." that ends it, and the reply."""
+        self.write(raw + b".\r\n")
+        return await self.reply()
+
+    def write(self, data: bytes) -> None:
+        self._writer.write(data)
+
+    async def closed_by_the_sink(self) -> bool:
+        """Whether the sink closes the connection without being asked, within 2 s."""
+        try:
+            return await asyncio.wait_for(self._reader.read(), timeout=2) == b""
+        except TimeoutError:
+            return False
+
+    async def reply(self) -> str:
+        """The last line of a reply, without its CRLF (the reply of a multi-line one)."""
+        return (await self.reply_lines())[-1]
+
+    async def reply_lines(self) -> list[str]:
+        """Every line of a reply, without their CRLF."""
+        lines: list[str] = []
+        while not lines or lines[-1][3:4] == "-":
+            line = await asyncio.wait_for(self._reader.readline(), timeout=10)
+            lines.append(line.decode().rstrip("\r\n"))
+        return lines

@@ -5,7 +5,6 @@ of their domain and a Recipient chaos trigger at 100 %; and SINK_RATE_LIMIT with
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from services.smtp_sink.simulator.addresses import (
     RATE_LIMITED_REPLY,
     UNKNOWN_REPLY,
 )
-from tests.integration.smtp_sink.conftest import RunningSink, email, running_sink, send
+from tests.integration.smtp_sink.conftest import RawSmtp, RunningSink, email, running_sink, send
 
 DOMAIN = "@simulator.example.com"
 SLOW_SECONDS = 1.0
@@ -254,45 +253,3 @@ async def test_a_client_within_the_limit_shows_a_peak_within_it(
     await send(limited_sink, email())
 
     assert 1 <= await max_rate_1s(limited_sink) <= 3
-
-
-class RawSmtp:
-    """An SMTP client that shows what aiosmtplib hides: the replies as sent, and a hang-up by
-    the sink (aiosmtplib closes the connection itself on a 421)."""
-
-    def __init__(self, sink: RunningSink) -> None:
-        self._port = sink.smtp_port
-
-    async def __aenter__(self) -> RawSmtp:
-        self._reader, self._writer = await asyncio.open_connection("127.0.0.1", self._port)
-        await self._reply()  # the greeting
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._writer.close()
-        with contextlib.suppress(ConnectionError):
-            await self._writer.wait_closed()
-
-    async def command(self, line: str) -> str:
-        [reply] = await self.commands(line)
-        return reply
-
-    async def commands(self, *lines: str) -> list[str]:
-        """Send every line at once, then read a reply to each."""
-        self._writer.write("".join(f"{line}\r\n" for line in lines).encode())
-        await self._writer.drain()
-        return [await self._reply() for _ in lines]
-
-    async def closed_by_the_sink(self) -> bool:
-        """Whether the sink closes the connection without being asked, within 2 s."""
-        try:
-            return await asyncio.wait_for(self._reader.read(), timeout=2) == b""
-        except TimeoutError:
-            return False
-
-    async def _reply(self) -> str:
-        """The last line of a reply, without its CRLF (the reply of a multi-line one)."""
-        while True:
-            line = (await asyncio.wait_for(self._reader.readline(), timeout=10)).decode()
-            if line[3:4] != "-":
-                return line.rstrip("\r\n")

@@ -122,6 +122,18 @@ SERVER = cast(SMTP, object())
 SESSION = Session(loop=cast(asyncio.AbstractEventLoop, None))
 
 
+async def test_ehlo_offers_pipelining_and_keeps_the_reply_aiosmtpd_made() -> None:
+    session = Session(loop=cast(asyncio.AbstractEventLoop, None))
+    made = ["250-smtp-sink", "250-SIZE 1024", "250-8BITMIME", "250 HELP"]
+
+    reply = await handler(FakeStore()).handle_EHLO(
+        SERVER, session, SmtpEnvelope(), "client.example", list(made)
+    )
+
+    assert reply == [*made[:-1], "250-PIPELINING", "250 HELP"]
+    assert session.host_name == "client.example", "EHLO was said: MAIL may follow"
+
+
 async def test_message_is_stored_before_250_is_answered() -> None:
     store = FakeStore()
 
