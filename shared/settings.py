@@ -48,6 +48,14 @@ _RATE_LIMIT_EXPECTED = (
     "no limit"
 )
 
+# SINK_REPLY_DELAY_MS: a round trip across the planet is a few hundred milliseconds; a minute
+# is beyond any network path.
+MAX_REPLY_DELAY_MS = 60_000
+_REPLY_DELAY_EXPECTED = (
+    f"expected a whole number of milliseconds from 0 (no delay) to {MAX_REPLY_DELAY_MS}, for "
+    "example 20 for a relay in another region"
+)
+
 TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")  # what Kafka accepts
 # Far beyond any MTA's (Postfix: 5 days), and within what a date can add.
 MAX_RETRY_AGE = timedelta(days=365)
@@ -190,6 +198,9 @@ class Settings(BaseSettings):
     sink_require_starttls: bool = False
     sink_tls_implicit: bool = False  # TLS from the first byte (port 465) instead of STARTTLS
     sink_auth_file: Path | None = None  # "username:password" lines, as Mailpit's --smtp-auth-file
+    # A relay in another region: every reply of the sink, the greeting too, leaves this many
+    # milliseconds late, as over a network path of that round trip (0: at once).
+    sink_reply_delay_ms: int = 0
 
     # services/console: the live offset picture, read-only; it reads the API and the sink here.
     console_host: str = "127.0.0.1"
@@ -324,6 +335,16 @@ class Settings(BaseSettings):
                 "expected a whole number of connections, at least 1 (for example 10), or "
                 "nothing for a connection per lane in a transaction"
             )
+        return int(text)
+
+    @field_validator("sink_reply_delay_ms", mode="before")
+    @classmethod
+    def _check_reply_delay(cls, value: object) -> object:
+        """A whole number of milliseconds, from 0 (no delay) to a minute; empty means 0."""
+        text = str(value).strip() or "0"
+        whole = not isinstance(value, bool) and text.isascii() and text.isdigit()
+        if not whole or int(text) > MAX_REPLY_DELAY_MS:
+            raise ValueError(_REPLY_DELAY_EXPECTED)
         return int(text)
 
     @field_validator(

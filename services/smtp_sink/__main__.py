@@ -10,6 +10,7 @@ import logging
 import random
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 import uvicorn
 
@@ -27,7 +28,7 @@ from services.smtp_sink.smtp.security import (
     load_security,
     quiet_aiosmtpd_repeats,
 )
-from services.smtp_sink.smtp.session import SinkSMTP
+from services.smtp_sink.smtp.session import DelayedReplySMTP, SinkSMTP
 from services.smtp_sink.smtp.store import MessageStore
 from shared.event_loop import run
 from shared.http_server import EmbeddedServer, listen
@@ -80,20 +81,24 @@ async def serve(settings: Settings) -> None:
         out=sys.stdout,
         metrics=metrics,
     )
+    session_options: dict[str, Any] = {
+        "data_size_limit": settings.sink_max_message_bytes,
+        "enable_SMTPUTF8": True,
+        "hostname": SMTP_HOSTNAME,
+        "ident": SMTP_IDENT,
+        "tls_context": security.starttls_context,
+        "require_starttls": security.plan.require_starttls,
+        "authenticator": security.authenticator,
+        "auth_required": security.authenticator is not None,
+        "auth_require_tls": security.plan.auth_require_tls,
+        "loop": loop,
+    }
+    session_class: type[SinkSMTP] = SinkSMTP
+    if settings.sink_reply_delay_ms:
+        session_class = DelayedReplySMTP
+        session_options["reply_delay_seconds"] = settings.sink_reply_delay_ms / 1000
     smtp_server = await loop.create_server(
-        lambda: SinkSMTP(
-            handler,
-            data_size_limit=settings.sink_max_message_bytes,
-            enable_SMTPUTF8=True,
-            hostname=SMTP_HOSTNAME,
-            ident=SMTP_IDENT,
-            tls_context=security.starttls_context,
-            require_starttls=security.plan.require_starttls,
-            authenticator=security.authenticator,
-            auth_required=security.authenticator is not None,
-            auth_require_tls=security.plan.auth_require_tls,
-            loop=loop,
-        ),
+        lambda: session_class(handler, **session_options),
         sock=smtp_socket,
         ssl=security.listening_context,
     )
@@ -112,7 +117,7 @@ async def serve(settings: Settings) -> None:
     print(
         f"SMTP sink: SMTP on {settings.sink_host}:{settings.sink_smtp_port}, "
         f"HTTP API on {http_url}/api/v1/messages, web inbox on {http_url}/, "
-        f"messages in {settings.sink_db_path}",
+        f"messages in {settings.sink_db_path}{_reply_delay(settings.sink_reply_delay_ms)}",
         flush=True,
     )
     for offer in security.offers():
@@ -146,6 +151,10 @@ def _security(settings: Settings) -> SmtpSecurity:
         return load_security(settings)
     except SecurityError as error:
         sys.exit(f"smtp_sink: {error}")
+
+
+def _reply_delay(milliseconds: int) -> str:
+    return f", every reply {milliseconds} ms late (a relay far away)" if milliseconds else ""
 
 
 def _rate_limit(emails_a_second: int | None) -> RateLimit | None:

@@ -1,14 +1,16 @@
 """The sink's SMTP session: aiosmtpd's, with the fast paths of FastPathSMTP, and a limit on
-failed AUTH attempts per connection.
+failed AUTH attempts per connection; and the same with every reply late, a relay far away.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any
+from typing import Any, cast
 
 from services.smtp_sink.fast_paths.aiosmtpd_internals import FastPathSMTP
 from services.smtp_sink.smtp.auth import AttemptLimit, Authenticator, peer_host
+from services.smtp_sink.smtp.delayed_transport import DelayedTransport
 
 # The name on the SMTP side's log lines, whichever of its modules writes them.
 log = logging.getLogger("services.smtp_sink.smtp")
@@ -38,3 +40,32 @@ class SinkSMTP(FastPathSMTP):
                 self._auth_attempts.failures,
             )
             self.transport.close()  # as aiosmtpd closes a session over its command limits
+
+
+class DelayedReplySMTP(SinkSMTP):
+    """SinkSMTP as a client far away talks to it: every byte it sends, its replies and the
+    greeting first, leaves `reply_delay_seconds` late, while it goes on reading and answering
+    the next commands; and each close comes only after the last of them.
+
+    Chosen at start, when SINK_REPLY_DELAY_MS is set: without it, SinkSMTP's path is untouched.
+    """
+
+    def __init__(self, handler: Any, *, reply_delay_seconds: float, **options: Any) -> None:
+        super().__init__(handler, **options)
+        self._reply_delay_seconds = reply_delay_seconds
+        self._delayed: DelayedTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # aiosmtpd calls it again after STARTTLS with the TLS transport, whose records already
+        # go out through the delayed one beneath.
+        if self.transport is None:
+            self._delayed = DelayedTransport(
+                cast(asyncio.Transport, transport), self._reply_delay_seconds, self.loop
+            )
+            transport = self._delayed
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._delayed is not None:
+            self._delayed.discard()  # the client is gone: nothing pending can reach it
+        super().connection_lost(error)

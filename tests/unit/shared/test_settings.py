@@ -186,3 +186,25 @@ def test_a_group_shared_by_two_readers_stops_the_start_with_one_line(
         settings_or_exit(NoEnvFile)
 
     assert str(exit_info.value) == line
+
+
+# The sink's reply delay, a relay in another region (issue 17).
+
+
+@pytest.mark.parametrize(("given", "delay"), [("20", 20), (" 0 ", 0), (60_000, 60_000), ("", 0)])
+def test_sink_reply_delay_is_whole_milliseconds(given: object, delay: int) -> None:
+    assert Settings(_env_file=None, sink_reply_delay_ms=given).sink_reply_delay_ms == delay
+
+
+def test_sink_reply_delay_is_zero_by_default_and_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings(_env_file=None).sink_reply_delay_ms == 0
+    monkeypatch.setenv("SINK_REPLY_DELAY_MS", "20")
+    assert Settings(_env_file=None).sink_reply_delay_ms == 20
+
+
+@pytest.mark.parametrize("given", ["-5", "20ms", "0.5", "60001", True, "²"])
+def test_sink_reply_delay_says_what_it_expects(given: object) -> None:
+    with pytest.raises(ValueError, match=r"whole number of milliseconds from 0 \(no delay\) to"):
+        Settings(_env_file=None, sink_reply_delay_ms=given)

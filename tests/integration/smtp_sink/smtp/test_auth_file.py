@@ -27,11 +27,18 @@ def auth_file(directory: Path, mode: int) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def auth_sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSink]:
-    """AUTH required, over plaintext (no TLS configured); the auth file private to its owner."""
+@pytest.fixture(scope="module", params=["0", "50"], ids=["at_once", "every_reply_50_ms_late"])
+def auth_sink(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[RunningSink]:
+    """AUTH required, over plaintext (no TLS configured); the auth file private to its owner.
+    Its replies at once, and SINK_REPLY_DELAY_MS late: the 421 still comes before the close."""
     directory = tmp_path_factory.mktemp("auth")
-    with running_sink(directory, SINK_AUTH_FILE=str(auth_file(directory, 0o600))) as sink:
+    with running_sink(
+        directory,
+        SINK_AUTH_FILE=str(auth_file(directory, 0o600)),
+        SINK_REPLY_DELAY_MS=request.param,
+    ) as sink:
         yield sink
 
 

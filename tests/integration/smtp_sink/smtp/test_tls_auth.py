@@ -264,6 +264,53 @@ async def test_implicit_tls_with_auth_delivers(
         assert "implicit TLS on every connection" in sink.output()
 
 
+async def test_starttls_and_auth_work_and_fail_as_usual_with_every_reply_late(
+    tmp_path: Path, tls_files: TlsFiles, client_context: ssl.SSLContext
+) -> None:
+    """SINK_REPLY_DELAY_MS: the TLS handshake after STARTTLS goes out late too, beneath TLS."""
+    with running_sink(
+        tmp_path,
+        SINK_TLS_CERT_FILE=str(tls_files.cert),
+        SINK_TLS_KEY_FILE=str(tls_files.key),
+        SINK_REQUIRE_STARTTLS="true",
+        SINK_AUTH_FILE=str(tls_files.auth),
+        SINK_REPLY_DELAY_MS="50",
+    ) as sink:
+        await send_over_starttls(sink, client_context)
+        async with plaintext_client(sink) as client:
+            with pytest.raises(ssl.SSLCertVerificationError):
+                await client.starttls(tls_context=ssl.create_default_context())
+        async with tls_client(sink, client_context) as client:
+            with pytest.raises(aiosmtplib.SMTPAuthenticationError):
+                await client.login(USER, "wrong")
+            await client.quit()
+
+        assert await stored_count(sink) == 1
+    # running_sink: it stopped with exit status 0 and without a traceback
+
+
+async def test_implicit_tls_delivers_with_every_reply_late(
+    tmp_path: Path, tls_files: TlsFiles, client_context: ssl.SSLContext
+) -> None:
+    with running_sink(
+        tmp_path,
+        SINK_TLS_CERT_FILE=str(tls_files.cert),
+        SINK_TLS_KEY_FILE=str(tls_files.key),
+        SINK_TLS_IMPLICIT="true",
+        SINK_REPLY_DELAY_MS="50",
+    ) as sink:
+        _, reply = await aiosmtplib.send(
+            email(),
+            hostname="127.0.0.1",
+            port=sink.smtp_port,
+            use_tls=True,
+            tls_context=client_context,
+        )
+
+        assert reply.startswith("2.0.0 OK stored as ")
+        assert await stored_count(sink) == 1
+
+
 async def test_auth_without_tls_is_offered_in_the_clear(
     tmp_path: Path, tls_files: TlsFiles
 ) -> None:
