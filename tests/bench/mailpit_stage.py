@@ -15,7 +15,7 @@ import httpx
 
 from deploy.local.mailpit import fetch_mailpit
 from deploy.local.settings import LocalSettings
-from services.worker.mime import render_email
+from services.worker.mime import OutgoingEmail, render_email
 from shared.settings import Settings
 from tests.bench.smtp_blast import blast
 from tests.bench.stages import Bench, email_record
@@ -54,14 +54,14 @@ async def first_to_last_created(api_url: str) -> float:
 
 
 async def ingest_rate(
-    api_url: str, smtp_port: int, emails: list[tuple[str, list[str], bytes]], connections: int
+    api_url: str, smtp_port: int, emails: list[OutgoingEmail], connections: int
 ) -> float:
     await blast("127.0.0.1", smtp_port, emails, connections)
     await until_holds(api_url, len(emails), seconds=len(emails) / 100 + 60)
     return (len(emails) - 1) / await first_to_last_created(api_url)
 
 
-async def ours(bench: Bench, emails: list[tuple[str, list[str], bytes]], connections: int) -> float:
+async def ours(bench: Bench, emails: list[OutgoingEmail], connections: int) -> float:
     stack = bench.stack(f"versus-sink-{connections}")
     sink = stack.stack.sink()
     await stack.start(sink)
@@ -72,9 +72,7 @@ async def ours(bench: Bench, emails: list[tuple[str, list[str], bytes]], connect
         await stack.stop(sink)
 
 
-async def mailpit(
-    bench: Bench, emails: list[tuple[str, list[str], bytes]], connections: int
-) -> float:
+async def mailpit(bench: Bench, emails: list[OutgoingEmail], connections: int) -> float:
     binary = fetch_mailpit(LocalSettings().mailpit_cache_dir).binary
     directory = bench.run_dir / f"versus-mailpit-{connections}"
     # --max 0 keeps every message (its default keeps the newest 500).
@@ -85,10 +83,7 @@ async def mailpit(
 async def sink_against_mailpit(bench: Bench) -> dict[str, Any]:
     records = [email_record(n, bench.run_id) for n in range(bench.sizes.emails)]
     domain = Settings().message_id_domain
-    emails = [
-        (email.sender, email.recipients, email.data)
-        for email in (render_email(record, domain) for record in records)
-    ]
+    emails = [render_email(record, domain) for record in records]
     by_connections: dict[int, dict[str, float]] = {}
     for connections in bench.sizes.versus_connections:
         by_connections[connections] = {

@@ -1,30 +1,30 @@
 """The sink's ceiling: a direct SMTP client sending ready-made emails over several persistent
-connections, with no Kafka and no worker in the way."""
+connections, with no Kafka and no worker in the way. The client is the worker's own SMTP edge
+(services/worker/smtp.py), so the same bytes go the same way as the worker's."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
-from aiosmtplib import SMTP
+from services.worker.mime import OutgoingEmail
+from services.worker.smtp import SmtpConnection, SmtpServer
 
 
-async def blast(
-    host: str, port: int, emails: list[tuple[str, list[str], bytes]], connections: int
-) -> float:
-    """Send every (sender, recipients, message) over `connections` connections; returns the
-    seconds from the first send to the last 250."""
+async def blast(host: str, port: int, emails: list[OutgoingEmail], connections: int) -> float:
+    """Send every email over `connections` connections; returns the seconds from the first send
+    to the last reply."""
     pending = iter(emails)
-    clients = [SMTP(hostname=host, port=port, timeout=30) for _ in range(connections)]
-    await asyncio.gather(*(client.connect() for client in clients))
+    server = SmtpServer(host=host, port=port, timeout_seconds=30)
+    clients = [SmtpConnection(server) for _ in range(connections)]
 
-    async def send_over(client: SMTP) -> None:
-        for sender, recipients, message in pending:
-            await client.sendmail(sender, recipients, message)
+    async def send_over(client: SmtpConnection) -> None:
+        for email in pending:
+            await client.send(email, email.recipients)
 
     started = time.monotonic()
     try:
         await asyncio.gather(*(send_over(client) for client in clients))
     finally:
-        await asyncio.gather(*(client.quit() for client in clients), return_exceptions=True)
+        await asyncio.gather(*(client.close() for client in clients), return_exceptions=True)
     return time.monotonic() - started

@@ -4,6 +4,7 @@ database) on the run's broker, so that no stage measures another's leftovers."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import statistics
 import sys
@@ -22,6 +23,7 @@ from deploy.local.processes import BackgroundProcess
 from deploy.local.stack import Service
 from services.worker.mime import render_email
 from shared.schema import EmailRecord
+from tests.bench.cpu import cpu_seconds, ms_per_email, sample_cpu
 from tests.bench.http_load import Answer, post_many
 from tests.bench.smtp_blast import blast
 from tests.private_stack import PrivateStack, read_sink
@@ -74,9 +76,14 @@ def email_record(number: int, run_id: str) -> EmailRecord:
 
 @dataclass
 class Timeline:
-    """How many messages the sink held, sampled over time: throughput over time for the chart."""
+    """How many messages the sink held, sampled over time: throughput over time for the chart;
+    and with each sample, the CPU time the stage's processes had used by then."""
 
     samples: list[tuple[float, int]] = field(default_factory=list)
+    cpu: list[dict[str, float]] = field(default_factory=list)
+
+    def cpu_ms_per_email(self) -> dict[str, float]:
+        return ms_per_email(self.samples, self.cpu)
 
 
 @dataclass
@@ -97,6 +104,10 @@ class Bench:
             bootstrap_servers or self.broker.settings.kafka_bootstrap_servers, **overrides,
         )  # fmt: skip
 
+    def with_emails(self, emails: int) -> Bench:
+        """This bench with another backlog size, its figures kept in the same places."""
+        return dataclasses.replace(self, sizes=dataclasses.replace(self.sizes, emails=emails))
+
     def note_peak_rss(self, stack: PrivateStack, services: list[Service]) -> None:
         """Each process's peak resident memory so far (VmHWM), read before it stops."""
         for service in services:
@@ -107,10 +118,36 @@ class Bench:
             peak = peak_rss_of(pid)
             self.peak_rss_bytes[kind] = max(self.peak_rss_bytes.get(kind, 0), peak)
 
+    @property
+    def kafka_pid(self) -> int | None:
+        return self.broker.process.running_pid()
+
+    def pids(
+        self, stack: PrivateStack, services: list[Service], kafka: bool = True
+    ) -> dict[str, int]:
+        """{"worker": pid, "kafka": pid, ...}: the processes whose CPU a stage reports."""
+        pids = {service.name: self.pid_of(stack, service) for service in services}
+        if kafka and self.kafka_pid is not None:
+            pids["kafka"] = self.kafka_pid
+        return pids
+
+    @staticmethod
+    def pid_of(stack: PrivateStack, service: Service) -> int:
+        pid = stack.pid(service)
+        if pid is None:
+            raise RuntimeError(f"{stack.name}: {service.name} is not running")
+        return pid
+
     async def until_stored(
-        self, stack: PrivateStack, count: int, seconds: float, timeline: str | None = None
+        self,
+        stack: PrivateStack,
+        count: int,
+        seconds: float,
+        timeline: str | None = None,
+        cpu_of: dict[str, int] | None = None,
     ) -> Timeline:
-        """Sample the sink's count four times a second until it holds `count` messages."""
+        """Sample the sink's count four times a second until it holds `count` messages, and the
+        CPU time of the processes in `cpu_of` with each sample."""
         samples = Timeline()
         if timeline is not None:
             self.timelines[timeline] = samples
@@ -122,6 +159,8 @@ class Bench:
                 )
                 stored = int(response.json()["total"])
                 samples.samples.append((time.time(), stored))
+                if cpu_of:
+                    samples.cpu.append(sample_cpu(cpu_of))
                 if stored >= count:
                     return samples
                 await asyncio.sleep(0.25)
@@ -139,21 +178,25 @@ def peak_rss_of(pid: int) -> int:
 
 async def sink_ceiling(bench: Bench) -> dict[str, Any]:
     """The sink alone, blasted by a direct SMTP client over several persistent connections:
-    the best rate over the numbers of connections tried, each on a fresh sink."""
+    the best rate over the numbers of connections tried, each on a fresh sink. The client is the
+    worker's own SMTP edge with nothing else to do, so that its CPU time per email is the floor
+    the worker's is held to."""
     records = [email_record(n, bench.run_id) for n in range(bench.sizes.emails)]
-    rates = {}
+    rates, client_ms, sink_ms = {}, {}, {}
     for connections in bench.sizes.smtp_connections:
         stack = bench.stack(f"ceiling-{connections}")
         sink = stack.stack.sink()
         # The very bytes the worker sends for these records.
-        emails = [
-            (email.sender, email.recipients, email.data)
-            for email in (render_email(r, stack.settings.message_id_domain) for r in records)
-        ]
+        emails = [render_email(r, stack.settings.message_id_domain) for r in records]
         await stack.start(sink)
         try:
+            sink_cpu = cpu_seconds(bench.pid_of(stack, sink))
+            client_cpu = time.process_time()
             await blast("127.0.0.1", stack.settings.sink_smtp_port, emails, connections)
+            client_ms[connections] = (time.process_time() - client_cpu) * 1000 / len(emails)
             await bench.until_stored(stack, len(emails), seconds=30)
+            sink_cpu = cpu_seconds(bench.pid_of(stack, sink)) - sink_cpu
+            sink_ms[connections] = sink_cpu * 1000 / len(emails)
             # By the sink's clock, first stored to last, as the backlog drain is timed.
             rates[connections] = (len(emails) - 1) / await first_to_last_stored(stack)
             bench.note_peak_rss(stack, [sink])
@@ -164,10 +207,12 @@ async def sink_ceiling(bench: Bench) -> dict[str, Any]:
         "emails_per_second": rates[best],
         "connections": best,
         "emails_per_second_by_connections": rates,
+        "cpu_ms_per_email": {"client": client_ms[best], "smtp_sink": sink_ms[best]},
+        "client_cpu_ms_per_email_by_connections": client_ms,
     }
 
 
-async def pipeline_through_api(bench: Bench) -> dict[str, float]:
+async def pipeline_through_api(bench: Bench) -> dict[str, Any]:
     """N emails through the API by concurrent clients, until the sink has stored them all."""
     stack = bench.stack("pipeline")
     await stack.up()
@@ -180,14 +225,21 @@ async def pipeline_through_api(bench: Bench) -> dict[str, float]:
                 lambda n: (email_request(n, bench.run_id), {}),
             )
         )  # fmt: skip
-        await bench.until_stored(stack, count, seconds=count / 50 + 60, timeline="pipeline")
+        cpu_of = bench.pids(stack, [stack.stack.api(), stack.stack.worker(), stack.stack.sink()])
+        timeline = await bench.until_stored(
+            stack, count, seconds=count / 50 + 60, timeline="pipeline", cpu_of=cpu_of
+        )
         answers = await sending
         refused = [a for a in answers if a.status != 202]
         if refused:
             raise RuntimeError(f"the API refused {len(refused)}: {refused[0].body[:200]!r}")
         seconds = time.time() - started
         bench.note_peak_rss(stack, [stack.stack.api(), stack.stack.worker(), stack.stack.sink()])
-        return {"emails_per_second": count / seconds, "seconds": seconds}
+        return {
+            "emails_per_second": count / seconds,
+            "seconds": seconds,
+            "cpu_ms_per_email": timeline.cpu_ms_per_email(),
+        }
     finally:
         await stack.down()
 
@@ -214,7 +266,11 @@ async def backlog_drain(bench: Bench) -> dict[str, Any]:
     rates = [await drain_once(bench, f"backlog-{attempt}") for attempt in (1, 2)]
     best = max(rates)
     bench.timelines["drain"] = bench.timelines.pop(f"backlog-{rates.index(best) + 1}")
-    return {"emails_per_second": best, "emails_per_second_each_run": rates}
+    return {
+        "emails_per_second": best,
+        "emails_per_second_each_run": rates,
+        "cpu_ms_per_email": bench.timelines["drain"].cpu_ms_per_email(),
+    }
 
 
 async def tls_drain(bench: Bench) -> dict[str, Any]:
@@ -227,8 +283,13 @@ async def tls_drain(bench: Bench) -> dict[str, Any]:
 
 
 async def drain_once(
-    bench: Bench, name: str, bootstrap_servers: str | None = None, **overrides: str
+    bench: Bench,
+    name: str,
+    bootstrap_servers: str | None = None,
+    **overrides: str,
 ) -> float:
+    """The worker's rate on a backlog of the stage size, by the sink's clock from its first
+    delivery to its last; the CPU each process used meanwhile is on the timeline `name`."""
     stack = bench.stack(name, bootstrap_servers, **overrides)
     sink, worker = stack.stack.sink(), stack.stack.worker()
     await stack.up_topics()
@@ -237,7 +298,10 @@ async def drain_once(
         count = bench.sizes.emails
         await preload(stack, [email_record(n, bench.run_id) for n in range(count)])
         await stack.start(worker)
-        await bench.until_stored(stack, count, seconds=count / 50 + 60, timeline=name)
+        cpu_of = bench.pids(stack, [worker, sink], kafka=bootstrap_servers is None)
+        await bench.until_stored(
+            stack, count, seconds=count / 50 + 60, timeline=name, cpu_of=cpu_of
+        )
         bench.note_peak_rss(stack, [worker, sink])
         return (count - 1) / await first_to_last_stored(stack)
     finally:

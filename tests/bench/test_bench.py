@@ -15,7 +15,8 @@ SUMMARY = re.compile(
     r"^bench: drain/ceiling=\d+\.\d\d api/ceiling=\d+\.\d\d vs-naive=\d+\.\dx "
     r"p99@\d+=\d+ms api/http=\d+\.\d\d restart=\d+\.\ds worker-rss=\d+MB api-rss=\d+MB "
     r"console/drain=\d+\.\d\d sink/mailpit=\d+\.\d\d cluster/single=\d+\.\d\d "
-    r"pg/sqlite=\d+\.\d\d deferred/plain=\d+\.\d\d status-delay=\d+/\d+ms$",
+    r"pg/sqlite=\d+\.\d\d deferred/plain=\d+\.\d\d status-delay=\d+/\d+ms "
+    r"cpu/client=\d+\.\d\d relay/bound=\d+\.\d\d$",
     re.MULTILINE,
 )
 
@@ -34,7 +35,17 @@ def test_the_quick_bench_reports_every_stage(tmp_path: Path) -> None:
         "sink ceiling", "backlog drain", "pipeline through the API", "naive baseline",
         "latency", "API accept rate", "restart", "drain over STARTTLS and AUTH", "console watching",
         "sink against Mailpit", "drain on a 3-broker cluster", "drain with the PostgreSQL store",
-        "drain with 1 % deferred", "status delay",
+        "drain with 1 % deferred", "status delay", "remote relay",
     }  # fmt: skip
     assert {"api", "worker", "smtp_sink", "console"} <= set(report["peak_rss_bytes"])
+    stages = report["stages"]
+    assert set(stages["sink ceiling"]["cpu_ms_per_email"]) == {"client", "smtp_sink"}
+    assert set(stages["backlog drain"]["cpu_ms_per_email"]) == {"worker", "smtp_sink", "kafka"}
+    assert set(stages["pipeline through the API"]["cpu_ms_per_email"]) == {
+        "api", "worker", "smtp_sink", "kafka",
+    }  # fmt: skip
+    relay = stages["remote relay"]
+    assert str(relay["default_lanes"]) in relay["by_lanes"]
+    assert relay["transaction_ms"] >= relay["delay_ms"]  # at least one delayed reply
+    assert report["figures"]["cpu/client"] > 0
     assert (tmp_path / "bench.png").read_bytes().startswith(b"\x89PNG")
