@@ -31,6 +31,7 @@ from shared.events import (
     Suppression,
     UnreadableEvent,
     accepted_event,
+    accepted_event_id,
     deferred_event_id,
     final_event_id,
     is_final,
@@ -192,6 +193,26 @@ def test_an_event_id_is_a_uuid5_of_what_the_event_says() -> None:
     name = f"{MESSAGE_ID}/ana@example.com/final"
 
     assert SENT.event_id == str(uuid.uuid5(EVENTS_NAMESPACE, name))
+
+
+@pytest.mark.parametrize(
+    ("message_id", "recipient"),
+    [
+        (MESSAGE_ID, "ana@example.com"),
+        (str(uuid.uuid4()), "josé@xn--e1afmkfd.xn--p1ai"),
+        ("a" * 200, "b" * 64 + "@example.com"),
+    ],
+)
+def test_every_id_kind_is_the_uuid5_the_standard_library_makes(
+    message_id: str, recipient: str
+) -> None:
+    """The ids are made without uuid.UUID, for speed: the same ids it would make."""
+    assert final_event_id(message_id, recipient) == str(
+        uuid.uuid5(EVENTS_NAMESPACE, f"{message_id}/{recipient}/final")
+    )
+    assert accepted_event_id(message_id, 2, 99) == str(
+        uuid.uuid5(EVENTS_NAMESPACE, f"{message_id}/accepted/2/99")
+    )
 
 
 def test_a_recipients_final_event_has_one_id_whatever_the_outcome() -> None:
