@@ -26,7 +26,9 @@ changes what this relies on, over plain TCP, STARTTLS and TLS, on asyncio's loop
 What it gains: a transaction takes two round trips, not four, when the server offers PIPELINING
 (MAIL, every RCPT and DATA in one write, then the message): one email over an open connection to
 the sink 20 ms away (SINK_REPLY_DELAY_MS=20) went from 83 ms to 42 ms, so a lane delivers twice
-as many emails to a remote relay.
+as many emails to a remote relay. Fewer writes and wake-ups cost less CPU too: blasting 3,000
+emails over 32 connections to the local sink on uvloop (tests/bench/smtp_blast.py), the client's
+CPU an email went from 0.16-0.20 ms to 0.13-0.15 ms (six runs each, interleaved).
 """
 
 from __future__ import annotations
