@@ -1,21 +1,28 @@
 """The SMTP settings checked at start: credentials never go out unencrypted unless a setting says
 so, both or neither of username and password, a CA file that loads; the password never shows.
-And, with aiosmtplib's client scripted, whose fault a failed transaction is: the relay's while
-MAIL FROM has not been answered (RelayUnavailable), the email's after."""
+And, with aiosmtplib's client and the relay scripted: a transaction pipelined (RFC 2920) when the
+relay offers it, one command at a time when not, with the same outcome and the same errors;
+whose fault a failed transaction is: the relay's while MAIL FROM has not been answered
+(RelayUnavailable), the email's after."""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
 from aiosmtplib import (
     SMTPConnectResponseError,
     SMTPConnectTimeoutError,
+    SMTPDataError,
     SMTPNotSupported,
     SMTPReadTimeoutError,
+    SMTPRecipientsRefused,
     SMTPResponse,
+    SMTPResponseException,
     SMTPSenderRefused,
     SMTPServerDisconnected,
 )
@@ -23,10 +30,24 @@ from pydantic import SecretStr
 
 from services.worker import smtp
 from services.worker.mime import OutgoingEmail, render_email
+from services.worker.send_limiter import SendLimiter
 from services.worker.smtp import SmtpConnection, SmtpServer, SmtpSettingsError, smtp_server
-from services.worker.smtp_failures import ConfigurationFault, OutcomeUnknown, RelayUnavailable
+from services.worker.smtp_failures import (
+    ConfigurationFault,
+    OutcomeUnknown,
+    RelayUnavailable,
+    throttling_reply,
+)
 from shared.settings import Settings
 from tests.unit.worker.fakes import email_record
+from tests.unit.worker.scripted_relay import (
+    TAKEN,
+    Cut,
+    ScriptedRelay,
+    byte_by_byte,
+    random_cuts,
+    whole,
+)
 
 PASSWORD = "correct horse battery staple"
 
@@ -129,33 +150,35 @@ def test_the_password_is_in_no_repr() -> None:
     assert server.password == SecretStr(PASSWORD)
 
 
-MAIL_TAKEN = SMTPResponse(250, "2.1.0 Ok")
-
-
 class ScriptedClient:
-    """aiosmtplib's SMTP as SmtpConnection drives it, in memory: every step answers as a relay
-    that takes the email, but the step named `fails`, which raises `error`, and RCPT for the
-    addresses in `refuses`."""
+    """aiosmtplib's SMTP as SmtpConnection drives it to open a session, in memory: connect and
+    EHLO go well but the step named `fails`, which raises `error`; the session it opens is
+    `relay`'s, whose EHLO offered `extensions`."""
 
     def __init__(
         self,
+        relay: ScriptedRelay | None = None,
         fails: str | None = None,
         error: BaseException | None = None,
-        refuses: dict[str, SMTPResponse] | None = None,
-        mail_reply: SMTPResponse = MAIL_TAKEN,
+        extensions: tuple[str, ...] = ("pipelining",),
     ) -> None:
+        self.relay = relay or ScriptedRelay()
         self.fails = fails
         self.error = error or SMTPServerDisconnected("Connection lost")
-        self.refuses = refuses or {}
-        self.mail_reply = mail_reply
-        self.steps: list[str] = []
+        self.extensions = extensions
+        self.opening: list[str] = []
         self.is_connected = False
-        self.protocol = self  # DATA's end is written to the protocol, and its reply read there
+        self.transport = self.relay
+        self.protocol = self  # aiosmtplib's, told when the connection is lost
+        self.relay.protocol = self
+
+    @property
+    def steps(self) -> list[str]:
+        return self.opening + self.relay.steps
 
     def _step(self, name: str) -> None:
-        self.steps.append(name)
+        self.opening.append(name)
         if name == self.fails:
-            self.is_connected = False
             raise self.error
 
     async def connect(self) -> None:
@@ -166,34 +189,14 @@ class ScriptedClient:
         self._step("EHLO")
 
     def supports_extension(self, name: str) -> bool:
-        return False
+        return name in self.extensions
 
-    async def execute_command(
-        self,
-        command: bytes,
-        *args: bytes,
-        timeout: float,  # noqa: ASYNC109 - aiosmtplib's signature
-    ) -> SMTPResponse:
-        self._step(command.decode())
-        if command == b"MAIL":
-            return self.mail_reply
-        if command == b"RCPT":
-            address = args[0].decode().removeprefix("TO:<").removesuffix(">")
-            return self.refuses.get(address, SMTPResponse(250, "2.1.5 Ok"))
-        return SMTPResponse(354, "End data with <CR><LF>.<CR><LF>")  # DATA
-
-    def write(self, data: bytes) -> None:
-        self._step("message")
-
-    async def read_response(self, timeout: float) -> SMTPResponse:  # noqa: ASYNC109 - as above
-        self._step("final reply")
-        return SMTPResponse(250, "2.0.0 Ok: queued as 4F2A")
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.is_connected = False
 
     def close(self) -> None:
         self.is_connected = False
-
-    async def quit(self) -> None:
-        self.is_connected = False
+        self.relay.close()
 
 
 @pytest.fixture
@@ -204,25 +207,127 @@ def relay(monkeypatch: pytest.MonkeyPatch) -> list[ScriptedClient]:
     return clients
 
 
+@pytest.fixture(params=[True, False], ids=["pipelined", "one_at_a_time"])
+def pipelining(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    """The extensions of a relay that offers PIPELINING, and of one that does not."""
+    return ("pipelining",) if request.param else ()
+
+
+WAIT = 0.05  # every reply's wait, for a relay that goes silent
+
+
 def connection() -> SmtpConnection:
-    return SmtpConnection(SmtpServer("relay.test", 25, timeout_seconds=5))
+    return SmtpConnection(
+        SmtpServer(
+            "relay.test",
+            25,
+            timeout_seconds=5,
+            command_timeout_seconds=WAIT,
+            data_timeout_seconds=WAIT,
+            data_end_timeout_seconds=WAIT,
+        )
+    )
 
 
 def an_email(*to: str) -> OutgoingEmail:
     return render_email(email_record("m-1", to=list(to) or ["ana@example.com"]), "pipeline.test")
 
 
-async def test_a_transaction_returns_the_final_reply_and_the_recipients_refused(
+ANA, BOB, CY = "ana@example.com", "bob@example.com", "cy@example.com"
+NO_SUCH_USER = b"550 5.1.1 no such user\r\n"
+QUEUED = SMTPResponse(250, "2.0.0 Ok: queued as 4F2A")
+
+
+async def test_a_pipelined_transaction_writes_mail_every_rcpt_and_data_at_once(
     relay: list[ScriptedClient],
 ) -> None:
-    no_such_user = SMTPResponse(550, "5.1.1 no such user")
-    relay.append(ScriptedClient(refuses={"bob@example.com": no_such_user}))
-    email = an_email("ana@example.com", "bob@example.com")
+    client = ScriptedClient(extensions=("pipelining",))
+    relay.append(client)
+    email = an_email(ANA, BOB)
+
+    await connection().send(email, email.recipients)
+
+    group, message = client.relay.writes
+    assert group == (
+        b"MAIL FROM:<demo@example.com>\r\nRCPT TO:<ana@example.com>\r\n"
+        b"RCPT TO:<bob@example.com>\r\nDATA\r\n"
+    )
+    assert message.endswith(b"\r\n.\r\n")
+
+
+async def test_without_pipelining_each_command_waits_for_its_reply(
+    relay: list[ScriptedClient],
+) -> None:
+    client = ScriptedClient(extensions=())
+    relay.append(client)
+    email = an_email(ANA, BOB)
+
+    await connection().send(email, email.recipients)
+
+    assert client.relay.writes[:4] == [
+        b"MAIL FROM:<demo@example.com>\r\n",
+        b"RCPT TO:<ana@example.com>\r\n",
+        b"RCPT TO:<bob@example.com>\r\n",
+        b"DATA\r\n",
+    ]
+    assert len(client.relay.writes) == 5, "and the message"
+
+
+async def test_a_transaction_returns_the_final_reply_and_the_recipients_refused(
+    relay: list[ScriptedClient], pipelining: tuple[str, ...]
+) -> None:
+    relay.append(ScriptedClient(ScriptedRelay({BOB: NO_SUCH_USER}), extensions=pipelining))
+    email = an_email(ANA, BOB, CY)
 
     transaction = await connection().send(email, email.recipients)
 
-    assert transaction.reply == SMTPResponse(250, "2.0.0 Ok: queued as 4F2A")
-    assert transaction.refused == {"bob@example.com": no_such_user}
+    assert transaction.reply == QUEUED
+    assert transaction.refused == {BOB: SMTPResponse(550, "5.1.1 no such user")}
+
+
+MULTI_LINE = {
+    "MAIL": b"250-2.1.0 Sender\r\n250 2.1.0 Ok\r\n",
+    CY: b"550-5.1.1 The email account that you tried to reach does not exist.\r\n"
+    b"550-5.1.1 Please try double-checking the recipient's email\r\n"
+    b"550 5.1.1 address for typos.\r\n",
+    "DATA": b"354-Go ahead\r\n354 End data with <CR><LF>.<CR><LF>\r\n",
+    "message": b"250-2.0.0 Ok:\r\n250 2.0.0 queued as 4F2A\r\n",
+}
+
+
+@pytest.mark.parametrize(
+    "cut",
+    [whole, byte_by_byte, *(random_cuts(seed) for seed in range(20))],
+    ids=["one_segment", "byte_by_byte", *(f"random_cuts_{seed}" for seed in range(20))],
+)
+async def test_replies_cut_anywhere_read_the_same(relay: list[ScriptedClient], cut: Cut) -> None:
+    """Several replies in one segment, one reply over several, multi-line replies: the same
+    transaction, whichever way the network cuts the replies."""
+    relay.append(ScriptedClient(ScriptedRelay(MULTI_LINE, cut=cut)))
+    email = an_email(ANA, BOB, CY)
+
+    transaction = await connection().send(email, email.recipients)
+
+    assert transaction.reply == SMTPResponse(250, "2.0.0 Ok:\n2.0.0 queued as 4F2A")
+    assert transaction.refused == {
+        CY: SMTPResponse(
+            550,
+            "5.1.1 The email account that you tried to reach does not exist.\n"
+            "5.1.1 Please try double-checking the recipient's email\n"
+            "5.1.1 address for typos.",
+        )
+    }
+
+
+async def test_a_reply_not_in_utf8_keeps_its_bytes_as_aiosmtplib_reads_them(
+    relay: list[ScriptedClient],
+) -> None:
+    """Surrogate escapes, which the sent event turns into U+FFFD (shared/events.py)."""
+    relay.append(ScriptedClient(ScriptedRelay({"message": b"250 Ok: queued \xff as 4F2A\r\n"})))
+
+    transaction = await connection().send(an_email(), [ANA])
+
+    assert transaction.reply.message == "Ok: queued \udcff as 4F2A"
 
 
 @pytest.mark.parametrize(
@@ -234,60 +339,173 @@ async def test_a_transaction_returns_the_final_reply_and_the_recipients_refused(
             "connect", SMTPConnectResponseError(421, "4.3.2 too busy"), id="a_4xx_greeting"
         ),
         pytest.param("EHLO", SMTPServerDisconnected("Connection lost"), id="lost_at_ehlo"),
-        pytest.param("MAIL", SMTPServerDisconnected("Connection lost"), id="a_stale_connection"),
-        pytest.param("MAIL", SMTPReadTimeoutError("Timed out"), id="no_reply_to_mail_from"),
     ],
 )
-async def test_a_failure_before_mail_from_is_answered_is_the_relays(
+async def test_a_failure_opening_the_session_is_the_relays(
     relay: list[ScriptedClient], fails: str, error: BaseException
 ) -> None:
-    relay.append(ScriptedClient(fails, error))
+    relay.append(ScriptedClient(fails=fails, error=error))
 
     with pytest.raises(RelayUnavailable) as unavailable:
-        await connection().send(an_email(), ["ana@example.com"])
+        await connection().send(an_email(), [ANA])
 
     assert str(unavailable.value).startswith(f"relay.test:25: {type(error).__name__}: ")
     assert unavailable.value.__cause__ is error
 
 
 @pytest.mark.parametrize(
-    ("fails", "error", "raised"),
+    ("script", "cause"),
     [
-        pytest.param("RCPT", SMTPServerDisconnected("lost"), SMTPServerDisconnected, id="rcpt"),
-        pytest.param("DATA", SMTPReadTimeoutError("Timed out"), SMTPReadTimeoutError, id="data"),
-        pytest.param("message", ConnectionResetError(), ConnectionResetError, id="message"),
-        pytest.param("final reply", SMTPServerDisconnected("lost"), OutcomeUnknown, id="end"),
+        pytest.param({"lost_at": "MAIL"}, SMTPServerDisconnected, id="a_stale_connection"),
+        pytest.param({"silent_at": "MAIL"}, SMTPReadTimeoutError, id="no_reply_to_mail_from"),
+    ],
+)
+async def test_a_failure_before_mail_from_is_answered_is_the_relays(
+    relay: list[ScriptedClient],
+    pipelining: tuple[str, ...],
+    script: dict[str, Any],
+    cause: type[Exception],
+) -> None:
+    relay.append(ScriptedClient(ScriptedRelay(**script), extensions=pipelining))
+
+    with pytest.raises(RelayUnavailable) as unavailable:
+        await connection().send(an_email(ANA, BOB), [ANA, BOB])
+
+    assert str(unavailable.value).startswith(f"relay.test:25: {cause.__name__}: ")
+    assert isinstance(unavailable.value.__cause__, cause)
+
+
+@pytest.mark.parametrize(
+    ("script", "raised"),
+    [
+        pytest.param({"lost_at": "RCPT"}, SMTPServerDisconnected, id="lost_at_rcpt"),
+        pytest.param({"silent_at": "RCPT"}, SMTPReadTimeoutError, id="no_reply_to_rcpt"),
+        pytest.param({"lost_at": "DATA"}, SMTPServerDisconnected, id="lost_at_data"),
+        pytest.param({"silent_at": "DATA"}, SMTPReadTimeoutError, id="no_reply_to_data"),
+        pytest.param({"lost_at": "message"}, OutcomeUnknown, id="final_reply_lost"),
+        pytest.param({"silent_at": "message"}, OutcomeUnknown, id="no_final_reply"),
     ],
 )
 async def test_a_failure_once_mail_from_was_answered_is_the_emails(
-    relay: list[ScriptedClient], fails: str, error: BaseException, raised: type[Exception]
+    relay: list[ScriptedClient],
+    pipelining: tuple[str, ...],
+    script: dict[str, Any],
+    raised: type[Exception],
 ) -> None:
-    relay.append(ScriptedClient(fails, error))
+    relay.append(ScriptedClient(ScriptedRelay(**script), extensions=pipelining))
 
     with pytest.raises(raised) as failed:
-        await connection().send(an_email(), ["ana@example.com"])
+        await connection().send(an_email(), [ANA])
 
     assert not isinstance(failed.value, RelayUnavailable)
 
 
-async def test_a_refusal_of_mail_from_is_the_emails(relay: list[ScriptedClient]) -> None:
-    relay.append(ScriptedClient(mail_reply=SMTPResponse(451, "4.3.0 try again later")))
+async def test_the_final_dot_sent_marks_the_wait_for_its_reply(
+    relay: list[ScriptedClient], pipelining: tuple[str, ...]
+) -> None:
+    client = ScriptedClient(ScriptedRelay(silent_at="message"), extensions=pipelining)
+    relay.append(client)
+    sender = connection()
+    marked: list[bool] = []  # as each write reaches the relay
+    client.relay.on_write = lambda: marked.append(sender.awaiting_final_reply)
+
+    with pytest.raises(OutcomeUnknown, match="SMTP_DATA_END_TIMEOUT_SECONDS"):
+        await sender.send(an_email(), [ANA])
+
+    assert marked[-1], "the message is written once the final dot is marked as sent"
+    assert not any(marked[:-1])
+    assert not sender.awaiting_final_reply
+
+
+@pytest.mark.parametrize("code", [451, 550])
+async def test_a_refusal_of_mail_from_is_the_emails_and_drops_the_connection(
+    relay: list[ScriptedClient], pipelining: tuple[str, ...], code: int
+) -> None:
+    refused_sender = f"{code} 4.3.0 not now\r\n".encode()
+    client = ScriptedClient(ScriptedRelay({"MAIL": refused_sender}), extensions=pipelining)
+    relay.append(client)
+    sender = connection()
 
     with pytest.raises(SMTPSenderRefused) as refused:
-        await connection().send(an_email(), ["ana@example.com"])
+        await sender.send(an_email(), [ANA])
 
-    assert refused.value.code == 451
+    assert refused.value.code == code
+    assert not sender.is_open
+    assert "message" not in client.relay.steps
 
 
-async def test_a_session_refused_before_any_email_is_a_configuration_fault_not_the_relays(
+async def test_a_421_to_a_recipient_refuses_the_whole_transaction(
+    relay: list[ScriptedClient], pipelining: tuple[str, ...]
+) -> None:
+    """The relay closes the connection: no recipient is at fault, and the relay asks the worker
+    to slow down (relay_etiquette.py reads the code)."""
+    slow_down = b"421 4.7.0 rate limit exceeded, slow down\r\n"
+    relay.append(ScriptedClient(ScriptedRelay({BOB: slow_down}), extensions=pipelining))
+
+    with pytest.raises(SMTPResponseException) as refused:
+        await connection().send(an_email(ANA, BOB, CY), [ANA, BOB, CY])
+
+    assert type(refused.value) is SMTPResponseException
+    assert refused.value.code == 421
+    assert throttling_reply(refused.value) == "421 4.7.0 rate limit exceeded, slow down"
+
+
+@pytest.mark.parametrize(
+    "data_reply",
+    [
+        pytest.param(None, id="data_refused_503"),
+        pytest.param(TAKEN["DATA"], id="data_answered_354"),
+    ],
+)
+async def test_every_recipient_refused_sends_no_message_and_drops_the_connection(
+    relay: list[ScriptedClient],
+    pipelining: tuple[str, ...],
+    data_reply: bytes | None,
+) -> None:
+    """RFC 2920: a 354 after every recipient was refused gets no message."""
+    answers = {ANA: NO_SUCH_USER, BOB: b"450 4.2.0 mailbox busy\r\n"}
+    if data_reply is not None:
+        answers["DATA"] = data_reply
+    stale, fresh = ScriptedClient(ScriptedRelay(answers), extensions=pipelining), ScriptedClient()
+    relay.extend([stale, fresh])
+    sender = connection()
+
+    with pytest.raises(SMTPRecipientsRefused) as refused:
+        await sender.send(an_email(ANA, BOB), [ANA, BOB])
+    await sender.send(an_email(), [ANA])
+
+    assert [r.code for r in refused.value.recipients] == [550, 450]
+    assert [r.recipient for r in refused.value.recipients] == [ANA, BOB]
+    assert "message" not in stale.relay.steps
+    assert stale.relay.is_closing()
+    assert fresh.steps[-1] == "message"
+
+
+async def test_data_not_answered_354_is_a_data_error(
+    relay: list[ScriptedClient], pipelining: tuple[str, ...]
+) -> None:
+    answers = {"DATA": b"554 5.5.1 no valid recipients\r\n"}
+    relay.append(ScriptedClient(ScriptedRelay(answers), extensions=pipelining))
+
+    with pytest.raises(SMTPDataError) as refused:
+        await connection().send(an_email(), [ANA])
+
+    assert refused.value.code == 554
+
+
+async def test_a_mailbox_beyond_ascii_goes_with_smtputf8_on_mail(
     relay: list[ScriptedClient],
 ) -> None:
-    relay.append(ScriptedClient("connect", SMTPConnectResponseError(554, "5.7.1 no service")))
+    client = ScriptedClient(extensions=("pipelining", "smtputf8"))
+    relay.append(client)
+    email = an_email("José <josé@example.com>")
 
-    with pytest.raises(ConfigurationFault) as refused:
-        await connection().send(an_email(), ["ana@example.com"])
+    await connection().send(email, email.recipients)
 
-    assert refused.value.kind == "session_refused"
+    assert client.relay.writes[0] == (
+        b"MAIL FROM:<demo@example.com> SMTPUTF8 BODY=8BITMIME\r\n"
+        + "RCPT TO:<josé@example.com>\r\nDATA\r\n".encode()
+    )
 
 
 async def test_a_relay_without_smtputf8_is_the_emails_trouble_not_the_relays(
@@ -300,17 +518,77 @@ async def test_a_relay_without_smtputf8_is_the_emails_trouble_not_the_relays(
         await connection().send(email, email.recipients)
 
 
-async def test_a_stale_connection_is_dropped_and_the_next_send_opens_a_fresh_one(
+async def test_a_session_refused_before_any_email_is_a_configuration_fault_not_the_relays(
     relay: list[ScriptedClient],
 ) -> None:
-    stale, fresh = ScriptedClient("MAIL"), ScriptedClient()
+    relay.append(ScriptedClient(fails="connect", error=SMTPConnectResponseError(554, "no")))
+
+    with pytest.raises(ConfigurationFault) as refused:
+        await connection().send(an_email(), [ANA])
+
+    assert refused.value.kind == "session_refused"
+
+
+async def test_the_send_limiters_turn_comes_right_before_mail_from(
+    relay: list[ScriptedClient],
+) -> None:
+    client = ScriptedClient()
+    relay.append(client)
+    seen_at_turn: list[list[str]] = []
+
+    class Limiter(SendLimiter):
+        async def turn(self) -> None:
+            seen_at_turn.append(list(client.steps))
+
+    sender = SmtpConnection(SmtpServer("relay.test", 25, timeout_seconds=5), Limiter(None))
+    await sender.send(an_email(), [ANA])
+    await sender.send(an_email(), [ANA])
+
+    assert seen_at_turn == [
+        ["connect", "EHLO"],
+        ["connect", "EHLO", "MAIL", "RCPT", "DATA", "message"],
+    ]
+
+
+async def test_a_stale_connection_is_dropped_and_the_next_send_opens_a_fresh_one(
+    relay: list[ScriptedClient], pipelining: tuple[str, ...]
+) -> None:
+    stale = ScriptedClient(ScriptedRelay(lost_at="MAIL"), extensions=pipelining)
+    fresh = ScriptedClient(extensions=pipelining)
     relay.extend([stale, fresh])
     pooled = connection()
 
     with pytest.raises(RelayUnavailable):
-        await pooled.send(an_email(), ["ana@example.com"])
-    await pooled.send(an_email(), ["ana@example.com"])
+        await pooled.send(an_email(), [ANA])
+    await pooled.send(an_email(), [ANA])
 
     assert stale.steps == ["connect", "EHLO", "MAIL"]
-    assert fresh.steps == ["connect", "EHLO", "MAIL", "RCPT", "DATA", "message", "final reply"]
+    assert fresh.steps == ["connect", "EHLO", "MAIL", "RCPT", "DATA", "message"]
     assert relay == [], "opened once each"
+
+
+async def test_a_connection_lost_while_idle_is_opened_afresh(relay: list[ScriptedClient]) -> None:
+    first, second = ScriptedClient(), ScriptedClient()
+    relay.extend([first, second])
+    pooled = connection()
+    await pooled.send(an_email(), [ANA])
+
+    first.relay.close()  # the relay hangs up an idle connection
+    await asyncio.sleep(0)
+    await pooled.send(an_email(), [ANA])
+
+    assert not first.is_connected, "aiosmtplib's client is told"
+    assert second.steps[-1] == "message"
+
+
+async def test_close_says_quit_and_closes(relay: list[ScriptedClient]) -> None:
+    client = ScriptedClient()
+    relay.append(client)
+    pooled = connection()
+    await pooled.send(an_email(), [ANA])
+
+    await pooled.close()
+
+    assert client.relay.steps[-1] == "QUIT"
+    assert client.relay.is_closing()
+    assert not pooled.is_open
