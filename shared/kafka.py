@@ -41,16 +41,17 @@ class TopicState:
 
 
 def create_producer(
-    settings: Settings, client_id: str, request_timeout_ms: int
+    settings: Settings, client_id: str, request_timeout_ms: int, linger_ms: int = 1
 ) -> AIOKafkaProducer:
-    """A producer whose send is acknowledged only once the record is durably in the log."""
+    """A producer whose send is acknowledged only once the record is durably in the log, which
+    waits up to `linger_ms` for more records to send with it."""
     return AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         client_id=client_id,
         acks="all",
         enable_idempotence=True,
         request_timeout_ms=request_timeout_ms,
-        linger_ms=1,
+        linger_ms=linger_ms,
     )
 
 

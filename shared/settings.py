@@ -130,6 +130,10 @@ class Settings(BaseSettings):
     # topic's partitions hold only the few emails the relay deferred: fewer lanes suffice.
     worker_lanes_per_partition: Annotated[int, Field(ge=1, le=64)] = 8
     worker_retry_lanes_per_partition: Annotated[int, Field(ge=1, le=64)] = 2
+    # How long the worker's producer waits for more records before it sends a batch: each
+    # email's events are acknowledged that much later, and its record committed, for fewer,
+    # fuller requests (a tenth of the worker's CPU an email at 5 ms, against 1).
+    worker_producer_linger_ms: Annotated[int, Field(ge=0, le=1000)] = 5
     worker_shutdown_timeout_seconds: Seconds = 15.0
     # Static membership (KIP-345): a name of this worker's own, the same after a restart, so
     # that it gets its partitions back with no rebalance if it returns within the session

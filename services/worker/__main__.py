@@ -65,7 +65,12 @@ async def serve(settings: Settings, smtp: SmtpServer) -> None:
     except (CannotOpenDedupeStore, CannotOpenStore) as error:
         sys.exit(f"cannot open the dedupe store: {error}")
     # One producer for dead letters, events and retry records: one connection, one batch.
-    producer = create_producer(settings, client_id=client_id, request_timeout_ms=30_000)
+    producer = create_producer(
+        settings,
+        client_id=client_id,
+        request_timeout_ms=30_000,
+        linger_ms=settings.worker_producer_linger_ms,
+    )
     consumer = create_consumer(settings, client_id=client_id)
     # Retries wait minutes: a fetch may wait 100 ms for records, not 5, so the mostly empty
     # retry topics cost ten fetches a second, not two hundred.

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from pydantic import ValidationError
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import Settings, settings_or_exit
@@ -208,3 +209,17 @@ def test_sink_reply_delay_is_zero_by_default_and_read_from_the_environment(
 def test_sink_reply_delay_says_what_it_expects(given: object) -> None:
     with pytest.raises(ValueError, match=r"whole number of milliseconds from 0 \(no delay\) to"):
         Settings(_env_file=None, sink_reply_delay_ms=given)
+
+
+def test_the_workers_producer_lingers_five_milliseconds_unless_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings().worker_producer_linger_ms == 5
+    monkeypatch.setenv("WORKER_PRODUCER_LINGER_MS", "0")
+    assert Settings().worker_producer_linger_ms == 0
+
+
+@pytest.mark.parametrize("given", [-1, 1001])
+def test_the_workers_producer_linger_has_bounds(given: int) -> None:
+    with pytest.raises(ValidationError, match="worker_producer_linger_ms"):
+        Settings(worker_producer_linger_ms=given)
