@@ -212,8 +212,9 @@ class SmtpConnection:
             if not 200 <= response.code < 300:  # 250, 251, or any 2xx: taken
                 refused[recipient] = response
         if len(refused) == len(recipients):
-            # Pipelined, DATA's reply is yet to come: a refusal, or a 354 that must get no
-            # message (RFC 2920); the connection is dropped unread, as after any failure.
+            # Pipelined, DATA's reply is yet to come: a refusal, or a 354 after which RFC 2920
+            # would have a lone "." sent. Dropping the connection unread, as after any failure,
+            # is simpler and as safe: the server ends the transaction with it.
             raise SMTPRecipientsRefused(
                 [SMTPRecipientRefused(r.code, r.message, address) for address, r in refused.items()]
             )

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from aiosmtplib import (
     SMTPDataError,
     SMTPResponse,
+    SMTPResponseException,
     SMTPServerDisconnected,
     SMTPStatus,
     SMTPTimeoutError,
@@ -57,6 +58,10 @@ async def send_data(
         ) from error
     except (SMTPServerDisconnected, ConnectionError) as error:
         raise OutcomeUnknown(f"the connection was lost after the end of DATA ({error})") from error
+    except SMTPResponseException as error:  # a reply that cannot be read: it may say 250
+        raise OutcomeUnknown(
+            f"the reply to the end of DATA could not be read ({error.message})"
+        ) from error
     if reply.code != SMTPStatus.completed:
         raise SMTPDataError(reply.code, reply.message)
     return reply

@@ -79,7 +79,14 @@ class SessionProtocol(asyncio.Protocol):
 
     @property
     def is_open(self) -> bool:
-        return self._failure is None and not self._transport.is_closing()
+        """Open, with every reply read: one still to come, or come and not read, would be
+        read as the next command's."""
+        return (
+            self._failure is None
+            and not self._owed
+            and not self._replies
+            and not self._transport.is_closing()
+        )
 
     def send(self, *commands: bytes) -> None:
         """Write the commands (each without its CRLF) in one write; each owes one reply.
@@ -114,6 +121,11 @@ class SessionProtocol(asyncio.Protocol):
             timer = self._loop.call_later(timeout, _time_out, waiter)
             try:
                 await waiter
+            except SMTPReadTimeoutError as error:
+                # Its reply may still come, and be read as the next command's: never again.
+                self._fail(error)
+                self._transport.close()
+                raise
             finally:
                 timer.cancel()
                 self._waiter = None
@@ -198,6 +210,7 @@ class SessionProtocol(asyncio.Protocol):
 def _time_out(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_exception(SMTPReadTimeoutError("Timed out waiting for server response"))
+        waiter.exception()  # retrieved, should a cancellation in the same turn leave it unread
 
 
 def take_over(client: SMTP) -> SessionProtocol:

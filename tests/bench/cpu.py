@@ -3,6 +3,7 @@ so that start-up and the group join stay out of it."""
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -23,11 +24,15 @@ def sample_cpu(pids: dict[str, int]) -> dict[str, float]:
 
 def ms_per_email(samples: list[tuple[float, int]], cpu: list[dict[str, float]]) -> dict[str, float]:
     """Each process's CPU milliseconds per email stored, from the first sample in which the sink
-    held any to the last: the steady part of a stage."""
-    first = next((i for i, (_, stored) in enumerate(samples) if stored > 0), None)
-    if first is None or first == len(samples) - 1:
+    held any to the last: the steady part of a stage. A stage too short to have one (a quick
+    run) is taken whole, from its first sample; NaN for a stage that stored nothing."""
+    if not cpu:
         return {}
+    first = next((i for i, (_, stored) in enumerate(samples) if stored > 0), 0)
+    if samples[-1][1] - samples[first][1] <= 0:
+        first = 0
     emails = samples[-1][1] - samples[first][1]
-    if emails <= 0:
-        return {}
-    return {name: (cpu[-1][name] - cpu[first][name]) * 1000 / emails for name in cpu[first]}
+    return {
+        name: (cpu[-1][name] - cpu[first][name]) * 1000 / emails if emails > 0 else math.nan
+        for name in cpu[first]
+    }

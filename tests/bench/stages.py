@@ -191,9 +191,8 @@ async def sink_ceiling(bench: Bench) -> dict[str, Any]:
         await stack.start(sink)
         try:
             sink_cpu = cpu_seconds(bench.pid_of(stack, sink))
-            client_cpu = time.process_time()
-            await blast("127.0.0.1", stack.settings.sink_smtp_port, emails, connections)
-            client_ms[connections] = (time.process_time() - client_cpu) * 1000 / len(emails)
+            sent = await blast("127.0.0.1", stack.settings.sink_smtp_port, emails, connections)
+            client_ms[connections] = sent.cpu_seconds * 1000 / sent.emails_timed
             await bench.until_stored(stack, len(emails), seconds=30)
             sink_cpu = cpu_seconds(bench.pid_of(stack, sink)) - sink_cpu
             sink_ms[connections] = sink_cpu * 1000 / len(emails)
@@ -207,7 +206,8 @@ async def sink_ceiling(bench: Bench) -> dict[str, Any]:
         "emails_per_second": rates[best],
         "connections": best,
         "emails_per_second_by_connections": rates,
-        "cpu_ms_per_email": {"client": client_ms[best], "smtp_sink": sink_ms[best]},
+        # The client's least over the connections tried: the strictest floor for the worker.
+        "cpu_ms_per_email": {"client": min(client_ms.values()), "smtp_sink": sink_ms[best]},
         "client_cpu_ms_per_email_by_connections": client_ms,
     }
 
@@ -264,12 +264,17 @@ async def backlog_drain(bench: Bench) -> dict[str, Any]:
     to its last (start-up and the group join are the restart stage's business). Twice, on
     fresh stacks, keeping the better: the ceiling too is the best of its tries."""
     rates = [await drain_once(bench, f"backlog-{attempt}") for attempt in (1, 2)]
+    cpu_each_run = [bench.timelines[f"backlog-{attempt}"].cpu_ms_per_email() for attempt in (1, 2)]
     best = max(rates)
     bench.timelines["drain"] = bench.timelines.pop(f"backlog-{rates.index(best) + 1}")
     return {
         "emails_per_second": best,
         "emails_per_second_each_run": rates,
-        "cpu_ms_per_email": bench.timelines["drain"].cpu_ms_per_email(),
+        # Both runs', not the faster one's alone.
+        "cpu_ms_per_email": {
+            name: statistics.mean(run[name] for run in cpu_each_run) for name in cpu_each_run[0]
+        },
+        "cpu_ms_per_email_each_run": cpu_each_run,
     }
 
 

@@ -1,5 +1,11 @@
 """The sink's SMTP session: aiosmtpd's, with the fast paths of FastPathSMTP, and a limit on
 failed AUTH attempts per connection; and the same with every reply late, a relay far away.
+
+What the late one, DelayedReplySMTP, relies on in aiosmtpd 1.4.6 (pyproject.toml keeps it below
+1.5): that its SMTP calls `connection_made` once per connection with the socket's transport
+while its `transport` is still None, and again after STARTTLS with the TLS transport, which
+writes through the one given first. tests/integration/smtp_sink/smtp/test_tls_auth.py fails when
+that changes: its STARTTLS and implicit TLS tests also run with the replies late.
 """
 
 from __future__ import annotations

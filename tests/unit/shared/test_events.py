@@ -32,6 +32,7 @@ from shared.events import (
     UnreadableEvent,
     accepted_event,
     accepted_event_id,
+    dead_lettered_event_id,
     deferred_event_id,
     final_event_id,
     is_final,
@@ -212,6 +213,12 @@ def test_every_id_kind_is_the_uuid5_the_standard_library_makes(
     )
     assert accepted_event_id(message_id, 2, 99) == str(
         uuid.uuid5(EVENTS_NAMESPACE, f"{message_id}/accepted/2/99")
+    )
+    assert deferred_event_id(message_id, recipient, 3) == str(
+        uuid.uuid5(EVENTS_NAMESPACE, f"{message_id}/{recipient}/deferred/3")
+    )
+    assert dead_lettered_event_id(message_id) == str(
+        uuid.uuid5(EVENTS_NAMESPACE, f"{message_id}/dead-lettered")
     )
 
 

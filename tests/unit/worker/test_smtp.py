@@ -441,13 +441,29 @@ async def test_a_421_to_a_recipient_refuses_the_whole_transaction(
     to slow down (relay_etiquette.py reads the code)."""
     slow_down = b"421 4.7.0 rate limit exceeded, slow down\r\n"
     relay.append(ScriptedClient(ScriptedRelay({BOB: slow_down}), extensions=pipelining))
+    sender = connection()
 
     with pytest.raises(SMTPResponseException) as refused:
-        await connection().send(an_email(ANA, BOB, CY), [ANA, BOB, CY])
+        await sender.send(an_email(ANA, BOB, CY), [ANA, BOB, CY])
 
     assert type(refused.value) is SMTPResponseException
     assert refused.value.code == 421
     assert throttling_reply(refused.value) == "421 4.7.0 rate limit exceeded, slow down"
+    assert not sender.is_open
+
+
+async def test_an_unreadable_reply_to_the_final_dot_is_an_unknown_outcome(
+    relay: list[ScriptedClient], pipelining: tuple[str, ...]
+) -> None:
+    """The server may have stored the email and said so in a reply that cannot be read."""
+    garbled = b"2S0 2.0.0 Ok: queued as 4F2A\r\n"
+    relay.append(ScriptedClient(ScriptedRelay({"message": garbled}), extensions=pipelining))
+    sender = connection()
+
+    with pytest.raises(OutcomeUnknown, match="could not be read"):
+        await sender.send(an_email(), [ANA])
+
+    assert not sender.is_open
 
 
 @pytest.mark.parametrize(

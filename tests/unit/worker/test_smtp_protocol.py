@@ -211,6 +211,34 @@ async def test_no_reply_in_time_is_a_read_timeout() -> None:
         await protocol.reply(0.01)
 
 
+async def test_a_timed_out_session_is_closed_so_a_late_reply_is_never_the_next_commands() -> None:
+    protocol, transport, _ = session()
+    protocol.send(b"MAIL FROM:<a@example.com>", b"RCPT TO:<b@example.com>")
+    protocol.data_received(b"250 2.1.0 Ok\r\n")
+    assert await protocol.reply(1) == SMTPResponse(250, "2.1.0 Ok")
+
+    with pytest.raises(SMTPReadTimeoutError):
+        await protocol.reply(0.01)
+    protocol.data_received(b"550 5.1.1 too late\r\n")  # the RCPT's reply, late
+
+    assert not protocol.is_open
+    assert transport.closing
+    with pytest.raises(SMTPReadTimeoutError):
+        protocol.send(b"MAIL FROM:<c@example.com>")
+
+
+async def test_a_session_is_open_for_the_next_command_only_once_every_reply_is_read() -> None:
+    protocol, _, _ = session()
+    protocol.send(b"NOOP")
+    assert not protocol.is_open  # owed
+
+    protocol.data_received(b"250 2.0.0 Ok\r\n")
+    assert not protocol.is_open  # come, not read
+
+    await protocol.reply(1)
+    assert protocol.is_open
+
+
 async def test_nothing_is_written_once_the_connection_is_lost() -> None:
     protocol, transport, _ = session()
     protocol.connection_lost(None)
