@@ -16,6 +16,8 @@ never the user's `make up` stack.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 from aiokafka.errors import KafkaError
@@ -40,12 +42,22 @@ def private_cluster(run_dir: Path, kafka_libs_dir: Path, brokers: int = 3) -> Ka
     )
 
 
-async def partition_leader(cluster: KafkaCluster, topic: str, partition: int = 0) -> int:
-    """The node id that leads a partition now."""
+async def partition_leader(
+    cluster: KafkaCluster, topic: str, partition: int = 0, seconds: float = 10
+) -> int:
+    """The node id that leads a partition now. A topic just made may not have reached the node
+    asked yet, which then describes it without its partitions: asked again until it has."""
+    deadline = time.monotonic() + seconds
     async with admin_client(cluster.bootstrap_servers) as admin:
-        [described] = await admin.describe_topics([topic])
-    [leader] = [p["leader"] for p in described["partitions"] if p["partition"] == partition]
-    return int(leader)
+        while True:
+            [described] = await admin.describe_topics([topic])
+            leaders = [p["leader"] for p in described["partitions"] if p["partition"] == partition]
+            if leaders or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+    if not leaders:
+        raise RuntimeError(f"{topic}-{partition} has no leader after {seconds:g} s")
+    return int(leaders[0])
 
 
 async def partition_leaders(cluster: KafkaCluster, topic: str) -> dict[int, int] | None:
