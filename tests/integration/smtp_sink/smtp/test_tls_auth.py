@@ -239,8 +239,9 @@ async def test_optional_starttls_then_auth_delivers(
     assert await stored_count(optional_tls_sink) == 1
 
 
+@pytest.mark.parametrize("reply_delay_ms", ["0", "50"])  # 50: every reply late, TLS's too
 async def test_implicit_tls_with_auth_delivers(
-    tmp_path: Path, tls_files: TlsFiles, client_context: ssl.SSLContext
+    tmp_path: Path, tls_files: TlsFiles, client_context: ssl.SSLContext, reply_delay_ms: str
 ) -> None:
     with running_sink(
         tmp_path,
@@ -248,6 +249,7 @@ async def test_implicit_tls_with_auth_delivers(
         SINK_TLS_KEY_FILE=str(tls_files.key),
         SINK_TLS_IMPLICIT="true",
         SINK_AUTH_FILE=str(tls_files.auth),
+        SINK_REPLY_DELAY_MS=reply_delay_ms,
     ) as sink:
         _, reply = await aiosmtplib.send(
             email(),
@@ -287,28 +289,6 @@ async def test_starttls_and_auth_work_and_fail_as_usual_with_every_reply_late(
 
         assert await stored_count(sink) == 1
     # running_sink: it stopped with exit status 0 and without a traceback
-
-
-async def test_implicit_tls_delivers_with_every_reply_late(
-    tmp_path: Path, tls_files: TlsFiles, client_context: ssl.SSLContext
-) -> None:
-    with running_sink(
-        tmp_path,
-        SINK_TLS_CERT_FILE=str(tls_files.cert),
-        SINK_TLS_KEY_FILE=str(tls_files.key),
-        SINK_TLS_IMPLICIT="true",
-        SINK_REPLY_DELAY_MS="50",
-    ) as sink:
-        _, reply = await aiosmtplib.send(
-            email(),
-            hostname="127.0.0.1",
-            port=sink.smtp_port,
-            use_tls=True,
-            tls_context=client_context,
-        )
-
-        assert reply.startswith("2.0.0 OK stored as ")
-        assert await stored_count(sink) == 1
 
 
 async def test_auth_without_tls_is_offered_in_the_clear(
