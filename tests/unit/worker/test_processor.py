@@ -10,6 +10,7 @@ import logging
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,10 +29,16 @@ from aiosmtplib import (
     SMTPServerDisconnected,
 )
 
+from services.worker import processor as processor_module
 from services.worker.configuration_faults import ConfigurationFaults
 from services.worker.dedupe.contract import DeliveryState, RecipientRow
-from services.worker.mime import OutgoingEmail
-from services.worker.processor import MAX_THROTTLED_TRIES, AttemptCounts, EmailProcessor
+from services.worker.mime import OutgoingEmail, render_email
+from services.worker.processor import (
+    LARGE_RECORD_BYTES,
+    MAX_THROTTLED_TRIES,
+    AttemptCounts,
+    EmailProcessor,
+)
 from services.worker.recipient_outcomes import Stage, bounced, sent
 from services.worker.retry import RetryPolicy, Stopped
 from services.worker.smtp import Transaction
@@ -947,7 +954,11 @@ async def test_a_4xx_to_the_message_defers_every_recipient(refusal: Exception) -
     assert retry.owed == [ANA, BOB]
 
 
-@pytest.mark.parametrize("value", [b"hello1", b'{"schema_version": 9}', None])
+@pytest.mark.parametrize(
+    "value",
+    [b"hello1", b'{"schema_version": 9}', None, b"{" + b" " * LARGE_RECORD_BYTES],
+    ids=["not_json", "unknown_version", "no_value", "large_and_read_in_a_thread"],
+)
 async def test_a_poison_record_is_dead_lettered_without_sending(value: bytes | None) -> None:
     dead_letters, mailer, producer = FakeDeadLetters(), FakeMailer(), FakeProducer()
 
@@ -961,6 +972,30 @@ async def test_a_poison_record_is_dead_lettered_without_sending(value: bytes | N
     assert dead_letters.published[0][1].startswith("poison record")
     assert dead_letters.values == [value]
     assert producer.sent == []
+
+
+@pytest.mark.parametrize(
+    ("text", "in_a_thread"), [("hello", False), ("x" * LARGE_RECORD_BYTES, True)]
+)
+async def test_a_large_record_is_read_and_rendered_off_the_event_loops_thread(
+    monkeypatch: pytest.MonkeyPatch, text: str, in_a_thread: bool
+) -> None:
+    rendered_on = []
+
+    def render(record: EmailRecord, domain: str) -> OutgoingEmail:
+        rendered_on.append(threading.get_ident())
+        return render_email(record, domain)
+
+    monkeypatch.setattr(processor_module, "render_email", render)
+    mailer = FakeMailer()
+
+    outcome = await publishing_processor().process(
+        record_of(email_record("m-1", text=text)), mailer, asyncio.Event()
+    )
+
+    assert outcome.finished == "delivered"
+    assert mailer.sent[0][0].get_content().strip() == text
+    assert (rendered_on != [threading.get_ident()]) is in_a_thread
 
 
 def retry_value(**changes: object) -> bytes:
