@@ -50,3 +50,16 @@ def test_the_quick_bench_reports_every_stage(tmp_path: Path) -> None:
     assert relay["transaction_ms"] >= 2 * relay["delay_ms"]
     assert report["figures"]["cpu/client"] > 0
     assert (tmp_path / "bench.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_worker_steps_the_client_skips_are_each_timed_and_added_up() -> None:
+    returncode, output = run_harness("tests.bench.worker_steps", "--repeat", "1", timeout=120)
+
+    assert returncode == 0, output
+    timed = re.findall(r"^(.+?) +(\d+\.\d) us", output, re.MULTILINE)
+    assert [name for name, _ in timed] == [
+        "parse the record", "render MIME", "the accepted event", "read the reply", "a sent event",
+        "together",
+    ]  # fmt: skip
+    steps, together = [float(us) for _, us in timed[:-1]], float(timed[-1][1])
+    assert together == pytest.approx(sum(steps), abs=0.3)
