@@ -35,6 +35,7 @@ from services.worker.dedupe.contract import DeliveryState, RecipientRow
 from services.worker.mime import OutgoingEmail, render_email
 from services.worker.processor import (
     LARGE_RECORD_BYTES,
+    MANY_ADDRESSES,
     MAX_THROTTLED_TRIES,
     AttemptCounts,
     EmailProcessor,
@@ -58,7 +59,7 @@ from shared.events import (
     parse_event,
 )
 from shared.retry_topics import RetryRecord, parse_retry_record
-from shared.schema import EmailRecord
+from shared.schema import EmailRecord, parse_record
 from shared.settings import PROJECT_ROOT
 from shared.suppressions import Suppression
 from tests.unit.worker.fakes import (
@@ -974,28 +975,43 @@ async def test_a_poison_record_is_dead_lettered_without_sending(value: bytes | N
     assert producer.sent == []
 
 
+MANY_RECIPIENTS = [f"r{n:02}@example.com" for n in range(MANY_ADDRESSES + 1)]
+
+
 @pytest.mark.parametrize(
-    ("text", "in_a_thread"), [("hello", False), ("x" * LARGE_RECORD_BYTES, True)]
+    ("fields", "in_a_thread"),
+    [
+        ({}, False),
+        ({"text": "x" * LARGE_RECORD_BYTES}, True),
+        ({"to": MANY_RECIPIENTS}, True),
+    ],
+    ids=["typical_on_the_loop", "large_in_a_thread", "many_addresses_in_a_thread"],
 )
-async def test_a_large_record_is_read_and_rendered_off_the_event_loops_thread(
-    monkeypatch: pytest.MonkeyPatch, text: str, in_a_thread: bool
+async def test_a_record_costly_to_read_is_parsed_and_rendered_off_the_event_loops_thread(
+    monkeypatch: pytest.MonkeyPatch, fields: dict[str, object], in_a_thread: bool
 ) -> None:
-    rendered_on = []
+    threads: dict[str, int] = {}
+
+    def parse(value: bytes | None) -> EmailRecord:
+        threads["parse"] = threading.get_ident()
+        return parse_record(value)
 
     def render(record: EmailRecord, domain: str) -> OutgoingEmail:
-        rendered_on.append(threading.get_ident())
+        threads["render"] = threading.get_ident()
         return render_email(record, domain)
 
+    monkeypatch.setattr(processor_module, "parse_record", parse)
     monkeypatch.setattr(processor_module, "render_email", render)
+    email = email_record("m-1", **fields)
     mailer = FakeMailer()
 
-    outcome = await publishing_processor().process(
-        record_of(email_record("m-1", text=text)), mailer, asyncio.Event()
-    )
+    outcome = await publishing_processor().process(record_of(email), mailer, asyncio.Event())
 
     assert outcome.finished == "delivered"
-    assert mailer.sent[0][0].get_content().strip() == text
-    assert (rendered_on != [threading.get_ident()]) is in_a_thread
+    assert mailer.tried == [email.recipients]
+    loop_thread = threading.get_ident()
+    assert threads["parse"] == threads["render"], "both in one place"
+    assert (threads["parse"] != loop_thread) is in_a_thread
 
 
 def retry_value(**changes: object) -> bytes:
