@@ -14,6 +14,7 @@ from typing import Literal
 from aiosmtplib import (
     SMTP,
     SMTPAuthenticationError,
+    SMTPException,
     SMTPHeloError,
     SMTPNotSupported,
     SMTPRecipientRefused,
@@ -29,11 +30,19 @@ from services.worker import metrics
 from services.worker.mime import OutgoingEmail
 from services.worker.send_limiter import SendLimiter
 from services.worker.smtp_data import send_data
-from services.worker.smtp_failures import ConfigurationFault, RelayUnavailable
+from services.worker.smtp_failures import (
+    ConfigurationFault,
+    RelayUnavailable,
+    closes_an_idle_connection,
+)
 from services.worker.smtp_protocol import SessionProtocol, take_over
 from shared.settings import Settings
 
 TlsMode = Literal["none", "starttls", "tls"]
+# Postfix counts what a client gets refused until it delivers an email, and from 10 refusals
+# (smtpd_soft_error_limit) delays every reply by a second: a connection refused this many
+# recipients since its last email is dropped, not reset, which starts the count afresh.
+REFUSALS_BEFORE_A_FRESH_CONNECTION = 5
 
 
 @dataclass(frozen=True)
@@ -139,15 +148,16 @@ class SmtpConnection:
         # the server may be storing the email, so a stop must wait rather than cut it off.
         self.awaiting_final_reply = False
         self._mail_answered = False  # the server answered MAIL FROM in this transaction
+        self._refusals_since_delivery = 0  # recipients refused since the last email taken
 
     async def send(self, email: OutgoingEmail, recipients: list[str]) -> Transaction:
         """Send one email: the server's reply to the final "." and the recipients it refused
         while taking the rest.
 
         Raises ConfigurationFault when the server refuses the connection's settings (TLS,
-        credentials), RelayUnavailable when it cannot be reached or fails before it answers
-        MAIL FROM (no email is at fault), and OutcomeUnknown when the reply to the final "."
-        never came."""
+        credentials), RelayUnavailable when it cannot be reached or fails before it takes MAIL
+        FROM (no email is at fault), and OutcomeUnknown when the reply to the final "." never
+        came."""
         self._mail_answered = False
         try:
             session = await self._connected()
@@ -155,6 +165,8 @@ class SmtpConnection:
                 await self._limiter.turn()  # with the connection in hand, right before MAIL
             started = time.perf_counter()
             transaction = await self._transaction(session, email, recipients)
+        except SMTPRecipientsRefused:
+            raise  # the transaction was reset (_reset_after_refusals), or the connection dropped
         except BaseException as error:
             # A half-finished exchange leaves the connection in an unknown state: drop it.
             self._drop()
@@ -197,6 +209,8 @@ class SmtpConnection:
         else:
             session.send(mail)
         response = await session.reply(wait)
+        if closes_an_idle_connection(response):  # no email was named to it
+            raise SMTPResponseException(response.code, response.message)
         self._mail_answered = True
         if response.code != SMTPStatus.completed:
             raise SMTPSenderRefused(response.code, response.message, email.sender)
@@ -212,9 +226,8 @@ class SmtpConnection:
             if not 200 <= response.code < 300:  # 250, 251, or any 2xx: taken
                 refused[recipient] = response
         if len(refused) == len(recipients):
-            # Pipelined, DATA's reply is yet to come: a refusal, or a 354 after which RFC 2920
-            # would have a lone "." sent. Dropping the connection unread, as after any failure,
-            # is simpler and as safe: the server ends the transaction with it.
+            self._refusals_since_delivery += len(refused)
+            await self._reset_after_refusals(session, pipelined)
             raise SMTPRecipientsRefused(
                 [SMTPRecipientRefused(r.code, r.message, address) for address, r in refused.items()]
             )
@@ -227,7 +240,28 @@ class SmtpConnection:
             end_timeout=server.data_end_timeout_seconds,
             final_dot_sent=self._final_dot_sent,
         )
+        self._refusals_since_delivery = 0
         return Transaction(reply, refused)
+
+    async def _reset_after_refusals(self, session: SessionProtocol, pipelined: bool) -> None:
+        """End a transaction whose every recipient was refused and keep the connection for
+        the next email, as RFC 2920 3.1 has it: pipelined, DATA's reply is read, and a 354
+        (a server may accept DATA without a recipient) is answered with a lone "."; then RSET.
+        Anything but a 250 to it, no reply in time, or too many refusals on this connection
+        (REFUSALS_BEFORE_A_FRESH_CONNECTION) drops the connection instead."""
+        if self._refusals_since_delivery >= REFUSALS_BEFORE_A_FRESH_CONNECTION:
+            self._drop()
+            return
+        wait = self._server.timeout_seconds  # the refusals are known: a short wait, as EHLO's
+        try:
+            if pipelined and (await session.reply(wait)).code == SMTPStatus.start_input:
+                session.send_message(b".\r\n")  # an empty message, with no one to go to
+                await session.reply(wait)
+            session.send(b"RSET")
+            if (await session.reply(wait)).code != SMTPStatus.completed:
+                self._drop()
+        except SMTPException:  # lost, timed out, unreadable
+            self._drop()  # the refusals stand all the same
 
     @property
     def is_open(self) -> bool:
@@ -247,6 +281,7 @@ class SmtpConnection:
 
     def _drop(self) -> None:
         client, self._client, self._session = self._client, None, None
+        self._refusals_since_delivery = 0
         if client is not None:
             client.close()
 

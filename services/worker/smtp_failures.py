@@ -139,6 +139,9 @@ THROTTLING_TEXT = re.compile(
 # Greylisting asks for a later try of this sender and recipient, never a slower pace: postgrey,
 # milter-greylist, rspamd, and the sink's "Greylisted: try again in N seconds".
 GREYLISTING_TEXT = re.compile(r"gr[ae]y-?list|try again in \d+ seconds", re.IGNORECASE)
+# A 421 that closes a session left idle too long asks nothing of the pace: Postfix's "421 4.4.2
+# mx.example.com Error: timeout exceeded", Exim's "SMTP command timeout - closing connection".
+IDLE_TIMEOUT_TEXT = re.compile(r"time ?out|timed out|\bidle\b", re.IGNORECASE)
 THROTTLING_CODES: Final = frozenset({450, 451, 452, 454})
 # Enhanced status subjects about one address or mailbox (X.1, X.2), the protocol (X.5: "too
 # many recipients" in one transaction) or the content (X.6): a slower pace would not help.
@@ -163,20 +166,32 @@ def enhanced_status(reply: SMTPResponse) -> tuple[int, int, int] | None:
 
 
 def is_throttling(reply: SMTPResponse) -> bool:
-    """Whether the relay asks the worker to slow down: every 421 (the relay closes the
-    connection), and a 450, 451, 452 or 454 whose text speaks of rates, limits or load; never
-    greylisting, nor a reply about one address, the mailbox, the protocol or the content. Such
-    a reply is about the pace, not the email: it slows every lane, and the email waits."""
+    """Whether the relay asks the worker to slow down: a 421 (the relay closes the connection)
+    unless it closes an idle one, and a 450, 451, 452 or 454 whose text speaks of rates, limits
+    or load; never greylisting, nor a reply about one address, the mailbox, the protocol or the
+    content. Such a reply is about the pace, not the email: it slows every lane, and the email
+    waits."""
     if GREYLISTING_TEXT.search(reply.message):
         return False
     if reply.code == 421:
-        return True
+        return not closes_an_idle_connection(reply)
     if reply.code not in THROTTLING_CODES:
         return False
     status = enhanced_status(reply)
     if status is not None and status[1] in NOT_ABOUT_THE_PACE:
         return False
     return THROTTLING_TEXT.search(reply.message) is not None
+
+
+def closes_an_idle_connection(reply: SMTPResponse) -> bool:
+    """Whether a 421 ends a session the worker kept open too long without a command: it asks
+    nothing of the pace, and says nothing of the email whose command it answered."""
+    return (
+        reply.code == 421
+        and IDLE_TIMEOUT_TEXT.search(reply.message) is not None
+        and THROTTLING_TEXT.search(reply.message) is None
+        and GREYLISTING_TEXT.search(reply.message) is None
+    )
 
 
 def suppresses(rcpt_reply: SMTPResponse) -> bool:

@@ -122,17 +122,22 @@ async def test_a_refused_recipients_reply_keeps_its_place_in_the_group(far: Runn
 async def test_every_recipient_refused_sends_nothing_and_the_next_email_goes(
     far: RunningSink,
 ) -> None:
+    """The refused transaction is reset (RSET), and the next email takes the same connection."""
     refused_email, next_email = an_email(NOBODY), an_email(ANA)
     connection = connection_to(far)
     try:
         with pytest.raises(SMTPRecipientsRefused) as refused:
             await connection.send(refused_email, refused_email.recipients)
+        assert connection.is_open
+        started = time.monotonic()
         await connection.send(next_email, next_email.recipients)
+        took = time.monotonic() - started
     finally:
         await connection.close()
 
     assert [r.code for r in refused.value.recipients] == [550]
     assert len(stored(far)) == 1
+    assert took < 3 * DELAY, "two round trips: no greeting, no EHLO"
 
 
 async def test_a_421_in_the_group_refuses_the_transaction_and_asks_to_slow_down(

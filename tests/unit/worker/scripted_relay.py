@@ -18,6 +18,7 @@ TAKEN = {
     "QUIT": b"221 2.0.0 Bye\r\n",
 }
 NO_RECIPIENT = b"503 Error: need RCPT command\r\n"  # aiosmtpd's, and the sink's, to DATA
+NO_VALID_RECIPIENT = b"554 5.5.1 Error: no valid recipients\r\n"  # Postfix's, to the "."
 
 Cut = Callable[[bytes], list[bytes]]
 
@@ -45,8 +46,9 @@ def random_cuts(seed: int) -> Cut:
 
 class ScriptedRelay:
     """The transport under SessionProtocol, and the relay behind it. Each step ("MAIL", "RCPT",
-    "DATA", "message", "QUIT") is answered with TAKEN's reply but where `answers` says otherwise
-    (an address's RCPT by the address), DATA with a 503 when no recipient was taken. At the step
+    "DATA", "message", "RSET", "QUIT") is answered with TAKEN's reply but where `answers` says
+    otherwise (an address's RCPT by the address), DATA with a 503 and the message with a 554
+    when no recipient was taken. At the step
     named `lost_at` the connection is lost instead of its reply (after the replies before it),
     and from the step named `silent_at` on, nothing is answered. Every write is kept."""
 
@@ -115,7 +117,8 @@ class ScriptedRelay:
         """The steps in `data`: command lines, or the message up to its final "."."""
         if self._message is not None:
             self._message += data
-            assert self._message.endswith(b"\r\n.\r\n"), "a message written in one piece"
+            lone_dot = self._message == b".\r\n"  # RFC 2920's, after a 354 to no recipient
+            assert lone_dot or self._message.endswith(b"\r\n.\r\n"), "a message in one piece"
             self._message = None
             return [("message", b"")]
         assert data.endswith(b"\r\n"), "whole command lines"
@@ -130,8 +133,10 @@ class ScriptedRelay:
             return reply
         if step == "DATA" and "DATA" not in self.answers and not self._recipients_taken:
             return NO_RECIPIENT
+        if step == "message" and "message" not in self.answers and not self._recipients_taken:
+            return NO_VALID_RECIPIENT
         reply = self.answers.get(step, TAKEN.get(step, b"250 Ok\r\n"))
-        if step == "message":
+        if step in ("message", "RSET"):
             self._recipients_taken = 0
         return reply
 

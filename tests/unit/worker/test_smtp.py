@@ -216,12 +216,12 @@ def pipelining(request: pytest.FixtureRequest) -> tuple[str, ...]:
 WAIT = 0.05  # every reply's wait, for a relay that goes silent
 
 
-def connection() -> SmtpConnection:
+def connection(timeout_seconds: float = 5) -> SmtpConnection:
     return SmtpConnection(
         SmtpServer(
             "relay.test",
             25,
-            timeout_seconds=5,
+            timeout_seconds=timeout_seconds,
             command_timeout_seconds=WAIT,
             data_timeout_seconds=WAIT,
             data_end_timeout_seconds=WAIT,
@@ -417,10 +417,11 @@ async def test_the_final_dot_sent_marks_the_wait_for_its_reply(
     assert not sender.awaiting_final_reply
 
 
-@pytest.mark.parametrize("code", [451, 550])
+@pytest.mark.parametrize("code", [421, 451, 550])
 async def test_a_refusal_of_mail_from_is_the_emails_and_drops_the_connection(
     relay: list[ScriptedClient], pipelining: tuple[str, ...], code: int
 ) -> None:
+    """A 421 too, unless it closes an idle connection: it may be about this sender."""
     refused_sender = f"{code} 4.3.0 not now\r\n".encode()
     client = ScriptedClient(ScriptedRelay({"MAIL": refused_sender}), extensions=pipelining)
     relay.append(client)
@@ -430,6 +431,28 @@ async def test_a_refusal_of_mail_from_is_the_emails_and_drops_the_connection(
         await sender.send(an_email(), [ANA])
 
     assert refused.value.code == code
+    assert not sender.is_open
+    assert "message" not in client.relay.steps
+
+
+async def test_a_421_to_mail_from_closing_an_idle_connection_is_the_relays(
+    relay: list[ScriptedClient], pipelining: tuple[str, ...]
+) -> None:
+    """The relay timed out a pooled connection as MAIL FROM went: no email was named to it, and
+    nothing asks for a slower pace (a 421 that does stays the email's: a 421 to a recipient,
+    below, and a refusal of MAIL FROM, above)."""
+    idle = b"421 4.4.2 relay.test Error: timeout exceeded\r\n"
+    client = ScriptedClient(ScriptedRelay({"MAIL": idle}), extensions=pipelining)
+    relay.append(client)
+    sender = connection()
+
+    with pytest.raises(RelayUnavailable) as unavailable:
+        await sender.send(an_email(), [ANA])
+
+    cause = unavailable.value.__cause__
+    assert isinstance(cause, SMTPResponseException)
+    assert cause.code == 421
+    assert throttling_reply(unavailable.value) is None
     assert not sender.is_open
     assert "message" not in client.relay.steps
 
@@ -473,28 +496,126 @@ async def test_an_unreadable_reply_to_the_final_dot_is_an_unknown_outcome(
         pytest.param(TAKEN["DATA"], id="data_answered_354"),
     ],
 )
-async def test_every_recipient_refused_sends_no_message_and_drops_the_connection(
+async def test_every_recipient_refused_resets_the_transaction_and_keeps_the_connection(
     relay: list[ScriptedClient],
     pipelining: tuple[str, ...],
     data_reply: bytes | None,
 ) -> None:
-    """RFC 2920: a 354 after every recipient was refused gets no message."""
+    """RFC 2920 3.1: pipelined, DATA's reply is read, and a 354 gets a lone "." (no message);
+    then RSET, and the next email goes over the same connection."""
     answers = {ANA: NO_SUCH_USER, BOB: b"450 4.2.0 mailbox busy\r\n"}
     if data_reply is not None:
         answers["DATA"] = data_reply
-    stale, fresh = ScriptedClient(ScriptedRelay(answers), extensions=pipelining), ScriptedClient()
-    relay.extend([stale, fresh])
+    client = ScriptedClient(ScriptedRelay(answers), extensions=pipelining)
+    relay.append(client)  # the only connection: opening another would fail the test
     sender = connection()
 
     with pytest.raises(SMTPRecipientsRefused) as refused:
         await sender.send(an_email(ANA, BOB), [ANA, BOB])
-    await sender.send(an_email(), [ANA])
+    assert sender.is_open
+    await sender.send(an_email(CY), [CY])
 
     assert [r.code for r in refused.value.recipients] == [550, 450]
     assert [r.recipient for r in refused.value.recipients] == [ANA, BOB]
-    assert "message" not in stale.relay.steps
-    assert stale.relay.is_closing()
+    lone_dot = bool(pipelining) and data_reply is not None
+    refused_steps = ["MAIL", "RCPT", "RCPT"] + (["DATA"] if pipelining else [])
+    assert client.steps == [
+        "connect", "EHLO", *refused_steps, *(["message"] if lone_dot else []), "RSET",
+        "MAIL", "RCPT", "DATA", "message",
+    ]  # fmt: skip
+    assert client.relay.writes.count(b".\r\n") == lone_dot
+    assert sum(b"\r\n.\r\n" in write for write in client.relay.writes) == 1, "one message"
+
+
+TOO_MANY_ERRORS = b"421 4.7.0 relay.test Error: too many errors\r\n"
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        pytest.param({"answers": {ANA: NO_SUCH_USER, "RSET": b"500 unknown\r\n"}}, id="refused"),
+        pytest.param({"answers": {ANA: NO_SUCH_USER, "RSET": TOO_MANY_ERRORS}}, id="closing"),
+        pytest.param({"answers": {ANA: NO_SUCH_USER}, "lost_at": "RSET"}, id="lost"),
+        pytest.param({"answers": {ANA: NO_SUCH_USER}, "silent_at": "RSET"}, id="no_reply"),
+    ],
+)
+async def test_a_reset_that_fails_drops_the_connection_and_the_refusals_stand(
+    relay: list[ScriptedClient], pipelining: tuple[str, ...], script: dict[str, Any]
+) -> None:
+    """A reset is waited for as a greeting is (SMTP_TIMEOUT_SECONDS), not as a transaction's
+    replies: the refusals are known already."""
+    failing = ScriptedClient(ScriptedRelay(**script), extensions=pipelining)
+    fresh = ScriptedClient()
+    relay.extend([failing, fresh])
+    sender = SmtpConnection(
+        SmtpServer("relay.test", 25, timeout_seconds=WAIT, command_timeout_seconds=60)
+    )
+
+    async with asyncio.timeout(5):
+        with pytest.raises(SMTPRecipientsRefused) as refused:
+            await sender.send(an_email(ANA), [ANA])
+    assert not sender.is_open
+    await sender.send(an_email(), [BOB])
+
+    assert [r.code for r in refused.value.recipients] == [550]
+    assert failing.relay.is_closing()
     assert fresh.steps[-1] == "message"
+
+
+async def test_a_stop_during_the_reset_drops_the_connection(
+    relay: list[ScriptedClient], pipelining: tuple[str, ...]
+) -> None:
+    client = ScriptedClient(
+        ScriptedRelay({ANA: NO_SUCH_USER}, silent_at="RSET"), extensions=pipelining
+    )
+    relay.append(client)
+    reset_sent = asyncio.Event()
+
+    def on_write() -> None:
+        if client.relay.writes[-1] == b"RSET\r\n":
+            reset_sent.set()
+
+    client.relay.on_write = on_write
+    sender = connection()
+    sending = asyncio.create_task(sender.send(an_email(ANA), [ANA]))
+    await reset_sent.wait()
+
+    sending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sending
+
+    assert not sender.is_open
+    assert client.relay.is_closing()
+
+
+async def test_a_connection_refused_many_recipients_since_its_last_email_starts_afresh(
+    relay: list[ScriptedClient],
+) -> None:
+    """Postfix slows every reply from 10 refusals without a delivery: the connection is reset
+    while it has had fewer than REFUSALS_BEFORE_A_FRESH_CONNECTION, and an email taken starts
+    the count again; at the limit it is dropped, and the next email opens another."""
+    first = ScriptedClient(ScriptedRelay({ANA: NO_SUCH_USER}))
+    second = ScriptedClient()
+    relay.extend([first, second])
+    sender = connection()
+    below_the_limit = smtp.REFUSALS_BEFORE_A_FRESH_CONNECTION - 1
+
+    for _ in range(below_the_limit):
+        with pytest.raises(SMTPRecipientsRefused):
+            await sender.send(an_email(ANA), [ANA])
+    await sender.send(an_email(BOB), [BOB])  # taken: the count starts again
+    for _ in range(below_the_limit):
+        with pytest.raises(SMTPRecipientsRefused):
+            await sender.send(an_email(ANA), [ANA])
+    assert sender.is_open
+    assert first.relay.steps.count("RSET") == 2 * below_the_limit
+
+    with pytest.raises(SMTPRecipientsRefused):
+        await sender.send(an_email(ANA), [ANA])
+    assert not sender.is_open
+    assert first.relay.steps.count("RSET") == 2 * below_the_limit
+    await sender.send(an_email(BOB), [BOB])
+    assert second.steps[-1] == "message"
 
 
 async def test_data_not_answered_354_is_a_data_error(

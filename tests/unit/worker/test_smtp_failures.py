@@ -23,6 +23,7 @@ from services.worker.smtp_failures import (
     OutcomeUnknown,
     RelayUnavailable,
     classify,
+    closes_an_idle_connection,
     enhanced_status,
     is_throttling,
     suppresses,
@@ -205,6 +206,9 @@ def reply(line: str) -> SMTPResponse:
         pytest.param("421 4.7.0 Too many concurrent SMTP connections", id="too_many_connections"),
         pytest.param("452 4.3.2 Too many messages in this session, slow down", id="slow_down_452"),
         pytest.param("421 4.3.2 Service not available, closing channel", id="any_421"),
+        pytest.param(
+            "421 4.7.0 Too many connections, try again after a timeout", id="a_limit_and_timeout"
+        ),
     ],
 )
 def test_replies_that_ask_to_slow_down_are_throttling(line: str) -> None:
@@ -225,6 +229,11 @@ def test_replies_that_ask_to_slow_down_are_throttling(line: str) -> None:
             id="milter_greylist",
         ),
         pytest.param("421 4.7.0 Greylisted, please try again later", id="greylisting_in_a_421"),
+        pytest.param("421 4.4.2 mx.example.com Error: timeout exceeded", id="postfix_idle"),
+        pytest.param(
+            "421 mx.example.com: SMTP command timeout - closing connection", id="exim_idle"
+        ),
+        pytest.param("421 4.4.2 Connection dropped due to idle timeout", id="idle_421"),
         pytest.param(
             "451 4.3.0 Injected transient failure for this recipient, try again later",
             id="the_sinks_transient_fault",
@@ -251,6 +260,24 @@ def test_replies_that_ask_to_slow_down_are_throttling(line: str) -> None:
 )
 def test_greylisting_and_other_refusals_are_not_throttling(line: str) -> None:
     assert not is_throttling(reply(line))
+
+
+@pytest.mark.parametrize(
+    ("line", "idle"),
+    [
+        pytest.param("421 4.4.2 mx.example.com Error: timeout exceeded", True, id="postfix"),
+        pytest.param("421 mx.example.com: SMTP command timeout - closing connection", True,
+                     id="exim"),
+        pytest.param("421 4.4.2 Connection dropped due to idle timeout", True, id="idle"),
+        pytest.param("421 4.7.0 Too many connections, try again after a timeout", False,
+                     id="a_limit"),
+        pytest.param("421 4.7.0 Greylisted, timed out: try again later", False, id="greylisted"),
+        pytest.param("421 4.3.2 Service not available, closing channel", False, id="shutting"),
+        pytest.param("451 4.4.2 Timeout exceeded", False, id="not_a_421"),
+    ],
+)  # fmt: skip
+def test_a_421_closing_an_idle_connection_is_told_from_the_others(line: str, idle: bool) -> None:
+    assert closes_an_idle_connection(reply(line)) is idle
 
 
 @pytest.mark.parametrize(
