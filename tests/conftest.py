@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +19,13 @@ import pytest
 
 from deploy.local.settings import LocalSettings
 from shared.settings import PROJECT_ROOT
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # SIGTERM (a CI runner's timeout, `kill PID`) ends the run as Ctrl+C does, so the session's
+    # fixtures still stop the brokers and services they started instead of leaving them running.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
 
 # Below the ephemeral range (Linux 32768-60999, macOS 49152-65535): a port the kernel hands
 # out to outgoing connections could be taken by one while a service restarts on it.
