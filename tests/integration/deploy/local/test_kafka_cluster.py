@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from deploy.local.cluster_plan import partitions_of
+from deploy.local.kafka import STOP_GRACE_SECONDS
 from deploy.local.kafka_cluster import KafkaCluster
 from deploy.local.settings import LocalSettings
 from shared.kafka import (
@@ -199,6 +200,25 @@ def test_a_stopped_cluster_starts_again_with_its_data(cluster: KafkaCluster) -> 
     assert _cluster_ids(cluster) == cluster_id, "the nodes are not formatted again"
     rows = describe_group(settings.kafka_bootstrap_servers, settings.consumer_group)
     assert sum(row.log_end_offset for row in rows) == 60
+
+
+def test_a_cluster_with_most_nodes_down_stops_without_waiting_out_the_grace_period(
+    cluster: KafkaCluster,
+) -> None:
+    """The survivor's controlled shutdown needs a controller quorum, which two nodes down take
+    away: a SIGTERM would wait STOP_GRACE_SECONDS for nothing. It is killed at once, and the
+    cluster starts again (the killed nodes recover their logs)."""
+    assert cluster.kill_node(1)
+    assert cluster.kill_node(2)
+
+    started = time.monotonic()
+    assert cluster.stop()
+    took = time.monotonic() - started
+
+    assert all(pid is None for pid in cluster.running_pids().values())
+    assert took < STOP_GRACE_SECONDS / 2, f"{took:.1f} s: it waited for a clean shutdown"
+    cluster.start()
+    assert all(pid is not None for pid in cluster.running_pids().values())
 
 
 def _cluster_ids(cluster: KafkaCluster) -> set[str]:
