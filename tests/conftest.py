@@ -127,7 +127,8 @@ def run_stack_command(
 
 def run_harness(module: str, *arguments: str, timeout: float) -> tuple[int, str]:
     """`python -m MODULE ARGUMENTS` (the chaos runner, the benchmark): its exit code and output.
-    On timeout it gets SIGTERM, on which it stops every stack it started."""
+    On timeout, or when this run is ended, it gets SIGTERM, on which it stops every stack it
+    started."""
     harness = subprocess.Popen(
         [sys.executable, "-m", module, *arguments],
         cwd=PROJECT_ROOT,
@@ -137,9 +138,11 @@ def run_harness(module: str, *arguments: str, timeout: float) -> tuple[int, str]
     )
     try:
         output, _ = harness.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    except BaseException as ended:  # the timeout, or this run's own SIGTERM or Ctrl+C
         harness.terminate()
         output, _ = harness.communicate(timeout=120)
+        if not isinstance(ended, subprocess.TimeoutExpired):
+            raise
     print(output)
     return harness.returncode, output
 
@@ -148,8 +151,8 @@ def run_harness(module: str, *arguments: str, timeout: float) -> tuple[int, str]
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSettings]:
     """A real single-node Kafka broker with the pipeline's topics provisioned."""
     env = stack_env(tmp_path_factory.mktemp("kafka"))
-    started = run_stack_command("kafka-up", env)
     try:
+        started = run_stack_command("kafka-up", env)
         assert started.returncode == 0, started.stdout + started.stderr
         provisioned = run_stack_command("topics", env)
         assert provisioned.returncode == 0, provisioned.stdout + provisioned.stderr

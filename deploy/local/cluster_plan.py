@@ -78,6 +78,12 @@ def plan_cluster(bootstrap_servers: str, controller_port: int, brokers: int) -> 
     return nodes
 
 
+def quorum_lost(running: int, voters: int) -> bool:
+    """Whether `running` of the quorum's `voters` are too few to make a majority: no controller
+    is left to approve a broker's controlled shutdown (or anything else)."""
+    return 2 * running <= voters
+
+
 def quorum_voters(nodes: Iterable[ClusterNode]) -> str:
     """controller.quorum.voters: `1@host:9093,2@host:9095,3@host:9097`."""
     return ",".join(f"{node.node_id}@{node.host}:{node.controller_port}" for node in nodes)

@@ -8,6 +8,7 @@ replicas in sync, and stops, kills or restarts any node by the pid in its pid fi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -33,6 +34,7 @@ from deploy.local.cluster_plan import (
     parse_quorum_replication,
     partitions_of,
     plan_cluster,
+    quorum_lost,
     quorum_voters,
 )
 from deploy.local.errors import StackError
@@ -162,7 +164,7 @@ class KafkaCluster:
         the whole grace period: the nodes still running are SIGKILLed at once instead, as a
         crash would, and recover their logs when started again. False if none was running."""
         running = [node for node in self.nodes if self.process(node).running_pid() is not None]
-        if 2 * len(running) <= len(self.nodes):
+        if quorum_lost(len(running), voters=len(self.nodes)):
             for node in running:
                 self.kill_node(node.node_id)
             return bool(running)
@@ -178,9 +180,10 @@ class KafkaCluster:
         pid = process.running_pid()
         if pid is None:
             return False
-        os.kill(pid, signal.SIGKILL)
-        wait_for_exit(pid, 10)  # reaps it if it is our child
-        process.pid_file.unlink(missing_ok=True)
+        with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+            os.kill(pid, signal.SIGKILL)
+        if wait_for_exit(pid, 10):  # reaps it if it is our child
+            process.pid_file.unlink(missing_ok=True)  # kept while it lives on: its ports too
         return True
 
     def health(self) -> ClusterHealth:

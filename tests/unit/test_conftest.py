@@ -32,6 +32,8 @@ def child():
 
 
 def test_runs_until_terminated(child):
+    with open("running", "w"):
+        pass  # the fixture's teardown is armed
     time.sleep(600)
 """
 
@@ -55,29 +57,31 @@ def test_sigterm_ends_the_run_as_ctrl_c_does_and_the_session_fixtures_stop(
         [sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:cacheprovider",
          "-p", "no:timeout", "-q", str(tmp_path)],
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        env={
+            **{name: value for name, value in os.environ.items() if not name.startswith("PYTEST")},
+            "PYTHONPATH": str(PROJECT_ROOT),
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )  # fmt: skip
     pid_file = tmp_path / "child.pid"
-    child_pid = None
     try:
         deadline = time.monotonic() + 60
-        while not pid_file.exists() or not pid_file.read_text():
+        while not (tmp_path / "running").exists():
             assert run.poll() is None, run.communicate()[0]
-            assert time.monotonic() < deadline, "the session fixture never started its process"
+            assert time.monotonic() < deadline, "the test never started"
             time.sleep(0.05)
-        child_pid = int(pid_file.read_text())
 
         run.send_signal(signal.SIGTERM)
         output, _ = run.communicate(timeout=30)
 
-        assert not alive(child_pid), output
+        assert not alive(int(pid_file.read_text())), output
         assert "KeyboardInterrupt" in output
     finally:
         if run.poll() is None:
             run.kill()
             run.wait()
-        if child_pid is not None and alive(child_pid):
-            os.kill(child_pid, signal.SIGKILL)
+        left_running = int(pid_file.read_text() or 0) if pid_file.exists() else 0
+        if left_running and alive(left_running):
+            os.kill(left_running, signal.SIGKILL)

@@ -15,6 +15,7 @@ from deploy.local.cluster_plan import (
     parse_quorum_replication,
     partitions_of,
     plan_cluster,
+    quorum_lost,
     quorum_voters,
 )
 from deploy.local.errors import StackError
@@ -139,3 +140,8 @@ def test_the_quorum_table_is_read_by_its_header() -> None:
 
 def test_no_quorum_table_reads_as_no_voters() -> None:
     assert parse_quorum_replication("Error: TimeoutException\n") == []
+
+
+@pytest.mark.parametrize(("running", "lost"), [(3, False), (2, False), (1, True), (0, True)])
+def test_a_quorum_of_three_is_lost_with_one_node_left(running: int, lost: bool) -> None:
+    assert quorum_lost(running, voters=3) is lost
