@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from deploy.local.processes import wait_for_exit
 from shared.settings import PROJECT_ROOT
 
 A_RUN_WITH_A_SESSION_PROCESS = """
@@ -39,11 +40,7 @@ def test_runs_until_terminated(child):
 
 
 def alive(pid: int) -> bool:
-    """Running, not a zombie waiting for its parent."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
-    except FileNotFoundError:
-        return False
+    return not wait_for_exit(pid, timeout_seconds=0)  # a zombie is gone
 
 
 def test_sigterm_ends_the_run_as_ctrl_c_does_and_the_session_fixtures_stop(
